@@ -1,0 +1,1 @@
+"""Models: the XLM-R encoder, the Hyper-X hypernetwork, adapters and task heads."""
