@@ -1,0 +1,205 @@
+"""Temperature mixture over (task, language) streams with an exactly resumable state.
+
+Each training step draws one stream with probability p_i ∝ (n_i / N)^(1/T) and takes a whole
+batch from it (one (task, language) pair per batch, as the original Hyper-X). The draw at global
+step t comes from an RNG seeded only by (seed, t), so every host picks the same stream without
+communication, and resuming needs nothing but t.
+
+A stream is a `grain.MapDataset` read by position: position `pos` of a stream of n examples
+belongs to epoch `pos // n` and maps to an example through grain's index shuffle, reseeded per
+epoch from a seed folded with the stream id. The mixture's state is therefore tiny and JSON-able:
+the step and one position per stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+
+Example = dict[str, np.ndarray]
+# (raw example, rng that depends only on (seed, stream, epoch, example index)) -> features.
+FeaturizeFn = Callable[[Any, np.random.Generator], Example]
+
+_MIXTURE_TAG = 0x6D6978  # separates the stream-choice RNG from the per-stream seeds.
+_STREAM_TAG = 0x737472
+
+STATE_VERSION = 1
+
+
+def temperature_rates(sizes: Sequence[int], temperature: float = 5.0) -> np.ndarray:
+  """Sampling rates p_i ∝ (n_i / N)^(1/T); T = inf gives uniform rates, T = 1 proportional."""
+  sizes = np.asarray(sizes, dtype=np.float64)
+  if sizes.ndim != 1 or sizes.size == 0:
+    raise ValueError(f"sizes must be a non-empty 1-D sequence, got {sizes.tolist()}")
+  if np.any(sizes <= 0):
+    raise ValueError(f"every stream needs at least one example, got sizes {sizes.tolist()}")
+  if not temperature > 0:
+    raise ValueError(f"temperature must be > 0 (or inf), got {temperature}")
+  weights = (sizes / sizes.sum()) ** (1.0 / temperature)
+  return weights / weights.sum()
+
+
+def normalize_weights(weights: Sequence[float], num_streams: int) -> np.ndarray:
+  """Explicit mixture weights (any positive scale) -> rates that sum to 1."""
+  weights = np.asarray(weights, dtype=np.float64)
+  if weights.shape != (num_streams,):
+    raise ValueError(
+        f"expected {num_streams} weights (one per stream), got {weights.tolist()}")
+  if np.any(weights < 0) or weights.sum() <= 0:
+    raise ValueError(f"weights must be >= 0 with a positive sum, got {weights.tolist()}")
+  return weights / weights.sum()
+
+
+def fold_seed(*values: int) -> int:
+  """A 32-bit seed that depends on every value (grain's index shuffle takes uint32 seeds)."""
+  return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1)[0])
+
+
+def draw_stream(cumulative_rates: np.ndarray, seed: int, step: int) -> int:
+  """The stream of global step `step`: a function of (seed, step) only."""
+  u = np.random.default_rng([seed, _MIXTURE_TAG, step]).random()
+  return min(int(np.searchsorted(cumulative_rates, u, side="right")),
+             len(cumulative_rates) - 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stream:
+  """One (task, language) stream: raw examples and how to featurise one of them."""
+  task: str
+  lang: str
+  examples: Sequence[Any]
+  featurize: FeaturizeFn
+  max_examples: int | None = None
+
+  @property
+  def name(self) -> str:
+    return f"{self.task}/{self.lang}"
+
+  @property
+  def size(self) -> int:
+    """Examples per epoch, after the few-shot cap (the first k, before shuffling)."""
+    n = len(self.examples)
+    return n if self.max_examples is None else min(n, self.max_examples)
+
+
+def stream_dataset(stream: Stream, stream_id: int, seed: int) -> grain.MapDataset:
+  """Infinite-by-position dataset: position -> featurised example, reshuffled every epoch.
+
+  Position `pos` is epoch `pos // n`; grain's shuffle reseeds each epoch from
+  fold_seed(seed, stream id) + epoch. MLM masking (or any randomness of the featuriser) uses
+  an RNG seeded by (seed, stream id, epoch, example index), so it is identical on every host
+  and after a resume.
+  """
+  n = stream.size
+  if n == 0:
+    raise ValueError(f"stream {stream.name} has no examples")
+  examples = stream.examples
+  shuffled = grain.MapDataset.range(n).shuffle(seed=fold_seed(seed, _STREAM_TAG, stream_id))
+
+  def featurize(position: int, index: int) -> Example:
+    rng = np.random.default_rng([seed, stream_id, position // n, index])
+    return stream.featurize(examples[index], rng)
+
+  return shuffled.map_with_index(featurize)
+
+
+def stack_examples(examples: Sequence[Example]) -> dict[str, np.ndarray]:
+  """List of per-example dicts -> batch dict with a leading [B] axis."""
+  return {k: np.stack([ex[k] for ex in examples]) for k in examples[0]}
+
+
+@dataclasses.dataclass
+class MixtureBatch:
+  """A host-local batch of one stream, plus which stream and step produced it."""
+  features: dict[str, np.ndarray]
+  stream_id: int
+  task: str
+  lang: str
+  step: int
+
+
+class MixtureIterator:
+  """Draws a stream per global step and yields this host's rows of that stream's batch.
+
+  The global batch of step t holds positions [pos_s, pos_s + global_batch) of the drawn
+  stream s; host p featurises only rows [p * b, (p + 1) * b), b = global_batch // hosts.
+  """
+
+  def __init__(self, streams: Sequence[Stream], *, global_batch_size: int, seed: int,
+               temperature: float = 5.0, weights: Sequence[float] | None = None,
+               process_index: int = 0, process_count: int = 1):
+    if not streams:
+      raise ValueError("a mixture needs at least one stream")
+    names = [s.name for s in streams]
+    if len(set(names)) != len(names):
+      raise ValueError(f"duplicate (task, language) streams in {names}")
+    if global_batch_size % process_count:
+      raise ValueError(f"global batch size {global_batch_size} is not divisible by "
+                       f"process_count {process_count}")
+    if not 0 <= process_index < process_count:
+      raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+    self.streams = list(streams)
+    self.global_batch_size = global_batch_size
+    self.local_batch_size = global_batch_size // process_count
+    self.process_index = process_index
+    self.seed = int(seed)
+    sizes = [s.size for s in streams]
+    self.rates = (temperature_rates(sizes, temperature) if weights is None
+                  else normalize_weights(weights, len(streams)))
+    self._cumulative = np.cumsum(self.rates)
+    self._datasets = [stream_dataset(s, i, self.seed) for i, s in enumerate(streams)]
+    self.step = 0
+    self.positions = [0] * len(streams)
+    for s, n, p in zip(names, sizes, self.rates):
+      logging.info("mixture stream %-24s examples %8d  rate %.4f", s, n, p)
+
+  def __iter__(self) -> MixtureIterator:
+    return self
+
+  def __next__(self) -> MixtureBatch:
+    sid = draw_stream(self._cumulative, self.seed, self.step)
+    start = self.positions[sid] + self.process_index * self.local_batch_size
+    rows = [self._datasets[sid][start + j] for j in range(self.local_batch_size)]
+    stream = self.streams[sid]
+    batch = MixtureBatch(stack_examples(rows), sid, stream.task, stream.lang, self.step)
+    self.positions[sid] += self.global_batch_size
+    self.step += 1
+    return batch
+
+  def get_state(self) -> dict[str, Any]:
+    """JSON-serialisable state: the step and every stream's next global position."""
+    return {"version": STATE_VERSION, "step": self.step,
+            "positions": {s.name: p for s, p in zip(self.streams, self.positions)}}
+
+  def set_state(self, state: Mapping[str, Any]) -> None:
+    if state.get("version") != STATE_VERSION:
+      raise ValueError(f"mixture state version {state.get('version')!r} is not "
+                       f"{STATE_VERSION}: {state}")
+    positions = state["positions"]
+    names = [s.name for s in self.streams]
+    if sorted(positions) != sorted(names):
+      raise ValueError(f"saved state has streams {sorted(positions)}, this mixture has "
+                       f"{sorted(names)}")
+    self.step = int(state["step"])
+    self.positions = [int(positions[n]) for n in names]
+
+  def epochs(self) -> dict[str, float]:
+    """Epochs consumed so far per stream (global positions / examples per epoch)."""
+    return {s.name: p / s.size for s, p in zip(self.streams, self.positions)}
+
+  def realized_shares(self) -> dict[str, float]:
+    """Share of the steps so far that each stream received."""
+    batches = [p // self.global_batch_size for p in self.positions]
+    total = max(sum(batches), 1)
+    return {s.name: b / total for s, b in zip(self.streams, batches)}
+
+  def log_shares(self) -> None:
+    shares = self.realized_shares()
+    for s, p in zip(self.streams, self.rates):
+      logging.info("mixture stream %-24s rate %.4f  realised %.4f  (step %d)",
+                   s.name, p, shares[s.name], self.step)
