@@ -1,0 +1,126 @@
+"""Task heads: token classification, sequence (pair) classification, and the tied MLM head.
+
+Dropout is functional (an explicit `dropout_rng`, None = deterministic), like the encoder's.
+The MLM head computes logits only at K chosen positions per example ([B, K, V]), never over
+the full [B, S, V] (V = 250k for XLM-R).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from hyperx_jax.models.hypernet import logical_param
+
+_INIT_STD = 0.02  # RoBERTa's initializer_range
+
+
+def dropout(x: jax.Array, rate: float, rng: Optional[jax.Array]) -> jax.Array:
+  """Inverted dropout; the identity when rng is None or rate is 0."""
+  if rng is None or rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+class Dense(nnx.Module):
+  """y = x · kernel + bias; kernel [in, out] ~ N(0, 0.02²), bias 0, with logical axes."""
+
+  def __init__(self, in_features: int, out_features: int, axes: tuple, *, param_dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    self.kernel = logical_param(rngs, (in_features, out_features), axes, std=_INIT_STD,
+                                dtype=param_dtype)
+    self.bias = logical_param(None, (out_features,), axes[1:], dtype=param_dtype)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return x @ self.kernel[...].astype(x.dtype) + self.bias[...].astype(x.dtype)
+
+
+class TokenClassificationHead(nnx.Module):
+  """NER / POS: dropout + dense H -> n on every token. [B, S, H] -> [B, S, n]."""
+
+  def __init__(self, hidden_size: int, num_labels: int, *, dropout_rate: float = 0.1,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
+    self.dropout_rate = dropout_rate
+    self.out = Dense(hidden_size, num_labels, ("embed", "labels"), param_dtype=param_dtype,
+                     rngs=rngs)
+
+  def __call__(self, hidden: jax.Array, *, dropout_rng: Optional[jax.Array] = None) -> jax.Array:
+    return self.out(dropout(hidden, self.dropout_rate, dropout_rng)).astype(jnp.float32)
+
+
+class SequenceClassificationHead(nnx.Module):
+  """RoBERTa classification head on `<s>`: dropout, dense H->H, tanh, dropout, out_proj H->n."""
+
+  def __init__(self, hidden_size: int, num_labels: int, *, dropout_rate: float = 0.1,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
+    self.dropout_rate = dropout_rate
+    self.dense = Dense(hidden_size, hidden_size, (None, "embed"), param_dtype=param_dtype,
+                       rngs=rngs)
+    self.out_proj = Dense(hidden_size, num_labels, ("embed", "labels"), param_dtype=param_dtype,
+                          rngs=rngs)
+
+  def __call__(self, hidden: jax.Array, *, dropout_rng: Optional[jax.Array] = None) -> jax.Array:
+    """hidden [B, S, H] -> logits [B, n] (float32)."""
+    rngs = (None, None) if dropout_rng is None else tuple(jax.random.split(dropout_rng))
+    x = dropout(hidden[:, 0], self.dropout_rate, rngs[0])  # [B, H] the <s> token
+    x = jnp.tanh(self.dense(x))
+    return self.out_proj(dropout(x, self.dropout_rate, rngs[1])).astype(jnp.float32)
+
+
+class MLMHead(nnx.Module):
+  """XLM-R LM head: dense H->H, exact GELU, LayerNorm, decoder tied to the word embeddings + bias."""
+
+  def __init__(self, hidden_size: int, vocab_size: int, *, layer_norm_eps: float = 1e-5,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
+    self.eps = layer_norm_eps
+    self.dense = Dense(hidden_size, hidden_size, (None, "embed"), param_dtype=param_dtype,
+                       rngs=rngs)
+    self.ln_scale = logical_param(None, (hidden_size,), ("embed",), fill=1.0, dtype=param_dtype)
+    self.ln_bias = logical_param(None, (hidden_size,), ("embed",), dtype=param_dtype)
+    self.bias = logical_param(None, (vocab_size,), ("vocab",), dtype=param_dtype)
+
+  def __call__(self, hidden: jax.Array, positions: jax.Array,
+               word_embeddings: jax.Array) -> jax.Array:
+    """hidden [B, S, H], positions [B, K] int, word_embeddings [V, H] -> logits [B, K, V] f32."""
+    x = jnp.take_along_axis(hidden, positions[..., None], axis=1)  # [B, K, H]
+    x = jax.nn.gelu(self.dense(x), approximate=False)
+    x32 = x.astype(jnp.float32)
+    mean = x32.mean(-1, keepdims=True)
+    var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+    x32 = (x32 - mean) * jax.lax.rsqrt(var + self.eps) * self.ln_scale[...] + self.ln_bias[...]
+    x = x32.astype(hidden.dtype)
+    logits = jnp.einsum("bkh,vh->bkv", x, word_embeddings.astype(x.dtype))
+    return logits.astype(jnp.float32) + self.bias[...].astype(jnp.float32)
+
+  def load_hf(self, tensors: Optional[Mapping[str, np.ndarray]]) -> list[str]:
+    """Copies Hugging Face `lm_head.*` tensors in; returns the names left freshly initialised.
+
+    `tensors` maps HF names (with or without the `lm_head.` prefix) to arrays, as returned by
+    `weights.load_mlm_head_weights`; None means the checkpoint has no MLM head.
+    """
+    targets = {"dense.weight": (self.dense.kernel, True), "dense.bias": (self.dense.bias, False),
+               "layer_norm.weight": (self.ln_scale, False),
+               "layer_norm.bias": (self.ln_bias, False), "bias": (self.bias, False)}
+    given = {k.removeprefix("lm_head."): v for k, v in (tensors or {}).items()}
+    if "bias" not in given and "decoder.bias" in given:
+      given["bias"] = given["decoder.bias"]
+    missing = []
+    for name, (param, transpose) in targets.items():
+      if name not in given:
+        missing.append(f"lm_head.{name}")
+        continue
+      value = np.asarray(given[name], np.float32)
+      value = value.T if transpose else value
+      if value.shape != param.shape:
+        raise ValueError(f"lm_head.{name}: checkpoint shape {value.shape}, expected {param.shape}")
+      param[...] = jnp.asarray(value, param.dtype)
+    if missing:
+      logging.warning("MLM head: no pretrained weights for %s; freshly initialised.",
+                      ", ".join(missing))
+    return missing

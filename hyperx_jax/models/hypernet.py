@@ -1,0 +1,190 @@
+"""Hyper-X: one hypernetwork that generates every adapter (DESIGN.md §1).
+
+For task t, language l and layer i:
+
+    s_{t,l,i} = [task_t ; lang_l ; layer_i]                      source       [192]
+    p         = W2 · ReLU(W1 · s + b1) + b2                        projector    [P]
+    D_i, bD_i, U_i, bU_i, γ_i, β_i = G · p + g                     generators
+
+and layer i's adapter is A_i(z) = LN_i(U_i · ReLU(D_i · z + bD_i) + bU_i) + z (`adapters.py`).
+
+With layer conditioning (the default) ONE generator serves all layers and the layer identity
+comes from the layer embedding; without it the source is [task ; lang] and every layer has its
+own generator (weights with a leading `layers` axis). A single doubly-vmapped call produces the
+weights of all L layers for all G (task, language) groups of a batch: leaves [L, G, ...].
+
+New languages: the trainer re-initialises a row of `lang_embeddings` in place with
+`set_embedding_row("language", index, value)` (ids are positions in `config.languages`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from hyperx_jax.models.adapters import AdapterWeights
+
+Axes = tuple[Optional[str], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class HyperNetConfig:
+  """Hypernetwork sizes and switches; defaults are the authors' run (P = 192, b = 256)."""
+
+  task_dim: int = 64
+  lang_dim: int = 64
+  layer_dim: int = 64
+  projected_dim: int = 192
+  bottleneck: int = 256
+  condition_on_layer: bool = True
+  use_projector: bool = True
+  conditional_layer_norm: bool = True
+  init_std: float = 0.01
+
+  @property
+  def source_dim(self) -> int:
+    return self.task_dim + self.lang_dim + (self.layer_dim if self.condition_on_layer else 0)
+
+  @property
+  def generator_in_dim(self) -> int:
+    return self.projected_dim if self.use_projector else self.source_dim
+
+
+def logical_param(rngs: nnx.Rngs | None, shape: Sequence[int], axes: Axes, *, std: float = 0.0,
+                  fill: float = 0.0, dtype=jnp.float32) -> nnx.Param:
+  """A parameter ~ N(0, std²) (or constant `fill` when std = 0) tagged with logical axes.
+
+  Sharding is not applied here (`eager_sharding=False`): modules are built without a mesh and
+  the trainer places them from the logical axes.
+  """
+  if len(axes) != len(shape):
+    raise ValueError(f"logical axes {axes} do not match shape {tuple(shape)}")
+  if std > 0:
+    value = std * jax.random.normal(rngs.params(), tuple(shape), jnp.float32)
+  else:
+    value = jnp.full(tuple(shape), fill, jnp.float32)
+  return nnx.Param(value.astype(dtype), out_sharding=axes, eager_sharding=False)
+
+
+def adapter_shapes(hidden: int, bottleneck: int, layer_norm: bool) -> dict[str, tuple[int, ...]]:
+  """Shape of one adapter's tensors, by `AdapterWeights` field."""
+  shapes = {"down": (hidden, bottleneck), "down_bias": (bottleneck,),
+            "up": (bottleneck, hidden), "up_bias": (hidden,)}
+  if layer_norm:
+    shapes.update(ln_scale=(hidden,), ln_bias=(hidden,))
+  return shapes
+
+
+# ---------------------------------------------------------------------------------------------
+# The equations, as pure functions of one source vector (vmapped over layers and groups).
+
+
+def source_vector(task_emb: jax.Array, lang_emb: jax.Array, layer_emb: jax.Array) -> jax.Array:
+  """s = [task ; lang ; layer]  ([dt] , [dl], [di or 0]) -> [source]."""
+  return jnp.concatenate([task_emb, lang_emb, layer_emb], axis=-1)
+
+
+def project_source(projector: dict[str, jax.Array], s: jax.Array) -> jax.Array:
+  """p = W2 · ReLU(W1 · s + b1) + b2: [source] -> [P]. Identity when there is no projector."""
+  if not projector:
+    return s
+  hidden = jax.nn.relu(s @ projector["hidden_kernel"] + projector["hidden_bias"])
+  return hidden @ projector["out_kernel"] + projector["out_bias"]
+
+
+def generate_adapter(generators: dict[str, dict[str, jax.Array]], p: jax.Array,
+                     shapes: dict[str, tuple[int, ...]]) -> AdapterWeights:
+  """One adapter from the projected source p [P]: tensor = reshape(p · kernel + bias).
+
+  generators[name]: kernel [P, prod(shape)], bias [prod(shape)].
+  """
+  return AdapterWeights(**{name: (p @ g["kernel"] + g["bias"]).reshape(shapes[name])
+                           for name, g in generators.items()})
+
+
+class HyperNetwork(nnx.Module):
+  """Embeddings + source projector + generators; `__call__(task_ids, lang_ids)` -> weights."""
+
+  def __init__(self, config: HyperNetConfig, *, hidden_size: int, num_layers: int,
+               num_tasks: int, num_languages: int, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    self.config = config
+    self.hidden_size = hidden_size
+    self.num_layers = num_layers
+    c, std = config, config.init_std
+    self.task_embeddings = logical_param(rngs, (num_tasks, c.task_dim), ("tasks", None),
+                                         std=1.0, dtype=param_dtype)  # [T, dt]
+    self.lang_embeddings = logical_param(rngs, (num_languages, c.lang_dim), ("languages", None),
+                                         std=1.0, dtype=param_dtype)  # [Lg, dl]
+    self.layer_embeddings = (
+        logical_param(rngs, (num_layers, c.layer_dim), ("layers", None), std=1.0,
+                      dtype=param_dtype) if c.condition_on_layer else None)  # [L, di]
+    self.projector = nnx.Dict(_projector_params(c, param_dtype, rngs)) if c.use_projector else None
+    per_layer = () if c.condition_on_layer else (num_layers,)
+    layer_axes = () if c.condition_on_layer else ("layers",)
+    generators = {}
+    for name, shape in adapter_shapes(hidden_size, c.bottleneck, c.conditional_layer_norm).items():
+      size = math.prod(shape)
+      generators[name] = nnx.Dict(
+          kernel=logical_param(rngs, per_layer + (c.generator_in_dim, size),
+                               layer_axes + ("hyper_in", "hyper_out"), std=std, dtype=param_dtype),
+          bias=logical_param(None, per_layer + (size,), layer_axes + ("hyper_out",),
+                             dtype=param_dtype))
+    self.generators = nnx.Dict(generators)
+
+  def __call__(self, task_ids: jax.Array, lang_ids: jax.Array) -> AdapterWeights:
+    """task_ids, lang_ids: [G] int -> AdapterWeights with leaves [L, G, ...] (float32)."""
+    c = self.config
+    task = jnp.take(self.task_embeddings[...], task_ids, axis=0)  # [G, dt]
+    lang = jnp.take(self.lang_embeddings[...], lang_ids, axis=0)  # [G, dl]
+    if self.layer_embeddings is not None:
+      layers = self.layer_embeddings[...]  # [L, di]
+    else:
+      layers = jnp.zeros((self.num_layers, 0), task.dtype)  # [L, 0]
+    projector = ({k: v[...] for k, v in self.projector.items()} if self.projector is not None
+                 else {})
+    shapes = adapter_shapes(self.hidden_size, c.bottleneck, c.conditional_layer_norm)
+    generators = {name: {"kernel": g["kernel"][...], "bias": g["bias"][...]}
+                  for name, g in self.generators.items()}
+
+    def one_adapter(layer_emb, gens, task_emb, lang_emb):  # one (layer, group)
+      p = project_source(projector, source_vector(task_emb, lang_emb, layer_emb))
+      return generate_adapter(gens, p, shapes)
+
+    gen_axis = None if c.condition_on_layer else 0  # shared generator vs one per layer
+    per_group = jax.vmap(one_adapter, in_axes=(None, None, 0, 0))
+    per_layer = jax.vmap(per_group, in_axes=(0, gen_axis, None, None))
+    return per_layer(layers, generators, task, lang)  # leaves [L, G, ...]
+
+  def embedding_rows(self, kind: str) -> nnx.Param:
+    """The embedding table of `kind` ('task' | 'language' | 'layer'), rows = ids."""
+    tables = {"task": self.task_embeddings, "language": self.lang_embeddings,
+              "layer": self.layer_embeddings}
+    if kind not in tables or tables[kind] is None:
+      known = [k for k, v in tables.items() if v is not None]
+      raise KeyError(f"unknown embedding kind {kind!r}; known: {known}")
+    return tables[kind]
+
+  def set_embedding_row(self, kind: str, index: int, value: jax.Array) -> None:
+    """Overwrites one row (e.g. a new language initialised from N(0, 1) or from a relative)."""
+    table = self.embedding_rows(kind)
+    if not 0 <= index < table.shape[0]:
+      raise IndexError(f"{kind} embedding row {index} out of range [0, {table.shape[0]})")
+    table[...] = table[...].at[index].set(jnp.asarray(value, table.dtype))
+
+
+def _projector_params(c: HyperNetConfig, param_dtype, rngs: nnx.Rngs) -> dict[str, nnx.Param]:
+  """Linear(source -> source) -> ReLU -> Linear(source -> P); N(0, init_std), bias 0."""
+  s, p = c.source_dim, c.projected_dim
+  return {
+      "hidden_kernel": logical_param(rngs, (s, s), ("hyper_in", None), std=c.init_std,
+                                     dtype=param_dtype),
+      "hidden_bias": logical_param(None, (s,), (None,), dtype=param_dtype),
+      "out_kernel": logical_param(rngs, (s, p), (None, "hyper_in"), std=c.init_std,
+                                  dtype=param_dtype),
+      "out_bias": logical_param(None, (p,), ("hyper_in",), dtype=param_dtype),
+  }
