@@ -1,0 +1,1 @@
+"""Data: sources (raw examples) -> featurisers (fixed shapes) -> mixture -> pipeline."""
