@@ -1,0 +1,249 @@
+"""Featurisers: raw examples (see sources.py) -> fixed-shape numpy arrays.
+
+Each featuriser is called on one raw example and returns a dict of numpy arrays WITHOUT the
+batch axis (S = max_length), as in docs/architecture.md "Batches":
+
+  input_ids       [S] int32  `<s> ... </s>` padded with the tokenizer's pad id
+  attention_mask  [S] int32  1 for real tokens
+  token_type_ids  [S] int32  zeros (XLM-R)
+  labels          pair: [] int32 (a scalar); token / MLM: [S] int32, -100 = ignored
+
+`task_id`, `lang_id` and `example_mask` are added by the pipeline, which knows the stream.
+A featuriser returns None for an example it skips (e.g. no tokens), and counts it: `stats()`
+reports examples seen, truncated, words lost to truncation and skipped, so nothing is
+dropped silently.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from hyperx_jax.data.sources import UPOS_TAGS
+
+IGNORE_INDEX = -100
+XNLI_LABELS = ("entailment", "neutral", "contradiction")
+NER_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
+POS_LABELS = UPOS_TAGS
+WORD_START = "\u2581"  # SentencePiece's `▁`.
+
+Features = dict[str, np.ndarray]
+
+
+class Featurizer:
+  """Shared parts: the tokenizer's special ids, padding to max_length, counters."""
+
+  def __init__(self, tokenizer, max_length: int):
+    if max_length < 4:
+      raise ValueError(f"max_length must be >= 4, got {max_length}.")
+    self.tokenizer = tokenizer
+    self.max_length = max_length
+    self.cls_id = tokenizer.cls_token_id
+    self.sep_id = tokenizer.sep_token_id
+    self.pad_id = tokenizer.pad_token_id
+    self.counts = collections.Counter(examples=0, truncated=0, words_lost=0, skipped=0)
+
+  def stats(self) -> dict[str, int]:
+    """Counters since construction: examples, truncated, words_lost, skipped, ..."""
+    return dict(self.counts)
+
+  def _encode(self, text: str) -> list[int]:
+    return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+  def _pad(self, ids: Sequence[int], labels: Sequence[int] | None = None) -> Features:
+    """`ids` (with specials, <= max_length) padded to max_length; per-token labels too."""
+    n, s = len(ids), self.max_length
+    input_ids = np.full([s], self.pad_id, np.int32)
+    input_ids[:n] = ids
+    mask = np.zeros([s], np.int32)
+    mask[:n] = 1
+    out = {"input_ids": input_ids, "attention_mask": mask,
+           "token_type_ids": np.zeros([s], np.int32)}
+    if labels is not None:
+      out["labels"] = np.full([s], IGNORE_INDEX, np.int32)
+      out["labels"][:n] = labels
+    return out
+
+  def _skip(self) -> None:
+    self.counts["skipped"] += 1
+
+
+def _label_index(label: Any, names: Sequence[str], what: str) -> int:
+  if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
+    if 0 <= label < len(names):
+      return int(label)
+    raise ValueError(f"{what} id {label} out of range for labels {list(names)}.")
+  if label in names:
+    return names.index(label)
+  raise ValueError(f"Unknown {what} {label!r}; the label set is {list(names)}. "
+                   "Map other tag sets in the source config with 'tag_map' (a dict, or "
+                   "'google_universal_to_upos').")
+
+
+class PairFeaturizer(Featurizer):
+  """Sentence pairs (XNLI, PAWS-X): `<s> A </s></s> B </s>`, longest-first truncation."""
+
+  def __init__(self, tokenizer, max_length: int, labels: Sequence[str] = XNLI_LABELS):
+    super().__init__(tokenizer, max_length)
+    self.labels = tuple(labels)
+
+  def __call__(self, example: Mapping[str, Any]) -> Features | None:
+    self.counts["examples"] += 1
+    a, b = self._encode(example["premise"]), self._encode(example["hypothesis"])
+    if not a and not b:
+      self._skip()
+      return None
+    label = _label_index(example["label"], self.labels, "label")
+    a, b = self._truncate_longest_first(a, b, self.max_length - 4)
+    ids = [self.cls_id, *a, self.sep_id, self.sep_id, *b, self.sep_id]
+    out = self._pad(ids)
+    out["labels"] = np.asarray(label, np.int32)
+    return out
+
+  def _truncate_longest_first(self, a: list[int], b: list[int], budget: int):
+    """Cuts the longer side first; when both exceed half the budget each keeps half,
+    the odd token going to the longer side (B on ties), as the fast tokenizers do."""
+    if len(a) + len(b) <= budget:
+      return a, b
+    self.counts["truncated"] += 1
+    short, long = sorted((len(a), len(b)))
+    n_short, n_long = short, budget - short
+    if n_short > n_long:
+      n_short, n_long = budget // 2, budget // 2 + budget % 2
+    na, nb = (n_long, n_short) if len(a) > len(b) else (n_short, n_long)
+    return a[:na], b[:nb]
+
+
+class TokenFeaturizer(Featurizer):
+  """Word-level tags (NER IOB2, UPOS) on the first CONTENT sub-word of each word.
+
+  SentencePiece often splits a pre-tokenised word of a script without spaces (Chinese,
+  Japanese, Thai) into a bare `▁` followed by the content pieces; the label then goes on the
+  first piece that carries content, not on `▁`. Other pieces get -100.
+  """
+
+  def __init__(self, tokenizer, max_length: int, labels: Sequence[str]):
+    super().__init__(tokenizer, max_length)
+    self.labels = tuple(labels)
+
+  def __call__(self, example: Mapping[str, Any]) -> Features | None:
+    self.counts["examples"] += 1
+    words, tags = list(example["tokens"]), list(example["tags"])
+    if len(words) != len(tags):
+      raise ValueError(f"{len(words)} tokens but {len(tags)} tags in {dict(example)}.")
+    if not words:
+      self._skip()
+      return None
+    tag_ids = [_label_index(t, self.labels, "tag") for t in tags]
+    enc = self.tokenizer(words, is_split_into_words=True, add_special_tokens=False)
+    pieces, word_ids = enc.tokens(), enc.word_ids()
+    label_at = _first_content_pieces(pieces, word_ids, len(words))
+    if missing := sum(p is None for p in label_at):
+      self.counts["words_without_pieces"] += missing
+
+    keep = self.max_length - 2
+    if len(pieces) > keep:
+      self.counts["truncated"] += 1
+      self.counts["words_lost"] += sum(p is not None and p >= keep for p in label_at)
+    labels = [IGNORE_INDEX] * min(len(pieces), keep)
+    for word, position in enumerate(label_at):
+      if position is not None and position < keep:
+        labels[position] = tag_ids[word]
+    ids = [self.cls_id, *enc["input_ids"][:keep], self.sep_id]
+    return self._pad(ids, [IGNORE_INDEX, *labels, IGNORE_INDEX])
+
+
+def _first_content_pieces(pieces: Sequence[str], word_ids: Sequence[int | None],
+                          n_words: int) -> list[int | None]:
+  """Per word, the index of its first piece with content (else its first piece; None if
+  the word produced no piece)."""
+  first: list[int | None] = [None] * n_words
+  content: list[int | None] = [None] * n_words
+  for i, (piece, word) in enumerate(zip(pieces, word_ids)):
+    if word is None:
+      continue
+    if first[word] is None:
+      first[word] = i
+    if content[word] is None and piece.strip(WORD_START):
+      content[word] = i
+  return [c if c is not None else f for c, f in zip(content, first)]
+
+
+def max_predictions(max_length: int, mask_rate: float = 0.15) -> int:
+  """Cap on masked positions per example: ceil(mask_rate * max_length) + 1."""
+  return math.ceil(mask_rate * max_length) + 1
+
+
+class MLMFeaturizer(Featurizer):
+  """Masked LM on raw text: `mask_rate` of the non-special tokens (at least one, at most
+  `max_predictions(max_length)`) are chosen; of those 80% become `<mask>`, 10% a random
+  non-special token, 10% stay. Labels hold the original ids there, -100 elsewhere.
+
+  Deterministic given the `np.random.Generator` (or int seed) passed per call; the
+  pipeline derives it from (seed, stream, epoch, index).
+  """
+
+  def __init__(self, tokenizer, max_length: int, mask_rate: float = 0.15):
+    super().__init__(tokenizer, max_length)
+    self.mask_rate = mask_rate
+    self.mask_id = tokenizer.mask_token_id
+    self.max_predictions = max_predictions(max_length, mask_rate)
+    special = set(tokenizer.all_special_ids)
+    self.random_ids = np.asarray(
+        [i for i in range(len(tokenizer)) if i not in special], np.int32)
+    self.counts.update(masked=0, capped=0)
+
+  def __call__(self, example: Mapping[str, Any],
+               rng: np.random.Generator | int) -> Features | None:
+    self.counts["examples"] += 1
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    tokens = self._encode(example["text"])
+    if not tokens:
+      self._skip()
+      return None
+    keep = self.max_length - 2
+    if len(tokens) > keep:
+      self.counts["truncated"] += 1
+      tokens = tokens[:keep]
+    ids = np.asarray([self.cls_id, *tokens, self.sep_id], np.int32)
+    positions = self._choose_positions(len(tokens), rng) + 1  # +1: after `<s>`.
+    labels = np.full(ids.shape, IGNORE_INDEX, np.int32)
+    labels[positions] = ids[positions]
+    ids[positions] = self._corrupt(ids[positions], rng)
+    self.counts["masked"] += len(positions)
+    return self._pad(ids, labels)
+
+  def _choose_positions(self, n_tokens: int, rng: np.random.Generator) -> np.ndarray:
+    n = max(1, int(round(self.mask_rate * n_tokens)))
+    if n > self.max_predictions:
+      self.counts["capped"] += 1
+      n = self.max_predictions
+    return np.sort(rng.choice(n_tokens, size=n, replace=False))
+
+  def _corrupt(self, original: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """80% `<mask>`, 10% a random non-special id, 10% unchanged."""
+    u = rng.random(original.shape)
+    random_ids = self.random_ids[rng.integers(0, len(self.random_ids), original.shape)]
+    return np.where(u < 0.8, self.mask_id, np.where(u < 0.9, random_ids, original))
+
+
+TASK_KINDS = ("pair_classification", "token_classification", "mlm")
+
+
+def make_featurizer(kind: str, tokenizer, max_length: int,
+                    labels: Sequence[str] | None = None) -> Featurizer:
+  """The featuriser for a task kind (see `TASK_KINDS`); `labels` for the two classifiers."""
+  if kind == "pair_classification":
+    return PairFeaturizer(tokenizer, max_length, labels or XNLI_LABELS)
+  if kind == "token_classification":
+    if not labels:
+      raise ValueError("token_classification needs its label list (e.g. NER_LABELS, "
+                       "POS_LABELS).")
+    return TokenFeaturizer(tokenizer, max_length, labels)
+  if kind == "mlm":
+    return MLMFeaturizer(tokenizer, max_length)
+  raise ValueError(f"Unknown task kind {kind!r}; known: {list(TASK_KINDS)}")
