@@ -1,0 +1,191 @@
+"""Where training and evaluation numbers go: TensorBoard, JSON lines, the console.
+
+- `MetricWriter`: every process may call it; only the primary process (jax.process_index() ==
+  0) writes. Scalars go to TensorBoard event files (tensorboardX) and to `metrics.jsonl`, one
+  JSON object per line: {"step": int, "time": unix seconds, "scalars": {name: float}}.
+- `ProgressLogger`: one readable console line per call: step/total, per-task losses, learning
+  rate, steps/s, examples/s and ETA.
+- `check_finite`: fail fast, naming every NaN/Inf quantity and the step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Dict, Mapping, Optional
+
+from absl import logging
+from etils import epath
+import numpy as np
+
+JSONL_NAME = "metrics.jsonl"
+
+
+def to_float(value: Any) -> float:
+  """A Python float from a number, numpy scalar or one-element (jax) array."""
+  array = np.asarray(value)
+  if array.size != 1:
+    raise ValueError(f"expected a scalar, got an array of shape {array.shape}")
+  return float(array.reshape(()))
+
+
+class NonFiniteError(FloatingPointError):
+  """A training quantity became NaN or Inf."""
+
+
+def check_finite(step: int, scalars: Mapping[str, Any]) -> None:
+  """Raises NonFiniteError naming every quantity that holds a NaN or Inf at `step`."""
+  bad = {}
+  for name, value in scalars.items():
+    array = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(array)):
+      bad[name] = to_float(value) if array.size == 1 else f"{int((~np.isfinite(array)).sum())} non-finite values"
+  if bad:
+    details = ", ".join(f"{name}={value}" for name, value in bad.items())
+    raise NonFiniteError(f"non-finite values at step {step}: {details}")
+
+
+class _JsonLines:
+  """Appends lines to a local file; object stores (gs://) cannot append, so there the whole
+  file is rewritten from memory on flush."""
+
+  def __init__(self, path: epath.Path):
+    self.path = path
+    self.remote = "://" in os.fspath(path)
+    self._lines: list[str] = []
+    if self.remote:
+      self._lines = path.read_text().splitlines() if path.exists() else []
+      self._file = None
+    else:
+      self._file = path.open("a")
+
+  def append(self, line: str) -> None:
+    if self.remote:
+      self._lines.append(line)
+    else:
+      self._file.write(line + "\n")
+
+  def flush(self) -> None:
+    if self.remote:
+      self.path.write_text("".join(line + "\n" for line in self._lines))
+    else:
+      self._file.flush()
+
+  def close(self) -> None:
+    self.flush()
+    if self._file is not None:
+      self._file.close()
+
+
+class MetricWriter:
+  """TensorBoard event files + metrics.jsonl under `workdir/subdir`; a no-op off the primary."""
+
+  def __init__(self, workdir: str | os.PathLike, *, is_primary: bool, subdir: str = ""):
+    self.is_primary = is_primary
+    self.logdir = epath.Path(workdir) / subdir if subdir else epath.Path(workdir)
+    self._tb = None
+    self._jsonl = None
+    if is_primary:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self.logdir.mkdir(parents=True, exist_ok=True)
+      self._tb = SummaryWriter(logdir=os.fspath(self.logdir), flush_secs=30)
+      self._jsonl = _JsonLines(self.logdir / JSONL_NAME)
+
+  def _writes(self) -> bool:
+    if self.is_primary and self._tb is None:
+      raise RuntimeError(f"MetricWriter for {self.logdir} used after close()")
+    return self.is_primary
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    if not self._writes():
+      return
+    now = time.time()
+    values = scalars_to_dict(scalars)
+    for name, value in values.items():
+      self._tb.add_scalar(name, value, global_step=int(step), walltime=now)
+    record = {"step": int(step), "time": now, "scalars": values}
+    self._jsonl.append(json.dumps(record))
+
+  def write_text(self, step: int, tag: str, text: str) -> None:
+    """A text summary (e.g. the config or the results table), shown in TensorBoard's Text tab."""
+    if self._writes():
+      self._tb.add_text(tag, text, global_step=int(step))
+
+  def flush(self) -> None:
+    if self._writes():
+      self._tb.flush()
+      self._jsonl.flush()
+
+  def close(self) -> None:
+    if self.is_primary and self._tb is not None:
+      self._tb.close()
+      self._jsonl.close()
+      self._tb = self._jsonl = None
+
+  def __enter__(self) -> "MetricWriter":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def _format_duration(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return "?"
+  seconds = int(round(seconds))
+  hours, rest = divmod(seconds, 3600)
+  return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+class ProgressLogger:
+  """Console progress. `log(step, scalars)` prints and returns one line such as
+
+      step 200/10000 (2.0%) | loss[ner]=0.412 loss[xnli]=1.05 | lr=1.00e-04 | 3.10 steps/s
+      99.2 ex/s | ETA 0:52:41
+
+  Losses are the scalars named `loss` or `loss/<task>`; rates are measured between calls.
+  """
+
+  def __init__(self, total_steps: int, *, batch_size: Optional[int] = None, clock=time.monotonic):
+    self.total_steps = total_steps
+    self.batch_size = batch_size
+    self._clock = clock
+    self._last: Optional[tuple[int, float]] = None
+
+  def _rate(self, step: int) -> float:
+    now = self._clock()
+    last, self._last = self._last, (step, now)
+    if last is None or now <= last[1] or step <= last[0]:
+      return math.nan
+    return (step - last[0]) / (now - last[1])
+
+  def line(self, step: int, scalars: Mapping[str, Any]) -> str:
+    steps_per_s = self._rate(step)
+    parts = [f"step {step}/{self.total_steps} ({100 * step / max(self.total_steps, 1):.1f}%)"]
+    losses = {k.partition("/")[2] or k: to_float(v) for k, v in scalars.items()
+              if k == "loss" or k.startswith("loss/")}
+    if losses:
+      parts.append(" ".join(f"loss[{k}]={v:.4g}" if k != "loss" else f"loss={v:.4g}"
+                            for k, v in sorted(losses.items())))
+    lr = next((to_float(v) for k, v in scalars.items() if k in ("lr", "learning_rate")), None)
+    if lr is not None:
+      parts.append(f"lr={lr:.2e}")
+    if math.isfinite(steps_per_s):
+      rate = f"{steps_per_s:.2f} steps/s"
+      if self.batch_size:
+        rate += f" {steps_per_s * self.batch_size:.1f} ex/s"
+      parts.append(rate)
+      parts.append(f"ETA {_format_duration((self.total_steps - step) / steps_per_s)}")
+    return " | ".join(parts)
+
+  def log(self, step: int, scalars: Mapping[str, Any]) -> str:
+    text = self.line(step, scalars)
+    logging.info("%s", text)
+    return text
+
+
+def scalars_to_dict(scalars: Mapping[str, Any]) -> Dict[str, float]:
+  """Host floats from (device) scalars, e.g. before writing or logging."""
+  return {name: to_float(value) for name, value in scalars.items()}

@@ -1,0 +1,93 @@
+"""writers.py: event files read back record by record, JSON lines, progress line, NaN check."""
+
+import json
+import math
+import struct
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from tensorboardX.proto import event_pb2
+
+from hyperx_jax import writers
+
+
+def _crc32c(data: bytes) -> int:
+  crc = 0xFFFFFFFF
+  for byte in data:
+    crc ^= byte
+    for _ in range(8):
+      crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+  return crc ^ 0xFFFFFFFF
+
+
+def _masked_crc(data: bytes) -> int:
+  crc = _crc32c(data)
+  return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _read_events(path):
+  """TFRecord framing (length, masked CRC32C, payload, masked CRC32C) -> Event protos."""
+  data, events, pos = path.read_bytes(), [], 0
+  while pos < len(data):
+    header = data[pos:pos + 8]
+    (length,) = struct.unpack("<Q", header)
+    assert struct.unpack("<I", data[pos + 8:pos + 12])[0] == _masked_crc(header)
+    payload = data[pos + 12:pos + 12 + length]
+    assert struct.unpack("<I", data[pos + 12 + length:pos + 16 + length])[0] == _masked_crc(payload)
+    events.append(event_pb2.Event.FromString(payload))
+    pos += 16 + length
+  return events
+
+
+def test_scalars_reach_event_file_and_jsonl(tmp_path):
+  with writers.MetricWriter(tmp_path, is_primary=True) as writer:
+    writer.write_scalars(1, {"loss/ner": 0.5, "lr": jnp.float32(1e-4)})
+    writer.write_scalars(2, {"loss/ner": np.float64(0.25)})
+    writer.write_text(2, "config", "batch_size: 32")
+  (event_file,) = tmp_path.glob("events.out.tfevents.*")
+  scalars = [(e.step, v.tag, v.simple_value) for e in _read_events(event_file)
+             if e.HasField("summary") for v in e.summary.value if v.HasField("simple_value")]
+  assert scalars == [(1, "loss/ner", 0.5), (1, "lr", pytest.approx(1e-4)), (2, "loss/ner", 0.25)]
+  texts = [v.tag for e in _read_events(event_file) if e.HasField("summary") for v in e.summary.value
+           if v.HasField("tensor")]
+  assert texts and texts[0].startswith("config")
+  records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in records] == [1, 2]
+  assert records[0]["scalars"] == {"loss/ner": 0.5, "lr": pytest.approx(1e-4)}
+  assert all(isinstance(r["time"], float) for r in records)
+
+
+def test_non_primary_writes_nothing(tmp_path):
+  writer = writers.MetricWriter(tmp_path / "run", is_primary=False)
+  writer.write_scalars(1, {"loss": 1.0})
+  writer.write_text(1, "note", "x")
+  writer.flush()
+  writer.close()
+  assert not (tmp_path / "run").exists()
+
+
+def test_check_finite_names_quantities_and_step():
+  writers.check_finite(3, {"loss": 1.0, "grad_norm": jnp.ones([2])})
+  with pytest.raises(writers.NonFiniteError, match=r"step 7: loss/ner=nan, grad_norm=inf"):
+    writers.check_finite(7, {"loss/ner": jnp.float32(math.nan), "lr": 1e-3, "grad_norm": np.inf})
+  with pytest.raises(FloatingPointError, match="params=1 non-finite values"):
+    writers.check_finite(0, {"params": np.array([1.0, np.nan])})
+
+
+def test_progress_line_reports_rates_and_eta():
+  times = iter([100.0, 110.0])
+  progress = writers.ProgressLogger(1000, batch_size=32, clock=lambda: next(times))
+  first = progress.log(100, {"loss/ner": 0.5, "loss/xnli": 1.25, "lr": 1e-4})
+  assert first == "step 100/1000 (10.0%) | loss[ner]=0.5 loss[xnli]=1.25 | lr=1.00e-04"
+  second = progress.log(150, {"loss": 0.75})
+  # 50 steps in 10 s: 5 steps/s, 160 examples/s, 850 steps left -> 170 s.
+  assert second == "step 150/1000 (15.0%) | loss=0.75 | 5.00 steps/s 160.0 ex/s | ETA 0:02:50"
+
+
+def test_write_after_close_is_an_error(tmp_path):
+  writer = writers.MetricWriter(tmp_path, is_primary=True, subdir="eval")
+  writer.close()
+  assert (tmp_path / "eval" / "metrics.jsonl").exists()
+  with pytest.raises(RuntimeError, match="after close"):
+    writer.write_scalars(1, {"loss": 1.0})
