@@ -1,0 +1,221 @@
+"""Shared config defaults and helpers for every `configs/<name>.py`.
+
+`get_config()` returns the full schema with defaults; experiment configs start from it and set
+their tasks, languages and streams. `parse_arg` turns the `:size=large,runlocal` suffix of
+`--config=configs/xnli.py:size=large,runlocal` into a ConfigDict of typed values.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import ml_collections
+
+from hyperx_jax import sharding
+
+METHODS = ('hyperx', 'task_adapters', 'madx', 'full_finetune')
+
+# Hugging Face checkpoints per XLM-R size, and the mesh each one wants on a pod slice
+# (the frozen backbone of XL/XXL needs FSDP and tensor parallelism; data axis takes the rest).
+SIZES = {
+    'base': ('FacebookAI/xlm-roberta-base', (-1, 1, 1)),
+    'large': ('FacebookAI/xlm-roberta-large', (-1, 1, 1)),
+    'xl': ('facebook/xlm-roberta-xl', (-1, 8, 1)),
+    'xxl': ('facebook/xlm-roberta-xxl', (-1, 8, 4)),
+}
+
+XNLI_LABELS = ('entailment', 'neutral', 'contradiction')
+XNLI_LANGUAGES = ('en', 'fr', 'es', 'de', 'el', 'bg', 'ru', 'tr', 'ar', 'vi', 'th', 'zh', 'hi',
+                  'sw', 'ur')
+NER_LABELS = ('O', 'B-PER', 'I-PER', 'B-ORG', 'I-ORG', 'B-LOC', 'I-LOC')
+UPOS_TAGS = ('ADJ', 'ADP', 'ADV', 'AUX', 'CCONJ', 'DET', 'INTJ', 'NOUN', 'NUM', 'PART', 'PRON',
+             'PROPN', 'PUNCT', 'SCONJ', 'SYM', 'VERB', 'X')
+
+# Every LayerNorm of the backbone (embeddings, attention and FFN sublayers): scale and bias.
+ENCODER_LAYER_NORMS = r'^encoder/(.+/)?[a-z_]*ln/(scale|bias)$'
+
+
+def parse_arg(arg: Optional[str], **spec: Any) -> ml_collections.ConfigDict:
+  """Parses 'size=large,runlocal,k=8' into a ConfigDict typed after `spec`'s defaults.
+
+  A bare name sets a boolean to True. Names not in `spec` are an error listing the known ones.
+  """
+  result = ml_collections.ConfigDict(dict(spec))
+  for item in filter(None, (arg or '').split(',')):
+    name, eq, value = item.partition('=')
+    name = name.strip()
+    if name not in spec:
+      raise ValueError(f'config arg {name!r} in {arg!r} is unknown; known: {sorted(spec)}')
+    default = spec[name]
+    if not eq:
+      if not isinstance(default, bool):
+        raise ValueError(f'config arg {name!r} needs a value ({name}=...)')
+      result[name] = True
+    elif isinstance(default, bool):
+      if value.lower() not in ('true', 'false', '1', '0'):
+        raise ValueError(f'config arg {name}={value!r}: expected true/false')
+      result[name] = value.lower() in ('true', '1')
+    elif default is None or isinstance(default, str):
+      result[name] = value
+    else:
+      result[name] = type(default)(value)
+  return result
+
+
+def trainable_rules(method: str) -> list[tuple[str, bool]]:
+  """Regex -> trainable, first match wins; the last rule covers everything left."""
+  if method not in METHODS:
+    raise ValueError(f'unknown method {method!r}; known: {list(METHODS)}')
+  if method == 'full_finetune':
+    return [('.*', True)]
+  return [
+      ('^adapters/', True),
+      ('^heads/', True),
+      (ENCODER_LAYER_NORMS, True),
+      ('^encoder/', False),
+  ]
+
+
+def lr_multipliers(method: str) -> list[tuple[str, float]]:
+  """Per-group learning-rate multipliers relative to `optim.lr` (the adapters' rate).
+
+  Heads 10x, backbone (LayerNorms or, for full fine-tuning, everything) 0.1x: with lr 1e-3 this
+  is head 1e-2 / hypernetwork 1e-3 / LNs 1e-4, which trains NER in a few hundred steps.
+  """
+  del method  # same grouping for every method; full fine-tuning lands the backbone at 0.1x
+  return [('^heads/', 10.0), ('^adapters/', 1.0), ('^encoder/', 0.1)]
+
+
+def stream(task: str, lang: str, source: dict[str, Any],
+           max_examples: Optional[int] = None) -> dict[str, Any]:
+  """One (task, language) data stream."""
+  return {'task': task, 'lang': lang, 'source': dict(source), 'max_examples': max_examples}
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Defaults shared by every experiment (tasks, languages and streams left empty)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 123
+  c.method = 'hyperx'
+
+  c.model = ml_collections.ConfigDict()
+  c.model.checkpoint = SIZES['base'][0]
+  c.model.preset = 'base'
+  c.model.dtype = 'float32'
+  c.model.param_dtype = 'float32'
+  c.model.scan_layers = True
+  c.model.remat = 'none'
+  c.model.hidden_dropout = 0.1
+  c.model.attention_dropout = 0.1
+  c.model.classifier_dropout = 0.1
+  c.tokenizer = None
+
+  c.adapter = ml_collections.ConfigDict()
+  c.adapter.bottleneck = 256
+  c.adapter.placement = 'ffn_output'
+  c.adapter.layer_norm = True
+
+  c.hyperx = ml_collections.ConfigDict()
+  c.hyperx.task_dim = 64
+  c.hyperx.lang_dim = 64
+  c.hyperx.layer_dim = 64
+  c.hyperx.projected_dim = 192
+  c.hyperx.use_projector = True
+  c.hyperx.condition_on_layer = True
+  c.hyperx.init_std = 0.01
+
+  c.tasks = ml_collections.ConfigDict()  # insertion order gives the task ids
+  c.languages = []
+  c.train_streams = []
+  c.eval_streams = []
+
+  c.data = ml_collections.ConfigDict()
+  c.data.max_length = 128
+  c.data.batch_size = 32
+  c.data.eval_batch_size = 64
+  c.data.temperature = 5.0
+  c.data.weights = ml_collections.config_dict.placeholder(list)
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 1e-3
+  c.optim.warmup_steps = 4000
+  c.optim.weight_decay = 0.01
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.eps = 1e-8
+  c.optim.clip_norm = 1.0
+  c.optim.lr_multipliers = lr_multipliers(c.method)
+  c.trainable = trainable_rules(c.method)
+  c.total_steps = 100_000
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.shape = (-1, 1, 1)
+  c.mesh.axes = ('data', 'fsdp', 'tensor')
+  # Logical axis -> mesh axis: the frozen backbone's big axes go to fsdp / tensor (see
+  # hyperx_jax/sharding.py for the reasoning); the small hypernetwork stays mostly replicated.
+  c.logical_axis_rules = list(sharding.DEFAULT_LOGICAL_AXIS_RULES)
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 1000
+  c.checkpoint.keep = 3
+  c.checkpoint.async_save = True
+  c.checkpoint.best_metric = ml_collections.config_dict.placeholder(str)
+
+  c.init_from = ml_collections.config_dict.placeholder(str)
+  c.new_languages = []
+  c.new_language_init = 'mean'
+  c.eval_every_steps = 5000
+  c.log_every_steps = 50
+  return c
+
+
+def set_method(c: ml_collections.ConfigDict, method: str) -> None:
+  """Sets the method and the trainable / learning-rate rules that go with it."""
+  c.method = method
+  c.trainable = trainable_rules(method)
+  c.optim.lr_multipliers = lr_multipliers(method)
+
+
+def set_size(c: ml_collections.ConfigDict, size: str) -> None:
+  """XLM-R base / large / xl / xxl: checkpoint, preset and mesh."""
+  if size not in SIZES:
+    raise ValueError(f'unknown size {size!r}; known: {list(SIZES)}')
+  c.model.checkpoint, c.mesh.shape = SIZES[size]
+  c.model.preset = size
+
+
+def set_paper_optim(c: ml_collections.ConfigDict) -> None:
+  """The authors' run: AdamW 1e-4, 4k warm-up then linear decay, 100k steps, batch 32,
+  max length 256, seed 123, b = 256, P = 192 (one learning rate for everything)."""
+  c.seed = 123
+  c.optim.lr = 1e-4
+  c.optim.warmup_steps = 4000
+  c.optim.lr_multipliers = []
+  c.total_steps = 100_000
+  c.data.batch_size = 32
+  c.data.max_length = 256
+  c.adapter.bottleneck = 256
+  c.hyperx.projected_dim = 192
+
+
+def runlocal(c: ml_collections.ConfigDict, total_steps: int = 20) -> None:
+  """Shrinks a config to a quick smoke run on a workstation CPU."""
+  c.total_steps = total_steps
+  c.optim.warmup_steps = min(c.optim.warmup_steps, total_steps // 4)
+  c.data.batch_size = 8
+  c.data.eval_batch_size = 8
+  c.data.max_length = 64
+  c.log_every_steps = 5
+  c.eval_every_steps = total_steps
+  c.checkpoint.every_steps = total_steps
+  for s in list(c.train_streams) + list(c.eval_streams):
+    s['max_examples'] = 64
+
+
+def languages_of(streams: Sequence[dict[str, Any]], extra: Sequence[str] = ()) -> list[str]:
+  """Every language in the streams (first appearance order), plus `extra`."""
+  langs: list[str] = []
+  for lang in [s['lang'] for s in streams] + list(extra):
+    if lang not in langs:
+      langs.append(lang)
+  return langs

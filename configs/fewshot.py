@@ -1,0 +1,36 @@
+"""Few-shot: continue a trained run on k labelled examples of a language it has not seen.
+
+The new language gets a fresh embedding (initialised by `new_language_init` from the trained
+ones); the trainable state comes from `init_from` (another run's workdir).
+
+  python -m hyperx_jax.main \
+    --config=configs/fewshot.py:init_from=/runs/ner,task=ner,lang=sw,k=100 --workdir=DIR
+"""
+
+from configs import common, ner, pos
+
+SOURCES = {'ner': (ner, ner.wikiann), 'pos': (pos, pos.xtreme_pos)}
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, init_from='', task='ner', lang='sw', k=100, steps=500,
+                         size='base', method='hyperx', runlocal=False)
+  if arg.task not in SOURCES:
+    raise ValueError(f'fewshot task={arg.task!r} is unknown; known: {sorted(SOURCES)}')
+  module, source = SOURCES[arg.task]
+  c = module.get_config(f'size={arg.size},method={arg.method}')
+  c.init_from = arg.init_from or None
+  if arg.lang not in c.languages:
+    c.languages.append(arg.lang)
+    c.new_languages = [arg.lang]
+  c.train_streams = [common.stream(arg.task, arg.lang, source(arg.lang, 'train'),
+                                   max_examples=arg.k)]
+  c.eval_streams = [common.stream(arg.task, arg.lang, source(arg.lang, 'test'))]
+  c.total_steps = arg.steps
+  c.optim.warmup_steps = arg.steps // 10
+  c.eval_every_steps = arg.steps
+  c.checkpoint.every_steps = arg.steps
+  c.checkpoint.best_metric = None
+  if arg.runlocal:
+    common.runlocal(c, total_steps=arg.steps)
+  return c

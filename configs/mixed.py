@@ -1,0 +1,45 @@
+"""Mixed-language multi-task: en NER + en POS + tr POS + ar NER, MLM on tr and ar text;
+tested on the pairs never trained: tr NER and ar POS (plus the trained ones).
+
+  python -m hyperx_jax.main --config=configs/mixed.py --workdir=DIR
+"""
+
+from configs import common, ner, pos
+
+MLM_LANGUAGES = ('tr', 'ar')
+
+
+def mlm_text(lang: str) -> dict:
+  """Raw text of the machine's gettext catalogues (swap for a `text` file of Wikipedia)."""
+  return {'type': 'mo', 'lang': lang}
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, size='base', method='hyperx', runlocal=False)
+  c = common.get_config()
+  common.set_size(c, arg.size)
+  common.set_method(c, arg.method)
+  c.optim.warmup_steps = 1000
+  c.total_steps = 50_000
+  c.tasks.ner = {'kind': 'token_classification', 'labels': list(common.NER_LABELS),
+                 'metric': 'entity_f1'}
+  c.tasks.pos = {'kind': 'token_classification', 'labels': list(common.UPOS_TAGS),
+                 'metric': 'pos'}
+  c.tasks.mlm = {'kind': 'mlm', 'labels': [], 'metric': 'mlm_accuracy'}
+  c.train_streams = [
+      common.stream('ner', 'en', ner.wikiann('en', 'train')),
+      common.stream('pos', 'en', pos.xtreme_pos('en', 'train')),
+      common.stream('pos', 'tr', pos.xtreme_pos('tr', 'train')),
+      common.stream('ner', 'ar', ner.wikiann('ar', 'train')),
+  ] + [common.stream('mlm', lang, mlm_text(lang)) for lang in MLM_LANGUAGES]
+  c.eval_streams = [
+      common.stream('ner', 'tr', ner.wikiann('tr', 'test')),  # zero-shot pair
+      common.stream('pos', 'ar', pos.xtreme_pos('ar', 'test')),  # zero-shot pair
+      common.stream('ner', 'en', ner.wikiann('en', 'test')),
+      common.stream('pos', 'tr', pos.xtreme_pos('tr', 'test')),
+  ]
+  c.languages = common.languages_of(c.train_streams + c.eval_streams)
+  c.checkpoint.best_metric = 'ner:tr/entity_f1'
+  if arg.runlocal:
+    common.runlocal(c)
+  return c

@@ -1,0 +1,234 @@
+"""Config validation: every mistake a config can hold is reported before anything compiles.
+
+`validate(config, device_count)` collects all problems and raises one `ConfigError` whose lines
+each name the offending field (`config.train_streams[2].lang: 'xx' is not in config.languages
+[...]`). Coverage of `config.trainable` needs the parameter paths: the trainer checks it on the
+abstract model (`optim.trainable_filter`), still before compilation, and raises ConfigError too.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import Any, Iterable, Optional, Sequence
+
+METHODS = ('hyperx', 'task_adapters', 'madx', 'full_finetune')
+TASK_KINDS = ('pair_classification', 'token_classification', 'mlm')
+METRICS = ('accuracy', 'entity_f1', 'pos', 'mlm_accuracy')
+DTYPES = ('float32', 'bfloat16')
+PLACEMENTS = ('ffn_output', 'layer_output')
+SOURCE_TYPES = ('tfds', 'conllu', 'iob2', 'jsonl', 'text', 'mo')
+# Source keys that name local files or directories (checked for existence).
+PATH_KEYS = ('path', 'paths', 'file', 'files', 'manual_dir', 'data_dir', 'dir', 'glob')
+DATA_AXES = ('data', 'fsdp')  # the batch is split over these mesh axes
+
+
+class ConfigError(ValueError):
+  """A config problem found before compilation; the message names each bad field."""
+
+
+def task_names(config: Any) -> list[str]:
+  """Task names in id order (their order in `config.tasks`)."""
+  return list(config.tasks.keys())
+
+
+def _get(obj: Any, key: str, default: Any = None) -> Any:
+  try:
+    return obj[key]
+  except (KeyError, AttributeError, TypeError):
+    return default
+
+
+def _is_local_path(p: str) -> bool:
+  """Hub ids look like 'org/name'; local paths are absolute, relative with '.', or '~'."""
+  return p.startswith(('/', '.', '~'))
+
+
+def resolve_mesh_shape(shape: Sequence[int], device_count: int) -> Optional[tuple[int, ...]]:
+  """config.mesh.shape with the one -1 filled in; None when it cannot fit device_count."""
+  shape = tuple(int(s) for s in shape)
+  known = math.prod(s for s in shape if s != -1)
+  if shape.count(-1) > 1 or known <= 0:
+    return None
+  if -1 in shape:
+    if device_count % known:
+      return None
+    shape = tuple(device_count // known if s == -1 else s for s in shape)
+  return shape if math.prod(shape) == device_count else None
+
+
+def data_parallel_size(config: Any, device_count: int) -> int:
+  shape = resolve_mesh_shape(config.mesh.shape, device_count)
+  if shape is None:
+    raise ConfigError(f'config.mesh.shape {tuple(config.mesh.shape)} does not fit '
+                      f'{device_count} devices')
+  return math.prod(n for n, a in zip(shape, config.mesh.axes) if a in DATA_AXES)
+
+
+def _check_model(config: Any, errors: list[str]) -> None:
+  m = config.model
+  for field in ('dtype', 'param_dtype'):
+    if m[field] not in DTYPES:
+      errors.append(f'config.model.{field}: {m[field]!r} is not one of {list(DTYPES)}')
+  if m.checkpoint is None and config.tokenizer is None:
+    errors.append('config.tokenizer: must be set when config.model.checkpoint is None '
+                  '(random init has no tokenizer files)')
+  for field, value in (('config.model.checkpoint', m.checkpoint),
+                       ('config.tokenizer', config.tokenizer)):
+    if isinstance(value, str) and _is_local_path(value) and not os.path.exists(
+        os.path.expanduser(value)):
+      errors.append(f'{field}: local path {value!r} does not exist')
+  if config.adapter.placement not in PLACEMENTS:
+    errors.append(f'config.adapter.placement: {config.adapter.placement!r} is not one of '
+                  f'{list(PLACEMENTS)}')
+  if config.adapter.bottleneck <= 0:
+    errors.append(f'config.adapter.bottleneck: must be positive, got {config.adapter.bottleneck}')
+
+
+def _check_tasks(config: Any, errors: list[str]) -> None:
+  if not task_names(config):
+    errors.append('config.tasks: no tasks defined')
+  for name in task_names(config):
+    task = config.tasks[name]
+    kind, metric = _get(task, 'kind'), _get(task, 'metric')
+    if kind not in TASK_KINDS:
+      errors.append(f'config.tasks.{name}.kind: {kind!r} is not one of {list(TASK_KINDS)}')
+    if metric not in METRICS:
+      errors.append(f'config.tasks.{name}.metric: {metric!r} is not one of {list(METRICS)}')
+    if kind in ('pair_classification', 'token_classification') and not _get(task, 'labels'):
+      errors.append(f'config.tasks.{name}.labels: a {kind} task needs its label list')
+  langs = list(config.languages)
+  if len(set(langs)) != len(langs):
+    errors.append(f'config.languages: duplicates in {langs}')
+  for lang in config.new_languages:
+    if lang not in langs:
+      errors.append(f'config.new_languages: {lang!r} is not in config.languages {langs}')
+
+
+def _source_paths(source: Any) -> Iterable[tuple[str, str]]:
+  for key in PATH_KEYS:
+    value = _get(source, key)
+    if isinstance(value, str):
+      yield key, value
+    elif isinstance(value, (list, tuple)):
+      for i, v in enumerate(value):
+        yield f'{key}[{i}]', v
+
+
+def _check_streams(config: Any, field: str, errors: list[str]) -> None:
+  tasks, langs = task_names(config), list(config.languages)
+  streams = list(config[field])
+  if field == 'train_streams' and not streams:
+    errors.append('config.train_streams: no training streams')
+  for i, s in enumerate(streams):
+    where = f'config.{field}[{i}]'
+    task, lang, source = _get(s, 'task'), _get(s, 'lang'), _get(s, 'source')
+    if task not in tasks:
+      errors.append(f'{where}.task: unknown task {task!r}; known tasks: {tasks}')
+    if lang not in langs:
+      errors.append(f'{where}.lang: {lang!r} is not in config.languages {langs}')
+    stype = _get(source, 'type')
+    if stype not in SOURCE_TYPES:
+      errors.append(f'{where}.source.type: {stype!r} is not one of {list(SOURCE_TYPES)}')
+      continue
+    if stype == 'tfds' and not _get(source, 'name'):
+      errors.append(f'{where}.source.name: a tfds source needs a builder name')
+    if stype == 'mo' and not _get(source, 'lang'):
+      errors.append(f'{where}.source.lang: a mo source needs the gettext locale name')
+    if stype not in ('tfds', 'mo') and not any(True for _ in _source_paths(source)):
+      errors.append(f'{where}.source: a {stype} source needs a path (one of {list(PATH_KEYS)})')
+    for key, path in _source_paths(source):
+      if key == 'glob' or any(ch in path for ch in '*?['):
+        continue
+      if not os.path.exists(os.path.expanduser(path)):
+        errors.append(f'{where}.source.{key}: {path!r} does not exist')
+    max_examples = _get(s, 'max_examples')
+    if max_examples is not None and max_examples <= 0:
+      errors.append(f'{where}.max_examples: must be positive or None, got {max_examples}')
+
+
+def _check_mesh_and_batch(config: Any, device_count: int, errors: list[str]) -> None:
+  shape, axes = tuple(config.mesh.shape), tuple(config.mesh.axes)
+  if len(shape) != len(axes):
+    errors.append(f'config.mesh.shape {shape} and config.mesh.axes {axes} differ in length')
+    return
+  resolved = resolve_mesh_shape(shape, device_count)
+  if resolved is None:
+    errors.append(f'config.mesh.shape: {shape} cannot be laid out on {device_count} devices '
+                  '(at most one -1; the product must equal the device count)')
+    return
+  dp = math.prod(n for n, a in zip(resolved, axes) if a in DATA_AXES)
+  for field in ('batch_size', 'eval_batch_size'):
+    value = config.data[field]
+    if value <= 0 or value % dp:
+      errors.append(f'config.data.{field}: {value} is not divisible by the data-parallel '
+                    f'mesh size {dp} (mesh {dict(zip(axes, resolved))})')
+  mesh_axes = set(axes)
+  for i, (name, target) in enumerate(config.logical_axis_rules):
+    targets = () if target is None else (target,) if isinstance(target, str) else tuple(target)
+    unknown = [t for t in targets if t not in mesh_axes]
+    if unknown:
+      errors.append(f'config.logical_axis_rules[{i}] ({name!r}): mesh axes {unknown} are not '
+                    f'in config.mesh.axes {list(axes)}')
+
+
+def _check_regexes(rules: Any, field: str, errors: list[str]) -> None:
+  for i, rule in enumerate(rules):
+    try:
+      pattern, value = rule
+      re.compile(pattern)
+    except (TypeError, ValueError) as e:
+      errors.append(f'{field}[{i}]: expected (regex, value), got {rule!r} ({e})')
+      continue
+    if field.endswith('lr_multipliers') and not float(value) > 0:
+      errors.append(f'{field}[{i}]: multiplier must be positive, got {value!r}')
+
+
+def _check_optim(config: Any, errors: list[str]) -> None:
+  o = config.optim
+  if config.total_steps <= 0:
+    errors.append(f'config.total_steps: must be positive, got {config.total_steps}')
+  if not 0 <= o.warmup_steps < config.total_steps:
+    errors.append(f'config.optim.warmup_steps: {o.warmup_steps} must be in [0, '
+                  f'config.total_steps={config.total_steps})')
+  if o.lr <= 0:
+    errors.append(f'config.optim.lr: must be positive, got {o.lr}')
+  _check_regexes(o.lr_multipliers, 'config.optim.lr_multipliers', errors)
+  _check_regexes(config.trainable, 'config.trainable', errors)
+  for field in ('every_steps', 'keep'):
+    if config.checkpoint[field] <= 0:
+      errors.append(f'config.checkpoint.{field}: must be positive')
+  for field in ('eval_every_steps', 'log_every_steps'):
+    if config[field] <= 0:
+      errors.append(f'config.{field}: must be positive, got {config[field]}')
+
+
+def _check_best_metric(config: Any, errors: list[str]) -> None:
+  best = config.checkpoint.best_metric
+  if best is None:
+    return
+  m = re.fullmatch(r'([^:/]+):([^:/]+)/([^:/]+)', best)
+  pairs = {(s['task'], s['lang']) for s in config.eval_streams}
+  if not m or (m.group(1), m.group(2)) not in pairs:
+    errors.append(f"config.checkpoint.best_metric: {best!r} must be 'task:lang/metric' for an "
+                  f'eval pair; eval pairs: {sorted(f"{t}:{l}" for t, l in pairs)}')
+
+
+def validate(config: Any, device_count: int) -> None:
+  """Raises ConfigError listing every problem in `config` (one line per field)."""
+  errors: list[str] = []
+  if config.method not in METHODS:
+    errors.append(f'config.method: unknown method {config.method!r}; known: {list(METHODS)}')
+  _check_model(config, errors)
+  _check_tasks(config, errors)
+  _check_streams(config, 'train_streams', errors)
+  _check_streams(config, 'eval_streams', errors)
+  _check_mesh_and_batch(config, device_count, errors)
+  _check_optim(config, errors)
+  _check_best_metric(config, errors)
+  if config.init_from is not None and not os.path.isdir(os.path.expanduser(config.init_from)):
+    errors.append(f'config.init_from: {config.init_from!r} is not a directory (a trained '
+                  "run's workdir)")
+  if errors:
+    raise ConfigError('invalid config:\n  ' + '\n  '.join(errors))
