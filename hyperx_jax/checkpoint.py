@@ -1,0 +1,275 @@
+"""Orbax checkpoints of the trainable state, optimiser state, RNG and data-iterator state.
+
+Layout of `<workdir>/checkpoints/<step>/` (one orbax `CheckpointManager`, `ocp.args.Composite`):
+
+    trainable/   the trainable parameters as a pure nested dict (`nnx.to_pure_dict`), sharded
+    opt_state/   the optax state (same tree as the optimiser's), sharded
+    data_state/  JSON: the data mixture / iterator state (whatever the trainer passes)
+    meta/        JSON: step, RNG (impl + key data), metrics
+
+The frozen backbone is not saved: it reloads from its pretrained source. Saves are async;
+the manager keeps the latest `keep` checkpoints and, with `best_metric`, also the best one by
+that metric (`LatestN` or `BestN` preservation). Restoring the latest step falls back to the
+previous complete one (with a warning) when the latest cannot be read (an interrupted save, a
+missing item).
+
+Preemption: `install_preemption_handler()` turns SIGTERM into a flag that the trainer polls at
+step boundaries, then saves (`force=True`) and exits. In multi-process runs that flag may be set
+on some hosts only, so the trainer also asks `Checkpointer.reached_preemption(step)` (orbax's
+sync point on JAX's preemption service, which every host answers the same at the same step).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import warnings
+from typing import Any, Optional, Sequence
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from hyperx_jax.optim import map_params, path_str
+
+ITEMS = ("trainable", "opt_state", "data_state", "meta")
+
+
+def _to_pure(tree: Any) -> Any:
+  return nnx.to_pure_dict(tree) if isinstance(tree, nnx.State) else tree
+
+
+def _abstract(tree: Any) -> Any:
+  """Arrays or ShapeDtypeStructs -> ShapeDtypeStructs keeping their shardings (restore targets)."""
+
+  def one(x):
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+      return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
+    return x
+
+  return jax.tree.map(one, tree)
+
+
+def _rng_to_json(rng: Any) -> Optional[dict]:
+  if rng is None:
+    return None
+  typed = jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key)
+  data = jax.random.key_data(rng) if typed else rng
+  if isinstance(data, jax.Array) and not data.is_fully_addressable:
+    data = data.addressable_data(0)  # replicated: every host holds the whole key
+  return {"impl": str(jax.random.key_impl(rng)) if typed else None,
+          "key_data": np.asarray(data).tolist()}
+
+
+def _rng_from_json(d: Optional[dict]) -> Any:
+  if d is None:
+    return None
+  data = np.asarray(d["key_data"], np.uint32)
+  return jax.random.wrap_key_data(data, impl=d["impl"]) if d["impl"] else jax.numpy.asarray(data)
+
+
+def _preservation(keep: int, best_metric: Optional[str], best_mode: str):
+  policies = [ocp.checkpoint_managers.LatestN(n=keep)]
+  if best_metric:
+    policies.append(ocp.checkpoint_managers.BestN(
+        get_metric_fn=_metric_fn(best_metric, best_mode), reverse=(best_mode == "min"), n=1,
+        keep_checkpoints_without_metrics=False))
+  return ocp.checkpoint_managers.AnyPreservationPolicy(policies)
+
+
+def _metric_fn(name: str, mode: str):
+  worst = float("-inf") if mode == "max" else float("inf")
+  return lambda metrics: float(metrics.get(name, worst)) if metrics else worst
+
+
+class Checkpointer:
+  """Saves and restores the training state under `<workdir>/checkpoints`."""
+
+  def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True,
+               best_metric: Optional[str] = None, best_mode: str = "max",
+               read_only: bool = False):
+    if best_mode not in ("max", "min"):
+      raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
+    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.best_metric, self.best_mode = best_metric, best_mode
+    options = ocp.CheckpointManagerOptions(
+        best_fn=_metric_fn(best_metric, best_mode) if best_metric else None,
+        best_mode=best_mode,
+        preservation_policy=_preservation(keep, best_metric, best_mode),
+        enable_async_checkpointing=async_save,
+        cleanup_tmp_directories=not read_only,
+        read_only=read_only,
+        create=not read_only)
+    self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+
+  def save(self, step: int, *, trainable: Any, opt_state: Any, rng: Any = None,
+           data_state: Optional[dict] = None, metrics: Optional[dict] = None,
+           force: bool = False) -> bool:
+    """Starts an (async) save; returns whether a checkpoint was started."""
+    metrics = {k: float(v) for k, v in metrics.items()} if metrics else None
+    meta = {"step": int(step), "rng": _rng_to_json(rng), "metrics": metrics}
+    args = ocp.args.Composite(
+        trainable=ocp.args.StandardSave(_to_pure(trainable)),
+        opt_state=ocp.args.StandardSave(opt_state),
+        data_state=ocp.args.JsonSave(data_state if data_state is not None else {}),
+        meta=ocp.args.JsonSave(meta))
+    return self.manager.save(int(step), args=args, metrics=metrics, force=force)
+
+  def latest_step(self) -> Optional[int]:
+    return self.manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def best_step(self) -> Optional[int]:
+    return self.manager.best_step() if self.best_metric else None
+
+  def restore(self, step: Optional[int] = None, *, abstract_trainable: Any,
+              abstract_opt_state: Any = None) -> dict:
+    """Restores `step` (default: the latest readable one) into the given abstract targets
+    (ShapeDtypeStructs or arrays carrying the shardings to restore to). Returns a dict with
+    step, trainable, opt_state (None if no target given), rng, data_state, metrics."""
+    if step is not None:
+      return self._restore(step, abstract_trainable, abstract_opt_state)
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    if not steps:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    errors = []
+    for s in steps:
+      try:
+        return self._restore(s, abstract_trainable, abstract_opt_state)
+      except Exception as e:  # noqa: BLE001  (any unreadable item: fall back)
+        errors.append(f"step {s}: {type(e).__name__}: {e}")
+        msg = (f"checkpoint step {s} in {self.directory} is incomplete or unreadable "
+               f"({type(e).__name__}: {str(e)[:300]}); falling back to the previous one")
+        warnings.warn(msg, RuntimeWarning)
+        logging.warning("%s", msg)
+    raise RuntimeError(f"no readable checkpoint in {self.directory}:\n" + "\n".join(errors))
+
+  def _restore(self, step: int, abstract_trainable: Any, abstract_opt_state: Any) -> dict:
+    items = {
+        "trainable": ocp.args.StandardRestore(_abstract(_to_pure(abstract_trainable))),
+        "data_state": ocp.args.JsonRestore(),
+        "meta": ocp.args.JsonRestore(),
+    }
+    if abstract_opt_state is not None:
+      items["opt_state"] = ocp.args.StandardRestore(_abstract(abstract_opt_state))
+    restored = self.manager.restore(int(step), args=ocp.args.Composite(**items))
+    trainable = restored["trainable"]
+    if isinstance(abstract_trainable, nnx.State):
+      state = jax.tree.map(lambda x: x, abstract_trainable)  # a copy to fill in
+      nnx.replace_by_pure_dict(state, trainable)
+      trainable = state
+    meta = restored["meta"] or {}
+    return {"step": int(step), "trainable": trainable,
+            "opt_state": restored["opt_state"] if abstract_opt_state is not None else None,
+            "rng": _rng_from_json(meta.get("rng")), "data_state": restored["data_state"],
+            "metrics": meta.get("metrics")}
+
+  def reached_preemption(self, step: int) -> bool:
+    """Orbax's multi-host preemption sync point (False without JAX's preemption service)."""
+    return self.manager.reached_preemption(int(step))
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def restore_from_run(other_workdir: str, *, trainable: Any, step: Optional[int] = None
+                     ) -> tuple[Any, list[str]]:
+  """Initialises `trainable` (the fresh, sharded trainable state) from another run's checkpoint
+  (`config.init_from`): same-shape parameters are taken from the run; a parameter whose leading
+  dimension differs (new language rows appended to an embedding table) takes the run's rows
+  and keeps the fresh rows beyond them. Returns (new trainable state, report lines)."""
+  ckpt = Checkpointer(other_workdir, read_only=True, async_save=False)
+  try:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"init_from: no checkpoint in {ckpt.directory}")
+    saved = ckpt.manager.item_metadata(step)["trainable"]
+    saved_tree = getattr(saved, "tree", saved)
+    current = {path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(_to_pure(trainable))[0]}
+    mesh = next((x.sharding.mesh for x in current.values()
+                 if isinstance(getattr(x, "sharding", None), NamedSharding)), None)
+
+    def target(path, meta):
+      name = path_str(path)
+      here = current.get(name)
+      if here is not None and tuple(here.shape) == tuple(meta.shape):
+        return jax.ShapeDtypeStruct(here.shape, here.dtype, sharding=here.sharding)
+      spec = NamedSharding(mesh, PartitionSpec()) if mesh is not None else None
+      return jax.ShapeDtypeStruct(tuple(meta.shape), meta.dtype, sharding=spec)
+
+    abstract = jax.tree_util.tree_map_with_path(target, saved_tree)
+    restored = ckpt.manager.restore(step, args=ocp.args.Composite(
+        trainable=ocp.args.StandardRestore(abstract)))["trainable"]
+  finally:
+    ckpt.close()
+  old = {path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(restored)[0]}
+  report, errors = [f"init_from {other_workdir} step {step}:"], []
+
+  def merge(name: str, fresh):
+    if name not in old:
+      report.append(f"  {name} {tuple(fresh.shape)}: not in the run, fresh init kept")
+      return fresh
+    prev = old[name]
+    if prev.shape == fresh.shape:
+      return prev.astype(fresh.dtype)
+    if prev.ndim == fresh.ndim and prev.shape[1:] == fresh.shape[1:]:
+      n = min(prev.shape[0], fresh.shape[0])
+      report.append(f"  {name}: run {tuple(prev.shape)} -> model {tuple(fresh.shape)}: rows "
+                    f"0..{n - 1} from the run, rows {n}.. fresh")
+      value = fresh.at[:n].set(prev[:n].astype(fresh.dtype))
+      return jax.device_put(value, fresh.sharding) if hasattr(fresh, "sharding") else value
+    errors.append(f"  {name}: run {tuple(prev.shape)} vs model {tuple(fresh.shape)}")
+    return fresh
+
+  new = map_params(merge, trainable)
+  unused = sorted(set(old) - set(current))
+  if unused:
+    report.append("  in the run but not trainable here (ignored): " + ", ".join(unused))
+  if errors:
+    raise ValueError("init_from: parameter shapes differ beyond new leading rows:\n"
+                     + "\n".join(errors))
+  for line in report:
+    logging.info("%s", line)
+  return new, report
+
+
+class PreemptionFlag:
+  """Callable: True once SIGTERM has been received. `uninstall()` restores the old handler."""
+
+  def __init__(self, signals: Sequence[int] = (signal.SIGTERM,)):
+    self._event = threading.Event()
+    self._previous = {s: signal.signal(s, self._handle) for s in signals}
+
+  def _handle(self, signum, frame):
+    del frame
+    logging.warning("signal %d received: saving a checkpoint at the next step boundary", signum)
+    self._event.set()
+
+  def __call__(self) -> bool:
+    return self._event.is_set()
+
+  def uninstall(self) -> None:
+    for s, handler in self._previous.items():
+      signal.signal(s, handler)
+    self._previous = {}
+
+
+def install_preemption_handler() -> PreemptionFlag:
+  """SIGTERM -> a flag; returns `is_requested()` (call it at every step boundary).
+
+  With several processes, JAX's own preemption notifier owns SIGTERM (a Python handler would
+  replace it and break the sync point), so the flag stays False there and
+  `Checkpointer.reached_preemption(step)` is the signal to use."""
+  if jax.process_count() > 1:
+    logging.info("multi-process run: SIGTERM is left to JAX's preemption service")
+    return PreemptionFlag(signals=())
+  return PreemptionFlag()
