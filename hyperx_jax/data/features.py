@@ -93,11 +93,11 @@ class PairFeaturizer(Featurizer):
 
   def __call__(self, example: Mapping[str, Any]) -> Features | None:
     self.counts["examples"] += 1
-    a, b = self._encode(example["premise"]), self._encode(example["hypothesis"])
-    if not a and not b:
+    if not example["premise"].strip() and not example["hypothesis"].strip():
       self._skip()
       return None
     label = _label_index(example["label"], self.labels, "label")
+    a, b = self._encode(example["premise"]), self._encode(example["hypothesis"])
     a, b = self._truncate_longest_first(a, b, self.max_length - 4)
     ids = [self.cls_id, *a, self.sep_id, self.sep_id, *b, self.sep_id]
     out = self._pad(ids)
@@ -195,13 +195,14 @@ class MLMFeaturizer(Featurizer):
     special = set(tokenizer.all_special_ids)
     self.random_ids = np.asarray(
         [i for i in range(len(tokenizer)) if i not in special], np.int32)
-    self.counts.update(masked=0, capped=0)
+    self.counts.update(masked=0)
 
   def __call__(self, example: Mapping[str, Any],
                rng: np.random.Generator | int) -> Features | None:
     self.counts["examples"] += 1
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    tokens = self._encode(example["text"])
+    text = example["text"].strip()
+    tokens = self._encode(text) if text else []
     if not tokens:
       self._skip()
       return None
@@ -218,10 +219,9 @@ class MLMFeaturizer(Featurizer):
     return self._pad(ids, labels)
 
   def _choose_positions(self, n_tokens: int, rng: np.random.Generator) -> np.ndarray:
-    n = max(1, int(round(self.mask_rate * n_tokens)))
-    if n > self.max_predictions:
-      self.counts["capped"] += 1
-      n = self.max_predictions
+    # With n_tokens <= max_length - 2 the cap never cuts; it bounds the number of labelled
+    # positions so the MLM loss can gather a fixed [B, max_predictions] set.
+    n = min(max(1, int(round(self.mask_rate * n_tokens))), self.max_predictions)
     return np.sort(rng.choice(n_tokens, size=n, replace=False))
 
   def _corrupt(self, original: np.ndarray, rng: np.random.Generator) -> np.ndarray:
