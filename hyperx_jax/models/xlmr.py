@@ -1,0 +1,355 @@
+"""Flax NNX XLM-R encoder (RoBERTa architecture, post-LayerNorm) with adapter slots.
+
+All layer parameters are stacked on a leading `layers` axis ([L, ...]) and applied by a
+`jax.lax.scan` over that stacked pytree; the unrolled path (`scan_layers=False`) indexes layer i
+of the same arrays. Per-layer adapter weights (`AdapterWeights`, leaves [L, G, ...]) ride on the
+same axis and enter the scan next to the layer's own parameters.
+
+Parameter paths (NNX state paths, `/`-joined):
+
+    embeddings/word                 [V, H]       (vocab, embed)   tied MLM decoder
+    embeddings/position             [P, H]       (None, embed)
+    embeddings/token_type           [T, H]       (None, embed)
+    embeddings/ln/{scale,bias}      [H]
+    layers/attention/{query,key,value}/kernel  [L, H, N, D]   (layers, embed, heads, kv)
+    layers/attention/{query,key,value}/bias    [L, N, D]
+    layers/attention/out/kernel     [L, N, D, H]  (layers, heads, kv, embed)
+    layers/attention/out/bias       [L, H]
+    layers/attention_ln/{scale,bias}  [L, H]
+    layers/ffn_in/kernel            [L, H, F]    (layers, embed, mlp);  bias [L, F]
+    layers/ffn_out/kernel           [L, F, H]    (layers, mlp, embed);  bias [L, H]
+    layers/output_ln/{scale,bias}   [L, H]
+
+Every backbone LayerNorm's path matches `(^|/)([a-z_]*ln)/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from hyperx_jax.models.adapters import AdapterWeights, apply_adapter_stack, layer_slice
+
+REMAT_POLICIES = ("none", "full", "dots")
+ADAPTER_PLACEMENTS = ("ffn_output", "layer_output")
+DTYPES = ("float32", "bfloat16", "float16")
+
+# Hugging Face `config.json` key -> EncoderConfig field.
+_HF_CONFIG_KEYS = {
+    "vocab_size": "vocab_size",
+    "hidden_size": "hidden_size",
+    "num_hidden_layers": "num_layers",
+    "num_attention_heads": "num_heads",
+    "intermediate_size": "intermediate_size",
+    "max_position_embeddings": "max_positions",
+    "type_vocab_size": "type_vocab_size",
+    "layer_norm_eps": "layer_norm_eps",
+    "pad_token_id": "pad_token_id",
+    "hidden_dropout_prob": "hidden_dropout",
+    "attention_probs_dropout_prob": "attention_dropout",
+}
+_HF_MODEL_TYPES = ("xlm-roberta", "roberta", "camembert")
+
+# XLM-R sizes (Conneau et al. 2020; Goyal et al. 2021 for XL/XXL).
+_PRESETS = {
+    "base": dict(vocab_size=250002, hidden_size=768, num_layers=12, num_heads=12,
+                 intermediate_size=3072),
+    "large": dict(vocab_size=250002, hidden_size=1024, num_layers=24, num_heads=16,
+                  intermediate_size=4096),
+    "xl": dict(vocab_size=250880, hidden_size=2560, num_layers=36, num_heads=32,
+               intermediate_size=10240),
+    "xxl": dict(vocab_size=250880, hidden_size=4096, num_layers=48, num_heads=32,
+                intermediate_size=16384),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  """Sizes and options of the XLM-R encoder."""
+
+  vocab_size: int
+  hidden_size: int
+  num_layers: int
+  num_heads: int
+  intermediate_size: int
+  max_positions: int = 514
+  type_vocab_size: int = 1
+  layer_norm_eps: float = 1e-5
+  pad_token_id: int = 1
+  hidden_dropout: float = 0.1
+  attention_dropout: float = 0.1
+  dtype: str = "float32"  # compute dtype
+  param_dtype: str = "float32"
+  scan_layers: bool = True  # False = unrolled python loop (debugging, parity)
+  remat: str = "none"  # "none" | "full" | "dots"
+  adapter_placement: str = "ffn_output"  # or "layer_output"
+
+  def __post_init__(self):
+    if self.hidden_size % self.num_heads:
+      raise ValueError(f"EncoderConfig: hidden_size={self.hidden_size} is not divisible by "
+                       f"num_heads={self.num_heads}")
+    for field, value, known in (("remat", self.remat, REMAT_POLICIES),
+                                ("adapter_placement", self.adapter_placement, ADAPTER_PLACEMENTS),
+                                ("dtype", self.dtype, DTYPES),
+                                ("param_dtype", self.param_dtype, DTYPES)):
+      if value not in known:
+        raise ValueError(f"EncoderConfig.{field}={value!r} is unknown; known: {', '.join(known)}")
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_heads
+
+  @classmethod
+  def from_hf(cls, config: Union[str, pathlib.Path, Mapping[str, Any]],
+              **overrides) -> "EncoderConfig":
+    """From a Hugging Face `config.json` (path to the file or its directory, or the dict)."""
+    source = "<dict>"
+    if not isinstance(config, Mapping):
+      path = pathlib.Path(config)
+      if path.is_dir():
+        path = path / "config.json"
+      if not path.is_file():
+        raise FileNotFoundError(f"no Hugging Face config at {path}")
+      source = str(path)
+      config = json.loads(path.read_text())
+    model_type = config.get("model_type")
+    if model_type is not None and model_type not in _HF_MODEL_TYPES:
+      raise ValueError(f"{source}: model_type={model_type!r} is not an XLM-R/RoBERTa encoder; "
+                       f"known: {', '.join(_HF_MODEL_TYPES)}")
+    act = config.get("hidden_act", "gelu")
+    if act != "gelu":
+      raise ValueError(f"{source}: hidden_act={act!r}; only exact 'gelu' is supported")
+    pos_type = config.get("position_embedding_type", "absolute")
+    if pos_type != "absolute":
+      raise ValueError(f"{source}: position_embedding_type={pos_type!r}; only 'absolute' is "
+                       "supported")
+    missing = [k for k in list(_HF_CONFIG_KEYS)[:5] if k not in config]
+    if missing:
+      raise ValueError(f"{source}: missing keys {missing}")
+    kwargs = {ours: config[theirs] for theirs, ours in _HF_CONFIG_KEYS.items()
+              if config.get(theirs) is not None}
+    kwargs.update(overrides)
+    return cls(**kwargs)
+
+  @classmethod
+  def preset(cls, name: str, **overrides) -> "EncoderConfig":
+    """XLM-R sizes: "base", "large", "xl", "xxl"."""
+    if name not in _PRESETS:
+      raise ValueError(f"unknown XLM-R preset {name!r}; known: {', '.join(_PRESETS)}")
+    return cls(**{**_PRESETS[name], **overrides})
+
+
+# ----------------------------------------------------------------------------- parameters
+
+_normal = nnx.initializers.normal(0.02)  # BERT/RoBERTa initialisation
+_zeros = nnx.initializers.zeros_init()
+_ones = nnx.initializers.ones_init()
+
+
+def _param(init, rngs: nnx.Rngs, shape: Sequence[int], axes: Sequence[Optional[str]],
+           dtype) -> nnx.Param:
+  assert len(shape) == len(axes), (shape, axes)
+  return nnx.Param(init(rngs.params(), tuple(shape), dtype), out_sharding=tuple(axes),
+                   eager_sharding=False)  # placement is the trainer's job
+
+
+class LayerNorm(nnx.Module):
+  """LayerNorm parameters; `lead` are stacked leading dims (e.g. (L,) with axes ('layers',))."""
+
+  def __init__(self, hidden: int, *, lead: Sequence[int] = (), lead_axes=(), dtype, rngs):
+    self.scale = _param(_ones, rngs, (*lead, hidden), (*lead_axes, "embed"), dtype)
+    self.bias = _param(_zeros, rngs, (*lead, hidden), (*lead_axes, "embed"), dtype)
+
+
+class Dense(nnx.Module):
+  """A kernel and its bias (shapes and logical axes given by the caller)."""
+
+  def __init__(self, kernel_shape, kernel_axes, bias_shape, bias_axes, *, dtype, rngs):
+    self.kernel = _param(_normal, rngs, kernel_shape, kernel_axes, dtype)
+    self.bias = _param(_zeros, rngs, bias_shape, bias_axes, dtype)
+
+
+class Embeddings(nnx.Module):
+  """word + position + token type, then LayerNorm (dropout is applied by the encoder)."""
+
+  def __init__(self, c: EncoderConfig, dtype, rngs: nnx.Rngs):
+    h = c.hidden_size
+    self.word = _param(_normal, rngs, (c.vocab_size, h), ("vocab", "embed"), dtype)
+    self.position = _param(_normal, rngs, (c.max_positions, h), (None, "embed"), dtype)
+    self.token_type = _param(_normal, rngs, (c.type_vocab_size, h), (None, "embed"), dtype)
+    self.ln = LayerNorm(h, dtype=dtype, rngs=rngs)
+
+
+class Attention(nnx.Module):
+  """Stacked multi-head self-attention projections, heads split out: [L, H, N, D]."""
+
+  def __init__(self, c: EncoderConfig, dtype, rngs: nnx.Rngs):
+    L, h, n, d = c.num_layers, c.hidden_size, c.num_heads, c.head_dim
+    qkv = lambda: Dense((L, h, n, d), ("layers", "embed", "heads", "kv"),
+                        (L, n, d), ("layers", "heads", "kv"), dtype=dtype, rngs=rngs)
+    self.query, self.key, self.value = qkv(), qkv(), qkv()
+    self.out = Dense((L, n, d, h), ("layers", "heads", "kv", "embed"),
+                     (L, h), ("layers", "embed"), dtype=dtype, rngs=rngs)
+
+
+class EncoderLayers(nnx.Module):
+  """All L transformer layers, every parameter stacked on a leading `layers` axis."""
+
+  def __init__(self, c: EncoderConfig, dtype, rngs: nnx.Rngs):
+    L, h, f = c.num_layers, c.hidden_size, c.intermediate_size
+    stacked = dict(lead=(L,), lead_axes=("layers",), dtype=dtype, rngs=rngs)
+    self.attention = Attention(c, dtype, rngs)
+    self.attention_ln = LayerNorm(h, **stacked)
+    self.ffn_in = Dense((L, h, f), ("layers", "embed", "mlp"), (L, f), ("layers", "mlp"),
+                        dtype=dtype, rngs=rngs)
+    self.ffn_out = Dense((L, f, h), ("layers", "mlp", "embed"), (L, h), ("layers", "embed"),
+                         dtype=dtype, rngs=rngs)
+    self.output_ln = LayerNorm(h, **stacked)
+
+
+# ----------------------------------------------------------------------------- forward
+
+
+def position_ids_from_input_ids(input_ids: jax.Array, pad_id: int) -> jax.Array:
+  """RoBERTa positions: non-pad tokens count from pad_id + 1, pads keep pad_id. [B, S]."""
+  not_pad = (input_ids != pad_id).astype(jnp.int32)
+  return jnp.cumsum(not_pad, axis=1) * not_pad + pad_id
+
+
+def layer_norm(x: jax.Array, p: Mapping[str, jax.Array], eps: float) -> jax.Array:
+  """LayerNorm in fp32, result in x's dtype."""
+  x32 = x.astype(jnp.float32)
+  mean = x32.mean(-1, keepdims=True)
+  var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+  y = (x32 - mean) * jax.lax.rsqrt(var + eps)
+  return (y * p["scale"].astype(jnp.float32) + p["bias"].astype(jnp.float32)).astype(x.dtype)
+
+
+def dropout(x: jax.Array, rate: float, key: Optional[jax.Array]) -> jax.Array:
+  if key is None or rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+def _dense(x: jax.Array, p: Mapping[str, jax.Array], spec: str) -> jax.Array:
+  """einsum with the kernel (cast to x's dtype at use) plus bias."""
+  return jnp.einsum(spec, x, p["kernel"].astype(x.dtype)) + p["bias"].astype(x.dtype)
+
+
+def self_attention(x: jax.Array, p: Mapping[str, Any], mask: jax.Array, rate: float,
+                   key: Optional[jax.Array]) -> jax.Array:
+  """x: [B, S, H]; mask: [B, 1, 1, S] bool (True = attend). Returns [B, S, H] (before out)."""
+  q = _dense(x, p["query"], "bsh,hnd->bsnd")  # [B, S, N, D]
+  k = _dense(x, p["key"], "bsh,hnd->bsnd")
+  v = _dense(x, p["value"], "bsh,hnd->bsnd")
+  if key is None or rate == 0.0:
+    ctx = jax.nn.dot_product_attention(q, k, v, mask=mask)  # softmax in fp32
+  else:  # attention-probability dropout is not offered by the fused op
+    logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
+    logits = logits / jnp.sqrt(jnp.float32(q.shape[-1]))
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    probs = dropout(jax.nn.softmax(logits, axis=-1), rate, key).astype(v.dtype)
+    ctx = jnp.einsum("bnqk,bknd->bqnd", probs, v)
+  return _dense(ctx, p["out"], "bsnd,ndh->bsh")
+
+
+def encoder_layer(c: EncoderConfig, p: Mapping[str, Any], x: jax.Array, mask: jax.Array,
+                  adapters: tuple[AdapterWeights, ...], group_ids: Optional[jax.Array],
+                  key: Optional[jax.Array]) -> jax.Array:
+  """One post-LN layer; p holds this layer's parameter slices, adapters leaves [G, ...]."""
+  k_probs, k_attn, k_ffn = (None,) * 3 if key is None else jax.random.split(key, 3)
+  attn = self_attention(x, p["attention"], mask, c.attention_dropout, k_probs)
+  attn_out = layer_norm(dropout(attn, c.hidden_dropout, k_attn) + x, p["attention_ln"],
+                        c.layer_norm_eps)  # [B, S, H]
+  ffn = jax.nn.gelu(_dense(attn_out, p["ffn_in"], "bsh,hf->bsf"), approximate=False)
+  ffn = dropout(_dense(ffn, p["ffn_out"], "bsf,fh->bsh"), c.hidden_dropout, k_ffn)
+  if adapters and c.adapter_placement == "ffn_output":
+    ffn = apply_adapter_stack(adapters, ffn, group_ids)
+  out = layer_norm(ffn + attn_out, p["output_ln"], c.layer_norm_eps)
+  if adapters and c.adapter_placement == "layer_output":
+    out = apply_adapter_stack(adapters, out, group_ids)
+  return out
+
+
+def _remat(fn, policy: str):
+  if policy == "none":
+    return fn
+  saveable = jax.checkpoint_policies.checkpoint_dots if policy == "dots" else None
+  return jax.checkpoint(fn, policy=saveable, prevent_cse=False)
+
+
+class XLMREncoder(nnx.Module):
+  """XLM-R encoder; `embeddings.word` is the word-embedding table [V, H] (tied MLM head)."""
+
+  def __init__(self, config: EncoderConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    dtype = jnp.dtype(config.param_dtype)
+    self.embeddings = Embeddings(config, dtype, rngs)
+    self.layers = EncoderLayers(config, dtype, rngs)
+
+  def embed(self, input_ids: jax.Array, token_type_ids: Optional[jax.Array],
+            key: Optional[jax.Array]) -> jax.Array:
+    """[B, S] ids -> [B, S, H] in the compute dtype."""
+    c, e = self.config, self.embeddings
+    if token_type_ids is None:
+      token_type_ids = jnp.zeros_like(input_ids)
+    positions = position_ids_from_input_ids(input_ids, c.pad_token_id)
+    x = (jnp.take(e.word[...], input_ids, axis=0) + jnp.take(e.position[...], positions, axis=0)
+         + jnp.take(e.token_type[...], token_type_ids, axis=0))
+    x = layer_norm(x.astype(jnp.float32), nnx.to_pure_dict(nnx.state(e.ln)), c.layer_norm_eps)
+    return dropout(x.astype(jnp.dtype(c.dtype)), c.hidden_dropout, key)
+
+  def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
+               token_type_ids: Optional[jax.Array] = None, *,
+               adapters: tuple[AdapterWeights, ...] = (), group_ids: Optional[jax.Array] = None,
+               dropout_rng: Optional[jax.Array] = None) -> jax.Array:
+    """input_ids, attention_mask, token_type_ids: [B, S]. Returns hidden states [B, S, H].
+
+    `adapters`: AdapterWeights with leaves [L, G, ...]; `group_ids` [B] picks each example's
+    group. `dropout_rng=None` disables dropout.
+    """
+    c = self.config
+    if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
+      raise ValueError(f"XLMREncoder: input_ids {input_ids.shape} and attention_mask "
+                       f"{attention_mask.shape} must both be [batch, seq]")
+    adapters = tuple(adapters)
+    for i, w in enumerate(adapters):
+      if w.down.shape[0] != c.num_layers:
+        raise ValueError(f"XLMREncoder: adapters[{i}].down has {w.down.shape[0]} layers, the "
+                         f"encoder has {c.num_layers}")
+    layer_keys = None
+    emb_key = None
+    if dropout_rng is not None:
+      emb_key = jax.random.fold_in(dropout_rng, c.num_layers)
+      layer_keys = jax.vmap(lambda i: jax.random.fold_in(dropout_rng, i))(
+          jnp.arange(c.num_layers))  # layer i's key = fold_in(rng, i)
+    x = self.embed(input_ids, token_type_ids, emb_key)  # [B, S, H]
+    mask = attention_mask.astype(bool)[:, None, None, :]  # [B, 1, 1, S]
+    params = nnx.to_pure_dict(nnx.state(self.layers, nnx.Param))  # leaves [L, ...]
+
+    def body(x, per_layer):
+      p, adapter_slice, key = per_layer
+      return encoder_layer(c, p, x, mask, adapter_slice, group_ids, key), None
+
+    body = _remat(body, c.remat)
+    if c.scan_layers:
+      x, _ = jax.lax.scan(body, x, (params, adapters, layer_keys))
+      return x
+    for i in range(c.num_layers):
+      p = jax.tree.map(lambda a: a[i], params)
+      key = None if layer_keys is None else layer_keys[i]
+      x, _ = body(x, (p, layer_slice(adapters, i), key))
+    return x
+
+
+def count_params(config: EncoderConfig) -> int:
+  """Number of encoder parameters, computed abstractly (nothing materialised)."""
+  model = nnx.eval_shape(lambda: XLMREncoder(config, rngs=nnx.Rngs(0)))
+  return sum(int(x.size) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
