@@ -25,6 +25,32 @@ quote() {
   echo "${out[*]}"
 }
 
+# The script's header comment (the lines after the shebang that start with "# ") as help.
+usage() {
+  awk 'NR > 1 && /^#( |$)/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+  exit "${1:-0}"
+}
+
+# Parses the flags every script shares (--config, --workdir, --dry-run, --help, -- OVERRIDES)
+# and hands the others to the script's own `script_flag FLAG` (returns 1 for an unknown flag).
+# Sets CONFIG, WORKDIR, DRY_RUN, EXTRA_ARGS, and FORWARD_ARGS (all but --dry-run).
+parse_args() {
+  EXTRA_ARGS=()
+  FORWARD_ARGS=()
+  while (($#)); do
+    case "$1" in
+      --config=*) CONFIG="${1#*=}" ;;
+      --workdir=*) WORKDIR="${1#*=}" ;;
+      --dry-run) DRY_RUN=1; shift; continue ;;
+      -h | --help) usage 0 ;;
+      --) FORWARD_ARGS+=("$@"); shift; EXTRA_ARGS=("$@"); break ;;
+      *) script_flag "$1" || die "unknown flag '$1' (see $0 --help)" ;;
+    esac
+    FORWARD_ARGS+=("$1")
+    shift
+  done
+}
+
 # Runs a command, or only prints it under --dry-run; the command is echoed either way.
 run() {
   if [[ "${DRY_RUN}" == 1 ]]; then

@@ -17,29 +17,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 CONFIG="${CONFIG:-configs/xnli.py}"
 WORKDIR="${WORKDIR:-}"
 GPUS="${GPUS:-}"
-EXTRA_ARGS=()
 
-usage() {
-  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
-  exit "${1:-0}"
-}
-
-parse_flags() {
-  VERB="${1:-}"
-  [[ -n "${VERB}" ]] || usage 1
-  shift
-  while (($#)); do
-    case "$1" in
-      --config=*) CONFIG="${1#*=}" ;;
-      --workdir=*) WORKDIR="${1#*=}" ;;
-      --gpus=*) GPUS="${1#*=}" ;;
-      --dry-run) DRY_RUN=1 ;;
-      -h | --help) usage 0 ;;
-      --) shift; EXTRA_ARGS=("$@"); break ;;
-      *) die "unknown flag '$1' (see launch/gpu_node.sh --help)" ;;
-    esac
-    shift
-  done
+script_flag() {
+  case "$1" in
+    --gpus=*) GPUS="${1#*=}" ;;
+    *) return 1 ;;
+  esac
 }
 
 setup() {
@@ -59,7 +42,10 @@ start() {
 }
 
 main() {
-  parse_flags "$@"
+  VERB="${1:-}"
+  [[ -n "${VERB}" ]] || usage 1
+  shift
+  parse_args "$@"
   case "${VERB}" in
     setup) setup ;;
     run) start ;;

@@ -35,39 +35,19 @@ LOG_WORKER="${LOG_WORKER:-0}"
 # On the workers, relative to the ssh user's home directory.
 REMOTE_DIR=hyperx_jax
 REMOTE_LOG=hyperx_jax.log
-EXTRA_ARGS=()
 
-usage() {
-  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
-  exit "${1:-0}"
-}
-
-parse_flags() {
-  VERB="${1:-}"
-  [[ -n "${VERB}" ]] || usage 1
-  shift
-  while (($#)); do
-    case "$1" in
-      --project=*) PROJECT="${1#*=}" ;;
-      --zone=*) ZONE="${1#*=}" ;;
-      --accelerator-type=*) ACCELERATOR_TYPE="${1#*=}" ;;
-      --version=*) RUNTIME_VERSION="${1#*=}" ;;
-      --name=*) TPU_NAME="${1#*=}" ;;
-      --config=*) CONFIG="${1#*=}" ;;
-      --workdir=*) WORKDIR="${1#*=}" ;;
-      --log-worker=*) LOG_WORKER="${1#*=}" ;;
-      --queued) QUEUED=1 ;;
-      --spot) SPOT=1 ;;
-      --dry-run) DRY_RUN=1 ;;
-      -h | --help) usage 0 ;;
-      --) shift; EXTRA_ARGS=("$@"); break ;;
-      *) die "unknown flag '$1' (see launch/tpu_vm.sh --help)" ;;
-    esac
-    shift
-  done
-  if [[ -z "${RUNTIME_VERSION}" ]]; then
-    RUNTIME_VERSION="$(runtime_for "${ACCELERATOR_TYPE}")"
-  fi
+script_flag() {
+  case "$1" in
+    --project=*) PROJECT="${1#*=}" ;;
+    --zone=*) ZONE="${1#*=}" ;;
+    --accelerator-type=*) ACCELERATOR_TYPE="${1#*=}" ;;
+    --version=*) RUNTIME_VERSION="${1#*=}" ;;
+    --name=*) TPU_NAME="${1#*=}" ;;
+    --log-worker=*) LOG_WORKER="${1#*=}" ;;
+    --queued) QUEUED=1 ;;
+    --spot) SPOT=1 ;;
+    *) return 1 ;;
+  esac
 }
 
 # TPU software version per generation (cloud.google.com/tpu/docs/runtimes).
@@ -161,7 +141,13 @@ delete() {
 }
 
 main() {
-  parse_flags "$@"
+  VERB="${1:-}"
+  [[ -n "${VERB}" ]] || usage 1
+  shift
+  parse_args "$@"
+  if [[ -z "${RUNTIME_VERSION}" ]]; then
+    RUNTIME_VERSION="$(runtime_for "${ACCELERATOR_TYPE}")"
+  fi
   location_flags
   if [[ "${VERB}" == run || "${VERB}" == all ]]; then
     build_main_command  # fail on a missing flag before creating anything
