@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import gettext
 import glob
 import hashlib
 import json
@@ -35,6 +34,8 @@ import zipfile
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
+
+from hyperx_jax.data import sources
 
 # ---------------------------------------------------------------------------------------------
 # Source wheels.
@@ -386,7 +387,7 @@ Turkish treebank (web + wiki), from the `turkish-treebanks==1.0.0` wheel (Apache
 split {counts} by a seeded shuffle of sentence order (seed {seed}).
 
 The UPOS column holds the Google universal tagset, not UD UPOS: read it with the CoNLL-U
-reader's `tag_map` option (CONJ->CCONJ, PRT->PART, ONOM->INTJ, anything else outside UPOS->X).
+reader's `tag_map="google_universal_to_upos"` option (CONJ->CCONJ, PRT->PART, ONOM->INTJ, anything else outside UPOS->X).
 Tokens are inflectional groups.
 """
 
@@ -426,46 +427,14 @@ def write_treebank(wheel_path: str, out_dir: str) -> dict[str, int]:
 # gettext catalogues -> MLM text and an XNLI-shaped translation-pair task.
 
 
-def clean(s: str) -> str:
-  return " ".join(s.split())
-
-
-def mo_parallel(lang: str, locale_dir: str = LOCALE_DIR) -> list[tuple[str, str]]:
-  """(English msgid, translation) pairs of `lang`'s catalogues, cleaned, in file order."""
-  pairs = []
-  for path in sorted(glob.glob(os.path.join(locale_dir, lang, "LC_MESSAGES", "*.mo"))):
-    try:
-      with open(path, "rb") as f:
-        catalog = gettext.GNUTranslations(f)._catalog  # pylint: disable=protected-access
-    except Exception:  # pylint: disable=broad-except
-      continue  # a broken catalogue on the system is not ours to fix
-    for key, text in catalog.items():
-      if isinstance(key, tuple):  # plural forms: (msgid, n); keep the first form
-        if key[1] != 0:
-          continue
-        key = key[0]
-      english = clean(key.split("\x04")[-1])  # drop a msgctxt prefix
-      text = clean(text)
-      if english and text:
-        pairs.append((english, text))
-  return pairs
-
-
-def mo_sentences(pairs: Iterable[tuple[str, str]]) -> list[str]:
-  """Translated strings longer than 20 characters, deduplicated, first occurrence order."""
-  return list(dict.fromkeys(t for _, t in pairs if len(t) >= MIN_CHARS))
-
-
 def unique_parallel(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-  """Pairs with both sides > 20 chars, really translated, one per English and per translation."""
-  seen_en, seen_tr, out = set(), set(), []
+  """One pair per English string up to case/punctuation; a msgctxt prefix is dropped."""
+  seen, out = set(), []
   for en, tr in pairs:
-    key = word_key(en)
-    if len(en) < MIN_CHARS or len(tr) < MIN_CHARS or tr == en or key in seen_en or tr in seen_tr:
-      continue
-    seen_en.add(key)
-    seen_tr.add(tr)
-    out.append((en, tr))
+    en = en.split("\x04")[-1]
+    if word_key(en) not in seen and len(en) >= MIN_CHARS:
+      seen.add(word_key(en))
+      out.append((en, tr))
   return out
 
 
@@ -531,10 +500,9 @@ def write_lines(path: str, lines: Iterable[str]) -> None:
 def write_mo_data(lang: str, mo_dir: str, pairs_dir: str,
                   locale_dir: str = LOCALE_DIR) -> tuple[int, dict[str, int]]:
   """Writes `mo_dir/<lang>.txt` and `pairs_dir/<lang>/{split}.jsonl`; returns their counts."""
-  raw = mo_parallel(lang, locale_dir)
-  sents = mo_sentences(raw)
+  sents = sources.mo_sentences(lang, MIN_CHARS - 1, locale_dir=locale_dir)
   write_lines(os.path.join(mo_dir, f"{lang}.txt"), sents)
-  parallel = unique_parallel(raw)
+  parallel = unique_parallel(sources.mo_parallel(lang, MIN_CHARS - 1, locale_dir=locale_dir))
   out = os.path.join(pairs_dir, lang)
   os.makedirs(out)
   counts = {}

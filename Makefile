@@ -1,0 +1,25 @@
+# The README's commands. Each works on a fresh clone: it creates .venv, installs the pinned
+# requirements and this package, and prepares the offline assets when they are missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: demo test assets install
+
+demo: assets
+	$(PY) -m hyperx_jax.main --config=configs/demo.py --workdir=workdirs/demo
+
+test: assets
+	$(PY) -m pytest -q tests
+
+# A no-op (under a second) when ${HYPERX_CACHE:-~/.cache/hyperx_jax} is complete.
+assets: $(INSTALLED)
+	$(PY) -m hyperx_jax.assets prepare
+
+install: $(INSTALLED)
+
+$(INSTALLED): requirements.txt setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -r requirements.txt -e .
+	touch $@
