@@ -141,3 +141,15 @@ def test_realized_shares_and_state_errors():
     other.set_state(it.get_state())
   with pytest.raises(ValueError, match="not divisible"):
     _mix(_streams(), global_batch_size=5, process_count=2)
+
+
+def test_skipped_example_takes_next_in_source_order():
+  def skip_two(example, rng):
+    return None if example == 2 else _featurize(example, rng)
+  stream = mixture.Stream("t", "xx", [0, 1, 2, 3], skip_two)
+  it = mixture.MixtureIterator([stream], global_batch_size=4, seed=0)
+  for _ in range(3):  # every epoch: 2 replaced by 3
+    assert sorted(next(it).features["x"].tolist()) == [0, 1, 3, 3]
+  never = mixture.Stream("t", "xx", [0, 1], lambda ex, rng: None)
+  with pytest.raises(ValueError, match="skipped all 2 examples"):
+    next(mixture.MixtureIterator([never], global_batch_size=1, seed=0))

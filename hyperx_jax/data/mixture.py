@@ -22,8 +22,9 @@ import grain
 import numpy as np
 
 Example = dict[str, np.ndarray]
-# (raw example, rng that depends only on (seed, stream, epoch, example index)) -> features.
-FeaturizeFn = Callable[[Any, np.random.Generator], Example]
+# (raw example, rng that depends only on (seed, stream, epoch, example index)) -> features,
+# or None to skip the example.
+FeaturizeFn = Callable[[Any, np.random.Generator], Example | None]
 
 _MIXTURE_TAG = 0x6D6978  # separates the stream-choice RNG from the per-stream seeds.
 _STREAM_TAG = 0x737472
@@ -102,8 +103,13 @@ def stream_dataset(stream: Stream, stream_id: int, seed: int) -> grain.MapDatase
   shuffled = grain.MapDataset.range(n).shuffle(seed=fold_seed(seed, _STREAM_TAG, stream_id))
 
   def featurize(position: int, index: int) -> Example:
-    rng = np.random.default_rng([seed, stream_id, position // n, index])
-    return stream.featurize(examples[index], rng)
+    # A featuriser may skip an example (None, counted by the featuriser); the position then
+    # takes the next example in source order, so batches keep their size deterministically.
+    for i in (index + k for k in range(n)):
+      rng = np.random.default_rng([seed, stream_id, position // n, i % n])
+      if (out := stream.featurize(examples[i % n], rng)) is not None:
+        return out
+    raise ValueError(f"stream {stream.name}: the featuriser skipped all {n} examples")
 
   return shuffled.map_with_index(featurize)
 

@@ -1,0 +1,283 @@
+"""Streams from config -> temperature mixture -> per-host batches -> global `jax.Array`s.
+
+Training: one stream per `config.train_streams` entry, featurised on the fly by its task's
+featuriser (features.py) and mixed by `mixture.MixtureIterator`; every host draws the same
+stream at every step and featurises only its own rows of the global batch. Evaluation: one
+`EvalDataset` per `config.eval_streams` entry, read in fixed-shape batches with padding rows
+(`example_mask = 0`); pairs not trained on are marked zero-shot.
+
+Config keys read: seed, data.{max_length, batch_size, eval_batch_size, temperature, weights},
+tasks (name -> {kind, labels}), languages, train_streams, eval_streams; a stream entry is
+`{task, lang, source: {...}, max_examples}` (see configs/common.py `stream`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from hyperx_jax.data import features, mixture, sources
+
+Pair = tuple[str, str]  # (task, language)
+Batch = dict[str, np.ndarray]
+
+_EVAL_TAG = 0x6576616C  # separates eval-time MLM masking from training masks.
+
+
+# ------------------------------------------------------------------------- config -> streams
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamSpec:
+  """One validated `train_streams` / `eval_streams` entry."""
+  task: str
+  lang: str
+  kind: str
+  labels: tuple[str, ...]
+  task_id: int
+  lang_id: int
+  source: dict[str, Any]
+  max_examples: int | None
+
+  @property
+  def pair(self) -> Pair:
+    return (self.task, self.lang)
+
+
+def _plain(value: Any) -> Any:
+  """ConfigDict / FrozenConfigDict -> dict (configs may hold either)."""
+  return value.to_dict() if hasattr(value, "to_dict") else value
+
+
+def _pairs_with_source(config) -> list[Pair]:
+  entries = list(config.train_streams) + list(config.eval_streams)
+  return sorted({(e.get("task"), e.get("lang")) for e in entries if e.get("source")})
+
+
+def stream_specs(config, field: str) -> list[StreamSpec]:
+  """Validates `config.<field>` (train_streams or eval_streams) against tasks and languages."""
+  tasks, languages = list(config.tasks.keys()), list(config.languages)
+  specs = []
+  for i, entry in enumerate(getattr(config, field)):
+    where = f"config.{field}[{i}]"
+    task, lang = entry.get("task"), entry.get("lang")
+    if task not in tasks:
+      raise ValueError(f"{where}: unknown task {task!r}; known tasks (config.tasks): {tasks}")
+    if lang not in languages:
+      raise ValueError(f"{where}: unknown language {lang!r}; known languages "
+                       f"(config.languages): {languages}")
+    if not entry.get("source"):
+      raise ValueError(f"{where}: the pair ({task}, {lang}) has no source; pairs with a "
+                       f"source: {_pairs_with_source(config)}")
+    task_cfg = config.tasks[task]
+    specs.append(StreamSpec(
+        task=task, lang=lang, kind=task_cfg.kind, labels=tuple(task_cfg.get("labels") or ()),
+        task_id=tasks.index(task), lang_id=languages.index(lang),
+        source=dict(_plain(entry["source"])), max_examples=entry.get("max_examples")))
+  pairs = [s.pair for s in specs]
+  if len(set(pairs)) != len(pairs):
+    raise ValueError(f"config.{field} lists a (task, language) pair twice: {pairs}")
+  return specs
+
+
+def make_example_fn(spec: StreamSpec, tokenizer, max_length: int
+                    ) -> tuple[features.Featurizer, mixture.FeaturizeFn]:
+  """The stream's featuriser, and (raw example, rng) -> features with ids and example_mask."""
+  featurizer = features.make_featurizer(spec.kind, tokenizer, max_length, spec.labels)
+  is_mlm = spec.kind == "mlm"
+  ids = {"task_id": np.asarray(spec.task_id, np.int32),
+         "lang_id": np.asarray(spec.lang_id, np.int32),
+         "example_mask": np.asarray(1, np.int32)}
+
+  def featurize(example, rng: np.random.Generator) -> Batch | None:
+    out = featurizer(example, rng) if is_mlm else featurizer(example)
+    return None if out is None else {**out, **ids}
+
+  return featurizer, featurize
+
+
+def read_examples(spec: StreamSpec) -> list[dict[str, Any]]:
+  examples = sources.read_source(spec.source)
+  logging.info("stream %s/%s: %d raw examples from %s", spec.task, spec.lang, len(examples),
+               spec.source)
+  return examples
+
+
+# ------------------------------------------------------------------------------- training
+
+
+@dataclasses.dataclass
+class TrainBatch:
+  """This host's rows of one global training batch, all from one (task, language) stream."""
+  arrays: Batch  # input_ids [b, S], attention_mask, token_type_ids, labels, ids [b], ...
+  task: str
+  lang: str
+  kind: str  # static for the train step: one compile per task kind
+  step: int
+
+
+class TrainIterator:
+  """Host-local training batches with a JSON-able state for exact resume."""
+
+  def __init__(self, specs: Sequence[StreamSpec], streams: Sequence[mixture.Stream],
+               featurizers: Sequence[features.Featurizer], mix: mixture.MixtureIterator):
+    self.specs = list(specs)
+    self.streams = list(streams)
+    self.featurizers = list(featurizers)
+    self.mixture = mix
+
+  def __iter__(self) -> TrainIterator:
+    return self
+
+  def __next__(self) -> TrainBatch:
+    b = self.mixture.__next__()
+    return TrainBatch(b.features, b.task, b.lang, self.specs[b.stream_id].kind, b.step)
+
+  def get_state(self) -> dict[str, Any]:
+    return self.mixture.get_state()
+
+  def set_state(self, state: Mapping[str, Any]) -> None:
+    self.mixture.set_state(state)
+
+  @property
+  def rates(self) -> dict[Pair, float]:
+    """Configured sampling rate of each (task, language) stream."""
+    return {s.pair: float(r) for s, r in zip(self.specs, self.mixture.rates)}
+
+  def realized_shares(self) -> dict[Pair, float]:
+    shares = self.mixture.realized_shares()
+    return {s.pair: shares[st.name] for s, st in zip(self.specs, self.streams)}
+
+  def stats(self) -> dict[Pair, dict[str, int]]:
+    """This host's featuriser counters per stream: examples, truncated, words_lost, skipped."""
+    return {s.pair: f.stats() for s, f in zip(self.specs, self.featurizers)}
+
+
+def build_train_pipeline(config, tokenizer, *, process_index: int = 0,
+                         process_count: int = 1) -> TrainIterator:
+  """One stream per `config.train_streams` entry, mixed with temperature `data.temperature`
+  (or explicit `data.weights`); yields rows [p*b, (p+1)*b) of each global batch on host p."""
+  specs = stream_specs(config, "train_streams")
+  if not specs:
+    raise ValueError("config.train_streams is empty; add at least one {task, lang, source}.")
+  streams, featurizers = [], []
+  for spec in specs:
+    featurizer, featurize = make_example_fn(spec, tokenizer, config.data.max_length)
+    featurizers.append(featurizer)
+    streams.append(mixture.Stream(spec.task, spec.lang, read_examples(spec), featurize,
+                                  spec.max_examples))
+  weights = config.data.get("weights")
+  mix = mixture.MixtureIterator(
+      streams, global_batch_size=config.data.batch_size, seed=config.seed,
+      temperature=config.data.get("temperature", 5.0),
+      weights=None if weights is None else list(weights),
+      process_index=process_index, process_count=process_count)
+  return TrainIterator(specs, streams, featurizers, mix)
+
+
+def make_global_batch(local_batch: Mapping[str, np.ndarray],
+                      sharding: jax.sharding.Sharding | Mapping[str, jax.sharding.Sharding]
+                      ) -> dict[str, jax.Array]:
+  """Host-local rows -> global arrays (batch axis split as `sharding` says, e.g.
+  sharding.batch_sharding(mesh)); every process calls it with its own rows."""
+  def shard_of(key: str) -> jax.sharding.Sharding:
+    return sharding[key] if isinstance(sharding, Mapping) else sharding
+  return {k: jax.make_array_from_process_local_data(shard_of(k), v)
+          for k, v in local_batch.items()}
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def padding_row(example: Batch, pad_id: int) -> Batch:
+  """A row that the model can run and every metric ignores (example_mask = 0)."""
+  row = {k: np.zeros_like(v) for k, v in example.items()}
+  row["input_ids"] = np.full_like(example["input_ids"], pad_id)
+  row["labels"] = np.full_like(example["labels"], features.IGNORE_INDEX)
+  row["task_id"], row["lang_id"] = example["task_id"], example["lang_id"]
+  return row
+
+
+class EvalDataset:
+  """Every example of one (task, language) eval stream exactly once, in source order."""
+
+  def __init__(self, spec: StreamSpec, examples: Sequence[Any], tokenizer, max_length: int,
+               seed: int, stream_index: int, zero_shot: bool):
+    self.spec = spec
+    self.zero_shot = zero_shot
+    self.examples = list(examples)[:spec.max_examples]
+    self.featurizer, self._featurize = make_example_fn(spec, tokenizer, max_length)
+    self._pad_id = tokenizer.pad_token_id
+    self._seed = (seed, _EVAL_TAG, stream_index)
+    self._cache: dict[int, Batch | None] = {}
+
+  @property
+  def task(self) -> str:
+    return self.spec.task
+
+  @property
+  def lang(self) -> str:
+    return self.spec.lang
+
+  @property
+  def kind(self) -> str:
+    return self.spec.kind
+
+  def __len__(self) -> int:
+    return len(self.examples)
+
+  def example(self, index: int) -> Batch | None:
+    """Features of example `index` (None if its featuriser skipped it), cached."""
+    if index not in self._cache:
+      rng = np.random.default_rng([*self._seed, index])
+      self._cache[index] = self._featurize(self.examples[index], rng)
+    return self._cache[index]
+
+  def num_batches(self, batch_size: int) -> int:
+    return -(-len(self) // batch_size)
+
+  def batches(self, batch_size: int, process_index: int = 0, process_count: int = 1
+              ) -> Iterator[Batch]:
+    """Fixed-shape host-local batches: host p gets rows [p*b, (p+1)*b) of each global batch
+    of `batch_size`; rows past the end, and examples the featuriser skipped, are padding
+    rows with example_mask = 0. Every host yields the same number of batches."""
+    if batch_size % process_count:
+      raise ValueError(f"eval batch size {batch_size} is not divisible by process_count "
+                       f"{process_count}")
+    local = batch_size // process_count
+    template = self._template()
+    for start in range(0, self.num_batches(batch_size) * batch_size, batch_size):
+      first = start + process_index * local
+      rows = [self.example(i) if i < len(self) else None for i in range(first, first + local)]
+      yield mixture.stack_examples([template if r is None else r for r in rows])
+
+  def _template(self) -> Batch:
+    for i in range(len(self)):
+      if (ex := self.example(i)) is not None:
+        return padding_row(ex, self._pad_id)
+    raise ValueError(f"eval stream {self.task}/{self.lang}: the featuriser skipped every one "
+                     f"of its {len(self)} examples ({self.featurizer.stats()})")
+
+
+class EvalDatasets(dict):
+  """(task, lang) -> EvalDataset; an unknown pair lists the known ones."""
+
+  def __missing__(self, pair: Pair):
+    raise KeyError(f"no eval stream for {pair}; known pairs: {sorted(self)}")
+
+
+def build_eval_datasets(config, tokenizer) -> EvalDatasets:
+  """One EvalDataset per `config.eval_streams` entry; pairs absent from train_streams are
+  marked zero_shot."""
+  trained = {s.pair for s in stream_specs(config, "train_streams")}
+  datasets = EvalDatasets()
+  for i, spec in enumerate(stream_specs(config, "eval_streams")):
+    datasets[spec.pair] = EvalDataset(
+        spec, read_examples(spec), tokenizer, config.data.max_length, config.seed, i,
+        zero_shot=spec.pair not in trained)
+  return datasets

@@ -1,0 +1,199 @@
+"""Training and eval pipelines on real data (Turkish treebank, XLM-R tokenizer, test files)."""
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from assets_fixtures import turkish_treebank, xlmr_tokenizer_dir
+from configs import common
+from hyperx_jax.data import features, mixture, pipeline, sources
+from hyperx_jax.tokenizer import load_tokenizer
+
+DATA = Path(__file__).parent / "data"
+POS_CAP = 40
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+  return load_tokenizer(xlmr_tokenizer_dir())
+
+
+def _config(**data):
+  c = common.get_config()
+  c.seed = 11
+  c.data.max_length = 32
+  c.data.batch_size = 4
+  c.data.update(data)
+  c.tasks.pos = {"kind": "token_classification", "labels": list(common.UPOS_TAGS)}
+  c.tasks.xnli = {"kind": "pair_classification", "labels": list(common.XNLI_LABELS)}
+  c.tasks.mlm = {"kind": "mlm", "labels": []}
+  c.tasks.ner = {"kind": "token_classification", "labels": list(common.NER_LABELS)}
+  c.languages = ["en", "tr"]
+  treebank = {"type": "conllu", "path": str(turkish_treebank()),
+              "tag_map": "google_universal_to_upos"}
+  c.train_streams = [
+      common.stream("pos", "tr", treebank, max_examples=POS_CAP),
+      common.stream("xnli", "en", {"type": "jsonl", "path": str(DATA / "pairs.jsonl")}),
+      common.stream("mlm", "tr", {"type": "text", "path": str(DATA / "text.txt")}),
+  ]
+  c.eval_streams = [
+      common.stream("pos", "tr", treebank, max_examples=13),
+      common.stream("ner", "tr", {"type": "iob2", "path": str(DATA / "ner.iob2")}),
+      common.stream("xnli", "en", {"type": "jsonl", "path": str(DATA / "pairs.jsonl")}),
+  ]
+  return c
+
+
+def _assert_batches_equal(got, want):
+  assert [(b.task, b.lang, b.step) for b in got] == [(b.task, b.lang, b.step) for b in want]
+  for g, w in zip(got, want):
+    assert g.arrays.keys() == w.arrays.keys()
+    for k in g.arrays:
+      np.testing.assert_array_equal(g.arrays[k], w.arrays[k], err_msg=f"{g.task} {k}")
+
+
+def test_batches_have_contract_shapes_and_ids(tokenizer):
+  it = pipeline.build_train_pipeline(_config(), tokenizer, process_index=0, process_count=1)
+  seen = set()
+  for _ in range(30):
+    b = next(it)
+    seen.add(b.task)
+    a = b.arrays
+    assert a["input_ids"].shape == a["attention_mask"].shape == (4, 32)
+    assert all(a[k].dtype == np.int32 for k in a)
+    assert a["labels"].shape == ((4,) if b.kind == "pair_classification" else (4, 32))
+    np.testing.assert_array_equal(a["task_id"], ["mlm", "ner", "pos", "xnli"].index(b.task))
+    np.testing.assert_array_equal(a["lang_id"], ["en", "tr"].index(b.lang))
+    np.testing.assert_array_equal(a["example_mask"], 1)
+    if b.kind == "mlm":  # masked positions carry the original id, the input is corrupted
+      assert (a["labels"] != features.IGNORE_INDEX).any()
+      assert (a["input_ids"] != np.where(a["labels"] >= 0, a["labels"], a["input_ids"])).any()
+  assert seen == {"pos", "xnli", "mlm"}
+  counts = it.stats()
+  assert set(counts) == {("pos", "tr"), ("xnli", "en"), ("mlm", "tr")}
+  assert sum(c["examples"] for c in counts.values()) == 30 * 4
+  assert all({"truncated", "words_lost", "skipped"} <= set(c) for c in counts.values())
+
+
+def test_pair_rows_match_featurizer(tokenizer):
+  c = _config(weights=[0, 1, 0], batch_size=3)
+  raw = sources.read_jsonl_pairs(DATA / "pairs.jsonl")
+  direct = features.PairFeaturizer(tokenizer, 32, common.XNLI_LABELS)
+  want = sorted(direct(ex)["input_ids"].tolist() for ex in raw)
+  b = next(pipeline.build_train_pipeline(c, tokenizer))
+  assert (b.task, b.lang) == ("xnli", "en")
+  assert sorted(b.arrays["input_ids"].tolist()) == want  # one epoch = each example once
+
+
+def test_rates_follow_capped_sizes(tokenizer):
+  it = pipeline.build_train_pipeline(_config(temperature=2.0), tokenizer)
+  # sizes after the few-shot cap: pos 40, xnli 3, mlm 3; T = 2 -> sqrt of the sizes.
+  want = np.sqrt([40, 3, 3]) / np.sqrt([40, 3, 3]).sum()
+  np.testing.assert_allclose(list(it.rates.values()), want)
+  assert list(it.rates) == [("pos", "tr"), ("xnli", "en"), ("mlm", "tr")]
+  pos_rows = {tuple(r) for ex in sources.read_source(
+      {"type": "conllu", "path": str(turkish_treebank()),
+       "tag_map": "google_universal_to_upos"})[:POS_CAP]
+              for r in [features.TokenFeaturizer(tokenizer, 32, common.UPOS_TAGS)(ex)
+                        ["input_ids"]]}
+  for _ in range(20):
+    b = next(it)
+    if b.task == "pos":
+      assert {tuple(r) for r in b.arrays["input_ids"]} <= pos_rows  # only the first 40
+
+
+def test_resume_from_json_state_is_exact(tokenizer):
+  reference = pipeline.build_train_pipeline(_config(), tokenizer)
+  want = [next(reference) for _ in range(24)]
+  run = pipeline.build_train_pipeline(_config(), tokenizer)
+  for _ in range(9):
+    next(run)
+  state = json.loads(json.dumps(run.get_state()))
+  restored = pipeline.build_train_pipeline(_config(), tokenizer)
+  restored.set_state(state)
+  got = [next(restored) for _ in range(15)]
+  _assert_batches_equal(got, want[9:])
+  # MLM (3 examples, batch 4: every batch crosses an epoch) is among the resumed batches.
+  assert "mlm" in {b.task for b in got}
+  assert restored.get_state() == reference.get_state()
+
+
+def test_host_slices_concatenate_to_global_batch(tokenizer):
+  whole = pipeline.build_train_pipeline(_config(), tokenizer)
+  hosts = [pipeline.build_train_pipeline(_config(), tokenizer, process_index=p,
+                                         process_count=2) for p in range(2)]
+  for _ in range(12):
+    w = next(whole)
+    parts = [next(h) for h in hosts]
+    assert {(p.task, p.lang) for p in parts} == {(w.task, w.lang)}
+    for k, v in w.arrays.items():
+      assert parts[0].arrays[k].shape[0] == 2
+      np.testing.assert_array_equal(np.concatenate([p.arrays[k] for p in parts]), v)
+
+
+@pytest.mark.parametrize("process_count", [1, 2])
+def test_eval_yields_every_example_once(tokenizer, process_count):
+  evals = pipeline.build_eval_datasets(_config(), tokenizer)
+  assert {p: d.zero_shot for p, d in evals.items()} == {
+      ("pos", "tr"): False, ("ner", "tr"): True, ("xnli", "en"): False}
+  pos = evals["pos", "tr"]
+  assert len(pos) == 13
+  raw = sources.read_source(pos.spec.source)[:13]
+  direct = features.TokenFeaturizer(tokenizer, 32, common.UPOS_TAGS)
+  hosts = [list(pos.batches(4, p, process_count)) for p in range(process_count)]
+  # Global batch i = concatenation of the hosts' batch i.
+  merged = [mixture.stack_examples([{k: v[j] for k, v in b.items()}
+                                    for b in step for j in range(len(b["input_ids"]))])
+            for step in zip(*hosts)]
+  assert len(merged) == 4  # ceil(13 / 4)
+  for b in merged:
+    assert b["input_ids"].shape == (4, 32) and b["labels"].shape == (4, 32)
+  mask = np.concatenate([b["example_mask"] for b in merged])
+  np.testing.assert_array_equal(mask, [1] * 13 + [0] * 3)
+  ids = np.concatenate([b["input_ids"] for b in merged])
+  labels = np.concatenate([b["labels"] for b in merged])
+  for i, ex in enumerate(raw):
+    f = direct(ex)
+    np.testing.assert_array_equal(ids[i], f["input_ids"])
+    np.testing.assert_array_equal(labels[i], f["labels"])
+  assert (labels[13:] == features.IGNORE_INDEX).all()
+  assert (ids[13:] == tokenizer.pad_token_id).all()
+
+
+def test_make_global_batch_on_8_devices():
+  devices = np.array(jax.devices())
+  assert devices.size == 8
+  sharding = NamedSharding(Mesh(devices.reshape(4, 2), ("data", "fsdp")),
+                           PartitionSpec(("data", "fsdp")))
+  local = {"input_ids": np.arange(16 * 6, dtype=np.int32).reshape(16, 6),
+           "labels": np.arange(16, dtype=np.int32)}
+  batch = pipeline.make_global_batch(local, sharding)
+  for k, v in local.items():
+    assert batch[k].shape == v.shape and batch[k].sharding == sharding
+    np.testing.assert_array_equal(np.asarray(batch[k]), v)
+    shards = sorted(batch[k].addressable_shards, key=lambda s: s.index[0].start)
+    assert len(shards) == 8
+    for i, s in enumerate(shards):
+      np.testing.assert_array_equal(np.asarray(s.data), v[2 * i:2 * i + 2])
+
+
+def test_bad_streams_name_the_known_ones(tokenizer):
+  c = _config()
+  c.eval_streams.append({"task": "pos", "lang": "en", "source": None, "max_examples": None})
+  with pytest.raises(ValueError, match=r"\(pos, en\) has no source.*\('ner', 'tr'\)"):
+    pipeline.build_eval_datasets(c, tokenizer)
+  c = _config()
+  c.train_streams[1]["task"] = "nli"
+  with pytest.raises(ValueError, match=r"train_streams\[1\]: unknown task 'nli'.*'xnli'"):
+    pipeline.build_train_pipeline(c, tokenizer)
+  c = _config()
+  c.train_streams[0]["lang"] = "fr"
+  with pytest.raises(ValueError, match=r"unknown language 'fr'.*\['en', 'tr'\]"):
+    pipeline.build_train_pipeline(c, tokenizer)
+  evals = pipeline.build_eval_datasets(_config(), tokenizer)
+  with pytest.raises(KeyError, match=r"no eval stream for \('pos', 'en'\).*known pairs"):
+    evals["pos", "en"]  # pylint: disable=pointless-statement
