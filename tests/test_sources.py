@@ -2,6 +2,7 @@
 
 import collections
 import os
+import zipfile
 from pathlib import Path
 
 import conllu
@@ -9,11 +10,16 @@ import pytest
 
 from assets_fixtures import turkish_treebank, xlmr_tokenizer_dir
 from hyperx_jax.data import sources
-from hyperx_jax.data.features import POS_LABELS, TokenFeaturizer
+from hyperx_jax.data.features import POS_LABELS, PairFeaturizer, TokenFeaturizer
 from hyperx_jax.data.sources import SourceError, read_source
 from hyperx_jax.tokenizer import load_tokenizer
 
 DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def tok():
+  return load_tokenizer(xlmr_tokenizer_dir())
 
 
 def test_conllu_skips_ranges_and_empty_nodes():
@@ -172,7 +178,7 @@ def _key(ex):
   return tuple(ex["tokens"]), tuple(ex["tags"])
 
 
-def test_tfds_universal_dependencies_offline(tmp_path):
+def test_tfds_universal_dependencies_offline(tmp_path, tok):
   manual, data_dir = tmp_path / "manual", tmp_path / "tfds"
   manual.mkdir()
   expected = _write_ud_manual_dir(manual)
@@ -192,8 +198,43 @@ def test_tfds_universal_dependencies_offline(tmp_path):
   with pytest.raises(SourceError, match=r"no split 'validation'.*'dev', 'test', 'train'"):
     sources.read_tfds(name, "validation", str(data_dir))
 
-  featurizer = TokenFeaturizer(load_tokenizer(xlmr_tokenizer_dir()), 64, POS_LABELS)
+  featurizer = TokenFeaturizer(tok, 64, POS_LABELS)
   features = [featurizer(ex) for ex in got["train"]]
   n_words = sum(len(ex["tokens"]) for ex in got["train"])
   labelled = sum(int((f["labels"] != -100).sum()) for f in features)
   assert labelled + featurizer.stats()["words_lost"] == n_words
+
+
+XNLI_COLUMNS = ("language", "gold_label", "sentence1_binary_parse", "sentence2_binary_parse",
+                "sentence1_parse", "sentence2_parse", "sentence1", "sentence2", "promptID",
+                "pairID", "genre")
+
+
+def _write_xnli_zip(manual: Path) -> None:
+  """XNLI-1.0.zip as released: XNLI-1.0/xnli.{dev,test}.tsv, one row per (pair, language)."""
+  from tensorflow_datasets.text import xnli  # pylint: disable=g-import-not-at-top
+  with zipfile.ZipFile(manual / "XNLI-1.0.zip", "w") as z:
+    for split in ("dev", "test"):
+      rows = ["\t".join(XNLI_COLUMNS)]
+      for i, label in enumerate(("entailment", "contradiction", "neutral")):
+        for lang in xnli._LANGUAGES:  # pylint: disable=protected-access
+          rows.append("\t".join((lang, label, "", "", "", "", f"{split} {i} premise {lang}",
+                                 f"{split} {i} hypothesis {lang}", str(i), f"{split}{i}",
+                                 "fiction")))
+      z.writestr(f"XNLI-1.0/xnli.{split}.tsv", "\n".join(rows) + "\n")
+
+
+def test_tfds_xnli_offline_without_tensorflow(tmp_path, tok):
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  _write_xnli_zip(manual)
+  source = {"type": "tfds", "name": "xnli", "split": "validation", "lang": "tr",
+            "data_dir": str(tmp_path / "tfds"), "manual_dir": str(manual)}
+  got = sorted(read_source(source), key=lambda ex: ex["premise"])
+  assert got == [{"premise": f"dev {i} premise tr", "hypothesis": f"dev {i} hypothesis tr",
+                  "label": label}
+                 for i, label in enumerate(("entailment", "contradiction", "neutral"))]
+  with pytest.raises(SourceError, match=r"needs a 'lang' among \['ar', 'bg'"):
+    read_source({**source, "lang": "xx"})
+  featurizer = PairFeaturizer(tok, 32)
+  assert [int(featurizer(ex)["labels"]) for ex in got] == [0, 2, 1]

@@ -17,6 +17,9 @@ import gettext
 import glob
 import json
 import os
+import shutil
+import tarfile
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -264,13 +267,43 @@ def _trust_local_files(builder, manual_dir: str) -> None:
   builder._make_download_manager = make_trusting  # pylint: disable=protected-access
 
 
+# Archive suffix -> TFDS extract-method name (the prefix of its extraction directory).
+_ARCHIVES = {".zip": "ZIP", ".tar.gz": "TAR_GZ", ".tgz": "TAR_GZ", ".tar": "TAR"}
+
+
+def _pre_extract(manual_dir: str, download_dir: Path) -> None:
+  """Unpacks archives of `manual_dir` where TFDS looks for their extraction.
+
+  TFDS's own extractor needs TensorFlow (tf.io.gfile); it reuses an existing
+  `<download_dir>/extracted/<METHOD>.<file name>`, so unpacking there with the standard
+  library lets builders such as `xnli` prepare without TensorFlow.
+  """
+  for path in sorted(Path(manual_dir).iterdir()):
+    method = next((m for suffix, m in _ARCHIVES.items() if path.name.endswith(suffix)), None)
+    target = download_dir / "extracted" / f"{method}.{path.name}"
+    if method is None or target.exists():
+      continue
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    if method == "ZIP":
+      with zipfile.ZipFile(path) as z:
+        z.extractall(partial)
+    else:
+      with tarfile.open(path) as t:
+        t.extractall(partial, filter="data")
+    partial.rename(target)
+
+
 def prepare_tfds(name: str, data_dir: str | None = None, manual_dir: str | None = None,
                  builder_kwargs: Mapping | None = None, trust_local_files: bool = True):
   """Builds a TFDS dataset as array_record (once); returns the builder.
 
   With `manual_dir`, the files the builder would download are taken from there by their
-  registered file names (for UD: `<treebank>-ud-<split>.conllu`, every split of the
-  treebank); with `trust_local_files` their checksums need not match the release.
+  registered file names (TFDS's url_checksums; for UD: `<treebank>-ud-<split>.conllu`, every
+  split of the treebank; for XNLI: `XNLI-1.0.zip`); with `trust_local_files` their checksums
+  need not match the release. Archives there are unpacked without TensorFlow.
+  `wikiann` reads its files with tf.io.gfile, so it needs TensorFlow to prepare (its PAN-X
+  files read directly with the "iob2" source instead).
   """
   tfds = _tfds()
   kwargs = dict(builder_kwargs or {})
@@ -278,10 +311,14 @@ def prepare_tfds(name: str, data_dir: str | None = None, manual_dir: str | None 
   if builder.is_prepared():
     return builder
   config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
-  if manual_dir and trust_local_files:
-    _trust_local_files(builder, manual_dir)
+  download_dir = Path(builder.data_dir_root) / "downloads"
   try:
-    builder.download_and_prepare(download_config=config, file_format="array_record")
+    if manual_dir:
+      _pre_extract(manual_dir, download_dir)
+      if trust_local_files:
+        _trust_local_files(builder, manual_dir)
+    builder.download_and_prepare(download_dir=str(download_dir), download_config=config,
+                                 file_format="array_record")
   except Exception as e:
     where = f"from manual_dir {manual_dir}" if manual_dir else "by download"
     raise SourceError(f"Could not prepare TFDS {name!r} {where} into "
