@@ -33,6 +33,10 @@ def _local_dir(name_or_dir: str | os.PathLike) -> Path | None:
   return path
 
 
+def _sentencepiece_only(path: Path) -> bool:
+  return not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+
+
 def load_tokenizer(
     name_or_dir: str | os.PathLike) -> transformers.PreTrainedTokenizerFast:
   """Loads a fast tokenizer: a local directory first, else a hub id.
@@ -48,9 +52,14 @@ def load_tokenizer(
   local = _local_dir(name_or_dir)
   source = str(local) if local is not None else str(name_or_dir)
   try:
-    tok = transformers.AutoTokenizer.from_pretrained(
-        source, use_fast=True, local_files_only=local is not None)
-  except (OSError, ValueError) as e:
+    if local is not None and _sentencepiece_only(local):
+      # No tokenizer.json / tokenizer_config.json names a class: it is XLM-R's model
+      # (converted to a fast tokenizer; needs the `sentencepiece` package).
+      tok = transformers.XLMRobertaTokenizer.from_pretrained(source, local_files_only=True)
+    else:
+      tok = transformers.AutoTokenizer.from_pretrained(
+          source, use_fast=True, local_files_only=local is not None)
+  except (OSError, ValueError, ImportError) as e:
     where = (f"local directory {local}" if local is not None else
              f"hub id {name_or_dir!r} (not a local directory; looked for "
              f"{Path(name_or_dir).expanduser()} holding one of "

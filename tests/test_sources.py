@@ -108,6 +108,8 @@ def test_empty_missing_unknown(tmp_path):
     read_source({"type": "conllu", "path": tmp_path / "nope.conllu"})
   with pytest.raises(SourceError, match=r"Unknown source type 'csv'.*'conllu', 'iob2'"):
     read_source({"type": "csv", "path": empty})
+  with pytest.raises(SourceError, match=r"of type 'mo' needs a 'lang'"):
+    read_source({"type": "mo"})
   with pytest.raises(SourceError, match=r"Unknown tag_map 'x'.*google_universal_to_upos"):
     read_source({"type": "iob2", "path": DATA / "ner.iob2", "tag_map": "x"})
 

@@ -1,5 +1,7 @@
 """The tokenizer loader against the `tokenizers` library and XLM-R's known ids."""
 
+from pathlib import Path
+
 import pytest
 import tokenizers
 
@@ -47,3 +49,17 @@ def test_dir_without_tokenizer_files(tmp_path):
 def test_missing_name_lists_what_was_looked_for(tmp_path):
   with pytest.raises(OSError, match=r"looked for .*no_such_dir.*tokenizer\.json"):
     load_tokenizer(str(tmp_path / "no_such_dir"))
+
+
+def test_sentencepiece_model_dir(tmp_path):
+  spm = pytest.importorskip("sentencepiece")
+  lines = (Path(__file__).parent / "data" / "text.txt").read_text(encoding="utf-8").split("\n")
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(lines * 20), model_prefix=str(tmp_path / "sentencepiece.bpe"),
+      vocab_size=60, hard_vocab_limit=False, minloglevel=2)
+  tok = load_tokenizer(tmp_path)
+  sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "sentencepiece.bpe.model"))
+  text = "The lazy dog jumps"
+  # fairseq's dictionary puts <s> <pad> </s> <unk> first: piece ids shift by one.
+  assert tok(text)["input_ids"] == [0, *[i + 1 for i in sp.encode(text)], 2]
+  assert (tok.pad_token_id, tok.mask_token_id) == (1, sp.get_piece_size() + 1)

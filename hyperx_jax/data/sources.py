@@ -410,30 +410,30 @@ def apply_tag_map(examples: list[Example], tag_map) -> list[Example]:
   return [{**ex, "tags": [mapping(t) for t in ex["tags"]]} for ex in examples]
 
 
-def _path(source: Mapping) -> str:
-  if "path" not in source:
-    raise SourceError(f"Source {dict(source)} needs a 'path'.")
-  return source["path"]
+def _need(source: Mapping, key: str):
+  if source.get(key) is None:
+    raise SourceError(f"Source {dict(source)} of type {source['type']!r} needs a {key!r}.")
+  return source[key]
 
 
 def _read_mo(source: Mapping) -> list[Example]:
-  texts = mo_sentences(source["lang"], source.get("min_chars", 20), source.get("limit"),
+  texts = mo_sentences(_need(source, "lang"), source.get("min_chars", 20), source.get("limit"),
                        source.get("locale_dir", LOCALE_DIR))
   return [{"text": t} for t in texts]
 
 
 def _read_tfds_source(source: Mapping) -> list[Example]:
-  return read_tfds(source["name"], source.get("split", "train"), source.get("data_dir"),
+  return read_tfds(_need(source, "name"), source.get("split", "train"), source.get("data_dir"),
                    source.get("manual_dir"), source.get("lang"),
                    source.get("builder_kwargs"), source.get("max_examples"),
                    source.get("trust_local_files", True))
 
 
 READERS: dict[str, Callable[[Mapping], list[Example]]] = {
-    "conllu": lambda s: read_conllu(_path(s)),
-    "iob2": lambda s: read_iob2(_path(s)),
-    "jsonl": lambda s: read_jsonl_pairs(_path(s)),
-    "text": lambda s: read_text(_path(s)),
+    "conllu": lambda s: read_conllu(_need(s, "path")),
+    "iob2": lambda s: read_iob2(_need(s, "path")),
+    "jsonl": lambda s: read_jsonl_pairs(_need(s, "path")),
+    "text": lambda s: read_text(_need(s, "path")),
     "mo": _read_mo,
     "tfds": _read_tfds_source,
 }
