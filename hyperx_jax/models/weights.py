@@ -296,7 +296,7 @@ def _targets(params: Mapping[str, Any], src: TensorSource, num_layers: int,
     for n in names:
       if src.shape(n) != expected:
         raise ValueError(f"{src.directory}: tensor {n} has shape {src.shape(n)}, but encoder "
-                         f"parameter {path} {shape} needs {expected}")
+                         f"parameter {path} {shape} needs {expected} (PyTorch layout)")
     used.update(names)
     targets.append(_Target(path, shape, dtype, names, layout))
   if missing:
