@@ -153,3 +153,16 @@ def test_skipped_example_takes_next_in_source_order():
   never = mixture.Stream("t", "xx", [0, 1], lambda ex, rng: None)
   with pytest.raises(ValueError, match="skipped all 2 examples"):
     next(mixture.MixtureIterator([never], global_batch_size=1, seed=0))
+
+
+def test_state_round_trips_through_orbax_json(tmp_path):
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  it = _mix(_streams())
+  for _ in range(9):
+    next(it)
+  with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as ckpt:
+    ckpt.save(tmp_path / "data_state", args=ocp.args.JsonSave(it.get_state()))
+    restored_state = ckpt.restore(tmp_path / "data_state", args=ocp.args.JsonRestore())
+  restored = _mix(_streams())
+  restored.set_state(restored_state)
+  _assert_same_batches([next(restored) for _ in range(5)], [next(it) for _ in range(5)])

@@ -51,25 +51,26 @@ def _config(**data):
 def _assert_batches_equal(got, want):
   assert [(b.task, b.lang, b.step) for b in got] == [(b.task, b.lang, b.step) for b in want]
   for g, w in zip(got, want):
-    assert g.arrays.keys() == w.arrays.keys()
-    for k in g.arrays:
-      np.testing.assert_array_equal(g.arrays[k], w.arrays[k], err_msg=f"{g.task} {k}")
+    assert g.keys() == w.keys()
+    for k in g:
+      np.testing.assert_array_equal(g[k], w[k], err_msg=f"{g.task} {k}")
 
 
 def test_batches_have_contract_shapes_and_ids(tokenizer):
   it = pipeline.build_train_pipeline(_config(), tokenizer, process_index=0, process_count=1)
   seen = set()
-  for _ in range(30):
-    b = next(it)
-    seen.add(b.task)
-    a = b.arrays
+  for step in range(30):
+    a = next(it)  # a dict of arrays that also knows its stream
+    seen.add(a.task)
+    assert isinstance(a, dict) and a.step == step
     assert a["input_ids"].shape == a["attention_mask"].shape == (4, 32)
     assert all(a[k].dtype == np.int32 for k in a)
-    assert a["labels"].shape == ((4,) if b.kind == "pair_classification" else (4, 32))
-    np.testing.assert_array_equal(a["task_id"], ["mlm", "ner", "pos", "xnli"].index(b.task))
-    np.testing.assert_array_equal(a["lang_id"], ["en", "tr"].index(b.lang))
+    assert a["labels"].shape == ((4,) if a.kind == "pair_classification" else (4, 32))
+    # Ids are positions in config.tasks / config.languages (ConfigDict keys come sorted).
+    np.testing.assert_array_equal(a["task_id"], ["mlm", "ner", "pos", "xnli"].index(a.task))
+    np.testing.assert_array_equal(a["lang_id"], ["en", "tr"].index(a.lang))
     np.testing.assert_array_equal(a["example_mask"], 1)
-    if b.kind == "mlm":  # masked positions carry the original id, the input is corrupted
+    if a.kind == "mlm":  # masked positions carry the original id, the input is corrupted
       assert (a["labels"] != features.IGNORE_INDEX).any()
       assert (a["input_ids"] != np.where(a["labels"] >= 0, a["labels"], a["input_ids"])).any()
   assert seen == {"pos", "xnli", "mlm"}
@@ -86,7 +87,7 @@ def test_pair_rows_match_featurizer(tokenizer):
   want = sorted(direct(ex)["input_ids"].tolist() for ex in raw)
   b = next(pipeline.build_train_pipeline(c, tokenizer))
   assert (b.task, b.lang) == ("xnli", "en")
-  assert sorted(b.arrays["input_ids"].tolist()) == want  # one epoch = each example once
+  assert sorted(b["input_ids"].tolist()) == want  # one epoch = each example once
 
 
 def test_rates_follow_capped_sizes(tokenizer):
@@ -103,7 +104,7 @@ def test_rates_follow_capped_sizes(tokenizer):
   for _ in range(20):
     b = next(it)
     if b.task == "pos":
-      assert {tuple(r) for r in b.arrays["input_ids"]} <= pos_rows  # only the first 40
+      assert {tuple(r) for r in b["input_ids"]} <= pos_rows  # only the first 40
 
 
 def test_resume_from_json_state_is_exact(tokenizer):
@@ -130,9 +131,9 @@ def test_host_slices_concatenate_to_global_batch(tokenizer):
     w = next(whole)
     parts = [next(h) for h in hosts]
     assert {(p.task, p.lang) for p in parts} == {(w.task, w.lang)}
-    for k, v in w.arrays.items():
-      assert parts[0].arrays[k].shape[0] == 2
-      np.testing.assert_array_equal(np.concatenate([p.arrays[k] for p in parts]), v)
+    for k, v in w.items():
+      assert parts[0][k].shape[0] == 2
+      np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), v)
 
 
 @pytest.mark.parametrize("process_count", [1, 2])
@@ -162,6 +163,10 @@ def test_eval_yields_every_example_once(tokenizer, process_count):
     np.testing.assert_array_equal(labels[i], f["labels"])
   assert (labels[13:] == features.IGNORE_INDEX).all()
   assert (ids[13:] == tokenizer.pad_token_id).all()
+  # Iterating gives this process's batches of config.data.eval_batch_size (64 -> one batch).
+  (only,) = list(pos)
+  np.testing.assert_array_equal(only["example_mask"], [1] * 13 + [0] * 51)
+  np.testing.assert_array_equal(only["input_ids"][:13], ids[:13])
 
 
 def test_make_global_batch_on_8_devices():

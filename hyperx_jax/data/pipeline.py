@@ -21,6 +21,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from hyperx_jax import config_utils
 from hyperx_jax.data import features, mixture, sources
 
 Pair = tuple[str, str]  # (task, language)
@@ -61,7 +62,7 @@ def _pairs_with_source(config) -> list[Pair]:
 
 def stream_specs(config, field: str) -> list[StreamSpec]:
   """Validates `config.<field>` (train_streams or eval_streams) against tasks and languages."""
-  tasks, languages = list(config.tasks.keys()), list(config.languages)
+  tasks, languages = config_utils.task_names(config), list(config.languages)
   specs = []
   for i, entry in enumerate(getattr(config, field)):
     where = f"config.{field}[{i}]"
@@ -111,14 +112,17 @@ def read_examples(spec: StreamSpec) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------- training
 
 
-@dataclasses.dataclass
-class TrainBatch:
-  """This host's rows of one global training batch, all from one (task, language) stream."""
-  arrays: Batch  # input_ids [b, S], attention_mask, token_type_ids, labels, ids [b], ...
-  task: str
-  lang: str
-  kind: str  # static for the train step: one compile per task kind
-  step: int
+class TrainBatch(dict):
+  """This host's rows of one global training batch, all from one (task, language) stream.
+
+  A dict of numpy arrays (input_ids [b, S], attention_mask, token_type_ids, labels, task_id
+  [b], lang_id, example_mask) that also carries `task`, `lang`, `kind` (static for the train
+  step: one compile per task kind) and the global `step` that drew it.
+  """
+
+  def __init__(self, arrays: Batch, task: str, lang: str, kind: str, step: int):
+    super().__init__(arrays)
+    self.task, self.lang, self.kind, self.step = task, lang, kind, step
 
 
 class TrainIterator:
@@ -153,12 +157,16 @@ class TrainIterator:
     shares = self.mixture.realized_shares()
     return {s.pair: shares[st.name] for s, st in zip(self.specs, self.streams)}
 
+  def log_shares(self) -> None:
+    """Logs each stream's configured rate next to its realised share so far."""
+    self.mixture.log_shares()
+
   def stats(self) -> dict[Pair, dict[str, int]]:
     """This host's featuriser counters per stream: examples, truncated, words_lost, skipped."""
     return {s.pair: f.stats() for s, f in zip(self.specs, self.featurizers)}
 
 
-def build_train_pipeline(config, tokenizer, *, process_index: int = 0,
+def build_train_pipeline(config, tokenizer, process_index: int = 0,
                          process_count: int = 1) -> TrainIterator:
   """One stream per `config.train_streams` entry, mixed with temperature `data.temperature`
   (or explicit `data.weights`); yields rows [p*b, (p+1)*b) of each global batch on host p."""
@@ -207,9 +215,10 @@ class EvalDataset:
   """Every example of one (task, language) eval stream exactly once, in source order."""
 
   def __init__(self, spec: StreamSpec, examples: Sequence[Any], tokenizer, max_length: int,
-               seed: int, stream_index: int, zero_shot: bool):
+               seed: int, stream_index: int, zero_shot: bool, batch_size: int):
     self.spec = spec
     self.zero_shot = zero_shot
+    self.batch_size = batch_size
     self.examples = list(examples)[:spec.max_examples]
     self.featurizer, self._featurize = make_example_fn(spec, tokenizer, max_length)
     self._pad_id = tokenizer.pad_token_id
@@ -237,6 +246,10 @@ class EvalDataset:
       rng = np.random.default_rng([*self._seed, index])
       self._cache[index] = self._featurize(self.examples[index], rng)
     return self._cache[index]
+
+  def __iter__(self) -> Iterator[Batch]:
+    """This process's batches of the configured global eval batch size."""
+    return self.batches(self.batch_size, jax.process_index(), jax.process_count())
 
   def num_batches(self, batch_size: int) -> int:
     return -(-len(self) // batch_size)
@@ -273,11 +286,12 @@ class EvalDatasets(dict):
 
 def build_eval_datasets(config, tokenizer) -> EvalDatasets:
   """One EvalDataset per `config.eval_streams` entry; pairs absent from train_streams are
-  marked zero_shot."""
+  marked zero_shot. Iterating a dataset gives this process's batches of
+  `config.data.eval_batch_size`; `batches(...)` takes any size and host slice."""
   trained = {s.pair for s in stream_specs(config, "train_streams")}
   datasets = EvalDatasets()
   for i, spec in enumerate(stream_specs(config, "eval_streams")):
     datasets[spec.pair] = EvalDataset(
         spec, read_examples(spec), tokenizer, config.data.max_length, config.seed, i,
-        zero_shot=spec.pair not in trained)
+        zero_shot=spec.pair not in trained, batch_size=config.data.eval_batch_size)
   return datasets
