@@ -8,8 +8,10 @@ one is skipped when none of these works.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,7 +34,9 @@ def _wheel_dirs() -> list[Path]:
 
 @functools.lru_cache(maxsize=None)
 def _scratch() -> Path:
-  return Path(tempfile.mkdtemp(prefix="hyperx_test_assets_"))
+  path = tempfile.mkdtemp(prefix="hyperx_test_assets_")
+  atexit.register(shutil.rmtree, path, ignore_errors=True)
+  return Path(path)
 
 
 @functools.lru_cache(maxsize=None)
