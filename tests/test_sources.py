@@ -73,6 +73,11 @@ def test_iob2_panx_prefix_and_plain():
                     "tags": ["B-LOC", "I-LOC", "I-LOC", "O"]}]
 
 
+def test_iob2_prefix_only_when_whole_sentence_has_it():
+  ex = read_source({"type": "iob2", "path": DATA / "prefix_ambiguity.iob2"})
+  assert [e["tokens"] for e in ex] == [["re:publica", "2024"], ["re:publica", "begann"]]
+
+
 def test_iob2_bad_line(tmp_path):
   path = tmp_path / "x.iob2"
   path.write_text("a\tO\n\nb c d\n", encoding="utf-8")

@@ -130,23 +130,31 @@ def _iob2_pair(path, number: int, line: str) -> tuple[str, str]:
   cols = line.split("\t") if "\t" in line else line.split()
   if len(cols) != 2 or not cols[0] or not cols[1]:
     raise _bad_line(path, number, line, "two columns: token and IOB2 tag")
-  token, tag = cols
-  lang, colon, rest = token.partition(":")
-  if colon and rest and 2 <= len(lang) <= 3 and lang.isalpha() and lang.islower():
-    token = rest  # PAN-X style `en:London`.
-  return token, tag
+  return cols[0], cols[1]
+
+
+def _strip_language_prefix(tokens: list[str]) -> list[str]:
+  """Drops PAN-X's `lang:` prefix when every token of the sentence has the same one."""
+  langs = {t.partition(":")[0] for t in tokens}
+  lang = langs.pop() if len(langs) == 1 else ""
+  if not (2 <= len(lang) <= 3 and lang.isalpha() and lang.islower()):
+    return tokens
+  if not all(len(t) > len(lang) + 1 and t[len(lang)] == ":" for t in tokens):
+    return tokens
+  return [t[len(lang) + 1:] for t in tokens]
 
 
 def read_iob2(path: str | os.PathLike) -> list[Example]:
   """Two-column token / IOB2-tag files, a blank line between sentences.
 
-  Tokens may carry a language prefix as in XTREME's PAN-X files (`tr:İstanbul`), which is
-  removed.
+  Tokens may carry a language prefix as in XTREME's PAN-X files (`tr:İstanbul`); it is
+  removed when all tokens of a sentence carry the same one.
   """
   examples = []
   for block in _blocks(_lines(path)):
     pairs = [_iob2_pair(path, n, line) for n, line in block]
-    examples.append({"tokens": [p[0] for p in pairs], "tags": [p[1] for p in pairs]})
+    examples.append({"tokens": _strip_language_prefix([p[0] for p in pairs]),
+                     "tags": [p[1] for p in pairs]})
   return examples
 
 
