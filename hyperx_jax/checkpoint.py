@@ -112,12 +112,13 @@ class Checkpointer:
     """Starts an (async) save; returns whether a checkpoint was started."""
     metrics = {k: float(v) for k, v in metrics.items()} if metrics else None
     meta = {"step": int(step), "rng": _rng_to_json(rng), "metrics": metrics}
-    args = ocp.args.Composite(
-        trainable=ocp.args.StandardSave(_to_pure(trainable)),
-        opt_state=ocp.args.StandardSave(opt_state),
-        data_state=ocp.args.JsonSave(data_state if data_state is not None else {}),
-        meta=ocp.args.JsonSave(meta))
-    return self.manager.save(int(step), args=args, metrics=metrics, force=force)
+    items = dict(trainable=ocp.args.StandardSave(_to_pure(trainable)),
+                 data_state=ocp.args.JsonSave(data_state if data_state is not None else {}),
+                 meta=ocp.args.JsonSave(meta))
+    if jax.tree.leaves(opt_state):  # orbax rejects empty trees (e.g. plain SGD's state)
+      items["opt_state"] = ocp.args.StandardSave(opt_state)
+    return self.manager.save(int(step), args=ocp.args.Composite(**items), metrics=metrics,
+                             force=force)
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
@@ -156,7 +157,7 @@ class Checkpointer:
         "data_state": ocp.args.JsonRestore(),
         "meta": ocp.args.JsonRestore(),
     }
-    if abstract_opt_state is not None:
+    if jax.tree.leaves(abstract_opt_state):
       items["opt_state"] = ocp.args.StandardRestore(_abstract(abstract_opt_state))
     restored = self.manager.restore(int(step), args=ocp.args.Composite(**items))
     trainable = restored["trainable"]
@@ -166,7 +167,7 @@ class Checkpointer:
       trainable = state
     meta = restored["meta"] or {}
     return {"step": int(step), "trainable": trainable,
-            "opt_state": restored["opt_state"] if abstract_opt_state is not None else None,
+            "opt_state": restored["opt_state"] if "opt_state" in items else abstract_opt_state,
             "rng": _rng_from_json(meta.get("rng")), "data_state": restored["data_state"],
             "metrics": meta.get("metrics")}
 

@@ -1,0 +1,127 @@
+"""Export: the static adapter written for one (task, language) reproduces the hypernetwork path
+(encoder output and head logits) without the hypernetwork."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import hyperx_jax  # noqa: F401
+from configs import tiny
+from hyperx_jax import checkpoint, export
+
+HF_CONFIG = {"model_type": "xlm-roberta", "vocab_size": 60, "hidden_size": 16,
+             "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 32,
+             "max_position_embeddings": 40, "type_vocab_size": 1, "layer_norm_eps": 1e-5,
+             "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2, "hidden_act": "gelu",
+             "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}
+
+
+def _config(workspace, method="hyperx"):
+  return tiny.get_config(f"workspace={workspace},tasks=tag+pair,method={method}")
+
+
+def _randomise(tree, seed, std=0.3):
+  """Non-trivial adapters and heads (fresh ones are near identity / zero); numpy noise keeps
+  the test free of per-shape compilations."""
+  rng = np.random.default_rng(seed)
+
+  def one(x):
+    noisy = np.asarray(x) + std * rng.standard_normal(x.shape).astype(x.dtype)
+    return jax.device_put(noisy, x.sharding)
+
+  return jax.tree.map(one, tree)
+
+
+def _batch(task_id, lang_id, batch=3, seq=10):
+  rng = np.random.default_rng(0)
+  ids = rng.integers(3, HF_CONFIG["vocab_size"], (batch, seq)).astype(np.int32)
+  ids[:, 0], ids[:, -1] = 0, 2
+  mask = np.ones_like(ids)
+  mask[1, 7:] = 0
+  ids[1, 7:] = 1
+  return {"input_ids": jnp.asarray(ids), "attention_mask": jnp.asarray(mask),
+          "token_type_ids": jnp.zeros_like(jnp.asarray(ids)),
+          "task_id": jnp.full((batch,), task_id, jnp.int32),
+          "lang_id": jnp.full((batch,), lang_id, jnp.int32)}
+
+
+def _check_static_matches_generated(model, config, task, lang, out):
+  meta = export.export_adapter(model, config, task, lang, str(out))
+  stack, head_params, loaded = export.load_static_adapter(str(out))
+  assert loaded == json.loads((out / export.CONFIG_FILE).read_text()) == meta
+  batch = _batch(model.task_id(task), model.lang_id(lang))
+  generated = model.encode(batch, task)  # hypernetwork path
+  static = model.encoder(batch["input_ids"], batch["attention_mask"], adapters=stack)
+  bare = model.encoder(batch["input_ids"], batch["attention_mask"])
+  assert float(jnp.abs(generated - bare).max()) > 1e-2  # the adapter matters
+  np.testing.assert_allclose(np.asarray(static), np.asarray(generated), atol=1e-5, rtol=0)
+  head = export.build_head(loaded, head_params)
+  np.testing.assert_allclose(np.asarray(head(static)), np.asarray(model(batch, task)),
+                             atol=1e-5, rtol=0)
+  return meta, stack
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """A run's workdir: config.json, a tiny random HF XLM-R backbone, a checkpoint of random
+  (non-trivial) trainable parameters; and the model they make."""
+  train = pytest.importorskip("hyperx_jax.train")
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  if not all(hasattr(train, f) for f in ("create_model", "save_config", "load_run_config")):
+    pytest.skip("hyperx_jax.train lacks create_model / save_config / load_run_config")
+  tmp = tmp_path_factory.mktemp("export")
+  torch.manual_seed(0)
+  hf_config = transformers.XLMRobertaConfig(**{k: v for k, v in HF_CONFIG.items()
+                                               if k != "model_type"})
+  transformers.XLMRobertaModel(hf_config).save_pretrained(str(tmp / "ws" / "checkpoint"))
+  config = _config(str(tmp / "ws"))
+  workdir = tmp / "run"
+  train.save_config(config, str(workdir))
+  mesh = jax.make_mesh((jax.device_count(), 1, 1), ("data", "fsdp", "tensor"),
+                       axis_types=(jax.sharding.AxisType.Auto,) * 3)
+  (graphdef, trainable, frozen), _ = train.create_model(config, mesh)
+  trainable = _randomise(trainable, seed=3)
+  ckpt = checkpoint.Checkpointer(str(workdir), keep=1, async_save=False)
+  ckpt.save(7, trainable=trainable, opt_state={}, data_state={})
+  ckpt.close()
+  return tmp, config, workdir, nnx.merge(graphdef, trainable, frozen)
+
+
+def test_export_matches_hypernetwork_path(run):
+  tmp, config, _, model = run
+  meta, stack = _check_static_matches_generated(model, config, "tag", "bb", tmp / "tag_bb")
+  assert meta["labels"] == ["T0", "T1", "T2"] and meta["task_kind"] == "token_classification"
+  assert (meta["num_layers"], meta["hidden_size"], meta["bottleneck"]) == (3, 16, 8)
+  assert meta["layer_norm"] and meta["placement"] == "ffn_output"
+  assert meta["checkpoint"] == str(tmp / "ws" / "checkpoint")
+  assert stack[0].down.shape == (3, 1, 16, 8) and stack[0].ln_scale.shape == (3, 1, 16)
+  _check_static_matches_generated(model, config, "pair", "cc", tmp / "pair_cc")
+  # Different pairs give different adapters.
+  other, _, _ = export.load_static_adapter(str(tmp / "pair_cc"))
+  assert not np.allclose(np.asarray(other[0].down), np.asarray(stack[0].down))
+
+
+def test_load_rejects_other_directories(tmp_path):
+  with pytest.raises(FileNotFoundError, match="adapter_config.json not found"):
+    export.load_static_adapter(str(tmp_path))
+
+
+def test_export_from_run_workdir(run):
+  """The CLI's path: config.json + HF backbone + the latest orbax checkpoint of the workdir."""
+  tmp, _, workdir, model = run
+  out = tmp / "exported"
+  meta = export.export_from_run(str(workdir), "tag", "aa", str(out))
+  assert meta["step"] == 7 and meta["workdir"] == str(workdir)
+  stack, head_params, loaded = export.load_static_adapter(str(out))
+  batch = _batch(model.task_id("tag"), model.lang_id("aa"))
+  static = model.encoder(batch["input_ids"], batch["attention_mask"], adapters=stack)
+  np.testing.assert_allclose(np.asarray(static), np.asarray(model.encode(batch, "tag")),
+                             atol=1e-5, rtol=0)
+  np.testing.assert_allclose(np.asarray(export.build_head(loaded, head_params)(static)),
+                             np.asarray(model(batch, "tag")), atol=1e-5, rtol=0)
