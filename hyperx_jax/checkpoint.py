@@ -109,7 +109,11 @@ class Checkpointer:
   def save(self, step: int, *, trainable: Any, opt_state: Any, rng: Any = None,
            data_state: Optional[dict] = None, metrics: Optional[dict] = None,
            force: bool = False) -> bool:
-    """Starts an (async) save; returns whether a checkpoint was started."""
+    """Starts an (async) save; returns whether a checkpoint was started (False when this step
+    is already saved, e.g. a preemption right after a periodic save)."""
+    if int(step) in self.manager.all_steps():
+      logging.info("checkpoint step %d already saved in %s", step, self.directory)
+      return False
     metrics = {k: float(v) for k, v in metrics.items()} if metrics else None
     meta = {"step": int(step), "rng": _rng_to_json(rng), "metrics": metrics}
     items = dict(trainable=ocp.args.StandardSave(_to_pure(trainable)),

@@ -60,8 +60,10 @@ def test_sharded_round_trip_bitwise(tmp_path):
   rng = jax.random.key(7)
   data_state = {"sampler": {"step": 12, "counts": [3, 9]}, "epoch": {"en/ner": 1}}
   ckpt = checkpoint.Checkpointer(str(tmp_path), keep=2, async_save=True)
-  ckpt.save(5, trainable=trainable, opt_state=opt_state, rng=rng, data_state=data_state)
+  assert ckpt.save(5, trainable=trainable, opt_state=opt_state, rng=rng, data_state=data_state)
   ckpt.wait()
+  # Saving the same step again (preemption right after a periodic save) is a no-op.
+  assert not ckpt.save(5, trainable=trainable, opt_state=opt_state, force=True)
   ckpt.close()
 
   ckpt = checkpoint.Checkpointer(str(tmp_path), keep=2)
