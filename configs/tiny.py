@@ -1,6 +1,6 @@
 """A tiny run for tests and smoke checks: a small random XLM-R and small local files.
 
-`workspace` holds `checkpoint/` (a Hugging Face XLM-R directory with `tokenizer.json`) and
+`workspace` holds `checkpoint/` (a Hugging Face XLM-R directory), `tokenizer/tokenizer.json` and
 `data/` with, per language, `tag_<lang>_{train,test}.iob2`, `pair_<lang>_{train,test}.jsonl`
 and `mlm_<lang>.txt` (tests/test_train.py writes them).
 
@@ -42,6 +42,7 @@ def get_config(arg=None):
   common.set_method(c, arg.method)
   ws = arg.workspace
   c.model.checkpoint = os.path.join(ws, 'checkpoint')
+  c.tokenizer = os.path.join(ws, 'tokenizer')
   c.model.hidden_dropout = c.model.attention_dropout = c.model.classifier_dropout = 0.1
   c.adapter.bottleneck = 8
   c.hyperx.task_dim = c.hyperx.lang_dim = c.hyperx.layer_dim = 8
@@ -57,7 +58,7 @@ def get_config(arg=None):
   c.data.batch_size = arg.batch
   c.data.eval_batch_size = arg.batch
   c.optim.lr = 3e-3
-  c.optim.warmup_steps = 2
+  c.optim.warmup_steps = min(2, arg.steps - 1)
   c.total_steps = arg.steps
   c.mesh.shape = tuple(int(s) for s in arg.mesh.split('+'))
   c.log_every_steps = 5
