@@ -202,3 +202,23 @@ def test_bad_streams_name_the_known_ones(tokenizer):
   evals = pipeline.build_eval_datasets(_config(), tokenizer)
   with pytest.raises(KeyError, match=r"no eval stream for \('pos', 'en'\).*known pairs"):
     evals["pos", "en"]  # pylint: disable=pointless-statement
+
+
+def test_prefetch_yields_the_same_batches_and_state(tokenizer):
+  plain = pipeline.build_train_pipeline(_config(), tokenizer)
+  want = [next(plain) for _ in range(14)]
+  ahead = pipeline.build_train_pipeline(_config(prefetch=3), tokenizer)
+  got = [next(ahead) for _ in range(6)]
+  state = ahead.get_state()  # the worker is ahead; the state follows the consumer
+  assert state["step"] == 6
+  assert ahead.realized_shares() == pytest.approx(
+      {p: sum(b.task == p[0] for b in want[:6]) / 6 for p in ahead.rates})
+  restored = pipeline.build_train_pipeline(_config(prefetch=2), tokenizer)
+  restored.set_state(json.loads(json.dumps(state)))
+  got += [next(ahead) for _ in range(4)]
+  ahead.set_state(state)  # rewinding a running prefetcher
+  _assert_batches_equal(got, want[:10])
+  _assert_batches_equal([next(restored) for _ in range(8)], want[6:])
+  _assert_batches_equal([next(ahead) for _ in range(8)], want[6:])
+  ahead.close()
+  restored.close()

@@ -4,7 +4,8 @@ A realistic mixture of three Turkish streams: POS on the Turkish treebank (CoNLL
 gettext `.mo` text, and sentence pairs (translation vs. hard unrelated, JSONL), batch 32,
 length 128. Featurisation happens on the fly inside `next()` (nothing is pre-featurised), so
 the figure includes tokenisation, labelling, MLM masking and stacking; the build (reading the
-sources) is timed separately.
+sources) is timed separately. A second figure sleeps `--step_ms` after each batch (a device
+step, which leaves the CPU free) and compares steps/s without and with a prefetch thread.
 
   python -m hyperx_jax.benchmarks.data_bench [--batches 200] [--batch_size 32]
 """
@@ -71,7 +72,24 @@ def bench_config(tmp: Path, lang: str, batch_size: int, max_length: int):
   return c
 
 
-def run(batches: int, batch_size: int, max_length: int, lang: str, core: int | None) -> dict:
+def consume(it: pipeline.TrainIterator, batches: int, step_ms: float) -> tuple[float, dict]:
+  """Seconds for `batches` batches (after one warm-up), `step_ms` of simulated device step
+  after each, and the mean ms spent inside next() per task."""
+  next(it)
+  per_task = collections.defaultdict(list)
+  t0 = time.perf_counter()
+  for _ in range(batches):
+    t = time.perf_counter()
+    b = next(it)
+    per_task[b.task].append(time.perf_counter() - t)
+    time.sleep(step_ms / 1e3)
+  total = time.perf_counter() - t0
+  it.close()
+  return total, {k: 1e3 * sum(v) / len(v) for k, v in per_task.items()}
+
+
+def run(batches: int, batch_size: int, max_length: int, lang: str, core: int | None,
+        step_ms: float, prefetch: int) -> dict:
   if core is not None and hasattr(os, "sched_setaffinity"):
     os.sched_setaffinity(0, {core})
   with tempfile.TemporaryDirectory() as d:
@@ -79,24 +97,23 @@ def run(batches: int, batch_size: int, max_length: int, lang: str, core: int | N
     tokenizer = load_tokenizer(extract(*TOKENIZER, tmp).parent)
     config = bench_config(tmp, lang, batch_size, max_length)
     t0 = time.perf_counter()
-    it = pipeline.build_train_pipeline(config, tokenizer)
+    it = pipeline.build_train_pipeline(config, tokenizer, prefetch=0)
     build_s = time.perf_counter() - t0
-  next(it)  # warm-up
-  per_task = collections.defaultdict(list)
-  t0 = time.perf_counter()
-  for _ in range(batches):
-    t = time.perf_counter()
-    b = next(it)
-    per_task[b.task].append(time.perf_counter() - t)
-  total = time.perf_counter() - t0
-  return {
+    serial = pipeline.build_train_pipeline(config, tokenizer, prefetch=0)
+    overlapped = pipeline.build_train_pipeline(config, tokenizer, prefetch=prefetch)
+  total, ms_per_batch = consume(it, batches, 0.0)
+  r = {
       "batches_per_s": batches / total, "examples_per_s": batches * batch_size / total,
-      "build_s": build_s,
-      "ms_per_batch": {k: 1e3 * sum(v) / len(v) for k, v in per_task.items()},
+      "build_s": build_s, "ms_per_batch": ms_per_batch,
       "rates": {"/".join(k): round(v, 4) for k, v in it.rates.items()},
       "realised": {"/".join(k): round(v, 4) for k, v in it.realized_shares().items()},
       "sizes": {s.name: s.size for s in it.streams},
   }
+  if step_ms > 0:
+    serial_s, _ = consume(serial, batches, step_ms)
+    ahead_s, _ = consume(overlapped, batches, step_ms)
+    r["steps_per_s"] = {"serial": batches / serial_s, "prefetch": batches / ahead_s}
+  return r
 
 
 def main() -> None:
@@ -107,9 +124,12 @@ def main() -> None:
   parser.add_argument("--max_length", type=int, default=128)
   parser.add_argument("--lang", default="tr")
   parser.add_argument("--core", type=int, default=0, help="pin to this CPU core (-1: no pin)")
+  parser.add_argument("--step_ms", type=float, default=25.0,
+                      help="simulated device step (sleep) for the prefetch comparison; 0: skip")
+  parser.add_argument("--prefetch", type=int, default=4)
   args = parser.parse_args()
   r = run(args.batches, args.batch_size, args.max_length, args.lang,
-          None if args.core < 0 else args.core)
+          None if args.core < 0 else args.core, args.step_ms, args.prefetch)
   print(f"streams (examples): {r['sizes']}")
   print(f"rates {r['rates']}  realised over {args.batches + 1} batches {r['realised']}")
   print(f"build (read sources, featurisers): {r['build_s']:.2f} s")
@@ -117,6 +137,11 @@ def main() -> None:
         ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["ms_per_batch"].items())))
   print(f"{r['batches_per_s']:.1f} featurised batches/s ({r['examples_per_s']:.0f} examples/s)"
         f", batch {args.batch_size} x {args.max_length}, one core")
+  if "steps_per_s" in r:
+    sps = r["steps_per_s"]
+    print(f"with a {args.step_ms:g} ms device step: {sps['serial']:.1f} steps/s serial, "
+          f"{sps['prefetch']:.1f} steps/s with prefetch {args.prefetch} "
+          f"(bound {1e3 / args.step_ms:.1f})")
 
 
 if __name__ == "__main__":

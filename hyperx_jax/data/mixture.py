@@ -198,14 +198,16 @@ class MixtureIterator:
     """Epochs consumed so far per stream (global positions / examples per epoch)."""
     return {s.name: p / s.size for s, p in zip(self.streams, self.positions)}
 
-  def realized_shares(self) -> dict[str, float]:
-    """Share of the steps so far that each stream received."""
-    batches = [p // self.global_batch_size for p in self.positions]
+  def realized_shares(self, state: Mapping[str, Any] | None = None) -> dict[str, float]:
+    """Share of the steps so far (or up to a saved `state`) that each stream received."""
+    state = state or self.get_state()
+    batches = [state["positions"][s.name] // self.global_batch_size for s in self.streams]
     total = max(sum(batches), 1)
     return {s.name: b / total for s, b in zip(self.streams, batches)}
 
-  def log_shares(self) -> None:
-    shares = self.realized_shares()
+  def log_shares(self, state: Mapping[str, Any] | None = None) -> None:
+    state = state or self.get_state()
+    shares = self.realized_shares(state)
     for s, p in zip(self.streams, self.rates):
       logging.info("mixture stream %-24s rate %.4f  realised %.4f  (step %d)",
-                   s.name, p, shares[s.name], self.step)
+                   s.name, p, shares[s.name], state["step"])

@@ -13,9 +13,12 @@ tasks (name -> {kind, labels}), languages, train_streams, eval_streams; a stream
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -126,27 +129,55 @@ class TrainBatch(dict):
 
 
 class TrainIterator:
-  """Host-local training batches with a JSON-able state for exact resume."""
+  """Host-local training batches with a JSON-able state for exact resume.
+
+  With `prefetch > 0` a background thread featurises up to that many batches ahead, so
+  featurisation overlaps the device step; `get_state()` still describes the batches handed
+  out (not the ones prefetched), so a resume continues right after the last consumed batch.
+  """
 
   def __init__(self, specs: Sequence[StreamSpec], streams: Sequence[mixture.Stream],
-               featurizers: Sequence[features.Featurizer], mix: mixture.MixtureIterator):
+               featurizers: Sequence[features.Featurizer], mix: mixture.MixtureIterator,
+               prefetch: int = 0):
     self.specs = list(specs)
     self.streams = list(streams)
     self.featurizers = list(featurizers)
     self.mixture = mix
+    self.prefetch = prefetch
+    self._state = mix.get_state()  # after the last batch handed out
+    self._worker: _Prefetcher | None = None
 
   def __iter__(self) -> TrainIterator:
     return self
 
   def __next__(self) -> TrainBatch:
-    b = self.mixture.__next__()
+    if not self.prefetch:
+      batch = self._produce()
+      self._state = self.mixture.get_state()
+      return batch
+    if self._worker is None:
+      self._worker = _Prefetcher(self._produce, self.mixture.get_state, self.prefetch)
+    batch, self._state = self._worker.get()
+    return batch
+
+  def _produce(self) -> TrainBatch:
+    b = next(self.mixture)
     return TrainBatch(b.features, b.task, b.lang, self.specs[b.stream_id].kind, b.step)
 
   def get_state(self) -> dict[str, Any]:
-    return self.mixture.get_state()
+    return copy.deepcopy(self._state)
 
   def set_state(self, state: Mapping[str, Any]) -> None:
+    self.close()
     self.mixture.set_state(state)
+    self._state = self.mixture.get_state()
+
+  def close(self) -> None:
+    """Stops the prefetch thread (a later `next` starts a new one)."""
+    if self._worker is not None:
+      self._worker.stop()
+      self._worker = None
+      self.mixture.set_state(self._state)  # forget what was prefetched but not consumed
 
   @property
   def rates(self) -> dict[Pair, float]:
@@ -154,22 +185,63 @@ class TrainIterator:
     return {s.pair: float(r) for s, r in zip(self.specs, self.mixture.rates)}
 
   def realized_shares(self) -> dict[Pair, float]:
-    shares = self.mixture.realized_shares()
+    """Share of the batches handed out so far that each stream received."""
+    shares = self.mixture.realized_shares(self._state)
     return {s.pair: shares[st.name] for s, st in zip(self.specs, self.streams)}
 
   def log_shares(self) -> None:
     """Logs each stream's configured rate next to its realised share so far."""
-    self.mixture.log_shares()
+    self.mixture.log_shares(self._state)
 
   def stats(self) -> dict[Pair, dict[str, int]]:
     """This host's featuriser counters per stream: examples, truncated, words_lost, skipped."""
     return {s.pair: f.stats() for s, f in zip(self.specs, self.featurizers)}
 
 
-def build_train_pipeline(config, tokenizer, process_index: int = 0,
-                         process_count: int = 1) -> TrainIterator:
+class _Prefetcher:
+  """A daemon thread that keeps up to `depth` (batch, state after it) pairs ready."""
+
+  def __init__(self, produce: Callable[[], TrainBatch],
+               state: Callable[[], dict[str, Any]], depth: int):
+    self._queue: queue.Queue = queue.Queue(maxsize=depth)
+    self._stopped = threading.Event()
+    self._thread = threading.Thread(target=self._run, args=(produce, state), daemon=True,
+                                    name="train-data-prefetch")
+    self._thread.start()
+
+  def _run(self, produce, state) -> None:
+    try:
+      while not self._stopped.is_set():
+        self._put((produce(), state()))
+    except BaseException as e:  # pylint: disable=broad-except
+      self._put(e)  # re-raised by get() in the consuming thread
+
+  def _put(self, item) -> None:
+    while not self._stopped.is_set():
+      try:
+        self._queue.put(item, timeout=0.1)
+        return
+      except queue.Full:
+        pass
+
+  def get(self) -> tuple[TrainBatch, dict[str, Any]]:
+    item = self._queue.get()
+    if isinstance(item, BaseException):
+      self._stopped.set()
+      raise item
+    return item
+
+  def stop(self) -> None:
+    self._stopped.set()
+    self._thread.join()
+
+
+def build_train_pipeline(config, tokenizer, process_index: int = 0, process_count: int = 1,
+                         prefetch: int | None = None) -> TrainIterator:
   """One stream per `config.train_streams` entry, mixed with temperature `data.temperature`
-  (or explicit `data.weights`); yields rows [p*b, (p+1)*b) of each global batch on host p."""
+  (or explicit `data.weights`); yields rows [p*b, (p+1)*b) of each global batch on host p.
+  `prefetch` (default `config.data.prefetch`, else 0) batches are featurised ahead in a
+  background thread."""
   specs = stream_specs(config, "train_streams")
   if not specs:
     raise ValueError("config.train_streams is empty; add at least one {task, lang, source}.")
@@ -185,7 +257,9 @@ def build_train_pipeline(config, tokenizer, process_index: int = 0,
       temperature=config.data.get("temperature", 5.0),
       weights=None if weights is None else list(weights),
       process_index=process_index, process_count=process_count)
-  return TrainIterator(specs, streams, featurizers, mix)
+  if prefetch is None:
+    prefetch = config.data.get("prefetch", 0)
+  return TrainIterator(specs, streams, featurizers, mix, prefetch)
 
 
 def make_global_batch(local_batch: Mapping[str, np.ndarray],
