@@ -96,9 +96,12 @@ def test_few_shot_cap_takes_first_k():
 
 def test_streams_have_distinct_orders():
   streams = _streams(sizes=(20, 20))
-  a = mixture.stream_dataset(streams[0], 0, seed=1)
-  b = mixture.stream_dataset(streams[1], 1, seed=1)
+  a = mixture.stream_dataset(streams[0], seed=1)
+  b = mixture.stream_dataset(streams[1], seed=1)
   assert [a[i]["x"] for i in range(20)] != [b[i]["x"] - 1000 for i in range(20)]
+  # A stream's order depends on its name, not on its place among the streams.
+  alone = mixture.MixtureIterator(streams[1:], global_batch_size=20, seed=1)
+  np.testing.assert_array_equal(next(alone).features["x"], [b[i]["x"] for i in range(20)])
 
 
 def test_resume_from_json_state_is_exact():

@@ -7,7 +7,7 @@ communication, and resuming needs nothing but t.
 
 A stream is a `grain.MapDataset` read by position: position `pos` of a stream of n examples
 belongs to epoch `pos // n` and maps to an example through grain's index shuffle, reseeded per
-epoch from a seed folded with the stream id. The mixture's state is therefore tiny and JSON-able:
+epoch from a seed folded with the stream's name. The mixture's state is therefore tiny and JSON-able:
 the step and one position per stream.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -82,31 +83,37 @@ class Stream:
     return f"{self.task}/{self.lang}"
 
   @property
+  def key(self) -> int:
+    """Stable id of the stream's name: shuffles and masks do not depend on where the stream
+    sits in the config, or on which other streams are mixed in."""
+    return zlib.crc32(self.name.encode("utf-8"))
+
+  @property
   def size(self) -> int:
     """Examples per epoch, after the few-shot cap (the first k, before shuffling)."""
     n = len(self.examples)
     return n if self.max_examples is None else min(n, self.max_examples)
 
 
-def stream_dataset(stream: Stream, stream_id: int, seed: int) -> grain.MapDataset:
+def stream_dataset(stream: Stream, seed: int) -> grain.MapDataset:
   """Infinite-by-position dataset: position -> featurised example, reshuffled every epoch.
 
   Position `pos` is epoch `pos // n`; grain's shuffle reseeds each epoch from
-  fold_seed(seed, stream id) + epoch. MLM masking (or any randomness of the featuriser) uses
-  an RNG seeded by (seed, stream id, epoch, example index), so it is identical on every host
+  fold_seed(seed, stream key) + epoch. MLM masking (or any randomness of the featuriser) uses
+  an RNG seeded by (seed, stream key, epoch, example index), so it is identical on every host
   and after a resume.
   """
   n = stream.size
   if n == 0:
     raise ValueError(f"stream {stream.name} has no examples")
   examples = stream.examples
-  shuffled = grain.MapDataset.range(n).shuffle(seed=fold_seed(seed, _STREAM_TAG, stream_id))
+  shuffled = grain.MapDataset.range(n).shuffle(seed=fold_seed(seed, _STREAM_TAG, stream.key))
 
   def featurize(position: int, index: int) -> Example:
     # A featuriser may skip an example (None, counted by the featuriser); the position then
     # takes the next example in source order, so batches keep their size deterministically.
     for i in (index + k for k in range(n)):
-      rng = np.random.default_rng([seed, stream_id, position // n, i % n])
+      rng = np.random.default_rng([seed, stream.key, position // n, i % n])
       if (out := stream.featurize(examples[i % n], rng)) is not None:
         return out
     raise ValueError(f"stream {stream.name}: the featuriser skipped all {n} examples")
@@ -158,7 +165,7 @@ class MixtureIterator:
     self.rates = (temperature_rates(sizes, temperature) if weights is None
                   else normalize_weights(weights, len(streams)))
     self._cumulative = np.cumsum(self.rates)
-    self._datasets = [stream_dataset(s, i, self.seed) for i, s in enumerate(streams)]
+    self._datasets = [stream_dataset(s, self.seed) for s in streams]
     self.step = 0
     self.positions = [0] * len(streams)
     for s, n, p in zip(names, sizes, self.rates):
