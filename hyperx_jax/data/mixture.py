@@ -7,8 +7,8 @@ communication, and resuming needs nothing but t.
 
 A stream is a `grain.MapDataset` read by position: position `pos` of a stream of n examples
 belongs to epoch `pos // n` and maps to an example through grain's index shuffle, reseeded per
-epoch from a seed folded with the stream's name. The mixture's state is therefore tiny and JSON-able:
-the step and one position per stream.
+epoch from a seed folded with the stream's name. The mixture's state is therefore tiny and
+JSON-able: the step and one position per stream.
 """
 
 from __future__ import annotations
