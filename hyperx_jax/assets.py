@@ -447,7 +447,7 @@ def word_key(s: str) -> str:
   return " ".join(re.findall(r"[a-z0-9]+", s.lower()))
 
 
-def hard_negatives(english: Sequence[str], max_postings: int = 200) -> list[int]:
+def hard_negatives(english: Sequence[str], max_postings: int = 48) -> list[int]:
   """For each English string, another string's index: sharing words, of similar length.
 
   Candidates come from the posting lists of the string's rarer words; the best is within
@@ -465,7 +465,7 @@ def hard_negatives(english: Sequence[str], max_postings: int = 200) -> list[int]
   out = []
   for i, ws in enumerate(toks):
     shared = collections.Counter()
-    for w in sorted(ws, key=lambda w: (len(postings[w]), w))[:6]:
+    for w in sorted(ws, key=lambda w: (len(postings[w]), w))[:4]:
       for j in postings[w][:max_postings]:
         shared[j] += 1
     n = len(english[i])
