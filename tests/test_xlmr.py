@@ -40,6 +40,11 @@ def torch_hidden(model, ids, mask, types):
   return out.last_hidden_state.numpy()
 
 
+@jax.jit
+def forward(enc, ids, mask, types, rng=None, adapters=(), group_ids=None):
+  return enc(ids, mask, types, dropout_rng=rng, adapters=adapters, group_ids=group_ids)
+
+
 def load(path, **overrides):
   enc = xlmr.XLMREncoder(weights.encoder_config_from_checkpoint(path, **overrides),
                          rngs=nnx.Rngs(0))
@@ -50,6 +55,7 @@ def load(path, **overrides):
 CASES = {
     "model": dict(),
     "mlm_e5like": dict(mlm=True, layer_norm_eps=1e-12, type_vocab_size=2),
+    "xl_pre_ln": dict(xl=True),
 }
 
 
@@ -57,7 +63,8 @@ CASES = {
 def checkpoint(request, tmp_path_factory):
   kw = CASES[request.param]
   path = hf_fixtures.make_tiny_xlmr_checkpoint(tmp_path_factory.mktemp(request.param), **kw)
-  return path, hf_fixtures.load_torch_model(path, mlm=kw.get("mlm", False)), kw
+  model = hf_fixtures.load_torch_model(path, mlm=kw.get("mlm", False), xl=kw.get("xl", False))
+  return path, model, kw
 
 
 @pytest.mark.parametrize("scan", [True, False])
@@ -67,7 +74,8 @@ def test_parity_with_transformers(checkpoint, scan):
   ref = torch_hidden(model, ids, mask, types)
   enc = load(path, scan_layers=scan)
   assert enc.config.layer_norm_eps == kw.get("layer_norm_eps", 1e-5)
-  out = np.asarray(enc(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(types)))
+  assert enc.config.pre_layer_norm == kw.get("xl", False)
+  out = np.asarray(forward(enc, ids, mask, types))
   assert out.shape == ref.shape
   np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)
 
@@ -103,8 +111,8 @@ def torch_adapter(w, layer, group_ids, z, eps=1e-5):
   return out + z
 
 
-@pytest.mark.parametrize("placement,module", [("ffn_output", "dense"), ("layer_output", None)])
-@pytest.mark.parametrize("scan", [True, False])
+@pytest.mark.parametrize("placement,module,scan", [("ffn_output", "dense", True),
+                                                   ("layer_output", None, False)])
 def test_adapters_match_hooked_transformers(checkpoint, placement, module, scan):
   """The adapter sits where DESIGN.md says: LN(adapter(dense(ffn)) + attn_out), or after the
   layer output; checked against torch XLM-R with the adapter inserted by forward hooks."""
@@ -131,10 +139,9 @@ def test_adapters_match_hooked_transformers(checkpoint, placement, module, scan)
     for h in hooks:
       h.remove()
   enc = load(path, scan_layers=scan, adapter_placement=placement)
-  out = enc(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(types), adapters=stack,
-            group_ids=jnp.asarray(group_ids))
+  out = forward(enc, ids, mask, types, adapters=stack, group_ids=group_ids)
   np.testing.assert_allclose(np.asarray(out), ref, atol=1e-4, rtol=0)
-  plain = enc(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(types))
+  plain = forward(enc, ids, mask, types)
   assert np.abs(np.asarray(plain) - ref).max() > 1e-2  # the adapters did change the output
 
 
@@ -153,14 +160,15 @@ def make(cfg, **overrides):
 def test_dropout_scan_and_unrolled_agree(tiny):
   cfg, ids, mask, types = tiny
   key = jax.random.key(7)
-  scanned = make(cfg)(ids, mask, types, dropout_rng=key)
-  unrolled = make(cfg, scan_layers=False)(ids, mask, types, dropout_rng=key)
+  enc = make(cfg)
+  scanned = forward(enc, ids, mask, types, key)
+  unrolled = forward(make(cfg, scan_layers=False), ids, mask, types, key)
   np.testing.assert_allclose(np.asarray(scanned), np.asarray(unrolled), atol=1e-5)
-  clean = make(cfg)(ids, mask, types)
-  other = make(cfg)(ids, mask, types, dropout_rng=jax.random.key(8))
+  clean = forward(enc, ids, mask, types)
+  other = forward(enc, ids, mask, types, jax.random.key(8))
   assert np.abs(np.asarray(scanned - clean)).max() > 1e-2
   assert np.abs(np.asarray(scanned - other)).max() > 1e-2
-  np.testing.assert_array_equal(np.asarray(clean), np.asarray(make(cfg)(ids, mask, types)))
+  np.testing.assert_array_equal(np.asarray(clean), np.asarray(forward(enc, ids, mask, types)))
 
 
 def test_padding_does_not_leak(tiny):
@@ -168,41 +176,43 @@ def test_padding_does_not_leak(tiny):
   cfg, ids, mask, types = tiny
   enc = make(cfg)
   noisy = jnp.where(mask == 1, ids, 50)  # pads replaced by a real id, still masked out
-  a, b = enc(ids, mask, types), enc(noisy, mask, types)
+  a, b = forward(enc, ids, mask, types), forward(enc, noisy, mask, types)
   keep = np.asarray(mask, bool)
   # position ids change for non-pad ids, so compare only the full-length row's real tokens
   np.testing.assert_allclose(np.asarray(a)[0][keep[0]], np.asarray(b)[0][keep[0]], atol=1e-6)
   short = jnp.asarray(ids)[2:, :4], jnp.asarray(mask)[2:, :4], jnp.asarray(types)[2:, :4]
-  np.testing.assert_allclose(np.asarray(enc(*short))[0], np.asarray(a)[2, :4], atol=1e-5)
+  np.testing.assert_allclose(np.asarray(forward(enc, *short))[0], np.asarray(a)[2, :4], atol=1e-5)
 
 
-@pytest.mark.parametrize("remat", ["full", "dots"])
-def test_remat_same_values_and_grads(tiny, remat):
+def test_remat_same_values_and_grads(tiny):
   cfg, ids, mask, types = tiny
 
   def loss_and_grad(enc):
     graphdef, params, rest = nnx.split(enc, nnx.Param, ...)
 
     def loss(p):
-      out = nnx.merge(graphdef, p, rest)(ids, mask, types, dropout_rng=jax.random.key(1))
+      out = nnx.merge(graphdef, p, rest)(ids, mask, types)
       return jnp.sum(jnp.sin(out))
 
     return jax.jit(jax.value_and_grad(loss))(params)
 
-  (l0, g0), (l1, g1) = loss_and_grad(make(cfg)), loss_and_grad(make(cfg, remat=remat))
-  np.testing.assert_allclose(l0, l1, rtol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), g0, g1)
+  l0, g0 = loss_and_grad(make(cfg))
+  assert float(jnp.abs(g0["layers"]["attention_ln"]["scale"]).sum()) > 0
+  for remat in ("full", "dots"):
+    l1, g1 = loss_and_grad(make(cfg, remat=remat))
+    np.testing.assert_allclose(l0, l1, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), g0, g1)
 
 
 def test_bf16_compute_close_to_fp32(tiny):
   cfg, ids, mask, types = tiny
-  ref = make(cfg)(ids, mask, types)
+  ref = forward(make(cfg), ids, mask, types)
   fp32_params = nnx.state(make(cfg), nnx.Param)
   for overrides in (dict(dtype="bfloat16"), dict(dtype="bfloat16", param_dtype="bfloat16")):
     enc = make(cfg, **overrides)  # same seed; bf16 params are the fp32 ones rounded
     nnx.update(enc, jax.tree.map(lambda x: x.astype(overrides.get("param_dtype", "float32")),
                                  fp32_params))
-    out = jax.jit(lambda i, m, t: enc(i, m, t, dropout_rng=None))(ids, mask, types)
+    out = forward(enc, ids, mask, types)
     assert out.dtype == jnp.bfloat16
     assert np.isfinite(np.asarray(out, np.float32)).all()
     np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(ref), atol=0.15)
@@ -226,6 +236,12 @@ def test_param_paths_and_logical_axes(tiny):
     assert (axes[0] == "layers") == path.startswith("layers/"), path
   assert flat["layers/attention/query/kernel"].get_metadata()["out_sharding"] == (
       "layers", "embed", "heads", "kv")
+  pre_ln = nnx.eval_shape(lambda: make(cfg, pre_layer_norm=True))
+  paths = {"/".join(map(str, k)) for k, _ in nnx.to_flat_state(nnx.state(pre_ln, nnx.Param))}
+  assert paths == set(weights.PRE_LN_PARAM_MAP)
+  assert sorted(p for p in paths if LN_REGEX.search(p)) == [
+      "final_ln/bias", "final_ln/scale", "layers/attention_ln/bias", "layers/attention_ln/scale",
+      "layers/output_ln/bias", "layers/output_ln/scale"]
 
 
 def hand_count(v, h, layers, f, positions=514, types=1):

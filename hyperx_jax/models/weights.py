@@ -71,7 +71,17 @@ _EMBEDDING_MAP = {
     "embeddings/ln/scale": ("embeddings.LayerNorm.weight", "copy"),
     "embeddings/ln/bias": ("embeddings.LayerNorm.bias", "copy"),
 }
-PARAM_MAP = {**_EMBEDDING_MAP, **_LAYER_MAP}
+PARAM_MAP = {**_EMBEDDING_MAP, **_LAYER_MAP}  # post-LN XLM-R (base, large)
+# Pre-LN XLM-R XL/XXL: no embedding LayerNorm, per-sublayer input LayerNorms, a final one.
+PRE_LN_PARAM_MAP = {
+    **{k: v for k, v in PARAM_MAP.items() if not re.search(r"(^|/)[a-z_]*ln/", k)},
+    "layers/attention_ln/scale": ("encoder.layer.{i}.attention.self_attn_layer_norm.weight", "copy"),
+    "layers/attention_ln/bias": ("encoder.layer.{i}.attention.self_attn_layer_norm.bias", "copy"),
+    "layers/output_ln/scale": ("encoder.layer.{i}.LayerNorm.weight", "copy"),
+    "layers/output_ln/bias": ("encoder.layer.{i}.LayerNorm.bias", "copy"),
+    "final_ln/scale": ("encoder.LayerNorm.weight", "copy"),
+    "final_ln/bias": ("encoder.LayerNorm.bias", "copy"),
+}
 _MLM_HEAD = ("dense.weight", "dense.bias", "layer_norm.weight", "layer_norm.bias", "bias")
 
 
@@ -272,19 +282,21 @@ def _find_prefix(src: TensorSource) -> str:
                    f"First tensors: {sorted(names)[:10]}")
 
 
-def _targets(params: Mapping[str, Any], src: TensorSource, num_layers: int,
+def _targets(params: Mapping[str, Any], src: TensorSource, config: EncoderConfig,
              allow_missing: Sequence[str]) -> tuple[list[_Target], list[str], list[str]]:
   """Matches our parameters with checkpoint tensors; checks names and shapes."""
   prefix = _find_prefix(src)
   available = set(src.names())
   targets, missing, initialised, used = [], [], [], set()
-  unknown = sorted(set(params) - set(PARAM_MAP))
-  if unknown:
-    raise ValueError(f"encoder parameters without a checkpoint mapping: {unknown}")
-  for path, (template, layout) in PARAM_MAP.items():
+  param_map = PRE_LN_PARAM_MAP if config.pre_layer_norm else PARAM_MAP
+  if set(params) != set(param_map):
+    raise ValueError(f"encoder parameters {sorted(params)} do not match the checkpoint mapping "
+                     f"{sorted(param_map)}")
+  for path, (template, layout) in param_map.items():
     shape, dtype = tuple(params[path].shape), params[path].dtype
     stacked = "{i}" in template
-    names = tuple(prefix + template.format(i=i) for i in range(num_layers if stacked else 1))
+    names = tuple(prefix + template.format(i=i)
+                  for i in range(config.num_layers if stacked else 1))
     absent = [n for n in names if n not in available]
     if absent:
       if any(re.search(p, path) for p in allow_missing):
@@ -351,7 +363,7 @@ def load_encoder_weights(encoder: XLMREncoder, name_or_dir: PathLike, *, shardin
   src = TensorSource(directory)
   state = nnx.state(encoder, nnx.Param)
   params = _flat(state)
-  targets, ignored, initialised = _targets(params, src, encoder.config.num_layers, allow_missing)
+  targets, ignored, initialised = _targets(params, src, encoder.config, allow_missing)
   if isinstance(shardings, jax.sharding.Sharding):
     placement = {path: shardings for path in params}
   elif shardings is not None:

@@ -20,6 +20,10 @@ Parameter paths (NNX state paths, `/`-joined):
     layers/ffn_out/kernel           [L, F, H]    (layers, mlp, embed);  bias [L, H]
     layers/output_ln/{scale,bias}   [L, H]
 
+With `pre_layer_norm` (XLM-R XL/XXL: LayerNorm before each sublayer, none on the embeddings,
+one after the last layer) `embeddings/ln` is replaced by `final_ln/{scale,bias}` [H], and
+`attention_ln` / `output_ln` normalise the inputs of the attention / FFN sublayers.
+
 Every backbone LayerNorm's path matches `(^|/)([a-z_]*ln)/`.
 """
 
@@ -54,7 +58,8 @@ _HF_CONFIG_KEYS = {
     "hidden_dropout_prob": "hidden_dropout",
     "attention_probs_dropout_prob": "attention_dropout",
 }
-_HF_MODEL_TYPES = ("xlm-roberta", "roberta", "camembert")
+_HF_MODEL_TYPES = ("xlm-roberta", "roberta", "camembert", "xlm-roberta-xl")
+_PRE_LN_MODEL_TYPES = ("xlm-roberta-xl",)
 
 # XLM-R sizes (Conneau et al. 2020; Goyal et al. 2021 for XL/XXL).
 _PRESETS = {
@@ -63,9 +68,9 @@ _PRESETS = {
     "large": dict(vocab_size=250002, hidden_size=1024, num_layers=24, num_heads=16,
                   intermediate_size=4096),
     "xl": dict(vocab_size=250880, hidden_size=2560, num_layers=36, num_heads=32,
-               intermediate_size=10240),
+               intermediate_size=10240, pre_layer_norm=True),
     "xxl": dict(vocab_size=250880, hidden_size=4096, num_layers=48, num_heads=32,
-                intermediate_size=16384),
+                intermediate_size=16384, pre_layer_norm=True),
 }
 
 
@@ -89,6 +94,7 @@ class EncoderConfig:
   scan_layers: bool = True  # False = unrolled python loop (debugging, parity)
   remat: str = "none"  # "none" | "full" | "dots"
   adapter_placement: str = "ffn_output"  # or "layer_output"
+  pre_layer_norm: bool = False  # True for XLM-R XL/XXL (HF model_type "xlm-roberta-xl")
 
   def __post_init__(self):
     if self.hidden_size % self.num_heads:
@@ -134,6 +140,7 @@ class EncoderConfig:
       raise ValueError(f"{source}: missing keys {missing}")
     kwargs = {ours: config[theirs] for theirs, ours in _HF_CONFIG_KEYS.items()
               if config.get(theirs) is not None}
+    kwargs["pre_layer_norm"] = model_type in _PRE_LN_MODEL_TYPES
     kwargs.update(overrides)
     return cls(**kwargs)
 
@@ -176,14 +183,14 @@ class Dense(nnx.Module):
 
 
 class Embeddings(nnx.Module):
-  """word + position + token type, then LayerNorm (dropout is applied by the encoder)."""
+  """word + position + token type, then LayerNorm unless pre-LN (dropout: by the encoder)."""
 
   def __init__(self, c: EncoderConfig, dtype, rngs: nnx.Rngs):
     h = c.hidden_size
     self.word = _param(_normal, rngs, (c.vocab_size, h), ("vocab", "embed"), dtype)
     self.position = _param(_normal, rngs, (c.max_positions, h), (None, "embed"), dtype)
     self.token_type = _param(_normal, rngs, (c.type_vocab_size, h), (None, "embed"), dtype)
-    self.ln = LayerNorm(h, dtype=dtype, rngs=rngs)
+    self.ln = None if c.pre_layer_norm else LayerNorm(h, dtype=dtype, rngs=rngs)
 
 
 class Attention(nnx.Module):
@@ -263,16 +270,24 @@ def self_attention(x: jax.Array, p: Mapping[str, Any], mask: jax.Array, rate: fl
 def encoder_layer(c: EncoderConfig, p: Mapping[str, Any], x: jax.Array, mask: jax.Array,
                   adapters: tuple[AdapterWeights, ...], group_ids: Optional[jax.Array],
                   key: Optional[jax.Array]) -> jax.Array:
-  """One post-LN layer; p holds this layer's parameter slices, adapters leaves [G, ...]."""
+  """One layer; p holds this layer's parameter slices, adapters leaves [G, ...].
+
+  post-LN: a = LN(x + attn(x));  out = LN(a + adapter(ffn(a)))
+  pre-LN:  a = x + attn(LN(x));  out = a + adapter(ffn(LN(a)))
+  """
   k_probs, k_attn, k_ffn = (None,) * 3 if key is None else jax.random.split(key, 3)
-  attn = self_attention(x, p["attention"], mask, c.attention_dropout, k_probs)
-  attn_out = layer_norm(dropout(attn, c.hidden_dropout, k_attn) + x, p["attention_ln"],
-                        c.layer_norm_eps)  # [B, S, H]
-  ffn = jax.nn.gelu(_dense(attn_out, p["ffn_in"], "bsh,hf->bsf"), approximate=False)
-  ffn = dropout(_dense(ffn, p["ffn_out"], "bsf,fh->bsh"), c.hidden_dropout, k_ffn)
+  ln = lambda y, name: layer_norm(y, p[name], c.layer_norm_eps)
+  pre = c.pre_layer_norm
+  attn = self_attention(ln(x, "attention_ln") if pre else x, p["attention"], mask,
+                        c.attention_dropout, k_probs)
+  attn_out = dropout(attn, c.hidden_dropout, k_attn) + x  # [B, S, H]
+  attn_out = attn_out if pre else ln(attn_out, "attention_ln")
+  ffn = _dense(ln(attn_out, "output_ln") if pre else attn_out, p["ffn_in"], "bsh,hf->bsf")
+  ffn = _dense(jax.nn.gelu(ffn, approximate=False), p["ffn_out"], "bsf,fh->bsh")
+  ffn = dropout(ffn, c.hidden_dropout, k_ffn)
   if adapters and c.adapter_placement == "ffn_output":
     ffn = apply_adapter_stack(adapters, ffn, group_ids)
-  out = layer_norm(ffn + attn_out, p["output_ln"], c.layer_norm_eps)
+  out = ffn + attn_out if pre else ln(ffn + attn_out, "output_ln")
   if adapters and c.adapter_placement == "layer_output":
     out = apply_adapter_stack(adapters, out, group_ids)
   return out
@@ -293,6 +308,8 @@ class XLMREncoder(nnx.Module):
     dtype = jnp.dtype(config.param_dtype)
     self.embeddings = Embeddings(config, dtype, rngs)
     self.layers = EncoderLayers(config, dtype, rngs)
+    self.final_ln = (LayerNorm(config.hidden_size, dtype=dtype, rngs=rngs)
+                     if config.pre_layer_norm else None)
 
   def embed(self, input_ids: jax.Array, token_type_ids: Optional[jax.Array],
             key: Optional[jax.Array]) -> jax.Array:
@@ -303,7 +320,8 @@ class XLMREncoder(nnx.Module):
     positions = position_ids_from_input_ids(input_ids, c.pad_token_id)
     x = (jnp.take(e.word[...], input_ids, axis=0) + jnp.take(e.position[...], positions, axis=0)
          + jnp.take(e.token_type[...], token_type_ids, axis=0))
-    x = layer_norm(x.astype(jnp.float32), nnx.to_pure_dict(nnx.state(e.ln)), c.layer_norm_eps)
+    if e.ln is not None:
+      x = layer_norm(x.astype(jnp.float32), _values(e.ln), c.layer_norm_eps)
     return dropout(x.astype(jnp.dtype(c.dtype)), c.hidden_dropout, key)
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
@@ -332,7 +350,7 @@ class XLMREncoder(nnx.Module):
           jnp.arange(c.num_layers))  # layer i's key = fold_in(rng, i)
     x = self.embed(input_ids, token_type_ids, emb_key)  # [B, S, H]
     mask = attention_mask.astype(bool)[:, None, None, :]  # [B, 1, 1, S]
-    params = nnx.to_pure_dict(nnx.state(self.layers, nnx.Param))  # leaves [L, ...]
+    params = _values(self.layers)  # leaves [L, ...]
 
     def body(x, per_layer):
       p, adapter_slice, key = per_layer
@@ -341,12 +359,19 @@ class XLMREncoder(nnx.Module):
     body = _remat(body, c.remat)
     if c.scan_layers:
       x, _ = jax.lax.scan(body, x, (params, adapters, layer_keys))
-      return x
-    for i in range(c.num_layers):
-      p = jax.tree.map(lambda a: a[i], params)
-      key = None if layer_keys is None else layer_keys[i]
-      x, _ = body(x, (p, layer_slice(adapters, i), key))
+    else:
+      for i in range(c.num_layers):
+        p = jax.tree.map(lambda a: a[i], params)
+        key = None if layer_keys is None else layer_keys[i]
+        x, _ = body(x, (p, layer_slice(adapters, i), key))
+    if self.final_ln is not None:
+      x = layer_norm(x, _values(self.final_ln), c.layer_norm_eps)
     return x
+
+
+def _values(module: nnx.Module) -> dict[str, Any]:
+  """A module's parameters as a nested dict of arrays."""
+  return nnx.to_pure_dict(nnx.state(module, nnx.Param))
 
 
 def count_params(config: EncoderConfig) -> int:
