@@ -1,0 +1,52 @@
+"""Entry point: `python -m hyperx_jax.main --config=configs/xnli.py --workdir=DIR`.
+
+Parses flags, starts jax's distributed runtime for multi-process runs (auto-detected on Cloud
+TPU / SLURM, or an explicit coordinator), logs the devices and calls
+`train.train_and_evaluate`. Config variants and overrides:
+
+  --config=configs/xnli.py:size=large,method=task_adapters --config.optim.lr=3e-5
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+# `configs/<name>.py` import `configs.common`: the repository root must be importable.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+  sys.path.insert(0, _ROOT)
+
+config_flags.DEFINE_config_file('config', None, 'Training config file (configs/*.py[:arg]).',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, logs, results.')
+flags.DEFINE_string('coordinator_address', None,
+                    'HOST:PORT of process 0 for multi-process runs without a cluster that jax '
+                    'detects itself (default: $JAX_COORDINATOR_ADDRESS).')
+flags.DEFINE_integer('num_processes', None, 'Number of processes (default: $JAX_NUM_PROCESSES).')
+flags.DEFINE_integer('process_id', None, "This process's index (default: $JAX_PROCESS_ID).")
+flags.mark_flags_as_required(['config', 'workdir'])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  from hyperx_jax import distributed  # pylint: disable=g-import-not-at-top
+  distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update('jax_threefry_partitionable', True)
+  from hyperx_jax import train  # pylint: disable=g-import-not-at-top
+  logging.info('process %d of %d; %d local / %d global devices: %s', jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count(),
+               jax.local_devices())
+  results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  if results is None:
+    logging.info('stopped by preemption after saving; rerun the same command to resume')
+
+
+if __name__ == '__main__':
+  app.run(main)
