@@ -13,8 +13,9 @@ Scenarios:
   collectives  the global batch from per-host rows, jitted reductions, a gradient, random bits
   checkpoint   orbax CheckpointManager and hyperx_jax.checkpoint.Checkpointer: a sharded array
                written by every process, restored into other shardings
-  train        hyperx_jax.train on the tiny config: per-step host batches, files each process
-               opened for writing, the run's outcome
+  train        hyperx_jax.train.train_and_evaluate on the tiny config: this host's rows of every
+               training batch, the files it opened for writing, the run's outcome; with
+               `pause_after` it pauses mid-run so the test can send SIGTERM
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import os
 import pathlib
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 TESTS_DIR = pathlib.Path(__file__).resolve().parent
 sys.path[:0] = [str(TESTS_DIR.parent), str(TESTS_DIR)]
@@ -186,10 +187,13 @@ class WriteAudit:
 
 
 class RecordingIterator:
-  """Wraps the trainer's iterator: keeps this host's rows of every training batch."""
+  """Wraps the trainer's iterator: keeps this host's rows of every training batch. With
+  `pause_after`, it writes `<out>/paused_<process>` after that many batches and sleeps
+  `pause_s` (time for the test to signal every process while they are mid-run)."""
 
-  def __init__(self, inner: Any):
+  def __init__(self, inner: Any, pause: Optional[tuple[int, float, pathlib.Path]] = None):
     self.inner = inner
+    self.pause = pause
     self.records: list[dict[str, Any]] = []
 
   def __iter__(self):
@@ -199,20 +203,25 @@ class RecordingIterator:
     batch = next(self.inner)
     arrays = getattr(batch, "arrays", batch)
     self.records.append({k: np.asarray(v) for k, v in arrays.items()})
+    if self.pause is not None and len(self.records) == self.pause[0]:
+      _, seconds, marker = self.pause
+      marker.write_text(str(len(self.records)))
+      time.sleep(seconds)
     return batch
 
   def __getattr__(self, name: str):
     return getattr(self.inner, name)
 
 
-def record_train_batches() -> list[RecordingIterator]:
+def record_train_batches(pause: Optional[tuple[int, float, pathlib.Path]] = None
+                         ) -> list[RecordingIterator]:
   """Patches the pipeline's builder so the trainer's iterator records what it yields."""
   from hyperx_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   made: list[RecordingIterator] = []
   build = pipeline.build_train_pipeline
 
   def recording_build(*args, **kwargs):
-    made.append(RecordingIterator(build(*args, **kwargs)))
+    made.append(RecordingIterator(build(*args, **kwargs), pause))
     return made[-1]
 
   pipeline.build_train_pipeline = recording_build
@@ -232,7 +241,11 @@ def scenario_train(options: dict[str, Any], out: pathlib.Path) -> dict[str, Any]
     for p in parents:
       node = node[p]
     node[leaf] = value
-  iterators = record_train_batches()
+  pause = None
+  if "pause_after" in options:
+    pause = (options["pause_after"], options.get("pause_s", 3.0),
+             out / f"paused_{jax.process_index()}")
+  iterators = record_train_batches(pause)
   start = time.time()
   results = train.train_and_evaluate(config, str(workdir))
   seconds = time.time() - start
@@ -266,6 +279,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> None:
   args = parse_args(argv)
+  if cache := os.environ.get("MULTIHOST_COMPILATION_CACHE"):
+    # Runs of the same layout share compiled programs (one cache per process slot).
+    jax.config.update("jax_compilation_cache_dir",
+                      os.path.join(cache, f"{args.process_id}_of_{args.num_processes}"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   from hyperx_jax import distributed  # pylint: disable=g-import-not-at-top
   if args.num_processes > 1:
     distributed.initialize(f"127.0.0.1:{args.port}", args.num_processes, args.process_id,

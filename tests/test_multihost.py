@@ -97,13 +97,15 @@ def _stop(workers: Sequence[Worker]) -> None:
 
 def run_processes(scenario: str, out: pathlib.Path, *, num_processes: int = 2,
                   options: Optional[dict[str, Any]] = None, timeout_s: float = 240,
-                  watch: Optional[Callable[[Sequence[Worker]], None]] = None
-                  ) -> list[dict[str, Any]]:
+                  watch: Optional[Callable[[Sequence[Worker]], None]] = None,
+                  compilation_cache: Optional[pathlib.Path] = None) -> list[dict[str, Any]]:
   """Runs `scenario` as `num_processes` workers sharing 8 devices; returns their results
   (result_<i>.json, by process id). `watch(workers)` is called while they run (e.g. to send a
   signal). Raises ProcessGroupError, with every log tail, when a worker fails or hangs."""
   out.mkdir(parents=True, exist_ok=True)
   env = process_env(TOTAL_DEVICES // num_processes)
+  if compilation_cache is not None:
+    env["MULTIHOST_COMPILATION_CACHE"] = str(compilation_cache)
   port = free_port()
   workers: list[Worker] = []
   try:
@@ -249,3 +251,142 @@ def test_multiprocess_checkpoint_reads_back_in_a_single_process(checkpoints):
     restored = manager.restore(1, args=ocp.args.StandardRestore(target))
   np.testing.assert_array_equal(np.asarray(restored["x"]), x)
   np.testing.assert_array_equal(np.asarray(restored["w"]), w)
+
+
+# ------------------------------------------------------------------------- the trainer
+
+HALF_STEPS = 4  # N: the stopped run stops near N, every run ends at 2N
+TRAIN_TIMEOUT_S = 600  # generous: two cold compiles on two shared cores
+
+
+@dataclasses.dataclass
+class TrainRun:
+  workdir: pathlib.Path
+  out: pathlib.Path
+  results: list[dict[str, Any]]
+
+  def batches(self, process: int) -> list[dict[str, np.ndarray]]:
+    """This process's rows of each training batch it drew, in order."""
+    with np.load(self.out / f"batches_{process}.npz") as f:
+      steps: dict[int, dict[str, np.ndarray]] = {}
+      for name in f.files:
+        step, key = name.split("/", 1)
+        steps.setdefault(int(step), {})[key] = f[name]
+    return [steps[i] for i in sorted(steps)]
+
+
+def train_options(workspace: pathlib.Path, workdir: pathlib.Path, **extra) -> dict[str, Any]:
+  """The tiny config (two pair streams, dropout on), a (4, 2, 1) mesh, a loss every step and
+  a checkpoint every N steps."""
+  return {"workdir": str(workdir),
+          "config_arg": {"workspace": str(workspace), "tasks": "pair", "steps": 2 * HALF_STEPS,
+                         "batch": 8, "mesh": "-1+2+1"},
+          "overrides": {"log_every_steps": 1, "checkpoint.every_steps": HALF_STEPS},
+          **extra}
+
+
+def run_training(root: pathlib.Path, name: str, workspace: pathlib.Path, num_processes: int,
+                 cache: pathlib.Path, workdir: Optional[pathlib.Path] = None,
+                 **kwargs) -> TrainRun:
+  workdir = workdir or root / f"{name}_workdir"
+  out = root / f"{name}_out"
+  options = train_options(workspace, workdir, **kwargs.pop("options", {}))
+  results = run_processes("train", out, num_processes=num_processes, options=options,
+                          timeout_s=TRAIN_TIMEOUT_S, compilation_cache=cache, **kwargs)
+  return TrainRun(workdir, out, results)
+
+
+def loss_curve(workdir: pathlib.Path) -> dict[int, float]:
+  """step -> training loss from metrics.jsonl (the last line wins for a step logged twice)."""
+  curve = {}
+  for line in (workdir / "metrics.jsonl").read_text().splitlines():
+    record = json.loads(line)
+    if "loss" in record["scalars"]:
+      curve[record["step"]] = record["scalars"]["loss"]
+  return curve
+
+
+def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
+  return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def trainable_params(workdir: pathlib.Path, step: int) -> dict[str, np.ndarray]:
+  """The checkpointed trainable parameters, read in full by this single process."""
+  import orbax.checkpoint as ocp
+  path = workdir / "checkpoints" / str(step) / "trainable"
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  with ocp.StandardCheckpointer() as ckpt:
+    meta = ckpt.metadata(path)
+    tree = getattr(meta, "item_metadata", None) or meta
+    tree = getattr(tree, "tree", tree)
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                          tree)
+    restored = ckpt.restore(path, target)
+  return {jax.tree_util.keystr(p): np.asarray(v)
+          for p, v in jax.tree_util.tree_flatten_with_path(restored)[0]}
+
+
+def assert_params_close(a: dict[str, np.ndarray], b: dict[str, np.ndarray], atol: float):
+  assert sorted(a) == sorted(b)
+  worst = max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
+  assert worst <= atol, f"trainable parameters differ by up to {worst:g} (> {atol:g})"
+
+
+@pytest.fixture(scope="module")
+def train_root(tmp_path_factory) -> pathlib.Path:
+  return tmp_path_factory.mktemp("multihost_train")
+
+
+@pytest.fixture(scope="module")
+def train_workspace(train_root) -> pathlib.Path:
+  from test_train import make_workspace
+  return make_workspace(train_root / "workspace")
+
+
+@pytest.fixture(scope="module")
+def one_process(train_root, train_workspace) -> TrainRun:
+  return run_training(train_root, "one_process", train_workspace, 1, train_root / "cache")
+
+
+@pytest.fixture(scope="module")
+def two_processes(train_root, train_workspace) -> TrainRun:
+  return run_training(train_root, "two_processes", train_workspace, 2, train_root / "cache")
+
+
+def test_two_processes_match_one_process_loss_curve_and_parameters(one_process,
+                                                                   two_processes):
+  steps = list(range(1, 2 * HALF_STEPS + 1))
+  reference, curve = loss_curve(one_process.workdir), loss_curve(two_processes.workdir)
+  assert sorted(reference) == sorted(curve) == steps
+  np.testing.assert_allclose([curve[s] for s in steps], [reference[s] for s in steps],
+                             rtol=0, atol=1e-5)
+  assert checkpoint_steps(two_processes.workdir) == [HALF_STEPS, 2 * HALF_STEPS]
+  assert_params_close(trainable_params(two_processes.workdir, 2 * HALF_STEPS),
+                      trainable_params(one_process.workdir, 2 * HALF_STEPS), atol=1e-5)
+  assert all(r["completed"] for r in two_processes.results)
+  assert two_processes.results[0]["results"] == two_processes.results[1]["results"]
+
+
+def test_every_host_draws_the_same_stream_and_reads_only_its_rows(one_process, two_processes):
+  reference = one_process.batches(0)
+  hosts = [two_processes.batches(p) for p in (0, 1)]
+  assert len(reference) == len(hosts[0]) == len(hosts[1]) == 2 * HALF_STEPS
+  assert len({int(b["lang_id"][0]) for b in reference}) == 2, "both pair streams drawn"
+  for step, full in enumerate(reference):
+    for key, rows in full.items():
+      local = [h[step][key] for h in hosts]
+      assert local[0].shape[0] == local[1].shape[0] == rows.shape[0] // 2, key
+      np.testing.assert_array_equal(np.concatenate(local), rows, err_msg=f"step {step} {key}")
+
+
+def test_only_process_zero_writes_logs_and_tables(two_processes):
+  written = [set(r["written"]) for r in two_processes.results]
+  outside_checkpoints = [{p for p in w if not p.startswith("checkpoints")} for w in written]
+  assert outside_checkpoints[1] == set(), f"process 1 wrote {sorted(outside_checkpoints[1])}"
+  assert {"metrics.jsonl", "config.json"} <= outside_checkpoints[0]
+  names = {p.name for p in two_processes.workdir.iterdir()}
+  assert {"results.json", "results.md", "results.csv", "metrics.jsonl"} <= names
+  assert len([n for n in names if n.startswith("events.out.tfevents")]) == 1
+  # Orbax checkpoints are written by both: each process records its own shards' metadata.
+  for p, w in enumerate(written):
+    assert any(f"array_metadatas/process_{p}" in path for path in w), f"process {p}"
