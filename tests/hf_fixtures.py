@@ -13,7 +13,7 @@ import transformers
 def tiny_xlmr_config(*, layer_norm_eps: float = 1e-5, type_vocab_size: int = 1,
                      vocab_size: int = 100, hidden: int = 32, layers: int = 2, heads: int = 4,
                      intermediate: int = 64,
-                     max_positions: int = 40, xl: bool = False):
+                     max_positions: int = 130, xl: bool = False):
   """An XLM-R config (`xl`: the pre-LayerNorm XLM-R XL/XXL architecture)."""
   cls = transformers.XLMRobertaXLConfig if xl else transformers.XLMRobertaConfig
   return cls(
@@ -50,7 +50,7 @@ def make_tiny_xlmr_checkpoint(directory: Union[str, pathlib.Path], *, mlm: bool 
                               vocab_size: int = 100, hidden: int = 32, layers: int = 2,
                               heads: int = 4, intermediate: int = 64, seed: int = 0,
                               tokenizer_json: Optional[Union[str, pathlib.Path]] = None,
-                              max_positions: int = 40,
+                              max_positions: int = 130,
                               max_shard_size: Optional[str] = None,
                               safe_serialization: bool = True, xl: bool = False) -> pathlib.Path:
   """Writes `config.json` + `model.safetensors` (sharded with an index when `max_shard_size`

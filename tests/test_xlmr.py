@@ -261,7 +261,11 @@ def test_preset_parameter_counts(name, v, h, layers, f):
     assert n + h * h + h == 278_043_648
 
 
-def test_config_errors():
+def test_config_errors(tiny):
+  cfg, *_ = tiny
+  too_long = jnp.ones((1, cfg.max_positions - 1), jnp.int32)
+  with pytest.raises(ValueError, match="sequence length 39 exceeds the 38 positions"):
+    nnx.eval_shape(lambda: make(cfg))(too_long, too_long)
   with pytest.raises(ValueError, match="known: base, large, xl, xxl"):
     xlmr.EncoderConfig.preset("huge")
   with pytest.raises(ValueError, match="remat='some'.*none, full, dots"):
