@@ -12,7 +12,10 @@ tensor it comes from and how that tensor is laid out:
 Per-layer tensors (`encoder.layer.{i}.…`) are stacked on the leading `layers` axis. A reader can
 produce any rectangular slice of our layout from the matching slice of the PyTorch tensor, so
 with `shardings` each device reads only its own shard (`jax.make_array_from_callback` +
-safetensors `get_slice`) and no host holds an unsharded copy of a large model.
+safetensors `get_slice`) and no host holds an unsharded copy of a large model. (PyTorch `.bin`
+files cannot be read by slice: they are loaded whole on the host, so prefer safetensors for
+large models.) Pre-LayerNorm XLM-R XL/XXL checkpoints (`model_type: xlm-roberta-xl`) use
+`PRE_LN_PARAM_MAP`.
 """
 
 from __future__ import annotations
