@@ -209,7 +209,8 @@ def _mo_entries(lang: str, locale_dir: str) -> Iterator[tuple[str, str]]:
   for catalogue in _mo_catalogues(lang, locale_dir):
     singular = {k: v for k, v in catalogue.items() if isinstance(k, str) and k}
     for key in sorted(singular):
-      yield " ".join(key.split()), " ".join(str(singular[key]).split())
+      english = key.split("\x04", 1)[-1]  # drop a msgctxt prefix ("context\x04msgid")
+      yield " ".join(english.split()), " ".join(str(singular[key]).split())
 
 
 def _dedup(items: Iterable, key: Callable = lambda x: x, limit: int | None = None) -> list:
@@ -225,12 +226,13 @@ def _dedup(items: Iterable, key: Callable = lambda x: x, limit: int | None = Non
 
 def mo_sentences(lang: str, min_chars: int = 20, limit: int | None = None,
                  locale_dir: str = LOCALE_DIR) -> list[str]:
-  """Translated strings of a locale's gettext catalogues longer than `min_chars`.
+  """Translated strings of a locale's gettext catalogues longer than `min_chars`
+  (strings left untranslated, i.e. still English, are left out).
 
   Deduplicated, in a deterministic order (catalogue file name, then msgid). Read at run
   time only (GPL/LGPL text).
   """
-  texts = (t for _, t in _mo_entries(lang, locale_dir) if len(t) > min_chars)
+  texts = (t for e, t in _mo_entries(lang, locale_dir) if len(t) > min_chars and t != e)
   return _dedup(texts, limit=limit)
 
 
