@@ -85,9 +85,8 @@ def _randomise_adapters(model: HyperXModel) -> None:
     p[...] = jnp.asarray(rng.normal(0, 0.05, p.shape), jnp.float32)
 
 
-@pytest.mark.parametrize("method", ["hyperx", "madx"])
-def test_gradients_only_for_trainable_params(method):
-  model = _model(method)
+def test_gradients_only_for_trainable_params():
+  model = _model("hyperx")
   graphdef, trainable, frozen = split_trainable(model, RULES)
   names = lambda state: {"/".join(map(str, p)) for p, _ in nnx.to_flat_state(state)}
   assert any(n.startswith("adapters/") for n in names(trainable))
@@ -98,10 +97,10 @@ def test_gradients_only_for_trainable_params(method):
     return compute_loss(nnx.merge(graphdef, trainable, frozen), batch, "ner",
                         dropout_rng=jax.random.key(1))[0]
 
-  jaxpr = jax.make_jaxpr(jax.grad(loss_fn))(trainable, frozen)
-  n_trainable = len(jax.tree.leaves(trainable))
-  assert len(jaxpr.out_avals) == n_trainable  # only trainable cotangents leave the graph
-  grads = jax.jit(jax.grad(loss_fn))(trainable, frozen)
+  traced = jax.jit(jax.grad(loss_fn)).trace(trainable, frozen)
+  # Only the trainable leaves get cotangents out of the graph.
+  assert len(traced.jaxpr.out_avals) == len(jax.tree.leaves(trainable))
+  grads = traced.lower().compile()(trainable, frozen)
   assert names(grads) == names(trainable)
   opt = optax.adam(1e-2)
   updates, _ = opt.update(grads, opt.init(trainable), trainable)
@@ -113,9 +112,10 @@ def test_gradients_only_for_trainable_params(method):
     changed = not np.array_equal(old[...], new[...])
     if name in names(frozen):
       assert not changed, name
-  # Static adapters start with γ = 0, so the first gradient reaches their LayerNorm.
-  gen = "adapters/generators/down/kernel" if method == "hyperx" else "adapters/task/ln_scale"
-  assert float(jnp.abs(dict(nnx.to_flat_state(grads))[tuple(gen.split("/"))][...]).max()) > 0
+    if name.startswith(("heads/ner/", "adapters/generators/")):  # on this task's path
+      assert changed, name
+  gen = dict(nnx.to_flat_state(grads))[("adapters", "generators", "down", "kernel")]
+  assert float(jnp.abs(gen[...]).max()) > 0
 
 
 def test_madx_mlm_trains_language_adapter_only():
@@ -127,6 +127,7 @@ def test_madx_mlm_trains_language_adapter_only():
     return compute_loss(nnx.merge(graphdef, trainable, frozen), batch, "mlm")[0]
 
   grads = dict(nnx.to_flat_state(jax.jit(jax.grad(loss_fn))(trainable)))
+  # Static adapters start with γ = 0, so the first gradient reaches their LayerNorm.
   lang_ln = np.asarray(grads[("adapters", "language", "ln_scale")][...])  # [languages, L, H]
   assert np.abs(lang_ln[2]).max() > 0 and not np.abs(lang_ln[:2]).any()
   assert not np.abs(np.asarray(grads[("adapters", "task", "ln_scale")][...])).any()

@@ -1,6 +1,6 @@
 """Task heads: token classification, sequence (pair) classification, and the tied MLM head.
 
-Dropout is functional (an explicit `dropout_rng`, None = deterministic), like the encoder's.
+Dropout is functional (an explicit `dropout_rng`, None = deterministic): the encoder's.
 The MLM head computes logits only at K chosen positions per example ([B, K, V]), never over
 the full [B, S, V] (V = 250k for XLM-R).
 """
@@ -16,16 +16,9 @@ import numpy as np
 from flax import nnx
 
 from hyperx_jax.models.hypernet import logical_param
+from hyperx_jax.models.xlmr import dropout, layer_norm
 
 _INIT_STD = 0.02  # RoBERTa's initializer_range
-
-
-def dropout(x: jax.Array, rate: float, rng: Optional[jax.Array]) -> jax.Array:
-  """Inverted dropout; the identity when rng is None or rate is 0."""
-  if rng is None or rate == 0.0:
-    return x
-  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
-  return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
 class Dense(nnx.Module):
@@ -90,11 +83,7 @@ class MLMHead(nnx.Module):
     """hidden [B, S, H], positions [B, K] int, word_embeddings [V, H] -> logits [B, K, V] f32."""
     x = jnp.take_along_axis(hidden, positions[..., None], axis=1)  # [B, K, H]
     x = jax.nn.gelu(self.dense(x), approximate=False)
-    x32 = x.astype(jnp.float32)
-    mean = x32.mean(-1, keepdims=True)
-    var = jnp.square(x32 - mean).mean(-1, keepdims=True)
-    x32 = (x32 - mean) * jax.lax.rsqrt(var + self.eps) * self.ln_scale[...] + self.ln_bias[...]
-    x = x32.astype(hidden.dtype)
+    x = layer_norm(x, {"scale": self.ln_scale[...], "bias": self.ln_bias[...]}, self.eps)
     logits = jnp.einsum("bkh,vh->bkv", x, word_embeddings.astype(x.dtype))
     return logits.astype(jnp.float32) + self.bias[...].astype(jnp.float32)
 
