@@ -18,7 +18,7 @@ from hyperx_jax.models.model import (HyperXModel, TaskSpec, build_model, compute
                                      mlm_num_predictions, parameter_report, predict,
                                      select_mlm_positions)
 from hyperx_jax.models.xlmr import EncoderConfig
-from hyperx_jax.optim import split_trainable
+from hyperx_jax.optim import split_trainable, trainable_filter
 
 B, S, V = 3, 10, 60
 ENC = EncoderConfig(vocab_size=V, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
@@ -142,6 +142,7 @@ def test_mlm_logits_match_transformers(tmp_path, method):
                       rngs=nnx.Rngs(0))
   weights.load_encoder_weights(model.encoder, directory)
   assert model.heads["mlm"].load_hf(weights.load_mlm_head_weights(directory)) == []
+  model.load_mlm_heads(directory)  # the same, through the model
   batch = _batch(task_id=0)
   positions, _, _ = select_mlm_positions(batch["labels"], mlm_num_predictions(S))
   ours = np.asarray(model(batch, "mlm", mlm_positions=positions))  # [B, K, V]
@@ -238,6 +239,8 @@ def test_build_model_from_config_and_parameter_report(tmp_path):
   assert int(last[2].replace(",", "")) == sum(v for k, v in sizes.items() if is_trainable(k))
   row = next(r for r in report.splitlines() if r.startswith("heads/ner "))
   assert int(row.split()[1].replace(",", "")) == 32 * 3 + 3
+  predicate, _ = trainable_filter([(r"^(adapters|heads)/", True), (r".*", False)], model)
+  assert parameter_report(model, predicate) == report
   config.method = "madx"
   config.model.checkpoint = None  # preset 'base', built abstractly
   abstract = nnx.eval_shape(lambda: build_model(config, rngs=nnx.Rngs(0)))

@@ -26,8 +26,9 @@ K would be counted in aux["mlm_dropped"] and left out of the loss.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
-import re
+import pathlib
 from typing import Any, Callable, Mapping, Optional
 
 import jax
@@ -36,6 +37,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from hyperx_jax.models import weights
 from hyperx_jax.models.adapters import AdapterWeights
 from hyperx_jax.models.heads import (MLMHead, SequenceClassificationHead,
                                      TokenClassificationHead)
@@ -114,6 +116,16 @@ class HyperXModel(nnx.Module):
       self.adapters = None
     self.heads = nnx.Dict({name: _make_head(spec, c, classifier_dropout, dtype, rngs)
                            for name, spec in tasks.items()})
+
+  def load_mlm_heads(self, checkpoint: str | pathlib.Path) -> None:
+    """The checkpoint's `lm_head.*` into every MLM head (fresh init + a warning when absent).
+
+    Call after `weights.load_encoder_weights`: the decoder is tied to `embeddings.word`.
+    """
+    tensors = weights.load_mlm_head_weights(checkpoint)
+    for head in self.heads.values():
+      if isinstance(head, MLMHead):
+        head.load_hf(tensors)
 
   def task_id(self, task: str) -> int:
     return _index(task, self.task_names, "task")
@@ -247,21 +259,26 @@ def _path_str(path) -> str:
   return "/".join(str(getattr(p, "key", p)) for p in path)
 
 
-def parameter_report(model: nnx.Module,
-                     trainable_filter: Optional[Callable[[str], bool]] = None) -> str:
+def parameter_report(model: nnx.Module, trainable_filter: Optional[Callable[..., bool]] = None) -> str:
   """A table of total / trainable parameter counts per module (first two path components).
 
-  `trainable_filter(path)` gets the '/'-joined parameter path; None counts everything as
-  trainable.
+  `trainable_filter` is either `f(name)` on the '/'-joined parameter path or an NNX-style
+  predicate `f(path, variable)` (as `optim.trainable_filter` returns); None = all trainable.
   """
+  two_args = (trainable_filter is not None
+              and len(inspect.signature(trainable_filter).parameters) == 2)
   rows: dict[str, list[int]] = {}
   for path, leaf in nnx.to_flat_state(nnx.state(model, nnx.Param)):
     name = _path_str(path)
     group = "/".join(name.split("/")[:2])
     size = int(np.prod(leaf.shape))
+    if trainable_filter is None:
+      trainable = True
+    else:
+      trainable = trainable_filter(path, leaf) if two_args else trainable_filter(name)
     row = rows.setdefault(group, [0, 0])
     row[0] += size
-    row[1] += size if (trainable_filter is None or trainable_filter(name)) else 0
+    row[1] += size if trainable else 0
   total = sum(r[0] for r in rows.values())
   trainable = sum(r[1] for r in rows.values())
   width = max([len(g) for g in rows] + [len("module")])
@@ -312,7 +329,6 @@ def encoder_config(config: ml_collections.ConfigDict) -> EncoderConfig:
 
 def _hf_config(checkpoint: str) -> Any:
   """A local dir's config.json, else the hub id's config through transformers."""
-  import pathlib
   if pathlib.Path(checkpoint).exists():
     return checkpoint
   import transformers
