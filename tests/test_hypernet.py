@@ -69,10 +69,12 @@ def test_generated_weights_match_numpy(condition_on_layer, use_projector):
 
 
 def test_layer_conditioning_shares_one_generator():
-  shared = HyperNetwork(HyperNetConfig(bottleneck=4), hidden_size=8, num_layers=6, num_tasks=1,
-                        num_languages=1, rngs=nnx.Rngs(0))
-  per_layer = HyperNetwork(HyperNetConfig(bottleneck=4, condition_on_layer=False), hidden_size=8,
-                           num_layers=6, num_tasks=1, num_languages=1, rngs=nnx.Rngs(0))
+  shared = nnx.eval_shape(lambda: HyperNetwork(
+      HyperNetConfig(bottleneck=4), hidden_size=8, num_layers=6, num_tasks=1, num_languages=1,
+      rngs=nnx.Rngs(0)))
+  per_layer = nnx.eval_shape(lambda: HyperNetwork(
+      HyperNetConfig(bottleneck=4, condition_on_layer=False), hidden_size=8, num_layers=6,
+      num_tasks=1, num_languages=1, rngs=nnx.Rngs(0)))
   assert shared.generators["down"]["kernel"].shape == (192, 32)
   assert per_layer.generators["down"]["kernel"].shape == (6, 192, 32)
   assert per_layer.projector["hidden_kernel"].shape == (128, 128)  # source [task; lang]
@@ -88,10 +90,15 @@ def test_init_statistics_and_near_identity():
   w = net(jnp.array([0]), jnp.array([1]))
   assert float(jnp.abs(w.ln_scale).max()) < 0.02  # generated γ ≈ 0
   z = jax.random.normal(jax.random.key(0), (2, 5, 64))
-  for layer in range(L):
-    out = apply_adapter_stack((jax.tree.map(lambda x: x[layer], w),), z)
-    np.testing.assert_allclose(out, z, atol=0.1)
-    assert float(jnp.abs(out - z).mean()) < 0.02
+  out = _per_layer_outputs(w, z)  # [L, B, S, H]
+  np.testing.assert_allclose(out, np.broadcast_to(z, out.shape), atol=0.1)
+  assert float(jnp.abs(out - z).mean()) < 0.02
+
+
+@jax.jit
+def _per_layer_outputs(w, z):
+  """Every layer's adapter applied to z: [L, B, S, H]."""
+  return jax.vmap(lambda layer_w: apply_adapter_stack((layer_w,), z))(w)
 
 
 def test_embedding_rows_set_and_errors():
@@ -119,10 +126,8 @@ def test_static_adapters_gather_and_start_as_identity():
   assert not np.asarray(table.ln_scale[...]).any() and not np.asarray(table.ln_bias[...]).any()
   assert abs(float(np.asarray(table.down[...]).std()) - 0.01) < 0.002
   z = jax.random.normal(jax.random.key(1), (2, 4, H))
-  w = table(jnp.array([2]))
-  for layer in range(L):  # γ = β = 0: exactly the identity
-    np.testing.assert_array_equal(apply_adapter_stack((jax.tree.map(lambda x: x[layer], w),), z),
-                                  z)
+  out = _per_layer_outputs(table(jnp.array([2])), z)  # γ = β = 0: exactly the identity
+  np.testing.assert_array_equal(out, np.broadcast_to(z, out.shape))
   _randomise(table, 2)
   w = table(jnp.array([2, 0]))
   assert w.up.shape == (L, 2, B_NECK, H)
