@@ -200,6 +200,11 @@ class StepStats:
     return out
 
 
+def tb_names(prefix: str, scalars: Mapping[str, float]) -> dict[str, float]:
+  """'ner:tr/f1' -> 'eval/ner/tr/f1' (TensorBoard tags cannot hold ':')."""
+  return {f'{prefix}/{k.replace(":", "/")}': v for k, v in scalars.items()}
+
+
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   if jax.process_index() != 0:
     return
@@ -295,7 +300,7 @@ class Trainer:
     self.task_names = config_utils.task_names(config)
     self.tokenizer = tokenizer.load_tokenizer(config.tokenizer or config.model.checkpoint)
     self.parts, param_report = create_model(config, self.mesh)
-    logging.info('mesh %s; parameters:\n%s', dict(self.mesh.shape), param_report)
+    logging.info('mesh %s', dict(self.mesh.shape))
     if self.is_primary:
       print(param_report, flush=True)
     self.tx = optim.make_optimizer(config.optim, config.total_steps, self.parts.trainable)
@@ -382,7 +387,7 @@ class Trainer:
       eval_scalars = None
       if step % c.eval_every_steps == 0 and step < c.total_steps:
         eval_scalars = evaluate.flat_scalars(self.evaluate())
-        self.writer.write_scalars(step, {f'eval/{k}': v for k, v in eval_scalars.items()})
+        self.writer.write_scalars(step, tb_names('eval', eval_scalars))
       if step % c.checkpoint.every_steps == 0 or step == c.total_steps:
         self._stop_on_nonfinite(stats)
         self.save(eval_scalars, force=step == c.total_steps)
@@ -396,8 +401,8 @@ class Trainer:
       if not self.train():
         return None
       results = self.evaluate()
-      self.writer.write_scalars(self.state.step, {f'final/{k}': v for k, v in
-                                                  evaluate.flat_scalars(results).items()})
+      self.writer.write_scalars(self.state.step,
+                                tb_names('final', evaluate.flat_scalars(results)))
       write_report(self.config, self.workdir, results)
       return results
     finally:

@@ -41,10 +41,10 @@ def write_tokenizer(directory: pathlib.Path) -> None:
   tok.save(str(directory / 'tokenizer.json'))
 
 
-def _sentence(rng: random.Random, lang: str) -> list[str]:
-  # Each language uses an overlapping slice of the vocabulary.
-  offset = 20 * LANGS.index(lang)
-  return [f'w{rng.randrange(offset, offset + 50)}' for _ in range(rng.randint(3, 8))]
+def _sentence(rng: random.Random, lang: str, span: int = 50) -> list[str]:
+  # Each language uses its own, overlapping slice of the vocabulary.
+  offset = (span // 2) * LANGS.index(lang)
+  return [f'w{rng.randrange(offset, offset + span)}' for _ in range(rng.randint(3, 8))]
 
 
 def write_data(data: pathlib.Path, n_train: int = 64, n_test: int = 16) -> None:
@@ -52,7 +52,8 @@ def write_data(data: pathlib.Path, n_train: int = 64, n_test: int = 16) -> None:
   rng = random.Random(0)
   for lang in LANGS:
     for split, n in (('train', n_train), ('test', n_test)):
-      sents = [_sentence(rng, lang) for _ in range(n)]
+      # Tagging draws from 12 words per language, so 20 steps can learn their tags.
+      sents = [_sentence(rng, lang, span=12) for _ in range(n)]
       (data / f'tag_{lang}_{split}.iob2').write_text(
           '\n\n'.join('\n'.join(f'{w}\t{word_tag(w)}' for w in s) for s in sents) + '\n')
       rows = []

@@ -1,0 +1,121 @@
+"""Config files build and validate; bad configs fail before compilation, naming the field."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+
+from configs import common, fewshot, mixed, ner, pos, tiny, xnli
+from hyperx_jax import config_utils, sharding, train
+from hyperx_jax.config_utils import ConfigError
+from test_train import tiny_config, workspace  # noqa: F401  (fixture)
+
+
+@pytest.mark.parametrize('module,arg', [
+    (xnli, None), (xnli, 'size=large,method=task_adapters,runlocal'), (ner, 'method=madx'),
+    (pos, 'size=xl'), (ner, 'size=xxl'), (mixed, None), (fewshot, 'init_from=/tmp,task=pos,lang=yo,k=10'),
+])
+def test_configs_build_and_validate(module, arg):
+  config = module.get_config(arg)
+  fixed = [n for n in config.mesh.shape if n != -1]
+  devices = max(8, math.prod(fixed))  # xl / xxl fix fsdp and tensor axes
+  config_utils.validate(config, devices)
+  assert config.method in config_utils.METHODS
+  assert config.train_streams and config.eval_streams
+
+
+def test_xnli_has_the_paper_hyperparameters():
+  c = xnli.get_config()
+  assert (c.optim.lr, c.optim.warmup_steps, c.total_steps, c.data.batch_size) == (
+      1e-4, 4000, 100_000, 32)
+  assert (c.data.max_length, c.seed, c.adapter.bottleneck, c.hyperx.projected_dim) == (
+      256, 123, 256, 192)
+  assert c.model.checkpoint == 'FacebookAI/xlm-roberta-base'
+  assert [s['lang'] for s in c.eval_streams] == list(common.XNLI_LANGUAGES)
+  assert len(common.XNLI_LANGUAGES) == 15
+
+
+def test_mixed_tests_the_missing_pairs():
+  c = mixed.get_config()
+  trained = {(s['task'], s['lang']) for s in c.train_streams}
+  assert {('ner', 'en'), ('pos', 'en'), ('pos', 'tr'), ('ner', 'ar')} <= trained
+  from hyperx_jax import evaluate
+  assert {('ner', 'tr'), ('pos', 'ar')} <= evaluate.zero_shot_pairs(c)
+
+
+def test_parse_arg_types_and_errors():
+  arg = common.parse_arg('size=large,runlocal,k=8', size='base', runlocal=False, k=100)
+  assert (arg.size, arg.runlocal, arg.k) == ('large', True, 8)
+  with pytest.raises(ValueError, match=r"'sise' .*known: \['k', 'runlocal', 'size'\]"):
+    common.parse_arg('sise=large', size='base', runlocal=False, k=1)
+  with pytest.raises(ValueError, match='unknown size'):
+    xnli.get_config('size=huge')
+  with pytest.raises(ValueError, match='unknown method'):
+    xnli.get_config('method=lora')
+
+
+def test_method_sets_trainable_rules():
+  assert xnli.get_config('method=full_finetune').trainable == [('.*', True)]
+  rules = xnli.get_config().trainable
+  assert rules[-1] == ('^encoder/', False)
+
+
+def _expect(config, *fields):
+  with pytest.raises(ConfigError) as e:
+    config_utils.validate(config, 8)
+  for field in fields:
+    assert field in str(e.value), str(e.value)
+
+
+def test_bad_configs_name_the_field(workspace):  # noqa: F811
+  c = tiny_config(workspace)
+  config_utils.validate(c, 8)
+
+  bad = tiny_config(workspace)
+  bad.train_streams[0]['task'] = 'nope'
+  _expect(bad, "config.train_streams[0].task: unknown task 'nope'", "'mlm', 'pair', 'tag'")
+
+  bad = tiny_config(workspace)
+  bad.eval_streams[1]['lang'] = 'zz'
+  _expect(bad, "config.eval_streams[1].lang: 'zz' is not in config.languages")
+
+  bad = tiny_config(workspace, batch=12)
+  _expect(bad, 'config.data.batch_size: 12 is not divisible by the data-parallel mesh size 8')
+
+  bad = tiny_config(workspace)
+  bad.train_streams[1]['source']['path'] = '/nonexistent/train.jsonl'
+  _expect(bad, "config.train_streams[1].source.path: '/nonexistent/train.jsonl' does not exist")
+
+  bad = tiny_config(workspace)
+  bad.method = 'lora'
+  _expect(bad, "config.method: unknown method 'lora'")
+
+  bad = tiny_config(workspace, mesh='3+1+1')
+  _expect(bad, 'config.mesh.shape')
+
+  bad = tiny_config(workspace)
+  bad.tasks.tag.kind = 'tagging'
+  bad.checkpoint.best_metric = 'tag:zz/accuracy'
+  _expect(bad, 'config.tasks.tag.kind', 'config.checkpoint.best_metric')
+
+
+def test_errors_come_before_any_compilation(workspace, tmp_path, monkeypatch):  # noqa: F811
+  def no_init(*args, **kwargs):
+    raise AssertionError('reached sharded initialisation')
+
+  monkeypatch.setattr(sharding, 'sharded_init', no_init)
+  bad = tiny_config(workspace, batch=12)
+  with pytest.raises(ConfigError, match='config.data.batch_size'):
+    train.train_and_evaluate(bad, str(tmp_path / 'run'))
+  bad = tiny_config(workspace)
+  bad.trainable = [('^adapters/', True), ('^heads/', True)]  # the encoder is not covered
+  with pytest.raises(ConfigError, match=r'(?s)config.trainable .*encoder/layers/ffn_in/kernel'):
+    train.train_and_evaluate(bad, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
+
+
+def test_tiny_config_rejects_unknown_tasks():
+  with pytest.raises(ValueError, match="unknown \\['pos'\\]"):
+    tiny.get_config('tasks=tag+pos')
