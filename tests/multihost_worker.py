@@ -4,8 +4,10 @@
       --out=DIR [--options=JSON]
 
 The parent sets XLA_FLAGS (fake CPU devices per process) before this starts. With N > 1 the
-processes join one jax runtime through `hyperx_jax.distributed.initialize` (coordinator on
-127.0.0.1:P, gloo collectives); with N == 1 it is a plain single-process run, the reference.
+processes join one jax runtime through `hyperx_jax.distributed.initialize`: coordinator on
+127.0.0.1:P, or with --port=0 from the JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+JAX_PROCESS_ID environment; the train scenario goes through `hyperx_jax.main` and its
+--coordinator_address flags. With N == 1 it is a plain single-process run, the reference.
 Each scenario returns a JSON-able dict that lands in DIR/result_<I>.json; arrays too big for
 JSON go to DIR/*_<I>.npz.
 
@@ -13,7 +15,7 @@ Scenarios:
   collectives  the global batch from per-host rows, jitted reductions, a gradient, random bits
   checkpoint   orbax CheckpointManager and hyperx_jax.checkpoint.Checkpointer: a sharded array
                written by every process, restored into other shardings
-  train        hyperx_jax.train.train_and_evaluate on the tiny config: this host's rows of every
+  train        `python -m hyperx_jax.main` on the tiny config: this host's rows of every
                training batch, the files it opened for writing, the run's outcome; with
                `pause_after` it pauses mid-run so the test can send SIGTERM
 """
@@ -67,14 +69,27 @@ def fetch(x: jax.Array) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
+def start_runtime(args: argparse.Namespace) -> None:
+  """Joins the N-process runtime: coordinator from --port, or (--port=0) from the
+  JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment."""
+  from hyperx_jax import distributed  # pylint: disable=g-import-not-at-top
+  if args.num_processes == 1:
+    assert not distributed.initialize(), "a single process needs no runtime"
+  elif args.port:
+    distributed.initialize(f"127.0.0.1:{args.port}", args.num_processes, args.process_id,
+                           initialization_timeout=60)
+  else:
+    distributed.initialize(initialization_timeout=60)
+
+
 # ---------------------------------------------------------------------------- collectives
 
 
-def scenario_collectives(options: dict[str, Any], out: pathlib.Path) -> dict[str, Any]:
+def scenario_collectives(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from hyperx_jax import sharding  # pylint: disable=g-import-not-at-top
   from hyperx_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  del out
+  start_runtime(args)
   mesh = make_mesh(tuple(options.get("mesh", (4, 2, 1))))
   batch_sh, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
   x_global, w_host = global_inputs()
@@ -109,10 +124,11 @@ def scenario_collectives(options: dict[str, Any], out: pathlib.Path) -> dict[str
 # ----------------------------------------------------------------------------- checkpoint
 
 
-def scenario_checkpoint(options: dict[str, Any], out: pathlib.Path) -> dict[str, Any]:
+def scenario_checkpoint(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
   from hyperx_jax import checkpoint, sharding  # pylint: disable=g-import-not-at-top
+  start_runtime(args)
   mesh = make_mesh(tuple(options.get("mesh", (4, 2, 1))))
   x_global, w_host = global_inputs()
   by_rows = NamedSharding(mesh, P(("data", "fsdp"), "tensor"))   # every process: its rows
@@ -228,37 +244,51 @@ def record_train_batches(pause: Optional[tuple[int, float, pathlib.Path]] = None
   return made
 
 
-def scenario_train(options: dict[str, Any], out: pathlib.Path) -> dict[str, Any]:
-  from configs import tiny  # pylint: disable=g-import-not-at-top
-  from hyperx_jax import train  # pylint: disable=g-import-not-at-top
+def entry_point_flags(args: argparse.Namespace, options: dict[str, Any]) -> list[str]:
+  """Flags of `python -m hyperx_jax.main` for a tiny-config run of this process."""
+  config_arg = ",".join(f"{k}={v}" for k, v in options["config_arg"].items())
+  flags = [f"--config={TESTS_DIR.parent / 'configs' / 'tiny.py'}:{config_arg}",
+           f"--workdir={options['workdir']}"]
+  flags += [f"--config.{k}={v}" for k, v in options.get("overrides", {}).items()]
+  if args.num_processes > 1:
+    flags += [f"--coordinator_address=127.0.0.1:{args.port}",
+              f"--num_processes={args.num_processes}", f"--process_id={args.process_id}"]
+  return flags
+
+
+def scenario_train(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
+  """Runs the real entry point (hyperx_jax.main: flags, distributed start-up, the trainer)."""
+  from hyperx_jax import main as entry, train  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(options["workdir"])
   workdir.mkdir(parents=True, exist_ok=True)
   audit = WriteAudit(workdir)
-  config = tiny.get_config(",".join(f"{k}={v}" for k, v in options["config_arg"].items()))
-  for key, value in options.get("overrides", {}).items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
   pause = None
   if "pause_after" in options:
     pause = (options["pause_after"], options.get("pause_s", 3.0),
-             out / f"paused_{jax.process_index()}")
+             args.out / f"paused_{args.process_id}")
   iterators = record_train_batches(pause)
+  outcome = {}
+  train_and_evaluate = train.train_and_evaluate
+
+  def keep_results(config, workdir):
+    outcome["results"] = train_and_evaluate(config, workdir)
+    return outcome["results"]
+
+  train.train_and_evaluate = keep_results
   start = time.time()
-  results = train.train_and_evaluate(config, str(workdir))
+  sys.argv = ["hyperx_jax.main", *entry_point_flags(args, options)]  # config overrides read it
+  entry.main(entry.FLAGS(sys.argv))
   seconds = time.time() - start
-  pid = jax.process_index()
   records = iterators[0].records if iterators else []
   if records:
-    np.savez(out / f"batches_{pid}.npz",
+    np.savez(args.out / f"batches_{args.process_id}.npz",
              **{f"{i}/{k}": v for i, r in enumerate(records) for k, v in r.items()})
+  results = outcome.get("results")
   return {"completed": results is not None, "results": results, "seconds": seconds,
           "num_batches": len(records), "written": sorted(audit.paths)}
 
 
-SCENARIOS: dict[str, Callable[[dict[str, Any], pathlib.Path], dict[str, Any]]] = {
+SCENARIOS: dict[str, Callable[[argparse.Namespace, dict[str, Any]], dict[str, Any]]] = {
     "collectives": scenario_collectives,
     "checkpoint": scenario_checkpoint,
     "train": scenario_train,
@@ -285,11 +315,7 @@ def main(argv: list[str]) -> None:
                       os.path.join(cache, f"{args.process_id}_of_{args.num_processes}"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  from hyperx_jax import distributed  # pylint: disable=g-import-not-at-top
-  if args.num_processes > 1:
-    distributed.initialize(f"127.0.0.1:{args.port}", args.num_processes, args.process_id,
-                           initialization_timeout=60)
-  result = SCENARIOS[args.scenario](json.loads(args.options), args.out)
+  result = SCENARIOS[args.scenario](args, json.loads(args.options))
   result["process_index"] = jax.process_index()
   path = args.out / f"result_{args.process_id}.json"
   path.write_text(json.dumps(result, default=str))

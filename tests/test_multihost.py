@@ -98,10 +98,13 @@ def _stop(workers: Sequence[Worker]) -> None:
 def run_processes(scenario: str, out: pathlib.Path, *, num_processes: int = 2,
                   options: Optional[dict[str, Any]] = None, timeout_s: float = 240,
                   watch: Optional[Callable[[Sequence[Worker]], None]] = None,
-                  compilation_cache: Optional[pathlib.Path] = None) -> list[dict[str, Any]]:
+                  compilation_cache: Optional[pathlib.Path] = None,
+                  coordinator_from_env: bool = False) -> list[dict[str, Any]]:
   """Runs `scenario` as `num_processes` workers sharing 8 devices; returns their results
   (result_<i>.json, by process id). `watch(workers)` is called while they run (e.g. to send a
-  signal). Raises ProcessGroupError, with every log tail, when a worker fails or hangs."""
+  signal). With `coordinator_from_env` the workers find the coordinator through
+  JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID instead of --port.
+  Raises ProcessGroupError, with every log tail, when a worker fails or hangs."""
   out.mkdir(parents=True, exist_ok=True)
   env = process_env(TOTAL_DEVICES // num_processes)
   if compilation_cache is not None:
@@ -111,11 +114,15 @@ def run_processes(scenario: str, out: pathlib.Path, *, num_processes: int = 2,
   try:
     for i in range(num_processes):
       log = out / f"log_{i}.txt"
+      env_i = dict(env)
+      if coordinator_from_env:
+        env_i.update({"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+                      "JAX_NUM_PROCESSES": str(num_processes), "JAX_PROCESS_ID": str(i)})
       cmd = [sys.executable, str(WORKER), scenario, f"--process_id={i}",
-             f"--num_processes={num_processes}", f"--port={port}", f"--out={out}",
-             f"--options={json.dumps(options or {})}"]
+             f"--num_processes={num_processes}", f"--port={0 if coordinator_from_env else port}",
+             f"--out={out}", f"--options={json.dumps(options or {})}"]
       with open(log, "w") as f:
-        workers.append(Worker(i, subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f,
+        workers.append(Worker(i, subprocess.Popen(cmd, cwd=REPO, env=env_i, stdout=f,
                                                   stderr=subprocess.STDOUT), log))
     _wait(workers, time.monotonic() + timeout_s, watch)
   finally:
@@ -164,6 +171,26 @@ def test_harness_reports_a_failed_process_and_kills_its_peer(tmp_path):
   message = str(info.value)
   assert "process 1" in message and "--- process 0" in message and "--- process 1" in message
   assert time.monotonic() - start < 60
+
+
+def test_initialize_refuses_incomplete_multiprocess_settings(monkeypatch):
+  from hyperx_jax import distributed
+  for name in (distributed.ENV_COORDINATOR, distributed.ENV_NUM_PROCESSES,
+               distributed.ENV_PROCESS_ID):
+    monkeypatch.delenv(name, raising=False)
+  monkeypatch.setattr(distributed, "detected_cluster", lambda: None)  # a plain machine
+  with pytest.raises(ValueError, match="without a coordinator address"):
+    distributed.initialize(num_processes=2, process_id=1)
+  with pytest.raises(ValueError, match="needs process_id"):
+    distributed.initialize("127.0.0.1:1", num_processes=2)
+  with pytest.raises(ValueError, match=r"process_id=2 is not in \[0, num_processes=2\)"):
+    distributed.initialize("127.0.0.1:1", 2, 2)
+  monkeypatch.setenv(distributed.ENV_NUM_PROCESSES, "two")
+  with pytest.raises(ValueError, match="JAX_NUM_PROCESSES='two'"):
+    distributed.initialize()
+  monkeypatch.delenv(distributed.ENV_NUM_PROCESSES)
+  assert distributed.initialize() is False  # one process: nothing to start
+  assert not jax.distributed.is_initialized()
 
 
 # ----------------------------------------------------------------- a small jitted program
@@ -219,7 +246,7 @@ def test_random_bits_do_not_depend_on_the_process_layout(collectives):
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> tuple[list[dict[str, Any]], pathlib.Path]:
   root = tmp_path_factory.mktemp("multihost_ckpt")
-  results = run_processes("checkpoint", root / "out",
+  results = run_processes("checkpoint", root / "out", coordinator_from_env=True,
                           options={"mesh": [4, 2, 1], "directory": str(root / "ckpt")})
   return results, root / "ckpt"
 
@@ -390,3 +417,43 @@ def test_only_process_zero_writes_logs_and_tables(two_processes):
   # Orbax checkpoints are written by both: each process records its own shards' metadata.
   for p, w in enumerate(written):
     assert any(f"array_metadatas/process_{p}" in path for path in w), f"process {p}"
+
+
+def test_sigterm_to_both_then_resume_matches_an_uninterrupted_run(train_root, train_workspace,
+                                                                  two_processes):
+  stopped_out = train_root / "preempted_out"
+  signalled = []
+
+  def sigterm_both_when_paused(workers: Sequence[Worker]) -> None:
+    if not signalled and all((stopped_out / f"paused_{w.process_id}").exists()
+                             for w in workers):
+      for w in workers:
+        w.popen.send_signal(signal.SIGTERM)
+      signalled.append(True)
+
+  stopped = run_training(train_root, "preempted", train_workspace, 2, train_root / "cache",
+                         options={"pause_after": HALF_STEPS + 1, "pause_s": 3.0},
+                         watch=sigterm_both_when_paused)
+  assert signalled and not any(r["completed"] for r in stopped.results)
+  # Paused in step N + 1, signalled there: the save on preemption is an extra checkpoint.
+  stop_step = checkpoint_steps(stopped.workdir)[-1]
+  assert HALF_STEPS < stop_step < 2 * HALF_STEPS, f"stopped at {stop_step}"
+  assert checkpoint_steps(stopped.workdir) == [HALF_STEPS, stop_step]
+
+  resumed = run_training(train_root, "resumed", train_workspace, 2, train_root / "cache",
+                         workdir=stopped.workdir)
+  assert all(r["completed"] for r in resumed.results)
+  # The data iterators continued where they stopped: the same rows as the uninterrupted run.
+  for p in (0, 1):
+    after = resumed.batches(p)
+    assert len(after) == 2 * HALF_STEPS - stop_step
+    for got, want in zip(after, two_processes.batches(p)[stop_step:]):
+      for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=f"process {p} {key}")
+  steps = list(range(1, 2 * HALF_STEPS + 1))
+  curve, reference = loss_curve(stopped.workdir), loss_curve(two_processes.workdir)
+  assert sorted(curve) == steps
+  np.testing.assert_allclose([curve[s] for s in steps], [reference[s] for s in steps],
+                             rtol=0, atol=1e-5)
+  assert_params_close(trainable_params(stopped.workdir, 2 * HALF_STEPS),
+                      trainable_params(two_processes.workdir, 2 * HALF_STEPS), atol=1e-5)
