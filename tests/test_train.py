@@ -109,3 +109,21 @@ def test_one_step_end_to_end_writes_results(workspace, tmp_path):
   for name in ('results.md', 'results.csv', 'results.png', 'config.json'):
     assert os.path.exists(os.path.join(workdir, name)), name
   assert read_metrics(workdir)[0]['step'] == 1
+
+
+def test_loss_falls_over_20_steps_and_each_task_compiles_once(workspace, tmp_path):
+  from hyperx_jax import train
+  config = tiny_config(workspace, tasks='tag+pair', steps=20)
+  config.data.weights = [4.0, 1.0, 1.0]  # tag/aa, pair/aa, pair/bb: mostly the tagging task
+  trainer = train.Trainer(config, run_dir(tmp_path))
+  results = trainer.run()
+  records = read_metrics(trainer.workdir)
+  tag_losses = [r['scalars']['loss/tag'] for r in records if 'loss/tag' in r['scalars']]
+  assert len(tag_losses) == 4  # logged every 5 steps
+  assert tag_losses[-1] < tag_losses[0] - 0.15, tag_losses
+  assert any('loss/pair' in r['scalars'] for r in records)  # both tasks were trained
+  # One executable per task over 20 steps: task names are static, ids and steps traced.
+  assert trainer.train_step._cache_size() == 2
+  assert trainer.eval_step._cache_size() == 2
+  assert results['tag:aa']['accuracy'] > 0.6  # chance is 1/3
+  assert results['pair:cc']['zero_shot'] and not results['pair:aa']['zero_shot']
