@@ -95,45 +95,69 @@ def _stop(workers: Sequence[Worker]) -> None:
       pass
 
 
-def run_processes(scenario: str, out: pathlib.Path, *, num_processes: int = 2,
-                  options: Optional[dict[str, Any]] = None, timeout_s: float = 240,
+class ProcessGroup:
+  """`num_processes` workers of one scenario sharing 8 devices, started at construction;
+  `join()` waits for them and returns their results. With `coordinator_from_env` the workers
+  find the coordinator through JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID
+  instead of --port."""
+
+  def __init__(self, scenario: str, out: pathlib.Path, *, num_processes: int = 2,
+               options: Optional[dict[str, Any]] = None,
+               compilation_cache: Optional[pathlib.Path] = None,
+               coordinator_from_env: bool = False):
+    self.scenario, self.out = scenario, out
+    self.started = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)
+    env = process_env(TOTAL_DEVICES // num_processes)
+    if compilation_cache is not None:
+      env["MULTIHOST_COMPILATION_CACHE"] = str(compilation_cache)
+    port = free_port()
+    self.workers: list[Worker] = []
+    try:
+      for i in range(num_processes):
+        env_i = dict(env)
+        if coordinator_from_env:
+          env_i.update({"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+                        "JAX_NUM_PROCESSES": str(num_processes), "JAX_PROCESS_ID": str(i)})
+        cmd = [sys.executable, str(WORKER), scenario, f"--process_id={i}",
+               f"--num_processes={num_processes}",
+               f"--port={0 if coordinator_from_env else port}", f"--out={out}",
+               f"--options={json.dumps(options or {})}"]
+        log = out / f"log_{i}.txt"
+        with open(log, "w") as f:
+          self.workers.append(Worker(i, subprocess.Popen(cmd, cwd=REPO, env=env_i, stdout=f,
+                                                         stderr=subprocess.STDOUT), log))
+    except BaseException:
+      self.stop()
+      raise
+
+  def stop(self) -> None:
+    _stop(self.workers)
+
+  def join(self, timeout_s: float = 240,
+           watch: Optional[Callable[[Sequence[Worker]], None]] = None) -> list[dict[str, Any]]:
+    """Waits (up to `timeout_s` after the start) calling `watch(workers)` meanwhile (e.g. to
+    send a signal); returns result_<i>.json by process id. Raises ProcessGroupError, with
+    every log tail, when a worker fails or hangs."""
+    try:
+      _wait(self.workers, self.started + timeout_s, watch)
+    finally:
+      self.stop()
+    results = []
+    for w in self.workers:
+      path = self.out / f"result_{w.process_id}.json"
+      if not path.exists():
+        raise ProcessGroupError(_describe(self.workers, f"{self.scenario}: {path} was not "
+                                          "written"))
+      results.append(json.loads(path.read_text()))
+    return results
+
+
+def run_processes(scenario: str, out: pathlib.Path, *, timeout_s: float = 240,
                   watch: Optional[Callable[[Sequence[Worker]], None]] = None,
-                  compilation_cache: Optional[pathlib.Path] = None,
-                  coordinator_from_env: bool = False) -> list[dict[str, Any]]:
-  """Runs `scenario` as `num_processes` workers sharing 8 devices; returns their results
-  (result_<i>.json, by process id). `watch(workers)` is called while they run (e.g. to send a
-  signal). With `coordinator_from_env` the workers find the coordinator through
-  JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID instead of --port.
-  Raises ProcessGroupError, with every log tail, when a worker fails or hangs."""
-  out.mkdir(parents=True, exist_ok=True)
-  env = process_env(TOTAL_DEVICES // num_processes)
-  if compilation_cache is not None:
-    env["MULTIHOST_COMPILATION_CACHE"] = str(compilation_cache)
-  port = free_port()
-  workers: list[Worker] = []
-  try:
-    for i in range(num_processes):
-      log = out / f"log_{i}.txt"
-      env_i = dict(env)
-      if coordinator_from_env:
-        env_i.update({"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
-                      "JAX_NUM_PROCESSES": str(num_processes), "JAX_PROCESS_ID": str(i)})
-      cmd = [sys.executable, str(WORKER), scenario, f"--process_id={i}",
-             f"--num_processes={num_processes}", f"--port={0 if coordinator_from_env else port}",
-             f"--out={out}", f"--options={json.dumps(options or {})}"]
-      with open(log, "w") as f:
-        workers.append(Worker(i, subprocess.Popen(cmd, cwd=REPO, env=env_i, stdout=f,
-                                                  stderr=subprocess.STDOUT), log))
-    _wait(workers, time.monotonic() + timeout_s, watch)
-  finally:
-    _stop(workers)
-  results = []
-  for w in workers:
-    path = out / f"result_{w.process_id}.json"
-    if not path.exists():
-      raise ProcessGroupError(_describe(workers, f"{scenario}: {path} was not written"))
-    results.append(json.loads(path.read_text()))
-  return results
+                  **kwargs) -> list[dict[str, Any]]:
+  """Starts a ProcessGroup and joins it."""
+  return ProcessGroup(scenario, out, **kwargs).join(timeout_s, watch)
 
 
 def _wait(workers: Sequence[Worker], deadline: float,
@@ -288,9 +312,15 @@ TRAIN_TIMEOUT_S = 600  # generous: two cold compiles on two shared cores
 
 @dataclasses.dataclass
 class TrainRun:
+  """One training run of the worker (`python -m hyperx_jax.main` in every process)."""
   workdir: pathlib.Path
   out: pathlib.Path
-  results: list[dict[str, Any]]
+  group: ProcessGroup
+  results: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+  def join(self, watch: Optional[Callable[[Sequence[Worker]], None]] = None) -> TrainRun:
+    self.results = self.group.join(TRAIN_TIMEOUT_S, watch)
+    return self
 
   def batches(self, process: int) -> list[dict[str, np.ndarray]]:
     """This process's rows of each training batch it drew, in order."""
@@ -312,15 +342,17 @@ def train_options(workspace: pathlib.Path, workdir: pathlib.Path, **extra) -> di
           **extra}
 
 
-def run_training(root: pathlib.Path, name: str, workspace: pathlib.Path, num_processes: int,
-                 cache: pathlib.Path, workdir: Optional[pathlib.Path] = None,
-                 **kwargs) -> TrainRun:
+def start_training(root: pathlib.Path, name: str, workspace: pathlib.Path,
+                   num_processes: int, workdir: Optional[pathlib.Path] = None,
+                   **extra) -> TrainRun:
+  """Starts a run in `workdir` (default: a fresh one); compiled programs are cached under
+  `root` for the runs after it."""
   workdir = workdir or root / f"{name}_workdir"
   out = root / f"{name}_out"
-  options = train_options(workspace, workdir, **kwargs.pop("options", {}))
-  results = run_processes("train", out, num_processes=num_processes, options=options,
-                          timeout_s=TRAIN_TIMEOUT_S, compilation_cache=cache, **kwargs)
-  return TrainRun(workdir, out, results)
+  group = ProcessGroup("train", out, num_processes=num_processes,
+                       options=train_options(workspace, workdir, **extra),
+                       compilation_cache=root / "compilation_cache")
+  return TrainRun(workdir, out, group)
 
 
 def loss_curve(workdir: pathlib.Path) -> dict[int, float]:
@@ -371,13 +403,25 @@ def train_workspace(train_root) -> pathlib.Path:
 
 
 @pytest.fixture(scope="module")
-def one_process(train_root, train_workspace) -> TrainRun:
-  return run_training(train_root, "one_process", train_workspace, 1, train_root / "cache")
+def baseline_runs(train_root, train_workspace) -> tuple[TrainRun, TrainRun]:
+  """One process x 8 devices and two x 4, side by side (their cold compiles overlap)."""
+  runs = [start_training(train_root, "one_process", train_workspace, 1),
+          start_training(train_root, "two_processes", train_workspace, 2)]
+  try:
+    return tuple(run.join() for run in runs)
+  finally:
+    for run in runs:
+      run.group.stop()
 
 
 @pytest.fixture(scope="module")
-def two_processes(train_root, train_workspace) -> TrainRun:
-  return run_training(train_root, "two_processes", train_workspace, 2, train_root / "cache")
+def one_process(baseline_runs) -> TrainRun:
+  return baseline_runs[0]
+
+
+@pytest.fixture(scope="module")
+def two_processes(baseline_runs) -> TrainRun:
+  return baseline_runs[1]
 
 
 def test_two_processes_match_one_process_loss_curve_and_parameters(one_process,
@@ -431,17 +475,17 @@ def test_sigterm_to_both_then_resume_matches_an_uninterrupted_run(train_root, tr
         w.popen.send_signal(signal.SIGTERM)
       signalled.append(True)
 
-  stopped = run_training(train_root, "preempted", train_workspace, 2, train_root / "cache",
-                         options={"pause_after": HALF_STEPS + 1, "pause_s": 3.0},
-                         watch=sigterm_both_when_paused)
+  stopped = start_training(train_root, "preempted", train_workspace, 2,
+                           pause_after=HALF_STEPS + 1, pause_s=3.0)
+  stopped.join(watch=sigterm_both_when_paused)
   assert signalled and not any(r["completed"] for r in stopped.results)
   # Paused in step N + 1, signalled there: the save on preemption is an extra checkpoint.
   stop_step = checkpoint_steps(stopped.workdir)[-1]
   assert HALF_STEPS < stop_step < 2 * HALF_STEPS, f"stopped at {stop_step}"
   assert checkpoint_steps(stopped.workdir) == [HALF_STEPS, stop_step]
 
-  resumed = run_training(train_root, "resumed", train_workspace, 2, train_root / "cache",
-                         workdir=stopped.workdir)
+  resumed = start_training(train_root, "resumed", train_workspace, 2,
+                           workdir=stopped.workdir).join()
   assert all(r["completed"] for r in resumed.results)
   # The data iterators continued where they stopped: the same rows as the uninterrupted run.
   for p in (0, 1):
