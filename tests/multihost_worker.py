@@ -155,7 +155,7 @@ def scenario_checkpoint(args: argparse.Namespace, options: dict[str, Any]) -> di
   # The project's Checkpointer: trainable + optimiser state + RNG + data-iterator state.
   ckpt = checkpoint.Checkpointer(str(root / "run"), keep=2, async_save=True)
   rng = jax.random.key(3)
-  data_state = {"step": 5, "process_independent": [1, 2, 3]}
+  data_state = {"step": 5, "streams": [1, 2, 3]}
   ckpt.save(5, trainable=tree, opt_state={"mu": x + 1}, rng=rng, data_state=data_state)
   ckpt.wait()
   by_fsdp = NamedSharding(mesh, P("fsdp"))

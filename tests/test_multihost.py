@@ -2,10 +2,16 @@
 
 Each test starts tests/multihost_worker.py as N processes with 8/N fake CPU devices each; with
 N > 1 they form one 8-device runtime through hyperx_jax.distributed.initialize (coordinator on a
-free localhost port, gloo collectives). The harness (`run_processes`) gives every process its own
-log file, kills the others when one fails or the time runs out, and fails with every process's
-log tail. Expected values come from numpy, from this (single-process) pytest process, or from a
-one-process x 8-device run of the same worker.
+free localhost port, gloo collectives). The harness (`ProcessGroup`, `run_processes`) gives
+every process its own log file, kills the others when one fails or the time runs out, and fails
+with every process's log tail. Expected values come from numpy, from this (single-process)
+pytest process, or from a one-process x 8-device run of the same worker.
+
+The trainer tests run `python -m hyperx_jax.main` on the tiny config (tiny random XLM-R, local
+files, dropout on, a (4, 2, 1) mesh) for 2N steps: two processes x 4 devices against one x 8
+(loss at every step, final trainable parameters, each host's rows of every batch, which
+process writes what), and a two-process run stopped by SIGTERM to both and resumed against the
+uninterrupted one. Compiled programs are cached between the runs of one module.
 """
 
 from __future__ import annotations
@@ -287,7 +293,7 @@ def test_checkpoint_written_by_both_processes_restores_in_other_shardings(checkp
     np.testing.assert_array_equal(np.asarray(r["run_x"], np.float32), x)
     np.testing.assert_array_equal(np.asarray(r["run_w"], np.float32), w)
     np.testing.assert_array_equal(np.asarray(r["run_mu"], np.float32), x + 1)
-    assert r["run_data_state"] == {"step": 5, "process_independent": [1, 2, 3]}
+    assert r["run_data_state"] == {"step": 5, "streams": [1, 2, 3]}
 
 
 def test_multiprocess_checkpoint_reads_back_in_a_single_process(checkpoints):
