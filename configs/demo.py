@@ -1,0 +1,81 @@
+"""The offline demo (the README's first command), a few minutes on a 2-core CPU.
+
+Prepare the assets once (`python -m hyperx_jax.assets prepare`), then
+
+  python -m hyperx_jax.main --config=configs/demo.py --workdir=/tmp/demo
+  python -m hyperx_jax.main --config=configs/demo.py:method=task_adapters --workdir=/tmp/demo_ta
+
+Backbone: multilingual-e5-small (XLM-R architecture, pretrained, frozen). Training data:
+  - real Turkish POS (UD-style treebank, Google universal tags mapped to UPOS): pos:tr
+  - an XNLI-shaped pair task, "is B a translation of the English A?" (from gettext catalogues),
+    trained in German and French: pairs:de, pairs:fr
+  - masked-LM text in Arabic and Spanish (gettext catalogues): mlm:ar, mlm:es
+Evaluated on pos:tr and pairs:de (trained), pairs:tr (a task-language pair never trained; Turkish
+seen only through POS), and pairs:ar, pairs:es (languages seen only through masked-LM).
+"""
+
+import os
+
+from configs import common
+from hyperx_jax import assets
+
+PAIR_LABELS = ['translation', 'unrelated']
+TRAIN_PAIR_LANGUAGES = ('de', 'fr')
+MLM_LANGUAGES = ('ar', 'es')
+EVAL_PAIR_LANGUAGES = ('de', 'tr', 'ar', 'es')
+
+
+def pos_source(split: str) -> dict:
+  return {'type': 'conllu', 'path': os.path.join(assets.asset_path('tr_pos'), f'{split}.conllu'),
+          'tag_map': 'google_universal_to_upos'}
+
+
+def pairs_source(lang: str, split: str) -> dict:
+  return {'type': 'jsonl', 'path': os.path.join(assets.asset_path('pairs'), lang, f'{split}.jsonl')}
+
+
+def mlm_source(lang: str) -> dict:
+  return {'type': 'text', 'path': os.path.join(assets.asset_path('mo'), f'{lang}.txt')}
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, method='hyperx', steps=200, batch=16, max_length=48,
+                         eval_examples=256)
+  c = common.get_config()
+  common.set_method(c, arg.method)
+  c.model.checkpoint = assets.asset_path('e5-small')
+  c.tokenizer = c.model.checkpoint
+  c.adapter.bottleneck = 64
+  c.hyperx.projected_dim = 64
+  c.tasks.pos = {'kind': 'token_classification', 'labels': list(common.UPOS_TAGS),
+                 'metric': 'pos'}
+  c.tasks.pairs = {'kind': 'pair_classification', 'labels': PAIR_LABELS, 'metric': 'accuracy'}
+  c.tasks.mlm = {'kind': 'mlm', 'labels': [], 'metric': 'mlm_accuracy'}
+  c.train_streams = (
+      [common.stream('pos', 'tr', pos_source('train'))]
+      + [common.stream('pairs', lang, pairs_source(lang, 'train'))
+         for lang in TRAIN_PAIR_LANGUAGES]
+      + [common.stream('mlm', lang, mlm_source(lang)) for lang in MLM_LANGUAGES])
+  c.eval_streams = (
+      [common.stream('pos', 'tr', pos_source('test'), max_examples=arg.eval_examples)]
+      + [common.stream('pairs', lang, pairs_source(lang, 'test'), max_examples=arg.eval_examples)
+         for lang in EVAL_PAIR_LANGUAGES])
+  c.languages = common.languages_of(c.train_streams + c.eval_streams)
+  # Fixed shares (POS 30 %, pairs 50 %, MLM 20 %): the temperature rate would give the big
+  # gettext streams most of a short run.
+  c.data.weights = [0.3, 0.25, 0.25, 0.1, 0.1]
+  c.data.max_length = arg.max_length
+  c.data.batch_size = arg.batch
+  c.data.eval_batch_size = 32
+  c.model.hidden_dropout = c.model.attention_dropout = 0.0  # frozen pretrained encoder
+  c.optim.lr = 1e-3
+  # Heads 3e-3, adapters 1e-3, LayerNorms 1e-4: a 1e-2 pair-classification head overshoots.
+  c.optim.lr_multipliers = [('^heads/', 3.0), ('^adapters/', 1.0), ('^encoder/', 0.1)]
+  c.optim.warmup_steps = arg.steps // 10
+  c.total_steps = arg.steps
+  c.log_every_steps = 25
+  c.eval_every_steps = arg.steps  # the final evaluation only
+  c.checkpoint.every_steps = 100
+  c.checkpoint.keep = 1
+  c.checkpoint.best_metric = None
+  return c
