@@ -245,3 +245,14 @@ def test_tfds_xnli_offline_without_tensorflow(tmp_path, tok):
     read_source({**source, "lang": "xx"})
   featurizer = PairFeaturizer(tok, 32)
   assert [int(featurizer(ex)["labels"]) for ex in got] == [0, 2, 1]
+
+
+def test_tfds_multi_nli_records_convert_with_the_builders_label_names():
+  """XNLI trains on MultiNLI; its records are converted with the builder's own label names."""
+  builder = sources._tfds().builder("multi_nli")  # metadata only: works offline
+  convert = sources._tfds_converter("multi_nli", builder, None)
+  record = {"premise": b"A man plays.", "hypothesis": "Nobody plays.", "label": 2}
+  assert convert(record) == {"premise": "A man plays.", "hypothesis": "Nobody plays.",
+                             "label": "contradiction"}
+  with pytest.raises(SourceError, match="multi_nli"):
+    sources._tfds_converter("glue/mnli", builder, None)

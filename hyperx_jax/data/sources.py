@@ -364,6 +364,13 @@ def _xnli_converter(builder, lang: str | None) -> Callable[[Mapping], Example]:
   return convert
 
 
+def _pair_converter(builder) -> Callable[[Mapping], Example]:
+  """Datasets with plain `premise`, `hypothesis`, `label` features (MultiNLI: XNLI's training set)."""
+  label = builder.info.features["label"]
+  return lambda r: {"premise": _text(r["premise"]), "hypothesis": _text(r["hypothesis"]),
+                    "label": label.int2str(int(r["label"]))}
+
+
 def _tfds_converter(name: str, builder, lang: str | None) -> Callable[[Mapping], Example]:
   family = name.split("/")[0].split(":")[0]
   if family in ("universal_dependencies", "xtreme_pos"):
@@ -372,9 +379,11 @@ def _tfds_converter(name: str, builder, lang: str | None) -> Callable[[Mapping],
     return _token_converter(builder, "tags")
   if family == "xnli":
     return _xnli_converter(builder, lang)
+  if family == "multi_nli":
+    return _pair_converter(builder)
   raise SourceError(f"TFDS dataset {name!r}: no converter; known: "
                     "['universal_dependencies/<treebank>', 'xtreme_pos/<config>', "
-                    "'wikiann/<lang>', 'xnli']")
+                    "'wikiann/<lang>', 'xnli', 'multi_nli']")
 
 
 def read_tfds(name: str, split: str = "train", data_dir: str | None = None,
