@@ -30,6 +30,7 @@ from typing import Any, Optional, Sequence
 
 import jax
 import numpy as np
+from etils import epath
 import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
@@ -86,6 +87,11 @@ def _metric_fn(name: str, mode: str):
   return lambda metrics: float(metrics.get(name, worst)) if metrics else worst
 
 
+def absolute_path(path: str | os.PathLike) -> epath.Path:
+  """A local path made absolute; URLs such as gs://bucket/run are kept as they are."""
+  return epath.Path(path) if "://" in str(path) else epath.Path(os.path.abspath(path))
+
+
 class Checkpointer:
   """Saves and restores the training state under `<workdir>/checkpoints`."""
 
@@ -94,7 +100,7 @@ class Checkpointer:
                read_only: bool = False):
     if best_mode not in ("max", "min"):
       raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.directory = absolute_path(workdir) / "checkpoints"
     self.best_metric, self.best_mode = best_metric, best_mode
     options = ocp.CheckpointManagerOptions(
         best_fn=_metric_fn(best_metric, best_mode) if best_metric else None,
