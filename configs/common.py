@@ -169,6 +169,35 @@ def get_config() -> ml_collections.ConfigDict:
   return c
 
 
+def experiment(arg: Optional[str], **extra: Any
+               ) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
+  """Parses the common args (size, method, runlocal, plus `extra`) and returns (arg, config)
+  with the size's checkpoint and mesh and the method's rules set."""
+  arg = parse_arg(arg, size='base', method='hyperx', runlocal=False, **extra)
+  c = get_config()
+  set_size(c, arg.size)
+  set_method(c, arg.method)
+  return arg, c
+
+
+def english_to_many(arg: Optional[str], task: str, spec: dict[str, Any], source: Any,
+                    eval_languages: Sequence[str], best_metric: str,
+                    total_steps: int = 20_000) -> ml_collections.ConfigDict:
+  """One task trained on English, evaluated (zero-shot) on `eval_languages`;
+  `source(lang, split)` gives a stream's source."""
+  arg, c = experiment(arg)
+  c.optim.warmup_steps = 1000
+  c.total_steps = total_steps
+  c.tasks[task] = spec
+  c.languages = list(eval_languages)
+  c.train_streams = [stream(task, 'en', source('en', 'train'))]
+  c.eval_streams = [stream(task, lang, source(lang, 'test')) for lang in eval_languages]
+  c.checkpoint.best_metric = best_metric
+  if arg.runlocal:
+    runlocal(c)
+  return c
+
+
 def set_method(c: ml_collections.ConfigDict, method: str) -> None:
   """Sets the method and the trainable / learning-rate rules that go with it."""
   c.method = method

@@ -15,16 +15,11 @@ def mlm_text(lang: str) -> dict:
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, size='base', method='hyperx', runlocal=False)
-  c = common.get_config()
-  common.set_size(c, arg.size)
-  common.set_method(c, arg.method)
+  arg, c = common.experiment(arg)
   c.optim.warmup_steps = 1000
   c.total_steps = 50_000
-  c.tasks.ner = {'kind': 'token_classification', 'labels': list(common.NER_LABELS),
-                 'metric': 'entity_f1'}
-  c.tasks.pos = {'kind': 'token_classification', 'labels': list(common.UPOS_TAGS),
-                 'metric': 'pos'}
+  c.tasks.ner = ner.TASK
+  c.tasks.pos = pos.TASK
   c.tasks.mlm = {'kind': 'mlm', 'labels': [], 'metric': 'mlm_accuracy'}
   c.train_streams = [
       common.stream('ner', 'en', ner.wikiann('en', 'train')),
@@ -39,7 +34,7 @@ def get_config(arg=None):
       common.stream('pos', 'tr', pos.xtreme_pos('tr', 'test')),
   ]
   c.languages = common.languages_of(c.train_streams + c.eval_streams)
-  c.checkpoint.best_metric = 'ner:tr/entity_f1'
+  c.checkpoint.best_metric = 'ner:tr/f1'
   if arg.runlocal:
     common.runlocal(c)
   return c

@@ -6,6 +6,7 @@
 from configs import common
 
 EVAL_LANGUAGES = ('en', 'ar', 'de', 'es', 'fr', 'hi', 'ja', 'ru', 'tr', 'ur', 'vi', 'zh')
+TASK = {'kind': 'token_classification', 'labels': list(common.UPOS_TAGS), 'metric': 'pos'}
 
 
 def xtreme_pos(lang: str, split: str) -> dict:
@@ -13,19 +14,4 @@ def xtreme_pos(lang: str, split: str) -> dict:
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, size='base', method='hyperx', runlocal=False)
-  c = common.get_config()
-  common.set_size(c, arg.size)
-  common.set_method(c, arg.method)
-  c.optim.warmup_steps = 1000
-  c.total_steps = 20_000
-  c.tasks.pos = {'kind': 'token_classification', 'labels': list(common.UPOS_TAGS),
-                 'metric': 'pos'}
-  c.languages = list(EVAL_LANGUAGES)
-  c.train_streams = [common.stream('pos', 'en', xtreme_pos('en', 'train'))]
-  c.eval_streams = [common.stream('pos', lang, xtreme_pos(lang, 'test'))
-                    for lang in EVAL_LANGUAGES]
-  c.checkpoint.best_metric = 'pos:en/f1'
-  if arg.runlocal:
-    common.runlocal(c)
-  return c
+  return common.english_to_many(arg, 'pos', TASK, xtreme_pos, EVAL_LANGUAGES, 'pos:en/f1')

@@ -16,10 +16,7 @@ def tfds_source(name: str, split: str, lang: str | None = None) -> dict:
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, size='base', method='hyperx', runlocal=False)
-  c = common.get_config()
-  common.set_size(c, arg.size)
-  common.set_method(c, arg.method)
+  arg, c = common.experiment(arg)
   common.set_paper_optim(c)
   c.tasks.xnli = {'kind': 'pair_classification', 'labels': list(common.XNLI_LABELS),
                   'metric': 'accuracy'}

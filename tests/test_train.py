@@ -109,6 +109,10 @@ def test_one_step_end_to_end_writes_results(workspace, tmp_path):
   for name in ('results.md', 'results.csv', 'results.png', 'config.json'):
     assert os.path.exists(os.path.join(workdir, name)), name
   assert read_metrics(workdir)[0]['step'] == 1
+  # `python -m hyperx_jax.evaluate` path: the saved checkpoint gives the same numbers.
+  again = train.evaluate_checkpoint(train.load_run_config(workdir), workdir,
+                                    pairs=[('tag', 'bb')])
+  assert again == {'tag:bb': results['tag:bb']}
 
 
 def test_loss_falls_over_20_steps_and_each_task_compiles_once(workspace, tmp_path):
@@ -127,3 +131,56 @@ def test_loss_falls_over_20_steps_and_each_task_compiles_once(workspace, tmp_pat
   assert trainer.eval_step._cache_size() == 2
   assert results['tag:aa']['accuracy'] > 0.6  # chance is 1/3
   assert results['pair:cc']['zero_shot'] and not results['pair:aa']['zero_shot']
+
+
+def test_new_language_rows_start_from_the_mean_of_the_trained_ones():
+  import ml_collections
+  import jax.numpy as jnp
+  from hyperx_jax import train
+  config = ml_collections.ConfigDict({'languages': ['en', 'tr', 'sw'], 'new_languages': ['sw'],
+                                      'new_language_init': 'mean'})
+  table = jnp.asarray([[1.0, 2.0], [3.0, 6.0], [100.0, 100.0]])
+  other = jnp.ones((3, 2))
+  state = {'adapters': {'lang_embeddings': table, 'task_embeddings': other}}
+  out = train.init_new_languages(config, state)
+  np.testing.assert_array_equal(out['adapters']['lang_embeddings'],
+                                [[1.0, 2.0], [3.0, 6.0], [2.0, 4.0]])
+  np.testing.assert_array_equal(out['adapters']['task_embeddings'], other)
+
+
+def test_nan_stops_the_run_and_keeps_the_last_checkpoint(workspace, tmp_path):
+  import jax.numpy as jnp
+  from hyperx_jax import checkpoint, train, writers
+  config = tiny_config(workspace, tasks='tag', steps=6)
+  config.log_every_steps = 3
+  config.checkpoint.every_steps = 3
+  config.checkpoint.async_save = False
+  trainer = train.Trainer(config, run_dir(tmp_path))
+  batches = trainer.train_iter
+
+  class PoisonAfter4:
+    """From the 5th batch on, the frozen backbone holds NaNs (as a diverged run would)."""
+
+    def __init__(self):
+      self.n = 0
+
+    def __next__(self):
+      self.n += 1
+      if self.n == 5:
+        nan = lambda x: x * jnp.nan if jnp.issubdtype(x.dtype, jnp.floating) else x
+        trainer.parts = trainer.parts._replace(frozen=jax.tree.map(nan, trainer.parts.frozen))
+      return next(batches)
+
+    def get_state(self):
+      return batches.get_state()
+
+  trainer.train_iter = PoisonAfter4()
+  with pytest.raises(writers.NonFiniteError, match=r'NaN/Inf in 2 of the last 3 steps'):
+    trainer.run()
+  ckpt = checkpoint.Checkpointer(trainer.workdir, read_only=True, async_save=False)
+  assert ckpt.all_steps() == [3]  # step 6 was not saved
+  restored = ckpt.restore(abstract_trainable=trainer.state.trainable)
+  ckpt.close()
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(restored['trainable']))
+  # The skipped updates left the parameters as they were after step 4.
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(trainer.state.trainable))
