@@ -134,7 +134,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.batch_size = 32
   c.data.eval_batch_size = 64
   c.data.temperature = 5.0
-  c.data.weights = ml_collections.config_dict.placeholder(list)
+  c.data.weights = ml_collections.config_dict.placeholder(tuple)  # one per train stream
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 1e-3

@@ -21,7 +21,8 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from hyperx_jax import config_utils, metrics, sharding
+from hyperx_jax import metrics, sharding
+from hyperx_jax.data import pipeline
 from hyperx_jax.models import model as model_lib
 
 Pair = tuple[str, str]  # (task, language)
@@ -97,10 +98,9 @@ def accumulator(config: Any, task: str) -> metrics.MetricAccumulator:
 def evaluate_pair(eval_step, trainable: Any, frozen: Any, batches: Iterable[Mapping[str, Any]],
                   config: Any, task: str, mesh: Mesh) -> dict[str, float]:
   """Metrics of one (task, language) pair over all its eval batches (per-host numpy)."""
-  from hyperx_jax.train import global_batch  # pylint: disable=g-import-not-at-top
   acc = accumulator(config, task)
   for local in batches:
-    batch = global_batch(local, mesh)
+    batch = pipeline.make_global_batch(local, sharding.batch_sharding(mesh))
     predictions, labels = eval_step(trainable, frozen, batch, task)
     acc.add(to_host(predictions), to_host(labels), to_host(batch['example_mask']))
   if not acc.num_examples:
@@ -136,7 +136,7 @@ def flat_scalars(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  from hyperx_jax import train  # pylint: disable=g-import-not-at-top
+  from hyperx_jax import train  # pylint: disable=g-import-not-at-top  (train imports this module)
   workdir = FLAGS.workdir
   config = train.load_run_config(workdir)
   pairs = parse_pairs(FLAGS.pairs, config)

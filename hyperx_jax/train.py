@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import jax
@@ -30,8 +29,11 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from hyperx_jax import config_utils, optim, sharding
+from hyperx_jax import (checkpoint, config_utils, evaluate, optim, report, sharding, tokenizer,
+                        writers)
+from hyperx_jax.data import pipeline
 from hyperx_jax.models import model as model_lib
+from hyperx_jax.models import weights
 
 Batch = Mapping[str, Any]
 
@@ -89,7 +91,6 @@ def create_model(config: ml_collections.ConfigDict, mesh: Mesh, *,
 
 
 def _load_pretrained(model: nnx.Module, config: ml_collections.ConfigDict) -> None:
-  from hyperx_jax.models import weights  # pylint: disable=g-import-not-at-top
   encoder_shardings = jax.tree.map(lambda x: x.sharding, nnx.state(model.encoder, nnx.Param))
   weights.load_encoder_weights(model.encoder, config.model.checkpoint, shardings=encoder_shardings)
   mlm_tasks = [n for n in config_utils.task_names(config) if config.tasks[n].kind == 'mlm']
@@ -160,7 +161,6 @@ def init_optimizer(tx: optax.GradientTransformation, trainable: Any, mesh: Mesh)
 
 def global_batch(local: Batch, mesh: Mesh) -> dict[str, jax.Array]:
   """Per-host numpy batch -> global jax.Arrays split over the data-parallel mesh axes."""
-  from hyperx_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   return pipeline.make_global_batch(local, sharding.batch_sharding(mesh))
 
 
@@ -252,7 +252,6 @@ def init_new_languages(config: ml_collections.ConfigDict, trainable: Any) -> Any
 def restore_or_init(config: ml_collections.ConfigDict, ckpt: Any, parts: ModelParts,
                     tx: optax.GradientTransformation, train_iter: Any, mesh: Mesh) -> TrainState:
   """Resume order (STYLE.md 12): checkpoint in workdir > config.init_from > pretrained init."""
-  from hyperx_jax import checkpoint  # pylint: disable=g-import-not-at-top
   trainable = parts.trainable
   if ckpt.latest_step() is not None:
     # Restore targets: the fresh optimizer state carries the shardings to restore into.
@@ -276,7 +275,6 @@ def restore_or_init(config: ml_collections.ConfigDict, ckpt: Any, parts: ModelPa
 def write_report(config: ml_collections.ConfigDict, out_dir: str,
                  results: Mapping[str, Mapping[str, Any]]) -> None:
   """results.{json,md,csv,png} (process 0) and the table on the console."""
-  from hyperx_jax import report  # pylint: disable=g-import-not-at-top
   if jax.process_index() != 0:
     return
   report.write_results(out_dir, results, method=METHOD_NAMES.get(config.method, config.method))
@@ -291,8 +289,6 @@ class Trainer:
   """The pieces of one run, built in data-flow order; `run()` trains and evaluates."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
-    from hyperx_jax import checkpoint, tokenizer, writers  # pylint: disable=g-import-not-at-top
-    from hyperx_jax.data import pipeline  # pylint: disable=g-import-not-at-top
     config_utils.validate(config, jax.device_count())
     self.config, self.workdir = config, workdir
     self.is_primary = jax.process_index() == 0
@@ -318,7 +314,6 @@ class Trainer:
     self.train_step = make_train_step(self.parts.graphdef, self.tx,
                                       (trainable_sh, shardings_of(self.state.opt_state),
                                        frozen_sh), self.mesh)
-    from hyperx_jax import evaluate  # pylint: disable=g-import-not-at-top
     self.eval_step = evaluate.make_eval_step(self.parts.graphdef, self.mesh, trainable_sh,
                                              frozen_sh)
     self.eval_data = None
@@ -329,8 +324,6 @@ class Trainer:
   # -- evaluation
 
   def evaluate(self, pairs=None) -> dict[str, dict[str, Any]]:
-    from hyperx_jax import evaluate  # pylint: disable=g-import-not-at-top
-    from hyperx_jax.data import pipeline  # pylint: disable=g-import-not-at-top
     if self.eval_data is None:
       self.eval_data = pipeline.build_eval_datasets(self.config, self.tokenizer)
     return evaluate.evaluate_all(self.eval_step, self.state.trainable, self.parts.frozen,
@@ -340,6 +333,8 @@ class Trainer:
 
   def save(self, eval_scalars: Optional[dict[str, float]] = None, force: bool = False) -> None:
     s = self.state
+    if s.step in self.ckpt.all_steps():
+      return  # e.g. a preemption right after a periodic save
     self.ckpt.save(s.step, trainable=s.trainable, opt_state=s.opt_state, rng=s.rng,
                    data_state=self.train_iter.get_state(), metrics=eval_scalars, force=force)
 
@@ -347,7 +342,6 @@ class Trainer:
     bad = stats.nonfinite()
     if bad:
       self.ckpt.wait()
-      from hyperx_jax import writers  # pylint: disable=g-import-not-at-top
       raise writers.NonFiniteError(
           f'loss or gradient norm became NaN/Inf in {bad} of the last {len(stats.pending)} '
           f'steps (up to step {self.state.step}); those updates were skipped and the run '
@@ -358,7 +352,6 @@ class Trainer:
 
   def train(self) -> bool:
     """Trains to config.total_steps; returns False when stopped by preemption (saved)."""
-    from hyperx_jax import evaluate  # pylint: disable=g-import-not-at-top
     c = self.config
     stats = StepStats()
     while self.state.step < c.total_steps:
@@ -396,7 +389,6 @@ class Trainer:
 
   def run(self) -> Optional[dict[str, dict[str, Any]]]:
     """Train, then the final evaluation on every eval pair -> report. None if preempted."""
-    from hyperx_jax import evaluate  # pylint: disable=g-import-not-at-top
     try:
       if not self.train():
         return None
@@ -415,8 +407,6 @@ class Trainer:
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, pairs=None,
                         step: Optional[int] = None) -> dict[str, dict[str, Any]]:
   """Evaluates a run's latest (or given) checkpoint on its eval pairs (all, or `pairs`)."""
-  from hyperx_jax import checkpoint, evaluate, tokenizer  # pylint: disable=g-import-not-at-top
-  from hyperx_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   config_utils.validate(config, jax.device_count())
   mesh = sharding.make_mesh(config.mesh)
   tok = tokenizer.load_tokenizer(config.tokenizer or config.model.checkpoint)

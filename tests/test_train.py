@@ -118,7 +118,7 @@ def test_one_step_end_to_end_writes_results(workspace, tmp_path):
 def test_loss_falls_over_20_steps_and_each_task_compiles_once(workspace, tmp_path):
   from hyperx_jax import train
   config = tiny_config(workspace, tasks='tag+pair', steps=20)
-  config.data.weights = [4.0, 1.0, 1.0]  # tag/aa, pair/aa, pair/bb: mostly the tagging task
+  config.data.weights = (4.0, 1.0, 1.0)  # tag/aa, pair/aa, pair/bb: mostly the tagging task
   trainer = train.Trainer(config, run_dir(tmp_path))
   results = trainer.run()
   records = read_metrics(trainer.workdir)
