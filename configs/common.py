@@ -62,28 +62,29 @@ def parse_arg(arg: Optional[str], **spec: Any) -> ml_collections.ConfigDict:
   return result
 
 
-def trainable_rules(method: str) -> list[tuple[str, bool]]:
-  """Regex -> trainable, first match wins; the last rule covers everything left."""
+def trainable_rules(method: str) -> tuple[tuple[str, bool], ...]:
+  """Regex -> trainable, first match wins; the last rule covers everything left. (Tuples, so
+  that `--config.trainable=...` can override them.)"""
   if method not in METHODS:
     raise ValueError(f'unknown method {method!r}; known: {list(METHODS)}')
   if method == 'full_finetune':
-    return [('.*', True)]
-  return [
+    return (('.*', True),)
+  return (
       ('^adapters/', True),
       ('^heads/', True),
       (ENCODER_LAYER_NORMS, True),
       ('^encoder/', False),
-  ]
+  )
 
 
-def lr_multipliers(method: str) -> list[tuple[str, float]]:
+def lr_multipliers(method: str) -> tuple[tuple[str, float], ...]:
   """Per-group learning-rate multipliers relative to `optim.lr` (the adapters' rate).
 
   Heads 10x, backbone (LayerNorms or, for full fine-tuning, everything) 0.1x: with lr 1e-3 this
   is head 1e-2 / hypernetwork 1e-3 / LNs 1e-4, which trains NER in a few hundred steps.
   """
   del method  # same grouping for every method; full fine-tuning lands the backbone at 0.1x
-  return [('^heads/', 10.0), ('^adapters/', 1.0), ('^encoder/', 0.1)]
+  return (('^heads/', 10.0), ('^adapters/', 1.0), ('^encoder/', 0.1))
 
 
 def stream(task: str, lang: str, source: dict[str, Any],
@@ -219,7 +220,7 @@ def set_paper_optim(c: ml_collections.ConfigDict) -> None:
   c.seed = 123
   c.optim.lr = 1e-4
   c.optim.warmup_steps = 4000
-  c.optim.lr_multipliers = []
+  c.optim.lr_multipliers = ()
   c.total_steps = 100_000
   c.data.batch_size = 32
   c.data.max_length = 256

@@ -70,7 +70,7 @@ def get_config(arg=None):
   c.model.hidden_dropout = c.model.attention_dropout = 0.0  # frozen pretrained encoder
   c.optim.lr = 1e-3
   # Heads 3e-3, adapters 1e-3, LayerNorms 1e-4: a 1e-2 pair-classification head overshoots.
-  c.optim.lr_multipliers = [('^heads/', 3.0), ('^adapters/', 1.0), ('^encoder/', 0.1)]
+  c.optim.lr_multipliers = (('^heads/', 3.0), ('^adapters/', 1.0), ('^encoder/', 0.1))
   c.optim.warmup_steps = arg.steps // 10
   c.total_steps = arg.steps
   c.log_every_steps = 25

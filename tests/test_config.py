@@ -57,9 +57,9 @@ def test_parse_arg_types_and_errors():
 
 
 def test_method_sets_trainable_rules():
-  assert xnli.get_config('method=full_finetune').trainable == [('.*', True)]
+  assert xnli.get_config('method=full_finetune').trainable == (('.*', True),)
   rules = xnli.get_config().trainable
-  assert rules[-1] == ('^encoder/', False)
+  assert tuple(rules[-1]) == ('^encoder/', False)
 
 
 def _expect(config, *fields):

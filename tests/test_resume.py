@@ -16,6 +16,8 @@ from test_train import tiny_config, workspace  # noqa: F401  (fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 12
+# One CPU device compiles faster; the subprocesses need not share the 8 fake test devices.
+ENV = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}
 
 
 def main_command(ws, workdir: str) -> list[str]:
@@ -26,7 +28,7 @@ def main_command(ws, workdir: str) -> list[str]:
 
 def run_until_sigterm(ws, workdir: str, after_line: str) -> int:
   """Starts a run, sends SIGTERM once `after_line` is logged; returns the exit code."""
-  proc = subprocess.Popen(main_command(ws, workdir), cwd=ROOT, stderr=subprocess.PIPE,
+  proc = subprocess.Popen(main_command(ws, workdir), cwd=ROOT, env=ENV, stderr=subprocess.PIPE,
                           stdout=subprocess.DEVNULL, text=True)
   lines = []
   try:
@@ -63,12 +65,12 @@ def final_trainable(workdir: str) -> dict[str, np.ndarray]:
 
 def test_sigterm_and_resume_match_a_straight_run(workspace, tmp_path):  # noqa: F811
   straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
-  subprocess.run(main_command(workspace, straight), cwd=ROOT, check=True,
+  subprocess.run(main_command(workspace, straight), cwd=ROOT, env=ENV, check=True,
                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
   run_until_sigterm(workspace, resumed, f'step 5/{STEPS}')
   steps = sorted(int(s) for s in os.listdir(os.path.join(resumed, 'checkpoints')) if s.isdigit())
   assert steps and steps[-1] < STEPS, steps  # stopped part-way, with a checkpoint
-  subprocess.run(main_command(workspace, resumed), cwd=ROOT, check=True,
+  subprocess.run(main_command(workspace, resumed), cwd=ROOT, env=ENV, check=True,
                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
 
   a, b = final_trainable(straight), final_trainable(resumed)
