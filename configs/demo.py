@@ -12,6 +12,11 @@ Backbone: multilingual-e5-small (XLM-R architecture, pretrained, frozen). Traini
   - masked-LM text in Arabic and Spanish (gettext catalogues): mlm:ar, mlm:es
 Evaluated on pos:tr and pairs:de (trained), pairs:tr (a task-language pair never trained; Turkish
 seen only through POS), and pairs:ar, pairs:es (languages seen only through masked-LM).
+
+Measured (2-core CPU, 300 steps, about 5 minutes): Hyper-X reaches ~84 % POS accuracy but
+the pair task barely moves (~58 % seen, chance zero-shot): generated adapters start slowly
+(products of two N(0, 0.01) maps) and a larger hypernetwork rate (x3, x10) destabilised POS.
+Task adapters on the same data and budget learn both (~86 % pairs:de, 72-90 % zero-shot).
 """
 
 import os
