@@ -227,7 +227,8 @@ def validate(config: Any, device_count: int) -> None:
   _check_mesh_and_batch(config, device_count, errors)
   _check_optim(config, errors)
   _check_best_metric(config, errors)
-  if config.init_from is not None and not os.path.isdir(os.path.expanduser(config.init_from)):
+  if (config.init_from is not None and '://' not in config.init_from
+      and not os.path.isdir(os.path.expanduser(config.init_from))):
     errors.append(f'config.init_from: {config.init_from!r} is not a directory (a trained '
                   "run's workdir)")
   if errors:

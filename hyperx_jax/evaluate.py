@@ -136,7 +136,8 @@ def flat_scalars(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  from hyperx_jax import train  # pylint: disable=g-import-not-at-top  (train imports this module)
+  from hyperx_jax import distributed, train  # pylint: disable=g-import-not-at-top  (train imports this module)
+  distributed.initialize()  # every host of a pod evaluates its slice; a no-op on one machine
   workdir = FLAGS.workdir
   config = train.load_run_config(workdir)
   pairs = parse_pairs(FLAGS.pairs, config)

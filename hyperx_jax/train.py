@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+from etils import epath
 import numpy as np
 import optax
 from flax import nnx
@@ -208,18 +208,17 @@ def tb_names(prefix: str, scalars: Mapping[str, float]) -> dict[str, float]:
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   if jax.process_index() != 0:
     return
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
+  path = epath.Path(workdir)
+  path.mkdir(parents=True, exist_ok=True)
+  (path / 'config.json').write_text(config.to_json_best_effort(indent=2))
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run saved into its workdir (for evaluation and few-shot `init_from`)."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+  path = epath.Path(workdir) / 'config.json'  # local or gs://
+  if not path.exists():
     raise FileNotFoundError(f'{path} not found: is {workdir!r} a training workdir?')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 # --------------------------------------------------------------------------- resume order

@@ -66,13 +66,14 @@ pinned_jax_version() {
   sed -n 's/^jax==//p' "${REPO_ROOT}/requirements.txt"
 }
 
-# Shell text that installs the runtime requirements plus jax with an accelerator extra.
+# Shell text that installs the runtime requirements plus jax with an accelerator extra, and
+# gcsfs so that gs:// workdirs (checkpoints, logs, results) work.
 install_command() {
   local extra="$1"
   local jax_version="${JAX_VERSION:-$(pinned_jax_version)}"
   [[ -n "${jax_version}" ]] || die "no jax==VERSION pin in requirements.txt; pass JAX_VERSION"
   echo "grep -v -E \"${TEST_ONLY_PACKAGES}\" requirements.txt > /tmp/hyperx-requirements.txt" \
-    "&& python3 -m pip install -q -r /tmp/hyperx-requirements.txt \"jax[${extra}]==${jax_version}\""
+    "&& python3 -m pip install -q -r /tmp/hyperx-requirements.txt \"jax[${extra}]==${jax_version}\" gcsfs"
 }
 
 # Sets MAIN_CMD to the training entry point, the same on every host (EXTRA_ARGS: overrides).
