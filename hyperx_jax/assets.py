@@ -596,10 +596,26 @@ def step_mo(p: Paths, languages: Sequence[str], locale_dir: str = LOCALE_DIR) ->
   log(f"  mo {human_size(tree_size(p.mo))}, pairs {human_size(tree_size(p.pairs))}")
 
 
+# Bumped when the gettext-derived data change (2: untranslated strings left out of MLM text).
+TEXT_DATA_VERSION = 2
+
+
+def _stamp_text_version(p: "Paths") -> int | None:
+  if not os.path.exists(p.stamp):
+    return None
+  with open(p.stamp) as f:
+    return json.load(f).get("text_data_version", 1)
+
+
 def prepare(cache: str | None = None, languages: Sequence[str] = DEMO_LANGUAGES,
             sources: Sequence[str] = LOCAL_WHEEL_DIRS) -> Paths:
   """Makes every asset that is missing under `cache`; a complete cache is left untouched."""
   p = Paths(os.path.abspath(cache or default_cache()))
+  if _stamp_text_version(p) not in (None, TEXT_DATA_VERSION):
+    log("MLM text and translation pairs were made by an older version: remaking them")
+    for stale in (p.mo, p.pairs):
+      shutil.rmtree(stale, ignore_errors=True)
+    os.remove(p.stamp)
   if os.path.exists(p.stamp) and all(os.path.exists(getattr(p, a)) for a in
                                      ("e5_small", "tr_pos", "mo", "pairs")):
     log(f"{p.cache}: already prepared ({human_size(tree_size(p.cache))}); nothing to do")
@@ -622,7 +638,8 @@ def prepare(cache: str | None = None, languages: Sequence[str] = DEMO_LANGUAGES,
     step()
     log(f"  {time.time() - t:.1f}s")
   write_json(p.stamp, {"wheels": {w.filename: w.sha256 for w in WHEELS},
-                       "languages": available_languages(languages)})
+                       "languages": available_languages(languages),
+                       "text_data_version": TEXT_DATA_VERSION})
   log(f"done in {time.time() - t0:.1f}s: {human_size(tree_size(p.cache))} in {p.cache}")
   return p
 
