@@ -1,14 +1,14 @@
 """The trainer's jitted step: speed per method, compile time, and memory of full-size models.
 
     python -m hyperx_jax.benchmarks.train_bench [--steps 10] [--batch 16] [--length 64]
-        [--memory base,large] [--skip_speed]
+        [--memory base,large] [--memory_batch 32] [--memory_length 128] [--skip_speed]
 
 1. Speed: Hyper-X vs static task adapters vs full fine-tuning on one small XLM-R-shaped
    encoder (random weights, 4 layers, h 256): compile time of `train.make_train_step` (the
    same function the trainer runs: AdamW, clipping, donation), then steps/s and examples/s
    (median over rounds that run one step of each method), with ratios to Hyper-X.
-2. Memory: XLM-R base / large train steps at the authors' setting (batch 32, length 256,
-   b = 256, P = 192) compiled ahead of time from abstract inputs (`lower(...).compile()`;
+2. Memory: XLM-R base / large train steps (default batch 32 x length 128; the authors trained
+   at length 256: `--memory_length 256`; b = 256, P = 192) compiled ahead of time from abstract inputs (`lower(...).compile()`;
    nothing is materialised), and `memory_analysis()` bytes: arguments (trainable + optimizer
    + frozen + batch), outputs, temporaries.
 """
@@ -177,6 +177,8 @@ def main(argv=None) -> None:
   parser.add_argument('--batch', type=int, default=16)
   parser.add_argument('--length', type=int, default=64)
   parser.add_argument('--memory', default='base,large', help='XLM-R sizes ("" to skip)')
+  parser.add_argument('--memory_batch', type=int, default=32)
+  parser.add_argument('--memory_length', type=int, default=128)
   parser.add_argument('--skip_speed', action='store_true')
   parser.add_argument('--json', default=None, help='also write the numbers here')
   args = parser.parse_args(argv)
@@ -198,9 +200,10 @@ def main(argv=None) -> None:
             f'{1e3 * r["step_s"]:>10.1f}{r["examples_per_s"]:>9.1f}'
             f'{r["step_s"] / base["step_s"]:>15.2f}x')
   for size in filter(None, args.memory.split(',')):
-    out['memory'].append(memory(size))
+    out['memory'].append(memory(size, batch=args.memory_batch, length=args.memory_length))
   if out['memory']:
-    print('\nAOT-compiled train step (Hyper-X, batch 32 x length 256), memory_analysis():')
+    print(f'\nAOT-compiled train step (Hyper-X, batch {args.memory_batch} x length '
+          f'{args.memory_length}), memory_analysis():')
     for r in out['memory']:
       print(f'XLM-R {r["size"]:<6} params {r["params_total"] / 1e6:7.1f}M '
             f'(trainable {r["params_trainable"] / 1e6:.2f}M)  arguments '
