@@ -1,0 +1,105 @@
+"""Few-shot end to end: a run on tagging in two languages, then a second run that continues from
+it (`init_from`) on k labelled examples of a third language it has never seen."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from flax import nnx
+
+from configs import common, tiny
+from test_train import SPECIALS, tiny_config, workspace  # noqa: F401  (fixture)
+
+K = 4
+LANG_TABLE = 'adapters/lang_embeddings'
+
+
+def flat_params(state) -> dict[str, np.ndarray]:
+  """'/'-joined path -> host copy of every nnx.Param in `state` (copied: steps donate)."""
+  return {'/'.join(str(k) for k in path): np.array(var.get_value())
+          for path, var in nnx.to_flat_state(state) if isinstance(var, nnx.Param)}
+
+
+def tag_stream(ws, lang: str, split: str, max_examples=None) -> dict:
+  return common.stream('tag', lang, tiny.source(str(ws), 'tag', lang, split), max_examples)
+
+
+def expected_rows(path: str, k: int, max_length: int) -> set[tuple[int, ...]]:
+  """input_ids of the file's first k sentences, by hand: the word-level vocabulary puts `w<i>`
+  at id len(SPECIALS) + i; `<s>` = 0, `</s>` = 2, padding `<pad>` = 1."""
+  with open(path) as f:
+    sentences = [block.split('\n') for block in f.read().strip().split('\n\n')][:k]
+  rows = set()
+  for lines in sentences:
+    ids = [0] + [len(SPECIALS) + int(line.split('\t')[0][1:]) for line in lines] + [2]
+    rows.add(tuple(ids + [1] * (max_length - len(ids))))
+  return rows
+
+
+class Recorder:
+  """The trainer's batch iterator, keeping the input rows it hands out."""
+
+  def __init__(self, batches):
+    self.batches, self.rows = batches, set()
+
+  def __next__(self):
+    batch = next(self.batches)
+    self.rows.update(map(tuple, np.asarray(batch['input_ids']).tolist()))
+    return batch
+
+  def __getattr__(self, name):
+    return getattr(self.batches, name)
+
+
+def test_fewshot_new_language_continues_from_the_first_run(workspace, tmp_path):  # noqa: F811
+  from hyperx_jax import train
+  # Run 1: tagging in aa and bb.
+  first = tiny_config(workspace, tasks='tag', steps=3)
+  first.languages = ['aa', 'bb']
+  first.train_streams = [tag_stream(workspace, lang, 'train') for lang in first.languages]
+  first.eval_streams = [tag_stream(workspace, 'aa', 'test', max_examples=8)]
+  first.checkpoint.async_save = False
+  trainer1 = train.Trainer(first, str(tmp_path / 'first'))
+  init1 = flat_params(trainer1.state.trainable)
+  trainer1.run()
+  final1 = flat_params(trainer1.state.trainable)
+  assert not np.array_equal(init1['heads/tag/out/kernel'], final1['heads/tag/out/kernel'])
+
+  # Run 2: k examples of cc, a language run 1 did not have.
+  second = tiny_config(workspace, tasks='tag', steps=3)
+  second.languages = list(first.languages)
+  second.languages.append('cc')
+  second.new_languages = ['cc']
+  second.new_language_init = 'mean'
+  second.init_from = str(tmp_path / 'first')
+  second.train_streams = [tag_stream(workspace, 'cc', 'train', max_examples=K)]
+  second.eval_streams = [tag_stream(workspace, 'cc', 'test', max_examples=8)]
+  second.checkpoint.async_save = False
+  trainer2 = train.Trainer(second, str(tmp_path / 'second'))
+  start2 = flat_params(trainer2.state.trainable)
+
+  # Step 0 of run 2 is run 1's end; the new language's row is the mean of the trained rows.
+  assert start2.keys() == final1.keys()
+  for name, value in final1.items():
+    if name != LANG_TABLE:
+      np.testing.assert_array_equal(start2[name], value, err_msg=name)
+  table1, table2 = final1[LANG_TABLE], start2[LANG_TABLE]  # [languages, lang_dim]
+  assert table1.shape[0] == 2 and table2.shape == (3,) + table1.shape[1:]
+  np.testing.assert_array_equal(table2[:2], table1)
+  np.testing.assert_allclose(table2[2], (table1[0] + table1[1]) / 2, rtol=1e-6, atol=1e-7)
+
+  recorder = Recorder(trainer2.train_iter)
+  trainer2.train_iter = recorder
+  results = trainer2.run()
+
+  # 3 batches of 8 rows drawn from a k = 4 stream: exactly the file's first k sentences.
+  assert trainer2.train_iter.rates == {('tag', 'cc'): 1.0}
+  path = second.train_streams[0]['source']['path']
+  assert recorder.rows == expected_rows(path, K, second.data.max_length)
+  assert not np.array_equal(flat_params(trainer2.state.trainable)[LANG_TABLE][2], table2[2])
+  with open(os.path.join(tmp_path / 'second', 'results.json')) as f:
+    saved = json.load(f)
+  assert set(saved) == {'tag:cc'} and not saved['tag:cc']['zero_shot']
+  assert saved['tag:cc']['accuracy'] == results['tag:cc']['accuracy']
