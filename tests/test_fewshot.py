@@ -7,19 +7,13 @@ import json
 import os
 
 import numpy as np
-from flax import nnx
 
 from configs import common, tiny
+from test_methods import flat_params
 from test_train import SPECIALS, tiny_config, workspace  # noqa: F401  (fixture)
 
 K = 4
 LANG_TABLE = 'adapters/lang_embeddings'
-
-
-def flat_params(state) -> dict[str, np.ndarray]:
-  """'/'-joined path -> host copy of every nnx.Param in `state` (copied: steps donate)."""
-  return {'/'.join(str(k) for k in path): np.array(var.get_value())
-          for path, var in nnx.to_flat_state(state) if isinstance(var, nnx.Param)}
 
 
 def tag_stream(ws, lang: str, split: str, max_examples=None) -> dict:

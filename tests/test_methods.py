@@ -1,5 +1,5 @@
 """Trainer runs of the baselines (MAD-X, static task adapters, full fine-tuning) and of bf16
-compute, on the tiny workspace of test_train.py.
+compute (task adapters, against the same float32 step), on the tiny workspace of test_train.py.
 
 Each method takes one optimiser step. Weight decay is off here so that "this parameter got no
 gradient" reads exactly as "this parameter did not change" (Adam turns a zero gradient into a
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -38,27 +39,57 @@ def checkpoint_tensors(ws) -> dict[str, np.ndarray]:
   return {WORD: tensors['embeddings.word_embeddings.weight'], FFN_IN: np.stack(ffn_in)}
 
 
-def one_step_config(ws, method: str, train_pair: tuple[str, str], **arg):
+# (method, trained pair): MAD-X takes an MLM batch (language adapter only), the others a tagging
+# batch.
+METHODS = [('madx', ('mlm', 'cc')), ('task_adapters', ('tag', 'aa')),
+           ('full_finetune', ('tag', 'aa'))]
+
+
+class Run(NamedTuple):
+  """One finished one-step run: parameters (host copies) before and after the step."""
+  config: Any
+  workdir: str
+  trainer: Any
+  trainable0: dict
+  trainable1: dict
+  frozen0: dict
+  frozen1: dict
+  results: dict
+
+
+def one_step_config(ws, method: str, train_pair: tuple[str, str], dtype: str):
   """tiny config (tag + mlm heads), one step on `train_pair`, eval on 8 tag/aa examples."""
-  config = tiny_config(ws, tasks='tag+mlm', method=method, steps=1, **arg)
+  config = tiny_config(ws, tasks='tag+mlm', method=method, steps=1)
   task, lang = train_pair
   config.train_streams = [common.stream(task, lang, tiny.source(str(ws), task, lang, 'train'))]
   config.eval_streams = [common.stream('tag', 'aa', tiny.source(str(ws), 'tag', 'aa', 'test'),
                                        max_examples=8)]
+  config.model.dtype = dtype
   config.optim.weight_decay = 0.0
   config.checkpoint.async_save = False
   return config
 
 
-def run_one_step(config, workdir: str):
-  """Trains; returns (trainer, trainable before, trainable after, frozen before, frozen after,
-  results)."""
+@pytest.fixture(scope='module')
+def one_step_run(workspace, tmp_path_factory):  # noqa: F811
+  """run(method, dtype='float32') -> Run, each (method, dtype) trained once per module (the
+  bf16 test reuses the float32 run of the method tests)."""
   from hyperx_jax import train
-  trainer = train.Trainer(config, workdir)
-  trainable0, frozen0 = flat_params(trainer.state.trainable), flat_params(trainer.parts.frozen)
-  results = trainer.run()
-  trainable1, frozen1 = flat_params(trainer.state.trainable), flat_params(trainer.parts.frozen)
-  return trainer, trainable0, trainable1, frozen0, frozen1, results
+  runs = {}
+
+  def run(method: str, dtype: str = 'float32') -> Run:
+    if (method, dtype) not in runs:
+      config = one_step_config(workspace, method, dict(METHODS)[method], dtype)
+      workdir = str(tmp_path_factory.mktemp(f'{method}_{dtype}'))
+      trainer = train.Trainer(config, workdir)
+      trainable0, frozen0 = flat_params(trainer.state.trainable), flat_params(trainer.parts.frozen)
+      results = trainer.run()
+      runs[method, dtype] = Run(config, workdir, trainer, trainable0,
+                                flat_params(trainer.state.trainable), frozen0,
+                                flat_params(trainer.parts.frozen), results)
+    return runs[method, dtype]
+
+  return run
 
 
 def step_loss(workdir: str) -> float:
@@ -87,19 +118,9 @@ def assert_rows_changed(before: dict, after: dict, prefix: str, expected: list[i
   assert moved == set(expected), (prefix, moved)
 
 
-# (method, trained pair): MAD-X takes an MLM batch (language adapter only), the others a tagging
-# batch.
-METHODS = [('madx', ('mlm', 'cc')), ('task_adapters', ('tag', 'aa')),
-           ('full_finetune', ('tag', 'aa'))]
-
-
-@pytest.mark.parametrize('method,train_pair', METHODS, ids=[m for m, _ in METHODS])
-def test_method_one_step_trains_only_its_parameters(workspace, tmp_path, method,  # noqa: F811
-                                                    train_pair):
-  workdir = str(tmp_path / method)
-  config = one_step_config(workspace, method, train_pair)
-  trainer, t0, t1, f0, f1, results = run_one_step(config, workdir)
-
+@pytest.mark.parametrize('method', [m for m, _ in METHODS])
+def test_method_one_step_trains_only_its_parameters(workspace, one_step_run, method):  # noqa: F811
+  config, workdir, trainer, t0, t1, f0, f1, results = one_step_run(method)
   assert math.isfinite(step_loss(workdir))
   with open(os.path.join(workdir, 'results.json')) as f:
     saved = json.load(f)
@@ -121,7 +142,8 @@ def test_method_one_step_trains_only_its_parameters(workspace, tmp_path, method,
     assert name not in t0
     np.testing.assert_allclose(f1[name], value, rtol=0, atol=1e-6, err_msg=name)
   assert all(not p.startswith('encoder/') or p.endswith(('ln/scale', 'ln/bias')) for p in t0)
-  task_id, lang_id = trainer.task_names.index(train_pair[0]), config.languages.index(train_pair[1])
+  task, lang = dict(METHODS)[method]
+  task_id, lang_id = trainer.task_names.index(task), config.languages.index(lang)
   if method == 'madx':
     # MLM skips the task adapter: only the batch language's adapter (and the MLM head, LNs) move.
     assert_rows_changed(t0, t1, 'adapters/language/', [lang_id])
@@ -133,17 +155,12 @@ def test_method_one_step_trains_only_its_parameters(workspace, tmp_path, method,
     assert 'heads/tag/out/kernel' in moved
 
 
-def test_bf16_step_matches_fp32_and_keeps_fp32_params(workspace, tmp_path):  # noqa: F811
-  losses = {}
-  for dtype in ('float32', 'bfloat16'):
-    workdir = str(tmp_path / dtype)
-    config = one_step_config(workspace, 'hyperx', ('tag', 'aa'))
-    config.model.dtype = dtype
-    trainer, _, t1, _, _, _ = run_one_step(config, workdir)
-    losses[dtype] = step_loss(workdir)
-    assert {str(x.dtype) for x in t1.values()} == {'float32'}, dtype
-    assert {str(x.dtype) for x in flat_params(trainer.parts.frozen).values()} == {'float32'}
-  fp32, bf16 = losses['float32'], losses['bfloat16']
-  assert math.isfinite(bf16)
-  assert bf16 != fp32  # the step really computed in bf16
-  assert bf16 == pytest.approx(fp32, rel=5e-2)
+def test_bf16_step_matches_fp32_and_keeps_fp32_params(one_step_run):
+  fp32, bf16 = one_step_run('task_adapters'), one_step_run('task_adapters', 'bfloat16')
+  for params in (bf16.trainable1, bf16.frozen1):
+    assert {str(x.dtype) for x in params.values()} == {'float32'}
+  loss32, loss16 = step_loss(fp32.workdir), step_loss(bf16.workdir)
+  assert math.isfinite(loss16)
+  assert loss16 != loss32  # the step really computed in bf16
+  assert loss16 == pytest.approx(loss32, rel=5e-2)
+  assert changed(bf16.trainable0, bf16.trainable1) == changed(fp32.trainable0, fp32.trainable1)
