@@ -66,6 +66,10 @@ def process_env(devices: int) -> dict[str, str]:
   return env
 
 
+# Generous: a loaded 2-core machine compiles the trainer several times slower than an idle one.
+JOIN_TIMEOUT_S = 900
+
+
 @dataclasses.dataclass
 class Worker:
   process_id: int
@@ -140,7 +144,7 @@ class ProcessGroup:
   def stop(self) -> None:
     _stop(self.workers)
 
-  def join(self, timeout_s: float = 240,
+  def join(self, timeout_s: float = JOIN_TIMEOUT_S,
            watch: Optional[Callable[[Sequence[Worker]], None]] = None) -> list[dict[str, Any]]:
     """Waits (up to `timeout_s` after the start) calling `watch(workers)` meanwhile (e.g. to
     send a signal); returns result_<i>.json by process id. Raises ProcessGroupError, with
@@ -159,7 +163,7 @@ class ProcessGroup:
     return results
 
 
-def run_processes(scenario: str, out: pathlib.Path, *, timeout_s: float = 240,
+def run_processes(scenario: str, out: pathlib.Path, *, timeout_s: float = JOIN_TIMEOUT_S,
                   watch: Optional[Callable[[Sequence[Worker]], None]] = None,
                   **kwargs) -> list[dict[str, Any]]:
   """Starts a ProcessGroup and joins it."""
