@@ -32,17 +32,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Union
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from hyperx_jax.models.adapters import AdapterWeights, apply_adapter_stack, layer_slice
-
-REMAT_POLICIES = ("none", "full", "dots")
-ADAPTER_PLACEMENTS = ("ffn_output", "layer_output")
-DTYPES = ("float32", "bfloat16", "float16")
+from hyperx_jax.models.layers import (INIT_STD, Dense, LayerNorm, dense, dropout, layer_norm,
+                                      param)
+from hyperx_jax.schema import DTYPES, PLACEMENTS, REMAT_POLICIES
 
 # Hugging Face `config.json` key -> EncoderConfig field.
 _HF_CONFIG_KEYS = {
@@ -101,7 +100,7 @@ class EncoderConfig:
       raise ValueError(f"EncoderConfig: hidden_size={self.hidden_size} is not divisible by "
                        f"num_heads={self.num_heads}")
     for field, value, known in (("remat", self.remat, REMAT_POLICIES),
-                                ("adapter_placement", self.adapter_placement, ADAPTER_PLACEMENTS),
+                                ("adapter_placement", self.adapter_placement, PLACEMENTS),
                                 ("dtype", self.dtype, DTYPES),
                                 ("param_dtype", self.param_dtype, DTYPES)):
       if value not in known:
@@ -154,43 +153,17 @@ class EncoderConfig:
 
 # ----------------------------------------------------------------------------- parameters
 
-_normal = nnx.initializers.normal(0.02)  # BERT/RoBERTa initialisation
-_zeros = nnx.initializers.zeros_init()
-_ones = nnx.initializers.ones_init()
-
-
-def _param(init, rngs: nnx.Rngs, shape: Sequence[int], axes: Sequence[Optional[str]],
-           dtype) -> nnx.Param:
-  assert len(shape) == len(axes), (shape, axes)
-  return nnx.Param(init(rngs.params(), tuple(shape), dtype), out_sharding=tuple(axes),
-                   eager_sharding=False)  # placement is the trainer's job
-
-
-class LayerNorm(nnx.Module):
-  """LayerNorm parameters; `lead` are stacked leading dims (e.g. (L,) with axes ('layers',))."""
-
-  def __init__(self, hidden: int, *, lead: Sequence[int] = (), lead_axes=(), dtype, rngs):
-    self.scale = _param(_ones, rngs, (*lead, hidden), (*lead_axes, "embed"), dtype)
-    self.bias = _param(_zeros, rngs, (*lead, hidden), (*lead_axes, "embed"), dtype)
-
-
-class Dense(nnx.Module):
-  """A kernel and its bias (shapes and logical axes given by the caller)."""
-
-  def __init__(self, kernel_shape, kernel_axes, bias_shape, bias_axes, *, dtype, rngs):
-    self.kernel = _param(_normal, rngs, kernel_shape, kernel_axes, dtype)
-    self.bias = _param(_zeros, rngs, bias_shape, bias_axes, dtype)
-
 
 class Embeddings(nnx.Module):
   """word + position + token type, then LayerNorm unless pre-LN (dropout: by the encoder)."""
 
   def __init__(self, c: EncoderConfig, dtype, rngs: nnx.Rngs):
     h = c.hidden_size
-    self.word = _param(_normal, rngs, (c.vocab_size, h), ("vocab", "embed"), dtype)
-    self.position = _param(_normal, rngs, (c.max_positions, h), (None, "embed"), dtype)
-    self.token_type = _param(_normal, rngs, (c.type_vocab_size, h), (None, "embed"), dtype)
-    self.ln = None if c.pre_layer_norm else LayerNorm(h, dtype=dtype, rngs=rngs)
+    normal = dict(std=INIT_STD, dtype=dtype)
+    self.word = param(rngs, (c.vocab_size, h), ("vocab", "embed"), **normal)
+    self.position = param(rngs, (c.max_positions, h), (None, "embed"), **normal)
+    self.token_type = param(rngs, (c.type_vocab_size, h), (None, "embed"), **normal)
+    self.ln = None if c.pre_layer_norm else LayerNorm(h, dtype=dtype)
 
 
 class Attention(nnx.Module):
@@ -210,7 +183,7 @@ class EncoderLayers(nnx.Module):
 
   def __init__(self, c: EncoderConfig, dtype, rngs: nnx.Rngs):
     L, h, f = c.num_layers, c.hidden_size, c.intermediate_size
-    stacked = dict(lead=(L,), lead_axes=("layers",), dtype=dtype, rngs=rngs)
+    stacked = dict(lead=(L,), lead_axes=("layers",), dtype=dtype)
     self.attention = Attention(c, dtype, rngs)
     self.attention_ln = LayerNorm(h, **stacked)
     self.ffn_in = Dense((L, h, f), ("layers", "embed", "mlp"), (L, f), ("layers", "mlp"),
@@ -229,33 +202,12 @@ def position_ids_from_input_ids(input_ids: jax.Array, pad_id: int) -> jax.Array:
   return jnp.cumsum(not_pad, axis=1) * not_pad + pad_id
 
 
-def layer_norm(x: jax.Array, p: Mapping[str, jax.Array], eps: float) -> jax.Array:
-  """LayerNorm in fp32, result in x's dtype."""
-  x32 = x.astype(jnp.float32)
-  mean = x32.mean(-1, keepdims=True)
-  var = jnp.square(x32 - mean).mean(-1, keepdims=True)
-  y = (x32 - mean) * jax.lax.rsqrt(var + eps)
-  return (y * p["scale"].astype(jnp.float32) + p["bias"].astype(jnp.float32)).astype(x.dtype)
-
-
-def dropout(x: jax.Array, rate: float, key: Optional[jax.Array]) -> jax.Array:
-  if key is None or rate == 0.0:
-    return x
-  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-  return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
-
-
-def _dense(x: jax.Array, p: Mapping[str, jax.Array], spec: str) -> jax.Array:
-  """einsum with the kernel (cast to x's dtype at use) plus bias."""
-  return jnp.einsum(spec, x, p["kernel"].astype(x.dtype)) + p["bias"].astype(x.dtype)
-
-
 def self_attention(x: jax.Array, p: Mapping[str, Any], mask: jax.Array, rate: float,
                    key: Optional[jax.Array]) -> jax.Array:
   """x: [B, S, H]; mask: [B, 1, 1, S] bool (True = attend). Returns [B, S, H] (before out)."""
-  q = _dense(x, p["query"], "bsh,hnd->bsnd")  # [B, S, N, D]
-  k = _dense(x, p["key"], "bsh,hnd->bsnd")
-  v = _dense(x, p["value"], "bsh,hnd->bsnd")
+  q = dense(x, p["query"], "bsh,hnd->bsnd")  # [B, S, N, D]
+  k = dense(x, p["key"], "bsh,hnd->bsnd")
+  v = dense(x, p["value"], "bsh,hnd->bsnd")
   if key is None or rate == 0.0:
     ctx = jax.nn.dot_product_attention(q, k, v, mask=mask)  # softmax in fp32
   else:  # attention-probability dropout is not offered by the fused op
@@ -264,7 +216,7 @@ def self_attention(x: jax.Array, p: Mapping[str, Any], mask: jax.Array, rate: fl
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     probs = dropout(jax.nn.softmax(logits, axis=-1), rate, key).astype(v.dtype)
     ctx = jnp.einsum("bnqk,bknd->bqnd", probs, v)
-  return _dense(ctx, p["out"], "bsnd,ndh->bsh")
+  return dense(ctx, p["out"], "bsnd,ndh->bsh")
 
 
 def encoder_layer(c: EncoderConfig, p: Mapping[str, Any], x: jax.Array, mask: jax.Array,
@@ -276,14 +228,14 @@ def encoder_layer(c: EncoderConfig, p: Mapping[str, Any], x: jax.Array, mask: ja
   pre-LN:  a = x + attn(LN(x));  out = a + adapter(ffn(LN(a)))
   """
   k_probs, k_attn, k_ffn = (None,) * 3 if key is None else jax.random.split(key, 3)
-  ln = lambda y, name: layer_norm(y, p[name], c.layer_norm_eps)
+  ln = lambda y, name: layer_norm(y, p[name]["scale"], p[name]["bias"], c.layer_norm_eps)
   pre = c.pre_layer_norm
   attn = self_attention(ln(x, "attention_ln") if pre else x, p["attention"], mask,
                         c.attention_dropout, k_probs)
   attn_out = dropout(attn, c.hidden_dropout, k_attn) + x  # [B, S, H]
   attn_out = attn_out if pre else ln(attn_out, "attention_ln")
-  ffn = _dense(ln(attn_out, "output_ln") if pre else attn_out, p["ffn_in"], "bsh,hf->bsf")
-  ffn = _dense(jax.nn.gelu(ffn, approximate=False), p["ffn_out"], "bsf,fh->bsh")
+  ffn = dense(ln(attn_out, "output_ln") if pre else attn_out, p["ffn_in"], "bsh,hf->bsf")
+  ffn = dense(jax.nn.gelu(ffn, approximate=False), p["ffn_out"], "bsf,fh->bsh")
   ffn = dropout(ffn, c.hidden_dropout, k_ffn)
   if adapters and c.adapter_placement == "ffn_output":
     ffn = apply_adapter_stack(adapters, ffn, group_ids)
@@ -308,8 +260,7 @@ class XLMREncoder(nnx.Module):
     dtype = jnp.dtype(config.param_dtype)
     self.embeddings = Embeddings(config, dtype, rngs)
     self.layers = EncoderLayers(config, dtype, rngs)
-    self.final_ln = (LayerNorm(config.hidden_size, dtype=dtype, rngs=rngs)
-                     if config.pre_layer_norm else None)
+    self.final_ln = LayerNorm(config.hidden_size, dtype=dtype) if config.pre_layer_norm else None
 
   def embed(self, input_ids: jax.Array, token_type_ids: Optional[jax.Array],
             key: Optional[jax.Array]) -> jax.Array:
@@ -321,7 +272,7 @@ class XLMREncoder(nnx.Module):
     x = (jnp.take(e.word[...], input_ids, axis=0) + jnp.take(e.position[...], positions, axis=0)
          + jnp.take(e.token_type[...], token_type_ids, axis=0))
     if e.ln is not None:
-      x = layer_norm(x.astype(jnp.float32), _values(e.ln), c.layer_norm_eps)
+      x = e.ln(x.astype(jnp.float32), c.layer_norm_eps)
     return dropout(x.astype(jnp.dtype(c.dtype)), c.hidden_dropout, key)
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
@@ -369,7 +320,7 @@ class XLMREncoder(nnx.Module):
         key = None if layer_keys is None else layer_keys[i]
         x, _ = body(x, (p, layer_slice(adapters, i), key))
     if self.final_ln is not None:
-      x = layer_norm(x, _values(self.final_ln), c.layer_norm_eps)
+      x = self.final_ln(x, c.layer_norm_eps)
     return x
 
 
