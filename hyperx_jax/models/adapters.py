@@ -16,7 +16,8 @@ from __future__ import annotations
 from typing import NamedTuple, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
+
+from hyperx_jax.models.layers import layer_norm
 
 LN_EPS = 1e-5
 
@@ -33,37 +34,41 @@ class AdapterWeights(NamedTuple):
   ln_bias: Optional[jax.Array] = None  # [L, G, hidden]
 
 
-def _per_example(w: jax.Array, group_ids: Optional[jax.Array], batch: int) -> jax.Array:
-  """[G, ...] -> [B, ...]: each example's own group's weights."""
-  if group_ids is None:
-    raise ValueError(f"adapter weights have {w.shape[0]} groups but no group_ids were given")
-  return w[group_ids]
+def adapter_shapes(hidden: int, bottleneck: int, layer_norm: bool) -> dict[str, tuple[int, ...]]:
+  """Shape of one adapter's tensors, by `AdapterWeights` field."""
+  shapes = {"down": (hidden, bottleneck), "down_bias": (bottleneck,),
+            "up": (bottleneck, hidden), "up_bias": (hidden,)}
+  if layer_norm:
+    shapes.update(ln_scale=(hidden,), ln_bias=(hidden,))
+  return shapes
 
 
-def _layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
-  x32 = x.astype(jnp.float32)
-  mean = x32.mean(-1, keepdims=True)
-  var = jnp.square(x32 - mean).mean(-1, keepdims=True)
-  y = (x32 - mean) * jax.lax.rsqrt(var + LN_EPS)
-  return (y * scale[:, None, :] + bias[:, None, :]).astype(x.dtype)
+def adapter(w: AdapterWeights, z: jax.Array) -> jax.Array:
+  """A(z) = LN(U · ReLU(D · z + bD) + bU) + z, the one adapter body.
 
-
-def apply_adapter(w: AdapterWeights, z: jax.Array, group_ids: Optional[jax.Array] = None) -> jax.Array:
-  """z: [B, S, hidden]; w: one layer's weights, leaves [G, ...]. Returns [B, S, hidden]."""
-  if w.down.shape[0] == 1:  # one group: plain matmuls, no per-example kernels
-    w = jax.tree.map(lambda x: x[0].astype(z.dtype), w)
-    bottleneck = jax.nn.relu(z @ w.down + w.down_bias)  # [B, S, b]
-    out = bottleneck @ w.up + w.up_bias  # [B, S, h]
-    if w.ln_scale is not None:
-      out = _layer_norm(out, w.ln_scale[None], w.ln_bias[None])
-    return out + z
-  batch = z.shape[0]
-  w = jax.tree.map(lambda x: _per_example(x, group_ids, batch).astype(z.dtype), w)
-  bottleneck = jax.nn.relu(jnp.einsum("bsh,bhk->bsk", z, w.down) + w.down_bias[:, None, :])
-  out = jnp.einsum("bsk,bkh->bsh", bottleneck, w.up) + w.up_bias[:, None, :]
+  z: [B, S, h]. w: one layer's weights, either shared by the batch (down [h, b], biases [b] /
+  [h]) or one per example (down [B, h, b], biases [B, b] / [B, h]).
+  """
+  per_token = lambda v: v if v.ndim == 1 else v[:, None, :]  # [B, x] -> [B, 1, x]
+  bottleneck = jax.nn.relu(z @ w.down + per_token(w.down_bias))  # [B, S, b]
+  out = bottleneck @ w.up + per_token(w.up_bias)  # [B, S, h]
   if w.ln_scale is not None:
-    out = _layer_norm(out, w.ln_scale, w.ln_bias)
+    out = layer_norm(out, per_token(w.ln_scale), per_token(w.ln_bias), LN_EPS)
   return out + z
+
+
+def apply_adapter(w: AdapterWeights, z: jax.Array, group_ids: Optional[jax.Array] = None
+                  ) -> jax.Array:
+  """z: [B, S, hidden]; w: one layer's weights, leaves [G, ...]. Returns [B, S, hidden].
+
+  One group (the usual training batch): the weights are shared by every example (plain
+  matmuls). Several groups: each example takes its group's weights (`group_ids` [B]).
+  """
+  if w.down.shape[0] == 1:
+    return adapter(jax.tree.map(lambda x: x[0].astype(z.dtype), w), z)
+  if group_ids is None:
+    raise ValueError(f"adapter weights have {w.down.shape[0]} groups but no group_ids were given")
+  return adapter(jax.tree.map(lambda x: x[group_ids].astype(z.dtype), w), z)
 
 
 def apply_adapter_stack(stack: Sequence[AdapterWeights], z: jax.Array,

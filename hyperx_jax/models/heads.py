@@ -15,23 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from hyperx_jax.models.hypernet import logical_param
-from hyperx_jax.models.xlmr import dropout, layer_norm
-
-_INIT_STD = 0.02  # RoBERTa's initializer_range
-
-
-class Dense(nnx.Module):
-  """y = x · kernel + bias; kernel [in, out] ~ N(0, 0.02²), bias 0, with logical axes."""
-
-  def __init__(self, in_features: int, out_features: int, axes: tuple, *, param_dtype=jnp.float32,
-               rngs: nnx.Rngs):
-    self.kernel = logical_param(rngs, (in_features, out_features), axes, std=_INIT_STD,
-                                dtype=param_dtype)
-    self.bias = logical_param(None, (out_features,), axes[1:], dtype=param_dtype)
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return x @ self.kernel[...].astype(x.dtype) + self.bias[...].astype(x.dtype)
+from hyperx_jax.models.layers import Dense, LayerNorm, dropout, param
 
 
 class TokenClassificationHead(nnx.Module):
@@ -40,8 +24,8 @@ class TokenClassificationHead(nnx.Module):
   def __init__(self, hidden_size: int, num_labels: int, *, dropout_rate: float = 0.1,
                param_dtype=jnp.float32, rngs: nnx.Rngs):
     self.dropout_rate = dropout_rate
-    self.out = Dense(hidden_size, num_labels, ("embed", "labels"), param_dtype=param_dtype,
-                     rngs=rngs)
+    self.out = Dense.linear(hidden_size, num_labels, ("embed", "labels"), dtype=param_dtype,
+                            rngs=rngs)
 
   def __call__(self, hidden: jax.Array, *, dropout_rng: Optional[jax.Array] = None) -> jax.Array:
     return self.out(dropout(hidden, self.dropout_rate, dropout_rng)).astype(jnp.float32)
@@ -53,10 +37,10 @@ class SequenceClassificationHead(nnx.Module):
   def __init__(self, hidden_size: int, num_labels: int, *, dropout_rate: float = 0.1,
                param_dtype=jnp.float32, rngs: nnx.Rngs):
     self.dropout_rate = dropout_rate
-    self.dense = Dense(hidden_size, hidden_size, (None, "embed"), param_dtype=param_dtype,
-                       rngs=rngs)
-    self.out_proj = Dense(hidden_size, num_labels, ("embed", "labels"), param_dtype=param_dtype,
-                          rngs=rngs)
+    self.dense = Dense.linear(hidden_size, hidden_size, (None, "embed"), dtype=param_dtype,
+                              rngs=rngs)
+    self.out_proj = Dense.linear(hidden_size, num_labels, ("embed", "labels"), dtype=param_dtype,
+                                 rngs=rngs)
 
   def __call__(self, hidden: jax.Array, *, dropout_rng: Optional[jax.Array] = None) -> jax.Array:
     """hidden [B, S, H] -> logits [B, n] (float32)."""
@@ -72,18 +56,17 @@ class MLMHead(nnx.Module):
   def __init__(self, hidden_size: int, vocab_size: int, *, layer_norm_eps: float = 1e-5,
                param_dtype=jnp.float32, rngs: nnx.Rngs):
     self.eps = layer_norm_eps
-    self.dense = Dense(hidden_size, hidden_size, (None, "embed"), param_dtype=param_dtype,
-                       rngs=rngs)
-    self.ln_scale = logical_param(None, (hidden_size,), ("embed",), fill=1.0, dtype=param_dtype)
-    self.ln_bias = logical_param(None, (hidden_size,), ("embed",), dtype=param_dtype)
-    self.bias = logical_param(None, (vocab_size,), ("vocab",), dtype=param_dtype)
+    self.dense = Dense.linear(hidden_size, hidden_size, (None, "embed"), dtype=param_dtype,
+                              rngs=rngs)
+    self.ln = LayerNorm(hidden_size, dtype=param_dtype)
+    self.bias = param(None, (vocab_size,), ("vocab",), dtype=param_dtype)
 
   def __call__(self, hidden: jax.Array, positions: jax.Array,
                word_embeddings: jax.Array) -> jax.Array:
     """hidden [B, S, H], positions [B, K] int, word_embeddings [V, H] -> logits [B, K, V] f32."""
     x = jnp.take_along_axis(hidden, positions[..., None], axis=1)  # [B, K, H]
     x = jax.nn.gelu(self.dense(x), approximate=False)
-    x = layer_norm(x, {"scale": self.ln_scale[...], "bias": self.ln_bias[...]}, self.eps)
+    x = self.ln(x, self.eps)
     logits = jnp.einsum("bkh,vh->bkv", x, word_embeddings.astype(x.dtype))
     return logits.astype(jnp.float32) + self.bias[...].astype(jnp.float32)
 
@@ -94,21 +77,21 @@ class MLMHead(nnx.Module):
     `weights.load_mlm_head_weights`; None means the checkpoint has no MLM head.
     """
     targets = {"dense.weight": (self.dense.kernel, True), "dense.bias": (self.dense.bias, False),
-               "layer_norm.weight": (self.ln_scale, False),
-               "layer_norm.bias": (self.ln_bias, False), "bias": (self.bias, False)}
+               "layer_norm.weight": (self.ln.scale, False),
+               "layer_norm.bias": (self.ln.bias, False), "bias": (self.bias, False)}
     given = {k.removeprefix("lm_head."): v for k, v in (tensors or {}).items()}
     if "bias" not in given and "decoder.bias" in given:
       given["bias"] = given["decoder.bias"]
     missing = []
-    for name, (param, transpose) in targets.items():
+    for name, (target, transpose) in targets.items():
       if name not in given:
         missing.append(f"lm_head.{name}")
         continue
       value = np.asarray(given[name], np.float32)
       value = value.T if transpose else value
-      if value.shape != param.shape:
-        raise ValueError(f"lm_head.{name}: checkpoint shape {value.shape}, expected {param.shape}")
-      param[...] = jnp.asarray(value, param.dtype)
+      if value.shape != target.shape:
+        raise ValueError(f"lm_head.{name}: checkpoint shape {value.shape}, expected {target.shape}")
+      target[...] = jnp.asarray(value, target.dtype)
     if missing:
       logging.warning("MLM head: no pretrained weights for %s; freshly initialised.",
                       ", ".join(missing))

@@ -1,4 +1,4 @@
-"""Hyper-X: one hypernetwork that generates every adapter (DESIGN.md §1).
+"""Hyper-X: one hypernetwork that generates every adapter (docs/method.md).
 
 For task t, language l and layer i:
 
@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional, Sequence
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hyperx_jax.models.adapters import AdapterWeights
-
-Axes = tuple[Optional[str], ...]
+from hyperx_jax.models.adapters import AdapterWeights, adapter_shapes
+from hyperx_jax.models.layers import param
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,31 +50,6 @@ class HyperNetConfig:
   @property
   def generator_in_dim(self) -> int:
     return self.projected_dim if self.use_projector else self.source_dim
-
-
-def logical_param(rngs: nnx.Rngs | None, shape: Sequence[int], axes: Axes, *, std: float = 0.0,
-                  fill: float = 0.0, dtype=jnp.float32) -> nnx.Param:
-  """A parameter ~ N(0, std²) (or constant `fill` when std = 0) tagged with logical axes.
-
-  Sharding is not applied here (`eager_sharding=False`): modules are built without a mesh and
-  the trainer places them from the logical axes.
-  """
-  if len(axes) != len(shape):
-    raise ValueError(f"logical axes {axes} do not match shape {tuple(shape)}")
-  if std > 0:
-    value = std * jax.random.normal(rngs.params(), tuple(shape), jnp.float32)
-  else:
-    value = jnp.full(tuple(shape), fill, jnp.float32)
-  return nnx.Param(value.astype(dtype), out_sharding=axes, eager_sharding=False)
-
-
-def adapter_shapes(hidden: int, bottleneck: int, layer_norm: bool) -> dict[str, tuple[int, ...]]:
-  """Shape of one adapter's tensors, by `AdapterWeights` field."""
-  shapes = {"down": (hidden, bottleneck), "down_bias": (bottleneck,),
-            "up": (bottleneck, hidden), "up_bias": (hidden,)}
-  if layer_norm:
-    shapes.update(ln_scale=(hidden,), ln_bias=(hidden,))
-  return shapes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,12 +88,12 @@ class HyperNetwork(nnx.Module):
     self.hidden_size = hidden_size
     self.num_layers = num_layers
     c, std = config, config.init_std
-    self.task_embeddings = logical_param(rngs, (num_tasks, c.task_dim), ("tasks", None),
+    self.task_embeddings = param(rngs, (num_tasks, c.task_dim), ("tasks", None),
                                          std=1.0, dtype=param_dtype)  # [T, dt]
-    self.lang_embeddings = logical_param(rngs, (num_languages, c.lang_dim), ("languages", None),
+    self.lang_embeddings = param(rngs, (num_languages, c.lang_dim), ("languages", None),
                                          std=1.0, dtype=param_dtype)  # [Lg, dl]
     self.layer_embeddings = (
-        logical_param(rngs, (num_layers, c.layer_dim), ("layers", None), std=1.0,
+        param(rngs, (num_layers, c.layer_dim), ("layers", None), std=1.0,
                       dtype=param_dtype) if c.condition_on_layer else None)  # [L, di]
     self.projector = nnx.Dict(_projector_params(c, param_dtype, rngs)) if c.use_projector else None
     per_layer = () if c.condition_on_layer else (num_layers,)
@@ -130,9 +102,9 @@ class HyperNetwork(nnx.Module):
     for name, shape in adapter_shapes(hidden_size, c.bottleneck, c.conditional_layer_norm).items():
       size = math.prod(shape)
       generators[name] = nnx.Dict(
-          kernel=logical_param(rngs, per_layer + (c.generator_in_dim, size),
+          kernel=param(rngs, per_layer + (c.generator_in_dim, size),
                                layer_axes + ("hyper_in", "hyper_out"), std=std, dtype=param_dtype),
-          bias=logical_param(None, per_layer + (size,), layer_axes + ("hyper_out",),
+          bias=param(None, per_layer + (size,), layer_axes + ("hyper_out",),
                              dtype=param_dtype))
     self.generators = nnx.Dict(generators)
 
@@ -181,10 +153,10 @@ def _projector_params(c: HyperNetConfig, param_dtype, rngs: nnx.Rngs) -> dict[st
   """Linear(source -> source) -> ReLU -> Linear(source -> P); N(0, init_std), bias 0."""
   s, p = c.source_dim, c.projected_dim
   return {
-      "hidden_kernel": logical_param(rngs, (s, s), ("hyper_in", None), std=c.init_std,
+      "hidden_kernel": param(rngs, (s, s), ("hyper_in", None), std=c.init_std,
                                      dtype=param_dtype),
-      "hidden_bias": logical_param(None, (s,), (None,), dtype=param_dtype),
-      "out_kernel": logical_param(rngs, (s, p), (None, "hyper_in"), std=c.init_std,
+      "hidden_bias": param(None, (s,), (None,), dtype=param_dtype),
+      "out_kernel": param(rngs, (s, p), (None, "hyper_in"), std=c.init_std,
                                   dtype=param_dtype),
-      "out_bias": logical_param(None, (p,), ("hyper_in",), dtype=param_dtype),
+      "out_bias": param(None, (p,), ("hyper_in",), dtype=param_dtype),
   }

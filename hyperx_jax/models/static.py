@@ -4,7 +4,7 @@ Parameters are tables [n_units, L, ...]; `__call__(unit_ids [G])` gathers the gr
 (ids are traced, so switching task or language does not recompile) and returns the same
 `AdapterWeights` [L, G, ...] the hypernetwork produces.
 
-Init (DESIGN.md §1): D, U ~ N(0, init_std²), biases 0, and the post-LayerNorm's γ = 0, β = 0,
+Init (docs/method.md): D, U ~ N(0, init_std²), biases 0, and the post-LayerNorm's γ = 0, β = 0,
 so a fresh adapter is exactly the identity (γ = 1 would add a unit-variance vector to the frozen
 backbone's residual stream at step 0).
 """
@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hyperx_jax.models.adapters import AdapterWeights
-from hyperx_jax.models.hypernet import adapter_shapes, logical_param
+from hyperx_jax.models.adapters import AdapterWeights, adapter_shapes
+from hyperx_jax.models.layers import param
 
 _AXES = {"down": ("embed", "bottleneck"), "down_bias": ("bottleneck",),
          "up": ("bottleneck", "embed"), "up_bias": ("embed",), "ln_scale": ("embed",),
@@ -33,7 +33,7 @@ class StaticAdapters(nnx.Module):
     self.num_units = num_units
     for name, shape in adapter_shapes(hidden_size, bottleneck, layer_norm).items():
       std = init_std if name in _RANDOM else 0.0
-      setattr(self, name, logical_param(rngs, (num_units, num_layers) + shape,
+      setattr(self, name, param(rngs, (num_units, num_layers) + shape,
                                         (unit_axis, "layers") + _AXES[name], std=std,
                                         dtype=param_dtype))
     if not layer_norm:

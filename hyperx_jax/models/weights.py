@@ -25,7 +25,7 @@ import json
 import logging
 import pathlib
 import re
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -128,7 +128,14 @@ def resolve_checkpoint(name_or_dir: PathLike) -> pathlib.Path:
 
 
 def encoder_config_from_checkpoint(name_or_dir: PathLike, **overrides) -> EncoderConfig:
-  return EncoderConfig.from_hf(resolve_checkpoint(name_or_dir), **overrides)
+  """The encoder config of a local checkpoint directory, or of a hub id (its config.json only:
+  no weights are downloaded)."""
+  path = pathlib.Path(name_or_dir).expanduser()
+  if path.exists():
+    return EncoderConfig.from_hf(path, **overrides)
+  import transformers  # pylint: disable=g-import-not-at-top
+  hf_config = transformers.AutoConfig.from_pretrained(str(name_or_dir)).to_dict()
+  return EncoderConfig.from_hf(hf_config, **overrides)
 
 
 class TensorSource:

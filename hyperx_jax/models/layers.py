@@ -1,0 +1,94 @@
+"""Building blocks shared by every model file: parameters with logical axes, Dense, LayerNorm,
+dropout.
+
+Parameters carry their logical axis names (`('vocab', 'embed')`, ...) as sharding metadata and
+are created without a mesh; `hyperx_jax.sharding` places them. Randomly initialised parameters
+draw one key from `rngs.params()`; constant ones (zeros, ones) draw none, so adding or removing
+a constant parameter never changes another parameter's initial value.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Axes = tuple[Optional[str], ...]
+
+INIT_STD = 0.02  # BERT / RoBERTa initializer_range
+
+
+def param(rngs: Optional[nnx.Rngs], shape: Sequence[int], axes: Sequence[Optional[str]], *,
+          std: float = 0.0, fill: float = 0.0, dtype=jnp.float32) -> nnx.Param:
+  """A parameter ~ N(0, std²) (or the constant `fill` when std = 0) tagged with logical axes."""
+  shape, axes = tuple(shape), tuple(axes)
+  if len(axes) != len(shape):
+    raise ValueError(f"logical axes {axes} do not match shape {shape}")
+  if std > 0:
+    value = std * jax.random.normal(rngs.params(), shape, jnp.float32)
+  else:
+    value = jnp.full(shape, fill, jnp.float32)
+  # Placement is the trainer's job: no sharding is applied while the module is built.
+  return nnx.Param(value.astype(dtype), out_sharding=axes, eager_sharding=False)
+
+
+class Dense(nnx.Module):
+  """kernel ~ N(0, std²) and a zero bias; any (stacked) shapes, with their logical axes.
+
+  `__call__(x)` is the plain [..., in] @ [in, out] + bias in x's dtype; stacked kernels are
+  applied by `dense(x, slices, spec)` with an einsum spec.
+  """
+
+  def __init__(self, kernel_shape: Sequence[int], kernel_axes: Axes,
+               bias_shape: Sequence[int], bias_axes: Axes, *, dtype=jnp.float32,
+               std: float = INIT_STD, rngs: nnx.Rngs):
+    self.kernel = param(rngs, kernel_shape, kernel_axes, std=std, dtype=dtype)
+    self.bias = param(None, bias_shape, bias_axes, dtype=dtype)
+
+  @classmethod
+  def linear(cls, in_features: int, out_features: int, axes: Axes, **kwargs) -> "Dense":
+    """A plain [in, out] layer whose bias takes the output axis."""
+    return cls((in_features, out_features), axes, (out_features,), axes[1:], **kwargs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return x @ self.kernel[...].astype(x.dtype) + self.bias[...].astype(x.dtype)
+
+
+def dense(x: jax.Array, p: Mapping[str, jax.Array], spec: str) -> jax.Array:
+  """einsum(spec, x, kernel) + bias, the kernel cast to x's dtype at use."""
+  return jnp.einsum(spec, x, p["kernel"].astype(x.dtype)) + p["bias"].astype(x.dtype)
+
+
+class LayerNorm(nnx.Module):
+  """LayerNorm parameters (γ = `scale`, β = `bias`); `lead` are stacked leading dims, e.g.
+  (L,) with axes ('layers',). `scale_init` is 1 for the backbone, 0 for adapters (identity)."""
+
+  def __init__(self, hidden: int, *, lead: Sequence[int] = (), lead_axes: Axes = (),
+               scale_init: float = 1.0, dtype=jnp.float32):
+    self.scale = param(None, (*lead, hidden), (*lead_axes, "embed"), fill=scale_init, dtype=dtype)
+    self.bias = param(None, (*lead, hidden), (*lead_axes, "embed"), dtype=dtype)
+
+  def __call__(self, x: jax.Array, eps: float) -> jax.Array:
+    return layer_norm(x, self.scale[...], self.bias[...], eps)
+
+
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
+  """(x - mean) / sqrt(var + eps) · γ + β over the last axis, in float32; result in x's dtype.
+
+  scale, bias: [..., H], broadcast against x [..., S, H] by the caller.
+  """
+  x32 = x.astype(jnp.float32)
+  mean = x32.mean(-1, keepdims=True)
+  var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+  y = (x32 - mean) * jax.lax.rsqrt(var + eps)
+  return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(x.dtype)
+
+
+def dropout(x: jax.Array, rate: float, key: Optional[jax.Array]) -> jax.Array:
+  """Inverted dropout; the identity when `key` is None (evaluation) or rate is 0."""
+  if key is None or rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)

@@ -1,0 +1,140 @@
+"""The run's vocabulary: every name a config may use, defined once, and the typed specs.
+
+This module imports nothing from the package; every other module takes its constants from
+here. `hyperx_jax.specs.parse` turns a validated `ml_collections.ConfigDict` into the frozen
+dataclasses below, and everything after that boundary takes those (never the ConfigDict).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Optional
+
+# ------------------------------------------------------------------------------- names
+
+METHODS = ('hyperx', 'task_adapters', 'madx', 'full_finetune')
+METHOD_NAMES = {'hyperx': 'Hyper-X', 'task_adapters': 'Task adapters', 'madx': 'MAD-X',
+                'full_finetune': 'Full fine-tuning'}
+
+PAIR = 'pair_classification'  # XNLI-like: one label per sequence (pair)
+TOKEN = 'token_classification'  # NER, POS: one label per word (its first content sub-word)
+MLM = 'mlm'  # masked language modelling: the vocabulary is the label set
+TASK_KINDS = (PAIR, TOKEN, MLM)
+# Metric per task: accuracy (pairs), entity_f1 (NER), pos (token accuracy + F1), mlm_accuracy.
+METRICS = ('accuracy', 'entity_f1', 'pos', 'mlm_accuracy')
+TOKEN_METRICS = ('entity_f1', 'pos')
+
+IGNORE_INDEX = -100  # a label position that no loss or metric counts
+MLM_RATE = 0.15  # share of tokens masked per MLM example (80 % <mask>, 10 % random, 10 % kept)
+
+
+def max_mlm_predictions(max_length: int, mask_rate: float = MLM_RATE) -> int:
+  """K, the fixed number of masked positions an MLM example holds and the loss scores:
+  ceil(mask_rate · max_length) + 1 (the featuriser never masks more)."""
+  return math.ceil(mask_rate * max_length) + 1
+
+
+DTYPES = ('float32', 'bfloat16')
+REMAT_POLICIES = ('none', 'full', 'dots')
+PLACEMENTS = ('ffn_output', 'layer_output')
+NEW_LANGUAGE_INITS = ('mean', 'random')
+DATA_AXES = ('data', 'fsdp')  # the batch is split over these mesh axes
+
+# ------------------------------------------------------------------------------ label sets
+
+XNLI_LABELS = ('entailment', 'neutral', 'contradiction')
+NER_LABELS = ('O', 'B-PER', 'I-PER', 'B-ORG', 'I-ORG', 'B-LOC', 'I-LOC')  # WikiANN, IOB2
+UPOS_TAGS = ('ADJ', 'ADP', 'ADV', 'AUX', 'CCONJ', 'DET', 'INTJ', 'NOUN', 'NUM', 'PART', 'PRON',
+             'PROPN', 'PUNCT', 'SCONJ', 'SYM', 'VERB', 'X')  # Universal Dependencies v2
+
+Pair = tuple[str, str]  # (task, language)
+
+
+def pair_key(task: str, lang: str) -> str:
+  """('ner', 'tr') -> 'ner:tr', the name of a pair in results and metric names."""
+  return f'{task}:{lang}'
+
+
+# --------------------------------------------------------------------------------- specs
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+  """A task: its kind, label names (empty for mlm) and evaluation metric."""
+
+  name: str
+  kind: str
+  labels: tuple[str, ...] = ()
+  metric: str = 'accuracy'
+
+  def __post_init__(self):
+    if self.kind not in TASK_KINDS:
+      raise ValueError(f'task {self.name!r}: unknown kind {self.kind!r}; known: '
+                       f'{", ".join(TASK_KINDS)}')
+    if self.kind != MLM and not self.labels:
+      raise ValueError(f'task {self.name!r}: a {self.kind} task needs its label list')
+
+  @property
+  def num_labels(self) -> int:
+    return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamSpec:
+  """One (task, language) data stream: where its examples come from."""
+
+  task: str
+  lang: str
+  kind: str
+  labels: tuple[str, ...]
+  task_id: int
+  lang_id: int
+  source: Mapping[str, Any]
+  max_examples: Optional[int] = None
+
+  @property
+  def pair(self) -> Pair:
+    return (self.task, self.lang)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+  """Batching and mixing: fixed shapes, temperature or fixed stream weights."""
+
+  max_length: int
+  batch_size: int
+  eval_batch_size: int
+  temperature: float = 5.0
+  weights: Optional[tuple[float, ...]] = None  # one per train stream; overrides temperature
+  prefetch: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimSpec:
+  """AdamW with linear warm-up and decay, global-norm clipping, per-group lr multipliers."""
+
+  lr: float
+  warmup_steps: int
+  total_steps: int
+  weight_decay: float = 0.01
+  b1: float = 0.9
+  b2: float = 0.999
+  eps: float = 1e-8
+  clip_norm: Optional[float] = 1.0
+  lr_multipliers: tuple[tuple[str, float], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointSpec:
+  every_steps: int = 1000
+  keep: int = 3
+  async_save: bool = True
+  best_metric: Optional[str] = None  # 'task:lang/metric', e.g. 'ner:en/f1'
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshSpec:
+  shape: tuple[int, ...]  # at most one -1: all remaining devices
+  axes: tuple[str, ...]
+  logical_axis_rules: tuple[tuple[str, Any], ...] = ()
