@@ -12,8 +12,7 @@ from typing import Any, Optional, Sequence
 import ml_collections
 
 from hyperx_jax import sharding
-
-METHODS = ('hyperx', 'task_adapters', 'madx', 'full_finetune')
+from hyperx_jax.schema import METHODS, NER_LABELS, UPOS_TAGS, XNLI_LABELS  # noqa: F401 (re-exported)
 
 # Hugging Face checkpoints per XLM-R size, and the mesh each one wants on a pod slice
 # (the frozen backbone of XL/XXL needs FSDP and tensor parallelism; data axis takes the rest).
@@ -24,12 +23,8 @@ SIZES = {
     'xxl': ('facebook/xlm-roberta-xxl', (-1, 8, 4)),
 }
 
-XNLI_LABELS = ('entailment', 'neutral', 'contradiction')
 XNLI_LANGUAGES = ('en', 'fr', 'es', 'de', 'el', 'bg', 'ru', 'tr', 'ar', 'vi', 'th', 'zh', 'hi',
                   'sw', 'ur')
-NER_LABELS = ('O', 'B-PER', 'I-PER', 'B-ORG', 'I-ORG', 'B-LOC', 'I-LOC')
-UPOS_TAGS = ('ADJ', 'ADP', 'ADV', 'AUX', 'CCONJ', 'DET', 'INTJ', 'NOUN', 'NUM', 'PART', 'PRON',
-             'PROPN', 'PUNCT', 'SCONJ', 'SYM', 'VERB', 'X')
 
 # Every LayerNorm of the backbone (embeddings, attention and FFN sublayers): scale and bias.
 ENCODER_LAYER_NORMS = r'^encoder/(.+/)?[a-z_]*ln/(scale|bias)$'

@@ -33,9 +33,7 @@ import numpy as np
 from etils import epath
 import orbax.checkpoint as ocp
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
 
-from hyperx_jax.optim import map_params, path_str
 
 ITEMS = ("trainable", "opt_state", "data_state", "meta")
 
@@ -190,67 +188,6 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
-
-
-def restore_from_run(other_workdir: str, *, trainable: Any, step: Optional[int] = None
-                     ) -> tuple[Any, list[str]]:
-  """Initialises `trainable` (the fresh, sharded trainable state) from another run's checkpoint
-  (`config.init_from`): same-shape parameters are taken from the run; a parameter whose leading
-  dimension differs (new language rows appended to an embedding table) takes the run's rows
-  and keeps the fresh rows beyond them. Returns (new trainable state, report lines)."""
-  ckpt = Checkpointer(other_workdir, read_only=True, async_save=False)
-  try:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"init_from: no checkpoint in {ckpt.directory}")
-    saved = ckpt.manager.item_metadata(step)["trainable"]
-    saved_tree = getattr(saved, "tree", saved)
-    current = {path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(_to_pure(trainable))[0]}
-    mesh = next((x.sharding.mesh for x in current.values()
-                 if isinstance(getattr(x, "sharding", None), NamedSharding)), None)
-
-    def target(path, meta):
-      name = path_str(path)
-      here = current.get(name)
-      if here is not None and tuple(here.shape) == tuple(meta.shape):
-        return jax.ShapeDtypeStruct(here.shape, here.dtype, sharding=here.sharding)
-      spec = NamedSharding(mesh, PartitionSpec()) if mesh is not None else None
-      return jax.ShapeDtypeStruct(tuple(meta.shape), meta.dtype, sharding=spec)
-
-    abstract = jax.tree_util.tree_map_with_path(target, saved_tree)
-    restored = ckpt.manager.restore(step, args=ocp.args.Composite(
-        trainable=ocp.args.StandardRestore(abstract)))["trainable"]
-  finally:
-    ckpt.close()
-  old = {path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(restored)[0]}
-  report, errors = [f"init_from {other_workdir} step {step}:"], []
-
-  def merge(name: str, fresh):
-    if name not in old:
-      report.append(f"  {name} {tuple(fresh.shape)}: not in the run, fresh init kept")
-      return fresh
-    prev = old[name]
-    if prev.shape == fresh.shape:
-      return prev.astype(fresh.dtype)
-    if prev.ndim == fresh.ndim and prev.shape[1:] == fresh.shape[1:]:
-      n = min(prev.shape[0], fresh.shape[0])
-      report.append(f"  {name}: run {tuple(prev.shape)} -> model {tuple(fresh.shape)}: rows "
-                    f"0..{n - 1} from the run, rows {n}.. fresh")
-      value = fresh.at[:n].set(prev[:n].astype(fresh.dtype))
-      return jax.device_put(value, fresh.sharding) if hasattr(fresh, "sharding") else value
-    errors.append(f"  {name}: run {tuple(prev.shape)} vs model {tuple(fresh.shape)}")
-    return fresh
-
-  new = map_params(merge, trainable)
-  unused = sorted(set(old) - set(current))
-  if unused:
-    report.append("  in the run but not trainable here (ignored): " + ", ".join(unused))
-  if errors:
-    raise ValueError("init_from: parameter shapes differ beyond new leading rows:\n"
-                     + "\n".join(errors))
-  for line in report:
-    logging.info("%s", line)
-  return new, report
 
 
 class PreemptionFlag:

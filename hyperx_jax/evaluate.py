@@ -4,9 +4,9 @@ Used by the trainer (periodic and final evaluation) and on its own:
 
   python -m hyperx_jax.evaluate --workdir=DIR [--pairs=ner:tr,pos:ar] [--step=N]
 
-evaluates a run's latest (or given) checkpoint with the config the run saved
-(`DIR/config.json`) and writes `DIR/results.{json,md,csv,png}` (with --pairs into
-`DIR/eval_<task>-<lang>_.../`, so a partial evaluation does not replace the run's table).
+evaluates a run's latest (or given) checkpoint (`run.restore`) and writes
+`DIR/results.{json,md,csv,png}` (with --pairs into `DIR/eval_<task>-<lang>_.../`, so a partial
+evaluation does not replace the run's table).
 """
 
 from __future__ import annotations
@@ -21,22 +21,18 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from hyperx_jax import metrics, sharding
+from hyperx_jax import distributed, metrics, run, sharding, specs
+from hyperx_jax import tokenizer as tokenizers
 from hyperx_jax.data import pipeline
-from hyperx_jax.models import model as model_lib
-
-Pair = tuple[str, str]  # (task, language)
-
-
-def pair_key(task: str, lang: str) -> str:
-  return f'{task}:{lang}'
+from hyperx_jax.models import losses
+from hyperx_jax.schema import MLM, Pair, TaskSpec, max_mlm_predictions, pair_key
 
 
-def parse_pairs(text: Optional[str], config: Any) -> Optional[list[Pair]]:
-  """'ner:tr,pos:ar' -> [('ner', 'tr'), ('pos', 'ar')], each an eval pair of the config."""
+def parse_pairs(text: Optional[str], spec: specs.RunSpec) -> Optional[list[Pair]]:
+  """'ner:tr,pos:ar' -> [('ner', 'tr'), ('pos', 'ar')], each an eval pair of the run."""
   if not text:
     return None
-  known = [(s['task'], s['lang']) for s in config.eval_streams]
+  known = [s.pair for s in spec.eval_streams]
   pairs = []
   for item in text.split(','):
     task, _, lang = item.strip().partition(':')
@@ -45,20 +41,6 @@ def parse_pairs(text: Optional[str], config: Any) -> Optional[list[Pair]]:
                        f'{[pair_key(*p) for p in known]}')
     pairs.append((task, lang))
   return pairs
-
-
-def zero_shot_pairs(config: Any) -> set[Pair]:
-  """Eval pairs with no training stream of their own (zero-shot transfer)."""
-  trained = {(s['task'], s['lang']) for s in config.train_streams}
-  return {(s['task'], s['lang']) for s in config.eval_streams} - trained
-
-
-def mlm_only_languages(config: Any) -> set[str]:
-  """Languages whose only training data is masked-LM text."""
-  kinds = {}
-  for s in config.train_streams:
-    kinds.setdefault(s['lang'], set()).add(config.tasks[s['task']].kind)
-  return {lang for lang, k in kinds.items() if k == {'mlm'}}
 
 
 def make_eval_step(graphdef: Any, mesh: Mesh, trainable_sh: Any, frozen_sh: Any):
@@ -70,11 +52,10 @@ def make_eval_step(graphdef: Any, mesh: Mesh, trainable_sh: Any, frozen_sh: Any)
 
   def eval_step(trainable, frozen, batch, task: str):
     model = nnx.merge(graphdef, trainable, frozen)
-    predictions = model_lib.predict(model, batch, task)
+    predictions = losses.predict(model, batch, task)
     labels = batch['labels']
-    if model.tasks[task].kind == 'mlm':
-      k = model_lib.mlm_num_predictions(labels.shape[1])
-      _, labels, _ = model_lib.select_mlm_positions(labels, k)
+    if model.task_kind(task) == MLM:
+      _, labels, _ = losses.select_mlm_positions(labels, max_mlm_predictions(labels.shape[1]))
     return predictions, labels
 
   return jax.jit(eval_step, static_argnums=(3,),
@@ -89,36 +70,30 @@ def to_host(x: jax.Array) -> np.ndarray:
   return np.asarray(x)
 
 
-def accumulator(config: Any, task: str) -> metrics.MetricAccumulator:
-  spec = config.tasks[task]
-  labels = list(spec.get('labels') or []) or None
-  return metrics.MetricAccumulator(spec.kind, spec.metric, labels)
-
-
 def evaluate_pair(eval_step, trainable: Any, frozen: Any, batches: Iterable[Mapping[str, Any]],
-                  config: Any, task: str, mesh: Mesh) -> dict[str, float]:
+                  task: TaskSpec, mesh: Mesh) -> dict[str, float]:
   """Metrics of one (task, language) pair over all its eval batches (per-host numpy)."""
-  acc = accumulator(config, task)
+  acc = metrics.MetricAccumulator(task.kind, task.metric, list(task.labels) or None)
   for local in batches:
     batch = pipeline.make_global_batch(local, sharding.batch_sharding(mesh))
-    predictions, labels = eval_step(trainable, frozen, batch, task)
+    predictions, labels = eval_step(trainable, frozen, batch, task.name)
     acc.add(to_host(predictions), to_host(labels), to_host(batch['example_mask']))
   if not acc.num_examples:
-    raise ValueError(f'eval pair {task}: no examples')
+    raise ValueError(f'eval pair {task.name}: no examples')
   return acc.result()
 
 
 def evaluate_all(eval_step, trainable: Any, frozen: Any,
-                 datasets: Mapping[Pair, Iterable[Mapping[str, Any]]], config: Any, mesh: Mesh,
-                 pairs: Optional[Sequence[Pair]] = None) -> dict[str, dict[str, Any]]:
+                 datasets: Mapping[Pair, Iterable[Mapping[str, Any]]], spec: specs.RunSpec,
+                 mesh: Mesh, pairs: Optional[Sequence[Pair]] = None) -> dict[str, dict[str, Any]]:
   """{'task:lang': {metric: value, ..., 'zero_shot': bool}} for every (selected) eval pair."""
-  zero_shot = zero_shot_pairs(config)
-  mlm_only = mlm_only_languages(config)
+  zero_shot = spec.zero_shot_pairs()
+  mlm_only = spec.mlm_only_languages()
   results = {}
   for (task, lang), batches in datasets.items():
     if pairs is not None and (task, lang) not in pairs:
       continue
-    result = evaluate_pair(eval_step, trainable, frozen, batches, config, task, mesh)
+    result = evaluate_pair(eval_step, trainable, frozen, batches, spec.tasks[task], mesh)
     result['zero_shot'] = (task, lang) in zero_shot
     results[pair_key(task, lang)] = result
     note = (' (zero-shot' + (', language seen only through MLM' if lang in mlm_only else '')
@@ -134,18 +109,33 @@ def flat_scalars(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
           if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def evaluate_checkpoint(workdir: str, *, pairs_text: Optional[str] = None,
+                        step: Optional[int] = None
+                        ) -> tuple[specs.RunSpec, dict[str, dict[str, Any]]]:
+  """A run's latest (or given) checkpoint on its eval pairs (all, or 'ner:tr,pos:ar')."""
+  trained = run.restore(workdir, step=step)
+  spec, parts = trained.spec, trained.parts
+  pairs = parse_pairs(pairs_text, spec)
+  tokenizer = tokenizers.load_tokenizer(spec.tokenizer)
+  datasets = pipeline.build_eval_datasets(spec.eval_streams, spec.train_streams, spec.data,
+                                          spec.seed, tokenizer)
+  logging.info('evaluating %s at step %d', workdir, trained.step)
+  eval_step = make_eval_step(parts.graphdef, trained.mesh, run.shardings_of(parts.trainable),
+                             run.shardings_of(parts.frozen))
+  return spec, evaluate_all(eval_step, parts.trainable, parts.frozen, datasets, spec,
+                            trained.mesh, pairs)
+
+
 def main(argv: Sequence[str]) -> None:
   del argv
-  from hyperx_jax import distributed, train  # pylint: disable=g-import-not-at-top  (train imports this module)
   distributed.initialize()  # every host of a pod evaluates its slice; a no-op on one machine
-  workdir = FLAGS.workdir
-  config = train.load_run_config(workdir)
-  pairs = parse_pairs(FLAGS.pairs, config)
-  results = train.evaluate_checkpoint(config, workdir, pairs=pairs, step=FLAGS.step)
+  spec, results = evaluate_checkpoint(FLAGS.workdir, pairs_text=FLAGS.pairs, step=FLAGS.step)
   # A partial evaluation goes to its own directory, next to the run's final table.
-  out = os.path.join(workdir, 'eval_' + '_'.join(f'{t}-{l}' for t, l in pairs)) if pairs \
-      else workdir
-  train.write_report(config, out, results)
+  out = FLAGS.workdir
+  if FLAGS.pairs:
+    out = os.path.join(out, 'eval_' + '_'.join(p.strip().replace(':', '-')
+                                               for p in FLAGS.pairs.split(',')))
+  run.write_results(spec, out, results)
 
 
 if __name__ == '__main__':

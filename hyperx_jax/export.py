@@ -20,7 +20,7 @@ MAD-X: k = 0 language adapter, k = 1 task adapter). Layer i computes
 
     A_i(z) = LN(U_i · ReLU(D_i · z + bD_i) + bU_i; γ_i, β_i) + z   (LN eps 1e-5)
 
-placed per `placement` (DESIGN.md §1). Kernels are [in, out] (JAX layout, not PyTorch's).
+placed per `placement` (docs/method.md). Kernels are [in, out] (JAX layout, not PyTorch's).
 
 `adapter_config.json`: format, method, task, task_kind, labels, language, hidden_size,
 bottleneck, num_layers, placement, layer_norm, num_adapters, stack (names of the stack entries),
@@ -44,7 +44,10 @@ from absl import app, flags
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
+from hyperx_jax import run
+from hyperx_jax.models import heads as heads_lib
 from hyperx_jax.models.adapters import AdapterWeights
+from hyperx_jax.schema import MLM, PAIR, TOKEN
 
 ADAPTER_FILE = "adapter.safetensors"
 CONFIG_FILE = "adapter_config.json"
@@ -79,30 +82,29 @@ def head_tensors(head: nnx.Module) -> dict[str, np.ndarray]:
   return {"head." + ".".join(str(k) for k in path): _to_host(v.get_value()) for path, v in flat}
 
 
-def export_adapter(model: Any, config: Any, task: str, lang: str, out_dir: str, *,
+def export_adapter(model: Any, spec: Any, task: str, lang: str, out_dir: str, *,
                    step: Optional[int] = None, workdir: Optional[str] = None) -> dict:
   """Writes (task, lang)'s adapter and task head from `model` (a HyperXModel) to `out_dir`.
 
-  `config` is the run's ConfigDict (labels, placement, base checkpoint). Returns the written
+  `spec` is the run's RunSpec (labels, placement, base checkpoint). Returns the written
   adapter config.
   """
-  if config.method == "full_finetune":
+  if spec.method == "full_finetune":
     raise ValueError("method 'full_finetune' has no adapters to export")
   task_id, lang_id = model.task_id(task), model.lang_id(lang)
   kind = model.task_kind(task)
   stack = model.adapter_weights(jnp.array([task_id]), jnp.array([lang_id]),
-                                skip_task_adapter=(kind == "mlm"))
+                                skip_task_adapter=(kind == MLM))
   tensors = {**adapter_tensors(stack), **head_tensors(model.heads[task])}
   down = tensors["adapters.0.down"]
   meta = {
-      "format": FORMAT, "method": config.method, "task": task, "task_kind": kind,
-      "labels": list(config.tasks[task].get("labels") or []), "language": lang,
+      "format": FORMAT, "method": spec.method, "task": task, "task_kind": kind,
+      "labels": list(spec.tasks[task].labels), "language": lang,
       "hidden_size": int(down.shape[1]), "bottleneck": int(down.shape[2]),
-      "num_layers": int(down.shape[0]), "placement": config.adapter.placement,
+      "num_layers": int(down.shape[0]), "placement": spec.model.encoder.adapter_placement,
       "layer_norm": stack[0].ln_scale is not None, "num_adapters": len(stack),
-      "stack": list(STACK_NAMES[config.method][:len(stack)]),
-      "checkpoint": config.model.checkpoint,
-      "tokenizer": config.get("tokenizer") or config.model.checkpoint,
+      "stack": list(STACK_NAMES[spec.method][:len(stack)]),
+      "checkpoint": spec.pretrained, "tokenizer": spec.tokenizer,
       "head_type": type(model.heads[task]).__name__, "step": step, "workdir": workdir,
   }
   if jax.process_index() == 0:
@@ -149,15 +151,14 @@ def load_static_adapter(directory: str) -> tuple[tuple[AdapterWeights, ...], dic
 
 def build_head(config: dict, head_params: dict, *, vocab_size: Optional[int] = None) -> nnx.Module:
   """The exported task head as a module (dropout off unless given an rng at call time)."""
-  from hyperx_jax.models import heads as heads_lib  # pylint: disable=g-import-not-at-top
   h = config["hidden_size"]
   rngs = nnx.Rngs(0)
   kind = config["task_kind"]
-  if kind == "pair_classification":
+  if kind == PAIR:
     head = heads_lib.SequenceClassificationHead(h, len(config["labels"]), rngs=rngs)
-  elif kind == "token_classification":
+  elif kind == TOKEN:
     head = heads_lib.TokenClassificationHead(h, len(config["labels"]), rngs=rngs)
-  elif kind == "mlm":
+  elif kind == MLM:
     if vocab_size is None:
       raise ValueError("an mlm head needs vocab_size (its decoder is the word embeddings)")
     head = heads_lib.MLMHead(h, vocab_size, rngs=rngs)
@@ -171,20 +172,9 @@ def build_head(config: dict, head_params: dict, *, vocab_size: Optional[int] = N
 
 def export_from_run(workdir: str, task: str, lang: str, out_dir: str, *,
                     step: Optional[int] = None) -> dict:
-  """Rebuilds a run's model (config.json + pretrained backbone + checkpoint) and exports."""
-  from hyperx_jax import checkpoint, sharding, train  # pylint: disable=g-import-not-at-top
-  config = train.load_run_config(workdir)
-  mesh = sharding.make_mesh(type(config)({
-      "shape": (-1,) + (1,) * (len(config.mesh.axes) - 1), "axes": tuple(config.mesh.axes)}))
-  parts, _ = train.create_model(config, mesh)
-  graphdef, trainable, frozen = parts
-  ckpt = checkpoint.Checkpointer(workdir, read_only=True, async_save=False)
-  try:
-    restored = ckpt.restore(step, abstract_trainable=trainable)
-  finally:
-    ckpt.close()
-  model = nnx.merge(graphdef, restored["trainable"], frozen)
-  return export_adapter(model, config, task, lang, out_dir, step=restored["step"],
+  """Restores a trained run (`run.restore`) and exports (task, lang)'s adapter and head."""
+  trained = run.restore(workdir, step=step)
+  return export_adapter(trained.model(), trained.spec, task, lang, out_dir, step=trained.step,
                         workdir=os.path.abspath(workdir))
 
 

@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-IGNORE_INDEX = -100
+from hyperx_jax.schema import IGNORE_INDEX, TASK_KINDS, TOKEN, TOKEN_METRICS
 
 Entity = Tuple[str, int, int]  # (type, first position, last position) in the flat sequence
 
@@ -189,10 +189,6 @@ def to_tag_sentences(predictions: np.ndarray, labels: np.ndarray, label_names: S
   return gold_tags, pred_tags
 
 
-KINDS = ("pair_classification", "token_classification", "mlm")
-TOKEN_METRICS = ("entity_f1", "pos")
-
-
 @dataclasses.dataclass
 class MetricAccumulator:
   """Streaming metrics for one (task, language) pair.
@@ -207,9 +203,9 @@ class MetricAccumulator:
   label_names: Optional[Sequence[str]] = None
 
   def __post_init__(self):
-    if self.kind not in KINDS:
-      raise ValueError(f"unknown task kind {self.kind!r}; known kinds: {list(KINDS)}")
-    if self.kind == "token_classification":
+    if self.kind not in TASK_KINDS:
+      raise ValueError(f"unknown task kind {self.kind!r}; known kinds: {list(TASK_KINDS)}")
+    if self.kind == TOKEN:
       if self.metric not in TOKEN_METRICS:
         raise ValueError(f"token_classification needs metric in {list(TOKEN_METRICS)}, got {self.metric!r}")
       if not self.label_names:
@@ -233,7 +229,7 @@ class MetricAccumulator:
     if loss is not None:
       self._loss_sum += float(loss) * n_examples
       self._loss_weight += n_examples
-    if self.kind == "token_classification":
+    if self.kind == TOKEN:
       self._add_tags(*to_tag_sentences(predictions, labels, self.label_names, keep))
       return
     counted = (labels != IGNORE_INDEX) & keep.reshape((-1,) + (1,) * (labels.ndim - 1))
@@ -254,7 +250,7 @@ class MetricAccumulator:
   def result(self) -> Dict[str, float]:
     """Metrics so far (the accumulator can keep accumulating afterwards)."""
     out: Dict[str, float] = {}
-    if self.kind == "token_classification":
+    if self.kind == TOKEN:
       prf = entity_prf(self._gold_chunks.closed_entities(), self._pred_chunks.closed_entities())
       if self.metric == "entity_f1":
         out.update(prf)

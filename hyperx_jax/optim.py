@@ -6,8 +6,8 @@ these names; in both the first rule whose regex matches (`re.search`) wins:
 
 - `config.trainable = [(regex, bool), ...]` decides what is trained. It must cover every
   `nnx.Param`: an unmatched parameter is an error that lists it. The model is split once into a
-  trainable and a frozen state (`split_trainable`), and the train step differentiates only the
-  trainable one (no gradients computed for frozen weights).
+  trainable and a frozen state (`nnx.split(model, trainable_filter(...)[0], ...)`), and the
+  train step differentiates only the trainable one (no gradients computed for frozen weights).
 - `config.optim.lr_multipliers = [(regex, multiplier), ...]` scales the base learning rate per
   group (e.g. heads x100, hypernetwork x10, LayerNorms x1). Unmatched parameters get x1. The
   multiplier scales the whole AdamW step of the parameter (Adam update and decoupled weight
@@ -26,48 +26,21 @@ decay to 0 at `total_steps`.
 
 from __future__ import annotations
 
-import logging
 import math
 import re
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from hyperx_jax.schema import OptimSpec
+from hyperx_jax.tree import map_params, path_str
+
 NO_DECAY_PATTERN = r"embed"
 
 Predicate = Callable[[tuple, Any], bool]
-
-
-def path_str(path: Sequence[Any]) -> str:
-  """NNX state path (keys) or jax key path -> 'a/b/0/c'."""
-  parts = []
-  for k in path:
-    for attr in ("key", "name", "idx"):  # DictKey, GetAttrKey, SequenceKey
-      if hasattr(k, attr):
-        k = getattr(k, attr)
-        break
-    parts.append(str(k))
-  if parts and parts[-1] == "value":  # jax key paths end in the Variable's `.value`
-    parts = parts[:-1]
-  return "/".join(parts)
-
-
-def _is_variable(x: Any) -> bool:
-  return isinstance(x, nnx.Variable)
-
-
-def map_params(fn: Callable[[str, Any], Any], tree: Any) -> Any:
-  """fn(path, array) for every leaf of a state / pytree; keeps the tree's structure."""
-
-  def one(path, x):
-    if _is_variable(x):
-      return x.replace(fn(path_str(path), x.get_value()))
-    return fn(path_str(path), x)
-
-  return jax.tree_util.tree_map_with_path(one, tree, is_leaf=_is_variable)
 
 
 def _first_match(rules: Sequence[tuple[str, Any]], path: str) -> int:
@@ -137,18 +110,9 @@ def trainable_filter(rules: Sequence[tuple[str, bool]], state: Any) -> tuple[Pre
   return predicate, TrainableReport(rules, tuple(arrays), tuple(sizes))
 
 
-def split_trainable(model: nnx.Module, rules: Sequence[tuple[str, bool]]):
-  """`nnx.split` into (graphdef, trainable_state, frozen_state); frozen holds every other
-  variable (frozen params, RNG state, ...). Logs the per-rule report."""
-  predicate, report = trainable_filter(rules, model)
-  logging.info("%s", report)
-  graphdef, trainable, frozen = nnx.split(model, predicate, ...)
-  return graphdef, trainable, frozen
-
-
-def learning_rate_fn(optim_config: Any, total_steps: int) -> optax.Schedule:
+def learning_rate_fn(spec: OptimSpec) -> optax.Schedule:
   """Linear warm-up 0 -> lr over warmup_steps, then linear decay to 0 at total_steps."""
-  lr, warmup = float(optim_config.lr), int(optim_config.warmup_steps)
+  lr, warmup, total_steps = spec.lr, spec.warmup_steps, spec.total_steps
   if total_steps <= warmup:
     raise ValueError(f"total_steps ({total_steps}) must exceed optim.warmup_steps ({warmup})")
   return optax.join_schedules(
@@ -156,7 +120,7 @@ def learning_rate_fn(optim_config: Any, total_steps: int) -> optax.Schedule:
        optax.linear_schedule(lr, 0.0, total_steps - warmup)], [warmup])
 
 
-def lr_multipliers(rules: Sequence[tuple[str, float]], params: Any) -> Any:
+def lr_multipliers(rules: Optional[Sequence[tuple[str, float]]], params: Any) -> Any:
   """Per-leaf learning-rate multiplier (first matching regex, else 1.0), same tree as params."""
   rules = _compile_rules(rules or ())
   return map_params(
@@ -179,26 +143,24 @@ def scale_by_tree(factors: Any) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
 
 
-def make_optimizer(optim_config: Any, total_steps: int, trainable_state: Any, *,
+def make_optimizer(spec: OptimSpec, trainable_state: Any, *,
                    no_decay_pattern: str = NO_DECAY_PATTERN) -> optax.GradientTransformation:
   """Global-norm clipping -> Adam moments -> decoupled weight decay (masked) -> per-group
   multiplier -> -lr(step). `trainable_state` (arrays or abstract) only supplies the paths."""
-  clip = optim_config.get("clip_norm", None)
-  chain = [optax.clip_by_global_norm(float(clip))] if clip else []
+  chain = [optax.clip_by_global_norm(spec.clip_norm)] if spec.clip_norm else []
   chain += [
-      optax.scale_by_adam(b1=float(optim_config.b1), b2=float(optim_config.b2),
-                          eps=float(optim_config.eps)),
-      optax.add_decayed_weights(float(optim_config.weight_decay),
+      optax.scale_by_adam(b1=spec.b1, b2=spec.b2, eps=spec.eps),
+      optax.add_decayed_weights(spec.weight_decay,
                                 mask=decay_mask(trainable_state, no_decay_pattern)),
-      scale_by_tree(lr_multipliers(optim_config.get("lr_multipliers", None), trainable_state)),
-      optax.scale_by_learning_rate(learning_rate_fn(optim_config, total_steps)),
+      scale_by_tree(lr_multipliers(spec.lr_multipliers, trainable_state)),
+      optax.scale_by_learning_rate(learning_rate_fn(spec)),
   ]
   return optax.chain(*chain)
 
 
-def group_report(optim_config: Any, trainable_state: Any) -> str:
+def group_report(spec: OptimSpec, trainable_state: Any) -> str:
   """Learning-rate multiplier and weight decay per trainable parameter (for logs)."""
-  mults = jax.tree.leaves(lr_multipliers(optim_config.get("lr_multipliers", None), trainable_state))
+  mults = jax.tree.leaves(lr_multipliers(spec.lr_multipliers, trainable_state))
   decay = jax.tree.leaves(decay_mask(trainable_state))
   paths = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(trainable_state)[0]]
   return "\n".join(f"  {p}: lr x{m:g}{'' if d else ', no weight decay'}"

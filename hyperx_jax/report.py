@@ -53,7 +53,7 @@ def _metrics_of(key: str, entry: Mapping[str, Any]) -> Dict[str, float]:
   return out
 
 
-def validate(results: Results) -> None:
+def check_results(results: Results) -> None:
   """Raises ValueError naming the first malformed key, metric or zero_shot flag."""
   for key, entry in results.items():
     split_key(key)
@@ -100,7 +100,7 @@ def _average(entries: Sequence[Mapping[str, Any]], names: Sequence[str]) -> Dict
 
 def table_rows(results: Results) -> Tuple[List[str], List[Dict[str, Any]]]:
   """(metric names, rows); a row is {task, language, zero_shot, is_average, <metric>: float}."""
-  validate(results)
+  check_results(results)
   names = metric_names(results)
   rows: List[Dict[str, Any]] = []
   for task, langs in by_task(results).items():
@@ -176,7 +176,7 @@ def plot(results: Results, method: str = "Hyper-X") -> bytes:
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   from matplotlib.patches import Patch  # pylint: disable=g-import-not-at-top
 
-  validate(results)
+  check_results(results)
   tasks = by_task(results)
   fig, axes = plt.subplots(1, len(tasks), figsize=(max(4.0, 3.2 * len(tasks)), 3.6), squeeze=False)
   for ax, (task, langs) in zip(axes[0], tasks.items()):
@@ -224,7 +224,7 @@ def _atomic_write(path: epath.Path, write_fn) -> None:
 def write_results(workdir: str | os.PathLike, results: Results, *, method: str = "Hyper-X"
                   ) -> Dict[str, epath.Path]:
   """Writes results.{json,md,csv,png} into workdir; returns their paths by suffix."""
-  validate(results)
+  check_results(results)
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   markdown, table_csv, png = to_markdown(results), to_csv(results), plot(results, method)

@@ -28,6 +28,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from hyperx_jax.tree import is_variable
+
 MeshAxes = Union[str, tuple[str, ...], None]
 Rules = Sequence[tuple[str, MeshAxes]]
 
@@ -59,28 +61,33 @@ DEFAULT_LOGICAL_AXIS_RULES: tuple[tuple[str, MeshAxes], ...] = (
 )
 
 
-def make_mesh(mesh_config: Any) -> Mesh:
-  """`config.mesh` (shape with at most one -1, axes) -> a Mesh with Auto (GSPMD) axis types.
+def resolve_mesh_shape(shape: Sequence[int], device_count: int) -> Optional[tuple[int, ...]]:
+  """A mesh shape with its one -1 ("all remaining devices") filled in; None when it cannot be
+  laid out on `device_count` devices."""
+  shape = tuple(int(s) for s in shape)
+  known = math.prod(s for s in shape if s != -1)
+  if shape.count(-1) > 1 or known <= 0:
+    return None
+  if -1 in shape:
+    if device_count % known:
+      return None
+    shape = tuple(device_count // known if s == -1 else s for s in shape)
+  return shape if math.prod(shape) == device_count else None
+
+
+def make_mesh(mesh_spec: Any) -> Mesh:
+  """A mesh spec (shape with at most one -1, axes) -> a Mesh with Auto (GSPMD) axis types.
 
   `jax.make_mesh` defaults to Explicit axes in current jax; the model code relies on Auto
   propagation from the parameters' and batch's shardings, so every axis is made Auto here.
   """
-  shape, axes = tuple(int(s) for s in mesh_config.shape), tuple(mesh_config.axes)
-  if len(shape) != len(axes):
-    raise ValueError(f"config.mesh.shape {shape} and config.mesh.axes {axes} differ in length")
-  n_devices = jax.device_count()
-  if shape.count(-1) > 1:
-    raise ValueError(f"config.mesh.shape {shape}: at most one -1 (all remaining devices)")
-  known = math.prod(s for s in shape if s != -1)
-  if -1 in shape:
-    if known <= 0 or n_devices % known:
-      raise ValueError(f"config.mesh.shape {shape}: {n_devices} devices are not divisible by "
-                       f"the fixed axes' product {known}")
-    shape = tuple(n_devices // known if s == -1 else s for s in shape)
-  if math.prod(shape) != n_devices:
-    raise ValueError(f"config.mesh.shape {shape} (axes {axes}) needs {math.prod(shape)} devices "
-                     f"but jax.device_count() is {n_devices}; use -1 for 'all remaining'")
-  return jax.make_mesh(shape, axes, axis_types=(AxisType.Auto,) * len(axes))
+  shape, axes = tuple(mesh_spec.shape), tuple(mesh_spec.axes)
+  resolved = resolve_mesh_shape(shape, jax.device_count())
+  if len(shape) != len(axes) or resolved is None:
+    raise ValueError(f"mesh shape {shape} (axes {axes}) cannot be laid out on "
+                     f"{jax.device_count()} devices: one entry per axis, at most one -1, and "
+                     "the product must equal the device count")
+  return jax.make_mesh(resolved, axes, axis_types=(AxisType.Auto,) * len(axes))
 
 
 def _as_tuple(axes: MeshAxes) -> tuple[str, ...]:
@@ -141,10 +148,6 @@ def logical_names(variable: nnx.Variable) -> Optional[tuple[Optional[str], ...]]
   return None if names is None else tuple(names)
 
 
-def _is_variable(x: Any) -> bool:
-  return isinstance(x, nnx.Variable)
-
-
 def state_shardings(abstract_state: Any, mesh: Mesh, rules: Rules) -> Any:
   """NamedSharding for every array in a state (usually abstract, from `nnx.eval_shape`).
 
@@ -154,17 +157,17 @@ def state_shardings(abstract_state: Any, mesh: Mesh, rules: Rules) -> Any:
   """
 
   def one(x):
-    value = x.get_value() if _is_variable(x) else x
-    names = logical_names(x) if _is_variable(x) else None
+    value = x.get_value() if is_variable(x) else x
+    names = logical_names(x) if is_variable(x) else None
     shape = tuple(getattr(value, "shape", ()))
     if names is None:
       spec = PartitionSpec()
     else:
       spec = logical_to_mesh_spec(names, rules, shape=shape, mesh=mesh)
     sharding = NamedSharding(mesh, spec)
-    return x.replace(sharding) if _is_variable(x) else sharding
+    return x.replace(sharding) if is_variable(x) else sharding
 
-  return jax.tree.map(one, abstract_state, is_leaf=_is_variable)
+  return jax.tree.map(one, abstract_state, is_leaf=is_variable)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -185,7 +188,7 @@ def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:
 
 def sharded_init(make_model: Callable[[], nnx.Module], mesh: Mesh,
                  rules: Rules) -> nnx.Module:
-  """Builds `make_model()` with every array created directly in its shards (STYLE.md 3)."""
+  """Builds `make_model()` with every array created directly in its shards."""
   abstract = nnx.eval_shape(make_model)
   graphdef, abstract_state = nnx.split(abstract)
   shardings = state_shardings(abstract_state, mesh, rules)

@@ -1,10 +1,11 @@
-"""train_and_evaluate: model state, the jitted train step, the loop, checkpoints, final eval.
+"""train_and_evaluate: the jitted train step, the loop, checkpoints, final evaluation.
 
-Data flow (DESIGN.md §2):
+Data flow (docs/architecture.md):
 
-  validate config -> mesh -> tokenizer -> model (abstract init -> shardings from logical axes ->
-  sharded init -> pretrained encoder weights) -> split trainable / frozen -> optimizer ->
-  resume (checkpoint in workdir > config.init_from > pretrained init) -> loop -> final eval.
+  config -> spec (checked once) -> mesh -> tokenizer -> model (`run.create_model`: abstract
+  init -> shardings from logical axes -> sharded init -> pretrained encoder weights -> split
+  trainable / frozen) -> optimizer -> resume (checkpoint in workdir > spec.init_from >
+  pretrained init) -> loop -> final evaluation -> report.
 
 The train step is a pure function of (trainable, opt_state, frozen, batch, step, rng): it
 differentiates only `trainable`, donates (trainable, opt_state), never donates or differentiates
@@ -16,24 +17,21 @@ with the last good checkpoint intact.
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-from etils import epath
 import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from hyperx_jax import (checkpoint, config_utils, evaluate, optim, report, sharding, tokenizer,
-                        writers)
+from hyperx_jax import checkpoint, evaluate, optim, run, sharding, specs, writers
+from hyperx_jax import tokenizer as tokenizers
 from hyperx_jax.data import pipeline
-from hyperx_jax.models import model as model_lib
-from hyperx_jax.models import weights
+from hyperx_jax.models import losses
 
 Batch = Mapping[str, Any]
 
@@ -45,64 +43,6 @@ class TrainState(NamedTuple):
   trainable: Any  # nnx.State of the trainable params
   opt_state: Any
   rng: jax.Array  # base PRNG key; step i uses fold_in(rng, i)
-
-
-class ModelParts(NamedTuple):
-  graphdef: Any
-  trainable: Any
-  frozen: Any
-
-
-# ------------------------------------------------------------------------------- model
-
-
-def _make_model_fn(config: ml_collections.ConfigDict) -> Callable[[], nnx.Module]:
-  return lambda: model_lib.build_model(config, rngs=nnx.Rngs(params=config.seed,
-                                                             dropout=config.seed))
-
-
-def abstract_model(config: ml_collections.ConfigDict) -> nnx.Module:
-  """The model with ShapeDtypeStructs for arrays (nothing allocated)."""
-  return nnx.eval_shape(_make_model_fn(config))
-
-
-def trainable_predicate(config: ml_collections.ConfigDict, model: nnx.Module):
-  """The trainable filter; fails naming config.trainable when a parameter matches no rule."""
-  try:
-    return optim.trainable_filter(config.trainable, model)
-  except ValueError as e:
-    raise config_utils.ConfigError(str(e)) from None
-
-
-def create_model(config: ml_collections.ConfigDict, mesh: Mesh, *,
-                 load_pretrained: bool = True) -> tuple[ModelParts, str]:
-  """Sharded init + pretrained encoder weights, split into (graphdef, trainable, frozen).
-
-  Returns the parts and a printable parameter report.
-  """
-  predicate, rule_report = trainable_predicate(config, abstract_model(config))
-  model = sharding.sharded_init(_make_model_fn(config), mesh, config.logical_axis_rules)
-  if load_pretrained and config.model.checkpoint:
-    _load_pretrained(model, config)
-  graphdef, trainable, frozen = nnx.split(model, predicate, ...)
-  trainable_paths = {optim.path_str(p) for p, _ in nnx.to_flat_state(trainable)}
-  report = model_lib.parameter_report(model, lambda path: path in trainable_paths)
-  return ModelParts(graphdef, trainable, frozen), f'{report}\n{rule_report}'
-
-
-def _load_pretrained(model: nnx.Module, config: ml_collections.ConfigDict) -> None:
-  encoder_shardings = jax.tree.map(lambda x: x.sharding, nnx.state(model.encoder, nnx.Param))
-  weights.load_encoder_weights(model.encoder, config.model.checkpoint, shardings=encoder_shardings)
-  mlm_tasks = [n for n in config_utils.task_names(config) if config.tasks[n].kind == 'mlm']
-  if mlm_tasks:
-    head_weights = weights.load_mlm_head_weights(config.model.checkpoint)
-    for name in mlm_tasks:
-      if head_weights is not None and hasattr(model.heads[name], 'load_hf'):
-        model.heads[name].load_hf(head_weights)
-
-
-def shardings_of(tree: Any) -> Any:
-  return jax.tree.map(lambda x: x.sharding, tree)
 
 
 # --------------------------------------------------------------------------- train step
@@ -125,7 +65,7 @@ def make_train_step(graphdef: Any, tx: optax.GradientTransformation,
 
     def loss_fn(params):
       model = nnx.merge(graphdef, params, frozen)
-      return model_lib.compute_loss(model, batch, task, dropout_rng)
+      return losses.compute_loss(model, batch, task, dropout_rng)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
     updates, new_opt_state = tx.update(grads, opt_state, trainable)
@@ -205,53 +145,14 @@ def tb_names(prefix: str, scalars: Mapping[str, float]) -> dict[str, float]:
   return {f'{prefix}/{k.replace(":", "/")}': v for k, v in scalars.items()}
 
 
-def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  if jax.process_index() != 0:
-    return
-  path = epath.Path(workdir)
-  path.mkdir(parents=True, exist_ok=True)
-  (path / 'config.json').write_text(config.to_json_best_effort(indent=2))
-
-
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run saved into its workdir (for evaluation and few-shot `init_from`)."""
-  path = epath.Path(workdir) / 'config.json'  # local or gs://
-  if not path.exists():
-    raise FileNotFoundError(f'{path} not found: is {workdir!r} a training workdir?')
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
 # --------------------------------------------------------------------------- resume order
 
 
-def fresh_rng(config: ml_collections.ConfigDict) -> jax.Array:
-  return jax.random.key(config.seed)
-
-
-def init_new_languages(config: ml_collections.ConfigDict, trainable: Any) -> Any:
-  """Rows of `config.new_languages` in the hypernetwork's language table, from
-  `config.new_language_init`: 'mean' of the other rows, or 'random' (kept as initialised)."""
-  if not config.new_languages or config.new_language_init == 'random':
-    return trainable
-  if config.new_language_init != 'mean':
-    raise config_utils.ConfigError(f"config.new_language_init: {config.new_language_init!r} is "
-                                   "not one of ['mean', 'random']")
-  new_ids = [list(config.languages).index(lang) for lang in config.new_languages]
-
-  def init(path: str, table):
-    if not path.endswith('lang_embeddings') or table.ndim != 2:
-      return table
-    old = np.setdiff1d(np.arange(table.shape[0]), new_ids)
-    mean = table[old].mean(0)
-    return table.at[np.asarray(new_ids)].set(jnp.broadcast_to(mean, (len(new_ids),) + mean.shape))
-
-  return optim.map_params(init, trainable)
-
-
-def restore_or_init(config: ml_collections.ConfigDict, ckpt: Any, parts: ModelParts,
+def restore_or_init(spec: specs.RunSpec, ckpt: checkpoint.Checkpointer, parts: run.ModelParts,
                     tx: optax.GradientTransformation, train_iter: Any, mesh: Mesh) -> TrainState:
-  """Resume order (STYLE.md 12): checkpoint in workdir > config.init_from > pretrained init."""
+  """Resume order: checkpoint in workdir > spec.init_from > pretrained init."""
   trainable = parts.trainable
+  fresh_rng = jax.random.key(spec.seed)
   if ckpt.latest_step() is not None:
     # Restore targets: the fresh optimizer state carries the shardings to restore into.
     opt_state = init_optimizer(tx, trainable, mesh)
@@ -259,74 +160,63 @@ def restore_or_init(config: ml_collections.ConfigDict, ckpt: Any, parts: ModelPa
     if r['data_state']:
       train_iter.set_state(r['data_state'])
     logging.info('resumed from %s at step %d', ckpt.directory, r['step'])
-    rng = r['rng'] if r['rng'] is not None else fresh_rng(config)
+    rng = r['rng'] if r['rng'] is not None else fresh_rng
     return TrainState(r['step'], r['trainable'], r['opt_state'], rng)
-  if config.init_from:
-    trainable, _ = checkpoint.restore_from_run(config.init_from, trainable=trainable)
-    trainable = init_new_languages(config, trainable)
-    logging.info('initialised the trainable state from %s', config.init_from)
-  return TrainState(0, trainable, init_optimizer(tx, trainable, mesh), fresh_rng(config))
+  if spec.init_from:
+    trainable = run.init_from_run(spec, trainable, mesh)
+    logging.info('initialised the trainable state from %s', spec.init_from)
+  return TrainState(0, trainable, init_optimizer(tx, trainable, mesh), fresh_rng)
 
 
 # ---------------------------------------------------------------------------- the loop
-
-
-def write_report(config: ml_collections.ConfigDict, out_dir: str,
-                 results: Mapping[str, Mapping[str, Any]]) -> None:
-  """results.{json,md,csv,png} (process 0) and the table on the console."""
-  if jax.process_index() != 0:
-    return
-  report.write_results(out_dir, results, method=METHOD_NAMES.get(config.method, config.method))
-  print(report.format_table(results), flush=True)
-
-
-METHOD_NAMES = {'hyperx': 'Hyper-X', 'task_adapters': 'Task adapters', 'madx': 'MAD-X',
-                'full_finetune': 'Full fine-tuning'}
 
 
 class Trainer:
   """The pieces of one run, built in data-flow order; `run()` trains and evaluates."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
-    config_utils.validate(config, jax.device_count())
-    self.config, self.workdir = config, workdir
+    self.spec = spec = specs.parse(config, jax.device_count())
+    self.workdir = workdir
     self.is_primary = jax.process_index() == 0
-    self.mesh = sharding.make_mesh(config.mesh)
-    self.task_names = config_utils.task_names(config)
-    self.tokenizer = tokenizer.load_tokenizer(config.tokenizer or config.model.checkpoint)
-    self.parts, param_report = create_model(config, self.mesh)
+    self.mesh = sharding.make_mesh(spec.mesh)
+    self.task_names = list(spec.tasks)
+    self.tokenizer = tokenizers.load_tokenizer(spec.tokenizer)
+    self.parts, param_report = run.create_model(spec, self.mesh)
     logging.info('mesh %s', dict(self.mesh.shape))
     if self.is_primary:
       print(param_report, flush=True)
-    self.tx = optim.make_optimizer(config.optim, config.total_steps, self.parts.trainable)
-    self.lr_fn = optim.learning_rate_fn(config.optim, config.total_steps)
-    self.train_iter = pipeline.build_train_pipeline(config, self.tokenizer, jax.process_index(),
+    self.tx = optim.make_optimizer(spec.optim, self.parts.trainable)
+    self.lr_fn = optim.learning_rate_fn(spec.optim)
+    self.train_iter = pipeline.build_train_pipeline(spec.train_streams, spec.data, spec.seed,
+                                                    self.tokenizer, jax.process_index(),
                                                     jax.process_count())
-    self.ckpt = checkpoint.Checkpointer(workdir, keep=config.checkpoint.keep,
-                                        async_save=config.checkpoint.async_save,
-                                        best_metric=config.checkpoint.best_metric)
-    self.state = restore_or_init(config, self.ckpt, self.parts, self.tx, self.train_iter,
+    c = spec.checkpoint
+    self.ckpt = checkpoint.Checkpointer(workdir, keep=c.keep, async_save=c.async_save,
+                                        best_metric=c.best_metric)
+    self.state = restore_or_init(spec, self.ckpt, self.parts, self.tx, self.train_iter,
                                  self.mesh)
-    save_config(config, workdir)
-    trainable_sh = shardings_of(self.state.trainable)
-    frozen_sh = shardings_of(self.parts.frozen)
+    run.save_config(config, workdir)
+    trainable_sh = run.shardings_of(self.state.trainable)
+    frozen_sh = run.shardings_of(self.parts.frozen)
     self.train_step = make_train_step(self.parts.graphdef, self.tx,
-                                      (trainable_sh, shardings_of(self.state.opt_state),
+                                      (trainable_sh, run.shardings_of(self.state.opt_state),
                                        frozen_sh), self.mesh)
     self.eval_step = evaluate.make_eval_step(self.parts.graphdef, self.mesh, trainable_sh,
                                              frozen_sh)
     self.eval_data = None
     self.writer = writers.MetricWriter(workdir, is_primary=self.is_primary)
-    self.progress = writers.ProgressLogger(config.total_steps, batch_size=config.data.batch_size)
+    self.progress = writers.ProgressLogger(spec.total_steps, batch_size=spec.data.batch_size)
     self.preempted = checkpoint.install_preemption_handler()
 
   # -- evaluation
 
   def evaluate(self, pairs=None) -> dict[str, dict[str, Any]]:
     if self.eval_data is None:
-      self.eval_data = pipeline.build_eval_datasets(self.config, self.tokenizer)
+      s = self.spec
+      self.eval_data = pipeline.build_eval_datasets(s.eval_streams, s.train_streams, s.data,
+                                                    s.seed, self.tokenizer)
     return evaluate.evaluate_all(self.eval_step, self.state.trainable, self.parts.frozen,
-                                 self.eval_data, self.config, self.mesh, pairs)
+                                 self.eval_data, self.spec, self.mesh, pairs)
 
   # -- checkpoints
 
@@ -350,8 +240,8 @@ class Trainer:
   # -- the loop
 
   def train(self) -> bool:
-    """Trains to config.total_steps; returns False when stopped by preemption (saved)."""
-    c = self.config
+    """Trains to spec.total_steps; returns False when stopped by preemption (saved)."""
+    c = self.spec
     stats = StepStats()
     while self.state.step < c.total_steps:
       if self.preempted() or self.ckpt.reached_preemption(self.state.step):
@@ -394,32 +284,13 @@ class Trainer:
       results = self.evaluate()
       self.writer.write_scalars(self.state.step,
                                 tb_names('final', evaluate.flat_scalars(results)))
-      write_report(self.config, self.workdir, results)
+      run.write_results(self.spec, self.workdir, results)
       return results
     finally:
       self.ckpt.wait()
       self.ckpt.close()
       self.writer.close()
       self.preempted.uninstall()
-
-
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *, pairs=None,
-                        step: Optional[int] = None) -> dict[str, dict[str, Any]]:
-  """Evaluates a run's latest (or given) checkpoint on its eval pairs (all, or `pairs`)."""
-  config_utils.validate(config, jax.device_count())
-  mesh = sharding.make_mesh(config.mesh)
-  tok = tokenizer.load_tokenizer(config.tokenizer or config.model.checkpoint)
-  parts, _ = create_model(config, mesh)
-  ckpt = checkpoint.Checkpointer(workdir, read_only=True, async_save=False)
-  try:
-    restored = ckpt.restore(step, abstract_trainable=parts.trainable)
-  finally:
-    ckpt.close()
-  logging.info('evaluating %s at step %d', workdir, restored['step'])
-  eval_step = evaluate.make_eval_step(parts.graphdef, mesh, shardings_of(parts.trainable),
-                                      shardings_of(parts.frozen))
-  return evaluate.evaluate_all(eval_step, restored['trainable'], parts.frozen,
-                               pipeline.build_eval_datasets(config, tok), config, mesh, pairs)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str

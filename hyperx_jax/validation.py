@@ -1,9 +1,11 @@
-"""Config validation: every mistake a config can hold is reported before anything compiles.
+"""Config checks: every mistake a config can hold is reported before anything compiles.
 
-`validate(config, device_count)` collects all problems and raises one `ConfigError` whose lines
-each name the offending field (`config.train_streams[2].lang: 'xx' is not in config.languages
-[...]`). Coverage of `config.trainable` needs the parameter paths: the trainer checks it on the
-abstract model (`optim.trainable_filter`), still before compilation, and raises ConfigError too.
+`check_config(config, device_count)` collects all problems and raises one `ConfigError` whose
+lines each name the offending field (`config.train_streams[2].lang: 'xx' is not in
+config.languages [...]`). It is the only reader of a raw `ConfigDict` besides `specs.parse`,
+which calls it first. Coverage of `config.trainable` needs the parameter paths: the run checks
+it on the abstract model (`optim.trainable_filter`), still before compilation, and raises
+ConfigError too.
 """
 
 from __future__ import annotations
@@ -11,17 +13,15 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable
 
-METHODS = ('hyperx', 'task_adapters', 'madx', 'full_finetune')
-TASK_KINDS = ('pair_classification', 'token_classification', 'mlm')
-METRICS = ('accuracy', 'entity_f1', 'pos', 'mlm_accuracy')
-DTYPES = ('float32', 'bfloat16')
-PLACEMENTS = ('ffn_output', 'layer_output')
-SOURCE_TYPES = ('tfds', 'conllu', 'iob2', 'jsonl', 'text', 'mo')
+from hyperx_jax.data.sources import SOURCE_TYPES
+from hyperx_jax.schema import (DATA_AXES, DTYPES, METHODS, METRICS, NEW_LANGUAGE_INITS, PAIR,
+                               PLACEMENTS, REMAT_POLICIES, TASK_KINDS, TOKEN)
+from hyperx_jax.sharding import resolve_mesh_shape
+
 # Source keys that name local files or directories (checked for existence).
 PATH_KEYS = ('path', 'paths', 'file', 'files', 'manual_dir', 'data_dir', 'dir', 'glob')
-DATA_AXES = ('data', 'fsdp')  # the batch is split over these mesh axes
 
 
 class ConfigError(ValueError):
@@ -33,7 +33,8 @@ def task_names(config: Any) -> list[str]:
   return list(config.tasks.keys())
 
 
-def _get(obj: Any, key: str, default: Any = None) -> Any:
+def _field(obj: Any, key: str, default: Any = None) -> Any:
+  """obj[key], or `default` when obj has no such key (or is not a mapping)."""
   try:
     return obj[key]
   except (KeyError, AttributeError, TypeError):
@@ -43,27 +44,6 @@ def _get(obj: Any, key: str, default: Any = None) -> Any:
 def _is_local_path(p: str) -> bool:
   """Hub ids look like 'org/name'; local paths are absolute, relative with '.', or '~'."""
   return p.startswith(('/', '.', '~'))
-
-
-def resolve_mesh_shape(shape: Sequence[int], device_count: int) -> Optional[tuple[int, ...]]:
-  """config.mesh.shape with the one -1 filled in; None when it cannot fit device_count."""
-  shape = tuple(int(s) for s in shape)
-  known = math.prod(s for s in shape if s != -1)
-  if shape.count(-1) > 1 or known <= 0:
-    return None
-  if -1 in shape:
-    if device_count % known:
-      return None
-    shape = tuple(device_count // known if s == -1 else s for s in shape)
-  return shape if math.prod(shape) == device_count else None
-
-
-def data_parallel_size(config: Any, device_count: int) -> int:
-  shape = resolve_mesh_shape(config.mesh.shape, device_count)
-  if shape is None:
-    raise ConfigError(f'config.mesh.shape {tuple(config.mesh.shape)} does not fit '
-                      f'{device_count} devices')
-  return math.prod(n for n, a in zip(shape, config.mesh.axes) if a in DATA_AXES)
 
 
 def _check_model(config: Any, errors: list[str]) -> None:
@@ -82,6 +62,8 @@ def _check_model(config: Any, errors: list[str]) -> None:
   if config.adapter.placement not in PLACEMENTS:
     errors.append(f'config.adapter.placement: {config.adapter.placement!r} is not one of '
                   f'{list(PLACEMENTS)}')
+  if m.get('remat', 'none') not in REMAT_POLICIES:
+    errors.append(f'config.model.remat: {m.remat!r} is not one of {list(REMAT_POLICIES)}')
   if config.adapter.bottleneck <= 0:
     errors.append(f'config.adapter.bottleneck: must be positive, got {config.adapter.bottleneck}')
 
@@ -91,12 +73,12 @@ def _check_tasks(config: Any, errors: list[str]) -> None:
     errors.append('config.tasks: no tasks defined')
   for name in task_names(config):
     task = config.tasks[name]
-    kind, metric = _get(task, 'kind'), _get(task, 'metric')
+    kind, metric = _field(task, 'kind'), _field(task, 'metric')
     if kind not in TASK_KINDS:
       errors.append(f'config.tasks.{name}.kind: {kind!r} is not one of {list(TASK_KINDS)}')
     if metric not in METRICS:
       errors.append(f'config.tasks.{name}.metric: {metric!r} is not one of {list(METRICS)}')
-    if kind in ('pair_classification', 'token_classification') and not _get(task, 'labels'):
+    if kind in (PAIR, TOKEN) and not _field(task, 'labels'):
       errors.append(f'config.tasks.{name}.labels: a {kind} task needs its label list')
   langs = list(config.languages)
   if len(set(langs)) != len(langs):
@@ -104,11 +86,14 @@ def _check_tasks(config: Any, errors: list[str]) -> None:
   for lang in config.new_languages:
     if lang not in langs:
       errors.append(f'config.new_languages: {lang!r} is not in config.languages {langs}')
+  if config.new_language_init not in NEW_LANGUAGE_INITS:
+    errors.append(f'config.new_language_init: {config.new_language_init!r} is not one of '
+                  f'{list(NEW_LANGUAGE_INITS)}')
 
 
 def _source_paths(source: Any) -> Iterable[tuple[str, str]]:
   for key in PATH_KEYS:
-    value = _get(source, key)
+    value = _field(source, key)
     if isinstance(value, str):
       yield key, value
     elif isinstance(value, (list, tuple)):
@@ -123,18 +108,18 @@ def _check_streams(config: Any, field: str, errors: list[str]) -> None:
     errors.append('config.train_streams: no training streams')
   for i, s in enumerate(streams):
     where = f'config.{field}[{i}]'
-    task, lang, source = _get(s, 'task'), _get(s, 'lang'), _get(s, 'source')
+    task, lang, source = _field(s, 'task'), _field(s, 'lang'), _field(s, 'source')
     if task not in tasks:
       errors.append(f'{where}.task: unknown task {task!r}; known tasks: {tasks}')
     if lang not in langs:
       errors.append(f'{where}.lang: {lang!r} is not in config.languages {langs}')
-    stype = _get(source, 'type')
+    stype = _field(source, 'type')
     if stype not in SOURCE_TYPES:
       errors.append(f'{where}.source.type: {stype!r} is not one of {list(SOURCE_TYPES)}')
       continue
-    if stype == 'tfds' and not _get(source, 'name'):
+    if stype == 'tfds' and not _field(source, 'name'):
       errors.append(f'{where}.source.name: a tfds source needs a builder name')
-    if stype == 'mo' and not _get(source, 'lang'):
+    if stype == 'mo' and not _field(source, 'lang'):
       errors.append(f'{where}.source.lang: a mo source needs the gettext locale name')
     if stype not in ('tfds', 'mo') and not any(True for _ in _source_paths(source)):
       errors.append(f'{where}.source: a {stype} source needs a path (one of {list(PATH_KEYS)})')
@@ -143,9 +128,13 @@ def _check_streams(config: Any, field: str, errors: list[str]) -> None:
         continue
       if not os.path.exists(os.path.expanduser(path)):
         errors.append(f'{where}.source.{key}: {path!r} does not exist')
-    max_examples = _get(s, 'max_examples')
+    max_examples = _field(s, 'max_examples')
     if max_examples is not None and max_examples <= 0:
       errors.append(f'{where}.max_examples: must be positive or None, got {max_examples}')
+  pairs = [(_field(s, 'task'), _field(s, 'lang')) for s in streams]
+  twice = sorted({p for p in pairs if pairs.count(p) > 1})
+  if twice:
+    errors.append(f'config.{field}: these (task, language) pairs appear more than once: {twice}')
 
 
 def _check_mesh_and_batch(config: Any, device_count: int, errors: list[str]) -> None:
@@ -215,7 +204,7 @@ def _check_best_metric(config: Any, errors: list[str]) -> None:
                   f'eval pair; eval pairs: {sorted(f"{t}:{l}" for t, l in pairs)}')
 
 
-def validate(config: Any, device_count: int) -> None:
+def check_config(config: Any, device_count: int) -> None:
   """Raises ConfigError listing every problem in `config` (one line per field)."""
   errors: list[str] = []
   if config.method not in METHODS:

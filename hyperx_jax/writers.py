@@ -5,7 +5,7 @@
   JSON object per line: {"step": int, "time": unix seconds, "scalars": {name: float}}.
 - `ProgressLogger`: one readable console line per call: step/total, per-task losses, learning
   rate, steps/s, examples/s and ETA.
-- `check_finite`: fail fast, naming every NaN/Inf quantity and the step.
+- `NonFiniteError`: what the trainer raises when a loss or gradient norm is NaN/Inf.
 """
 
 from __future__ import annotations
@@ -33,18 +33,6 @@ def to_float(value: Any) -> float:
 
 class NonFiniteError(FloatingPointError):
   """A training quantity became NaN or Inf."""
-
-
-def check_finite(step: int, scalars: Mapping[str, Any]) -> None:
-  """Raises NonFiniteError naming every quantity that holds a NaN or Inf at `step`."""
-  bad = {}
-  for name, value in scalars.items():
-    array = np.asarray(value, dtype=np.float64)
-    if not np.all(np.isfinite(array)):
-      bad[name] = to_float(value) if array.size == 1 else f"{int((~np.isfinite(array)).sum())} non-finite values"
-  if bad:
-    details = ", ".join(f"{name}={value}" for name, value in bad.items())
-    raise NonFiniteError(f"non-finite values at step {step}: {details}")
 
 
 class _JsonLines:

@@ -26,6 +26,7 @@ os.environ.setdefault("RAYON_NUM_THREADS", "1")
 
 from configs import common  # noqa: E402
 from hyperx_jax import assets  # noqa: E402
+from hyperx_jax import specs  # noqa
 from hyperx_jax.data import pipeline, sources  # noqa: E402
 from hyperx_jax.tokenizer import load_tokenizer  # noqa: E402
 
@@ -97,10 +98,13 @@ def run(batches: int, batch_size: int, max_length: int, lang: str, core: int | N
     tokenizer = load_tokenizer(extract(*TOKENIZER, tmp).parent)
     config = bench_config(tmp, lang, batch_size, max_length)
     t0 = time.perf_counter()
-    it = pipeline.build_train_pipeline(config, tokenizer, prefetch=0)
+    spec = specs.decode(config)
+    build = lambda n: pipeline.build_train_pipeline(spec.train_streams, spec.data, spec.seed,
+                                                    tokenizer, prefetch=n)
+    it = build(0)
     build_s = time.perf_counter() - t0
-    serial = pipeline.build_train_pipeline(config, tokenizer, prefetch=0)
-    overlapped = pipeline.build_train_pipeline(config, tokenizer, prefetch=prefetch)
+    serial = build(0)
+    overlapped = build(prefetch)
   total, ms_per_batch = consume(it, batches, 0.0)
   r = {
       "batches_per_s": batches / total, "examples_per_s": batches * batch_size / total,

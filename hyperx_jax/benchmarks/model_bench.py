@@ -23,9 +23,11 @@ import numpy as np
 from flax import nnx
 
 from hyperx_jax.models.hypernet import HyperNetConfig
-from hyperx_jax.models.model import HyperXModel, TaskSpec, compute_loss
+from hyperx_jax.models.losses import compute_loss
+from hyperx_jax.models.model import HyperXModel
 from hyperx_jax.models.xlmr import EncoderConfig
-from hyperx_jax.optim import split_trainable
+from hyperx_jax.optim import trainable_filter
+from hyperx_jax.schema import NER_LABELS, TOKEN, TaskSpec
 
 VOCAB = 8000
 ADAPTED = [(r"^adapters/", True), (r"^heads/", True), (r"(^|/)(ln|attention_ln|output_ln)/", True),
@@ -41,9 +43,10 @@ VARIANTS = {  # name -> (method, trainable rules)
 def make_step(method: str, rules, encoder: EncoderConfig, bottleneck: int,
               batch: dict) -> tuple[Callable[[], jax.Array], int]:
   """A jitted value_and_grad over the trainable state; returns (run-once fn, trainable count)."""
-  model = HyperXModel(encoder, {"ner": TaskSpec("token_classification", 7)}, ["en", "tr"], method,
+  ner = TaskSpec("ner", TOKEN, NER_LABELS, "entity_f1")
+  model = HyperXModel(encoder, {"ner": ner}, ["en", "tr"], method,
                       HyperNetConfig(bottleneck=bottleneck), rngs=nnx.Rngs(0))
-  graphdef, trainable, frozen = split_trainable(model, rules)
+  graphdef, trainable, frozen = nnx.split(model, trainable_filter(rules, model)[0], ...)
 
   @jax.jit
   def step(trainable, frozen, batch, rng):

@@ -29,14 +29,14 @@ import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh
 
-from hyperx_jax import optim, sharding, train
+from hyperx_jax import optim, run, sharding, specs, train
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if _ROOT not in sys.path:
   sys.path.insert(0, _ROOT)
 from configs import common  # noqa: E402  pylint: disable=g-import-not-at-top
 
-METHODS = ('hyperx', 'task_adapters', 'full_finetune')
+SPEED_METHODS = ('hyperx', 'task_adapters', 'full_finetune')  # timed side by side
 SMALL_ENCODER = {'model_type': 'xlm-roberta', 'vocab_size': 8000, 'hidden_size': 256,
                  'num_hidden_layers': 4, 'num_attention_heads': 4, 'intermediate_size': 1024,
                  'max_position_embeddings': 514, 'type_vocab_size': 1, 'layer_norm_eps': 1e-5,
@@ -74,9 +74,9 @@ def random_batch(batch: int, length: int, vocab: int, kind: str, seed: int = 0) 
           'example_mask': np.ones(batch, np.int32)}
 
 
-def _step_fn(config, mesh: Mesh, parts, tx, opt_state):
-  shardings = (train.shardings_of(parts.trainable), train.shardings_of(opt_state),
-               train.shardings_of(parts.frozen))
+def _step_fn(mesh: Mesh, parts, tx, opt_state):
+  shardings = (run.shardings_of(parts.trainable), run.shardings_of(opt_state),
+               run.shardings_of(parts.frozen))
   return train.make_train_step(parts.graphdef, tx, shardings, mesh)
 
 
@@ -84,14 +84,14 @@ class SpeedRun:
   """One method's compiled trainer step on the small encoder; `step()` runs one update."""
 
   def __init__(self, method: str, checkpoint: str, batch: int, length: int):
-    config = bench_config(method, checkpoint, batch, length)
+    spec = specs.decode(bench_config(method, checkpoint, batch, length))
     mesh = one_device_mesh()
-    parts, _ = train.create_model(config, mesh, load_pretrained=False)
+    parts, _ = run.create_model(spec, mesh, load_pretrained=False)
     self.method, self.batch = method, batch
     self.trainable_params = int(sum(x.size for x in jax.tree.leaves(parts.trainable)))
-    tx = optim.make_optimizer(config.optim, config.total_steps, parts.trainable)
+    tx = optim.make_optimizer(spec.optim, parts.trainable)
     opt_state = train.init_optimizer(tx, parts.trainable, mesh)
-    step_fn = _step_fn(config, mesh, parts, tx, opt_state)
+    step_fn = _step_fn(mesh, parts, tx, opt_state)
     self.frozen = parts.frozen
     self.batch_arrays = train.global_batch(
         random_batch(batch, length, SMALL_ENCODER['vocab_size'], 'token_classification'), mesh)
@@ -122,7 +122,7 @@ class SpeedRun:
 
 def speed(checkpoint: str, steps: int, batch: int, length: int) -> list[dict[str, Any]]:
   """Every method's step, timed interleaved (one step of each per round; median)."""
-  runs = [SpeedRun(m, checkpoint, batch, length) for m in METHODS]
+  runs = [SpeedRun(m, checkpoint, batch, length) for m in SPEED_METHODS]
   for r in runs:
     r.step(timed=False)  # warm-up
   for _ in range(steps):
@@ -134,15 +134,16 @@ def speed(checkpoint: str, steps: int, batch: int, length: int) -> list[dict[str
 def memory(size: str, method: str = 'hyperx', batch: int = 32, length: int = 256
            ) -> dict[str, Any]:
   """memory_analysis() of an XLM-R `size` train step compiled from abstract inputs."""
-  config = bench_config(method, None, batch, length, kind='pair_classification', preset=size)
+  spec = specs.decode(bench_config(method, None, batch, length, kind='pair_classification',
+                                   preset=size))
   mesh = one_device_mesh()
-  abstract = train.abstract_model(config)
-  predicate, _ = train.trainable_predicate(config, abstract)
+  abstract = run.abstract_model(spec)
+  predicate, _ = run.trainable_predicate(spec, abstract)
   graphdef, trainable, frozen = nnx.split(abstract, predicate, ...)
-  rules = config.logical_axis_rules
+  rules = spec.mesh.logical_axis_rules
   trainable_sh = sharding.state_shardings(trainable, mesh, rules)
   frozen_sh = sharding.state_shardings(frozen, mesh, rules)
-  tx = optim.make_optimizer(config.optim, config.total_steps, trainable)
+  tx = optim.make_optimizer(spec.optim, trainable)
   opt_abs = jax.eval_shape(tx.init, trainable)
   opt_sh = jax.tree.map(lambda _: sharding.replicated(mesh), opt_abs)
   step_fn = train.make_train_step(graphdef, tx, (trainable_sh, opt_sh, frozen_sh), mesh)

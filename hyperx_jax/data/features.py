@@ -17,18 +17,14 @@ dropped silently.
 from __future__ import annotations
 
 import collections
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from hyperx_jax.data.sources import UPOS_TAGS
+from hyperx_jax.schema import (IGNORE_INDEX, MLM, MLM_RATE, PAIR, TASK_KINDS, TOKEN, XNLI_LABELS,
+                               max_mlm_predictions)
 
-IGNORE_INDEX = -100
-XNLI_LABELS = ("entailment", "neutral", "contradiction")
-NER_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
-POS_LABELS = UPOS_TAGS
 WORD_START = "\u2581"  # SentencePiece's `▁`.
 
 Features = dict[str, np.ndarray]
@@ -173,25 +169,20 @@ def _first_content_pieces(pieces: Sequence[str], word_ids: Sequence[int | None],
   return [c if c is not None else f for c, f in zip(content, first)]
 
 
-def max_predictions(max_length: int, mask_rate: float = 0.15) -> int:
-  """Cap on masked positions per example: ceil(mask_rate * max_length) + 1."""
-  return math.ceil(mask_rate * max_length) + 1
-
-
 class MLMFeaturizer(Featurizer):
   """Masked LM on raw text: `mask_rate` of the non-special tokens (at least one, at most
-  `max_predictions(max_length)`) are chosen; of those 80% become `<mask>`, 10% a random
+  `schema.max_mlm_predictions(max_length)`) are chosen; of those 80% become `<mask>`, 10% a random
   non-special token, 10% stay. Labels hold the original ids there, -100 elsewhere.
 
   Deterministic given the `np.random.Generator` (or int seed) passed per call; the
   pipeline derives it from (seed, stream, epoch, index).
   """
 
-  def __init__(self, tokenizer, max_length: int, mask_rate: float = 0.15):
+  def __init__(self, tokenizer, max_length: int, mask_rate: float = MLM_RATE):
     super().__init__(tokenizer, max_length)
     self.mask_rate = mask_rate
     self.mask_id = tokenizer.mask_token_id
-    self.max_predictions = max_predictions(max_length, mask_rate)
+    self.max_predictions = max_mlm_predictions(max_length, mask_rate)
     special = set(tokenizer.all_special_ids)
     self.random_ids = np.asarray(
         [i for i in range(len(tokenizer)) if i not in special], np.int32)
@@ -231,19 +222,16 @@ class MLMFeaturizer(Featurizer):
     return np.where(u < 0.8, self.mask_id, np.where(u < 0.9, random_ids, original))
 
 
-TASK_KINDS = ("pair_classification", "token_classification", "mlm")
-
-
 def make_featurizer(kind: str, tokenizer, max_length: int,
                     labels: Sequence[str] | None = None) -> Featurizer:
   """The featuriser for a task kind (see `TASK_KINDS`); `labels` for the two classifiers."""
-  if kind == "pair_classification":
+  if kind == PAIR:
     return PairFeaturizer(tokenizer, max_length, labels or XNLI_LABELS)
-  if kind == "token_classification":
+  if kind == TOKEN:
     if not labels:
-      raise ValueError("token_classification needs its label list (e.g. NER_LABELS, "
-                       "POS_LABELS).")
+      raise ValueError("token_classification needs its label list (e.g. schema.NER_LABELS, "
+                       "schema.UPOS_TAGS).")
     return TokenFeaturizer(tokenizer, max_length, labels)
-  if kind == "mlm":
+  if kind == MLM:
     return MLMFeaturizer(tokenizer, max_length)
   raise ValueError(f"Unknown task kind {kind!r}; known: {list(TASK_KINDS)}")

@@ -1,20 +1,15 @@
-"""Streams from config -> temperature mixture -> per-host batches -> global `jax.Array`s.
+"""Stream specs -> temperature mixture -> per-host batches -> global `jax.Array`s.
 
-Training: one stream per `config.train_streams` entry, featurised on the fly by its task's
-featuriser (features.py) and mixed by `mixture.MixtureIterator`; every host draws the same
-stream at every step and featurises only its own rows of the global batch. Evaluation: one
-`EvalDataset` per `config.eval_streams` entry, read in fixed-shape batches with padding rows
-(`example_mask = 0`); pairs not trained on are marked zero-shot.
-
-Config keys read: seed, data.{max_length, batch_size, eval_batch_size, temperature, weights},
-tasks (name -> {kind, labels}), languages, train_streams, eval_streams; a stream entry is
-`{task, lang, source: {...}, max_examples}` (see configs/common.py `stream`).
+Training: one stream per train `StreamSpec`, featurised on the fly by its task's featuriser
+(features.py) and mixed by `mixture.MixtureIterator`; every host draws the same stream at every
+step and featurises only its own rows of the global batch. Evaluation: one `EvalDataset` per
+eval `StreamSpec`, read in fixed-shape batches with padding rows (`example_mask = 0`); pairs not
+trained on are marked zero-shot. Batching and mixing come from a `DataSpec`.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import queue
 import threading
@@ -24,76 +19,22 @@ from typing import Any
 import jax
 import numpy as np
 
-from hyperx_jax import config_utils
 from hyperx_jax.data import features, mixture, sources
+from hyperx_jax.schema import IGNORE_INDEX, MLM, DataSpec, Pair, StreamSpec
 
-Pair = tuple[str, str]  # (task, language)
 Batch = dict[str, np.ndarray]
 
 _EVAL_TAG = 0x6576616C  # separates eval-time MLM masking from training masks.
 
 
-# ------------------------------------------------------------------------- config -> streams
-
-
-@dataclasses.dataclass(frozen=True)
-class StreamSpec:
-  """One validated `train_streams` / `eval_streams` entry."""
-  task: str
-  lang: str
-  kind: str
-  labels: tuple[str, ...]
-  task_id: int
-  lang_id: int
-  source: dict[str, Any]
-  max_examples: int | None
-
-  @property
-  def pair(self) -> Pair:
-    return (self.task, self.lang)
-
-
-def _plain(value: Any) -> Any:
-  """ConfigDict / FrozenConfigDict -> dict (configs may hold either)."""
-  return value.to_dict() if hasattr(value, "to_dict") else value
-
-
-def _pairs_with_source(config) -> list[Pair]:
-  entries = list(config.train_streams) + list(config.eval_streams)
-  return sorted({(e.get("task"), e.get("lang")) for e in entries if e.get("source")})
-
-
-def stream_specs(config, field: str) -> list[StreamSpec]:
-  """Validates `config.<field>` (train_streams or eval_streams) against tasks and languages."""
-  tasks, languages = config_utils.task_names(config), list(config.languages)
-  specs = []
-  for i, entry in enumerate(getattr(config, field)):
-    where = f"config.{field}[{i}]"
-    task, lang = entry.get("task"), entry.get("lang")
-    if task not in tasks:
-      raise ValueError(f"{where}: unknown task {task!r}; known tasks (config.tasks): {tasks}")
-    if lang not in languages:
-      raise ValueError(f"{where}: unknown language {lang!r}; known languages "
-                       f"(config.languages): {languages}")
-    if not entry.get("source"):
-      raise ValueError(f"{where}: the pair ({task}, {lang}) has no source; pairs with a "
-                       f"source: {_pairs_with_source(config)}")
-    task_cfg = config.tasks[task]
-    specs.append(StreamSpec(
-        task=task, lang=lang, kind=task_cfg.kind, labels=tuple(task_cfg.get("labels") or ()),
-        task_id=tasks.index(task), lang_id=languages.index(lang),
-        source=dict(_plain(entry["source"])), max_examples=entry.get("max_examples")))
-  pairs = [s.pair for s in specs]
-  if len(set(pairs)) != len(pairs):
-    raise ValueError(f"config.{field} lists a (task, language) pair twice: {pairs}")
-  return specs
+# ------------------------------------------------------------------------------- streams
 
 
 def make_example_fn(spec: StreamSpec, tokenizer, max_length: int
                     ) -> tuple[features.Featurizer, mixture.FeaturizeFn]:
   """The stream's featuriser, and (raw example, rng) -> features with ids and example_mask."""
   featurizer = features.make_featurizer(spec.kind, tokenizer, max_length, spec.labels)
-  is_mlm = spec.kind == "mlm"
+  is_mlm = spec.kind == MLM
   ids = {"task_id": np.asarray(spec.task_id, np.int32),
          "lang_id": np.asarray(spec.lang_id, np.int32),
          "example_mask": np.asarray(1, np.int32)}
@@ -236,30 +177,26 @@ class _Prefetcher:
     self._thread.join()
 
 
-def build_train_pipeline(config, tokenizer, process_index: int = 0, process_count: int = 1,
+def build_train_pipeline(specs: Sequence[StreamSpec], data: DataSpec, seed: int, tokenizer,
+                         process_index: int = 0, process_count: int = 1,
                          prefetch: int | None = None) -> TrainIterator:
-  """One stream per `config.train_streams` entry, mixed with temperature `data.temperature`
-  (or explicit `data.weights`); yields rows [p*b, (p+1)*b) of each global batch on host p.
-  `prefetch` (default `config.data.prefetch`, else 0) batches are featurised ahead in a
-  background thread."""
-  specs = stream_specs(config, "train_streams")
+  """One stream per spec, mixed with temperature `data.temperature` (or fixed `data.weights`);
+  yields rows [p*b, (p+1)*b) of each global batch on host p. `prefetch` (default
+  `data.prefetch`) batches are featurised ahead in a background thread."""
   if not specs:
-    raise ValueError("config.train_streams is empty; add at least one {task, lang, source}.")
+    raise ValueError("no training streams; add at least one {task, lang, source}.")
   streams, featurizers = [], []
   for spec in specs:
-    featurizer, featurize = make_example_fn(spec, tokenizer, config.data.max_length)
+    featurizer, featurize = make_example_fn(spec, tokenizer, data.max_length)
     featurizers.append(featurizer)
     streams.append(mixture.Stream(spec.task, spec.lang, read_examples(spec), featurize,
                                   spec.max_examples))
-  weights = config.data.get("weights")
   mix = mixture.MixtureIterator(
-      streams, global_batch_size=config.data.batch_size, seed=config.seed,
-      temperature=config.data.get("temperature", 5.0),
-      weights=None if weights is None else list(weights),
+      streams, global_batch_size=data.batch_size, seed=seed, temperature=data.temperature,
+      weights=None if data.weights is None else list(data.weights),
       process_index=process_index, process_count=process_count)
-  if prefetch is None:
-    prefetch = config.data.get("prefetch", 0)
-  return TrainIterator(specs, streams, featurizers, mix, prefetch)
+  return TrainIterator(specs, streams, featurizers, mix,
+                       data.prefetch if prefetch is None else prefetch)
 
 
 def make_global_batch(local_batch: Mapping[str, np.ndarray],
@@ -280,7 +217,7 @@ def padding_row(example: Batch, pad_id: int) -> Batch:
   """A row that the model can run and every metric ignores (example_mask = 0)."""
   row = {k: np.zeros_like(v) for k, v in example.items()}
   row["input_ids"] = np.full_like(example["input_ids"], pad_id)
-  row["labels"] = np.full_like(example["labels"], features.IGNORE_INDEX)
+  row["labels"] = np.full_like(example["labels"], IGNORE_INDEX)
   row["task_id"], row["lang_id"] = example["task_id"], example["lang_id"]
   return row
 
@@ -358,14 +295,15 @@ class EvalDatasets(dict):
     raise KeyError(f"no eval stream for {pair}; known pairs: {sorted(self)}")
 
 
-def build_eval_datasets(config, tokenizer) -> EvalDatasets:
-  """One EvalDataset per `config.eval_streams` entry; pairs absent from train_streams are
-  marked zero_shot. Iterating a dataset gives this process's batches of
-  `config.data.eval_batch_size`; `batches(...)` takes any size and host slice."""
-  trained = {s.pair for s in stream_specs(config, "train_streams")}
+def build_eval_datasets(eval_specs: Sequence[StreamSpec], train_specs: Sequence[StreamSpec],
+                        data: DataSpec, seed: int, tokenizer) -> EvalDatasets:
+  """One EvalDataset per eval spec; pairs absent from the train specs are marked zero_shot.
+  Iterating a dataset gives this process's batches of `data.eval_batch_size`;
+  `batches(...)` takes any size and host slice."""
+  trained = {s.pair for s in train_specs}
   datasets = EvalDatasets()
-  for i, spec in enumerate(stream_specs(config, "eval_streams")):
+  for i, spec in enumerate(eval_specs):
     datasets[spec.pair] = EvalDataset(
-        spec, read_examples(spec), tokenizer, config.data.max_length, config.seed, i,
-        zero_shot=spec.pair not in trained, batch_size=config.data.eval_batch_size)
+        spec, read_examples(spec), tokenizer, data.max_length, seed, i,
+        zero_shot=spec.pair not in trained, batch_size=data.eval_batch_size)
   return datasets

@@ -24,10 +24,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from hyperx_jax.schema import UPOS_TAGS
+
 Example = dict[str, Any]
 
-UPOS_TAGS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART",
-             "PRON", "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X")
 
 # Google universal tagset (Petrov et al. 2012, as in older treebanks) -> UPOS; any tag
 # outside UPOS after this map becomes X.

@@ -1,0 +1,229 @@
+"""A run: its model built from a spec, its trainable/frozen split, its directory, its restore.
+
+Everything that trains, evaluates, exports or continues a run goes through this module:
+
+    parts, report = run.create_model(spec, mesh)   # abstract -> shardings -> sharded init ->
+                                                   # pretrained encoder -> (graphdef,
+                                                   # trainable, frozen)
+    trained = run.restore(workdir, step=None)      # a trained run at a step: its config, spec,
+                                                   # mesh and model with the restored params
+
+The run directory holds `config.json` (the ConfigDict as given, read back by `restore`),
+`checkpoints/`, the metric logs and `results.{json,md,csv,png}`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable, Mapping, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from etils import epath
+from flax import nnx
+from jax.sharding import Mesh
+
+from hyperx_jax import checkpoint, optim, report, sharding, specs
+from hyperx_jax.models import weights
+from hyperx_jax.models.model import HyperXModel, ModelSpec, build_model
+from hyperx_jax.models.parameters import parameter_report
+from hyperx_jax.schema import METHOD_NAMES, MLM
+from hyperx_jax.tree import flat_paths, map_params, path_str
+from hyperx_jax.validation import ConfigError
+
+CONFIG_FILE = 'config.json'
+
+
+class ModelParts(NamedTuple):
+  """A model split for jit: its structure, the trainable state and the frozen state."""
+
+  graphdef: Any
+  trainable: Any  # nnx.State of the trainable parameters
+  frozen: Any  # nnx.State of everything else (frozen parameters, RNG state, ...)
+
+  def merge(self, trainable: Any = None) -> HyperXModel:
+    return nnx.merge(self.graphdef, self.trainable if trainable is None else trainable,
+                     self.frozen)
+
+
+# ------------------------------------------------------------------------------- the model
+
+
+def _model_fn(spec: ModelSpec, seed: int) -> Callable[[], nnx.Module]:
+  return lambda: build_model(spec, rngs=nnx.Rngs(params=seed, dropout=seed))
+
+
+def abstract_model(spec: specs.RunSpec) -> nnx.Module:
+  """The model with ShapeDtypeStructs for arrays (nothing allocated)."""
+  return nnx.eval_shape(_model_fn(spec.model, spec.seed))
+
+
+def trainable_predicate(spec: specs.RunSpec, model: nnx.Module):
+  """The trainable filter and its report; a parameter that no rule matches is a ConfigError
+  naming config.trainable (raised on the abstract model, before anything is allocated)."""
+  try:
+    return optim.trainable_filter(spec.trainable, model)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+
+def create_model(spec: specs.RunSpec, mesh: Mesh, *,
+                 load_pretrained: bool = True) -> tuple[ModelParts, str]:
+  """Sharded init (+ the pretrained encoder weights), split into (graphdef, trainable, frozen).
+
+  Returns the parts and a printable parameter report.
+  """
+  predicate, rule_report = trainable_predicate(spec, abstract_model(spec))
+  model = sharding.sharded_init(_model_fn(spec.model, spec.seed), mesh,
+                                spec.mesh.logical_axis_rules)
+  if load_pretrained and spec.pretrained:
+    load_pretrained_weights(model, spec.pretrained)
+  graphdef, trainable, frozen = nnx.split(model, predicate, ...)
+  trainable_paths = {path_str(p) for p, _ in nnx.to_flat_state(trainable)}
+  params = parameter_report(model, lambda path: path in trainable_paths)
+  return ModelParts(graphdef, trainable, frozen), f'{params}\n{rule_report}'
+
+
+def load_pretrained_weights(model: HyperXModel, checkpoint_dir: str) -> None:
+  """The encoder's weights, and the MLM heads' where the checkpoint has an `lm_head`."""
+  encoder_shardings = shardings_of(nnx.state(model.encoder, nnx.Param))
+  weights.load_encoder_weights(model.encoder, checkpoint_dir, shardings=encoder_shardings)
+  mlm_heads = [model.heads[t] for t in model.task_names if model.task_kind(t) == MLM]
+  head_weights = weights.load_mlm_head_weights(checkpoint_dir) if mlm_heads else None
+  for head in mlm_heads:
+    if head_weights is not None:
+      head.load_hf(head_weights)
+
+
+def shardings_of(tree: Any) -> Any:
+  return jax.tree.map(lambda x: x.sharding, tree)
+
+
+# ------------------------------------------------------------------------- the run directory
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """`workdir/config.json`: the config as given (process 0)."""
+  if jax.process_index() != 0:
+    return
+  path = epath.Path(workdir)
+  path.mkdir(parents=True, exist_ok=True)
+  (path / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run saved into its workdir."""
+  path = epath.Path(workdir) / CONFIG_FILE  # local or gs://
+  if not path.exists():
+    raise FileNotFoundError(f'{path} not found: is {workdir!r} a training workdir?')
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def write_results(spec: specs.RunSpec, out_dir: str,
+                  results: Mapping[str, Mapping[str, Any]]) -> None:
+  """results.{json,md,csv,png} (process 0) and the table on the console."""
+  if jax.process_index() != 0:
+    return
+  report.write_results(out_dir, results, method=METHOD_NAMES[spec.method])
+  print(report.format_table(results), flush=True)
+
+
+# ------------------------------------------------------------------------- a trained run
+
+
+class TrainedRun(NamedTuple):
+  """A run restored at a checkpoint step."""
+
+  workdir: str
+  config: ml_collections.ConfigDict
+  spec: specs.RunSpec
+  mesh: Mesh
+  parts: ModelParts  # trainable = the restored parameters
+  step: int
+
+  def model(self) -> HyperXModel:
+    return self.parts.merge()
+
+
+def restore(workdir: str, *, step: Optional[int] = None, mesh: Optional[Mesh] = None,
+            load_pretrained: bool = True) -> TrainedRun:
+  """Rebuilds a trained run from its `config.json` and restores its trainable parameters at
+  `step` (default: the latest readable checkpoint). The frozen encoder comes from its pretrained
+  source (`load_pretrained=False` leaves it randomly initialised, when only the trainable
+  parameters are wanted). `mesh` defaults to the run's configured mesh on this machine."""
+  config = load_config(workdir)
+  spec = specs.decode(config)  # checked when the run started; its data need not be here now
+  mesh = mesh if mesh is not None else sharding.make_mesh(spec.mesh)
+  parts, _ = create_model(spec, mesh, load_pretrained=load_pretrained)
+  ckpt = checkpoint.Checkpointer(workdir, read_only=True, async_save=False)
+  try:
+    restored = ckpt.restore(step, abstract_trainable=parts.trainable)
+  finally:
+    ckpt.close()
+  logging.info('restored %s at step %d', workdir, restored['step'])
+  return TrainedRun(workdir, config, spec, mesh, parts._replace(trainable=restored['trainable']),
+                    restored['step'])
+
+
+def init_from_run(spec: specs.RunSpec, trainable: Any, mesh: Mesh) -> Any:
+  """`spec.init_from`: the fresh trainable state takes another run's trained values
+  (`merge_trainable`); new language rows are then initialised per `spec.new_language_init`."""
+  source = restore(spec.init_from, mesh=mesh, load_pretrained=False)
+  new, lines = merge_trainable(trainable, nnx.to_pure_dict(source.parts.trainable))
+  logging.info('init_from %s step %d:\n%s', spec.init_from, source.step, '\n'.join(lines))
+  return init_new_languages(spec, new)
+
+
+def merge_trainable(fresh: Any, saved: Any) -> tuple[Any, list[str]]:
+  """`fresh` (a sharded trainable state) with `saved`'s values (a pytree of the same paths).
+
+  Parameters of the same shape are copied; a table whose leading dimension grew (new language
+  rows appended) takes the saved rows and keeps its fresh rows beyond them. Any other shape
+  difference is an error. Returns the new state and one report line per non-trivial case.
+  """
+  old = flat_paths(saved)
+  lines, errors = [], []
+
+  def take(name: str, value):
+    if name not in old:
+      lines.append(f'  {name} {tuple(value.shape)}: not in the run, fresh init kept')
+      return value
+    prev = old[name]
+    if prev.shape == value.shape:
+      return jax.device_put(prev.astype(value.dtype), value.sharding)
+    if prev.ndim == value.ndim and prev.shape[1:] == value.shape[1:]:
+      n = min(prev.shape[0], value.shape[0])
+      lines.append(f'  {name}: run {tuple(prev.shape)} -> model {tuple(value.shape)}: rows '
+                   f'0..{n - 1} from the run, rows {n}.. fresh')
+      return jax.device_put(value.at[:n].set(prev[:n].astype(value.dtype)), value.sharding)
+    errors.append(f'  {name}: run {tuple(prev.shape)} vs model {tuple(value.shape)}')
+    return value
+
+  new = map_params(take, fresh)
+  unused = sorted(set(old) - set(flat_paths(nnx.to_pure_dict(fresh))))
+  if unused:
+    lines.append('  in the run but not trainable here (ignored): ' + ', '.join(unused))
+  if errors:
+    raise ValueError('init_from: parameter shapes differ beyond new leading rows:\n'
+                     + '\n'.join(errors))
+  return new, lines
+
+
+def init_new_languages(spec: specs.RunSpec, trainable: Any) -> Any:
+  """Rows of `spec.new_languages` in the hypernetwork's language table, per
+  `spec.new_language_init`: 'mean' of the other rows, or 'random' (kept as initialised)."""
+  if not spec.new_languages or spec.new_language_init == 'random':
+    return trainable
+  new_ids = [spec.languages.index(lang) for lang in spec.new_languages]
+
+  def init(path: str, table):
+    if not path.endswith('lang_embeddings') or table.ndim != 2:
+      return table
+    old = np.setdiff1d(np.arange(table.shape[0]), new_ids)
+    mean = table[old].mean(0)
+    return table.at[np.asarray(new_ids)].set(jnp.broadcast_to(mean, (len(new_ids),) + mean.shape))
+
+  return map_params(init, trainable)
