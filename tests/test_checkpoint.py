@@ -14,7 +14,8 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import hyperx_jax  # noqa: F401
-from hyperx_jax import checkpoint, optim, sharding
+from hyperx_jax import checkpoint, optim, run, sharding
+from hyperx_jax.schema import OptimSpec
 
 RULES = (("embed", "fsdp"), ("mlp", "tensor"), ("languages", None))
 
@@ -33,9 +34,7 @@ def _setup(n_langs=3, seed=0):
       {"shape": (2, 2, 2), "axes": ("data", "fsdp", "tensor")}))
   model = sharding.sharded_init(lambda: Tiny(nnx.Rngs(seed), n_langs), mesh, RULES)
   _, trainable = nnx.split(model, nnx.Param)
-  cfg = ml_collections.ConfigDict(dict(lr=1e-2, warmup_steps=0, weight_decay=0.01, b1=0.9,
-                                       b2=0.999, eps=1e-8, clip_norm=1.0, lr_multipliers=[]))
-  tx = optim.make_optimizer(cfg, 100, trainable)
+  tx = optim.make_optimizer(OptimSpec(lr=1e-2, warmup_steps=0, total_steps=100), trainable)
   opt_state = jax.jit(tx.init)(trainable)
   grads = jax.tree.map(lambda x: jnp.ones_like(x) * 0.5, trainable)
   updates, opt_state = tx.update(grads, opt_state, trainable)
@@ -122,13 +121,15 @@ def test_unreadable_latest_falls_back_with_warning(tmp_path):
   _assert_equal_trees(out["trainable"], jax.tree.map(lambda x: x + 1, trainable))
 
 
-def test_restore_from_run_tolerates_new_language_rows(tmp_path):
+def test_init_from_takes_saved_values_and_keeps_new_language_rows(tmp_path):
   _, trainable, opt_state = _setup(n_langs=3, seed=0)
   ckpt = checkpoint.Checkpointer(str(tmp_path), keep=1, async_save=False)
   ckpt.save(9, trainable=trainable, opt_state=opt_state)
   ckpt.close()
   _, fresh, _ = _setup(n_langs=4, seed=1)
-  new, report = checkpoint.restore_from_run(str(tmp_path), trainable=fresh)
+  saved = checkpoint.Checkpointer(str(tmp_path), read_only=True, async_save=False).restore(
+      abstract_trainable=trainable)["trainable"]
+  new, report = run.merge_trainable(fresh, nnx.to_pure_dict(saved))
   old_lang = np.asarray(trainable["lang"].get_value())
   new_lang = np.asarray(new["lang"].get_value())
   np.testing.assert_array_equal(new_lang[:3], old_lang)
@@ -141,7 +142,7 @@ def test_restore_from_run_tolerates_new_language_rows(tmp_path):
   _, wrong, _ = _setup(n_langs=3)
   wrong["kernel"].set_value(jnp.zeros((8, 8)))
   with pytest.raises(ValueError, match="kernel: run \\(8, 16\\) vs model \\(8, 8\\)"):
-    checkpoint.restore_from_run(str(tmp_path), trainable=wrong)
+    run.merge_trainable(wrong, nnx.to_pure_dict(saved))
 
 
 def test_sigterm_sets_the_flag():

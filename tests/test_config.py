@@ -8,8 +8,8 @@ import os
 import pytest
 
 from configs import common, fewshot, mixed, ner, pos, tiny, xnli
-from hyperx_jax import config_utils, sharding, train
-from hyperx_jax.config_utils import ConfigError
+from hyperx_jax import schema, sharding, train, validation
+from hyperx_jax.validation import ConfigError
 from test_train import tiny_config, workspace  # noqa: F401  (fixture)
 
 
@@ -21,8 +21,8 @@ def test_configs_build_and_validate(module, arg):
   config = module.get_config(arg)
   fixed = [n for n in config.mesh.shape if n != -1]
   devices = max(8, math.prod(fixed))  # xl / xxl fix fsdp and tensor axes
-  config_utils.validate(config, devices)
-  assert config.method in config_utils.METHODS
+  validation.check_config(config, devices)
+  assert config.method in schema.METHODS
   assert config.train_streams and config.eval_streams
 
 
@@ -41,8 +41,8 @@ def test_mixed_tests_the_missing_pairs():
   c = mixed.get_config()
   trained = {(s['task'], s['lang']) for s in c.train_streams}
   assert {('ner', 'en'), ('pos', 'en'), ('pos', 'tr'), ('ner', 'ar')} <= trained
-  from hyperx_jax import evaluate
-  assert {('ner', 'tr'), ('pos', 'ar')} <= evaluate.zero_shot_pairs(c)
+  evaluated = {(s['task'], s['lang']) for s in c.eval_streams}
+  assert {('ner', 'tr'), ('pos', 'ar')} <= evaluated - trained
 
 
 def test_parse_arg_types_and_errors():
@@ -64,14 +64,14 @@ def test_method_sets_trainable_rules():
 
 def _expect(config, *fields):
   with pytest.raises(ConfigError) as e:
-    config_utils.validate(config, 8)
+    validation.check_config(config, 8)
   for field in fields:
     assert field in str(e.value), str(e.value)
 
 
 def test_bad_configs_name_the_field(workspace):  # noqa: F811
   c = tiny_config(workspace)
-  config_utils.validate(c, 8)
+  validation.check_config(c, 8)
 
   bad = tiny_config(workspace)
   bad.train_streams[0]['task'] = 'nope'

@@ -12,7 +12,8 @@ from flax import nnx
 
 import hyperx_jax  # noqa: F401
 from configs import tiny
-from hyperx_jax import checkpoint, export
+from hyperx_jax import checkpoint, export, specs
+from hyperx_jax import run as run_lib
 
 HF_CONFIG = {"model_type": "xlm-roberta", "vocab_size": 60, "hidden_size": 16,
              "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 32,
@@ -81,11 +82,8 @@ def _check_static_matches_generated(model, config, task, lang, out):
 def run(tmp_path_factory):
   """A run's workdir: config.json, a tiny random HF XLM-R backbone, a checkpoint of random
   (non-trivial) trainable parameters; and the model they make."""
-  train = pytest.importorskip("hyperx_jax.train")
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
-  if not all(hasattr(train, f) for f in ("create_model", "save_config", "load_run_config")):
-    pytest.skip("hyperx_jax.train lacks create_model / save_config / load_run_config")
   tmp = tmp_path_factory.mktemp("export")
   torch.manual_seed(0)
   hf_config = transformers.XLMRobertaConfig(**{k: v for k, v in HF_CONFIG.items()
@@ -93,15 +91,16 @@ def run(tmp_path_factory):
   transformers.XLMRobertaModel(hf_config).save_pretrained(str(tmp / "ws" / "checkpoint"))
   config = _config(str(tmp / "ws"))
   workdir = tmp / "run"
-  train.save_config(config, str(workdir))
+  run_lib.save_config(config, str(workdir))
   mesh = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), devices=jax.devices()[:1],
                        axis_types=(jax.sharding.AxisType.Auto,) * 3)
-  (graphdef, trainable, frozen), _ = train.create_model(config, mesh)
+  spec = specs.decode(config)
+  (graphdef, trainable, frozen), _ = run_lib.create_model(spec, mesh)
   trainable = _randomise(trainable, seed=3)
   ckpt = checkpoint.Checkpointer(str(workdir), keep=1, async_save=False)
   ckpt.save(7, trainable=trainable, opt_state={}, data_state={})
   ckpt.close()
-  return tmp, config, workdir, nnx.merge(graphdef, trainable, frozen)
+  return tmp, spec, workdir, nnx.merge(graphdef, trainable, frozen)
 
 
 def test_export_matches_hypernetwork_path(run):

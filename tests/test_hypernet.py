@@ -22,7 +22,7 @@ def _randomise(module: nnx.Module, seed: int) -> None:
 
 
 def _numpy_weights(net: HyperNetwork, task: int, lang: int, layer: int) -> dict:
-  """The equations of DESIGN.md §1 in numpy for one (task, language, layer)."""
+  """The equations of docs/method.md in numpy for one (task, language, layer)."""
   c = net.config
   np_ = lambda p: np.asarray(p[...], np.float64)
   parts = [np_(net.task_embeddings)[task], np_(net.lang_embeddings)[lang]]

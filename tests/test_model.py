@@ -14,17 +14,20 @@ from flax import nnx
 from hf_fixtures import load_torch_model, make_tiny_xlmr_checkpoint
 from hyperx_jax.models import weights
 from hyperx_jax.models.hypernet import HyperNetConfig
-from hyperx_jax.models.model import (HyperXModel, TaskSpec, build_model, compute_loss,
-                                     mlm_num_predictions, parameter_report, predict,
-                                     select_mlm_positions)
+from hyperx_jax import specs
+from hyperx_jax.models.losses import compute_loss, predict, select_mlm_positions
+from hyperx_jax.models.model import HyperXModel, build_model
+from hyperx_jax.models.parameters import parameter_report
 from hyperx_jax.models.xlmr import EncoderConfig
-from hyperx_jax.optim import split_trainable, trainable_filter
+from hyperx_jax.optim import trainable_filter
+from hyperx_jax.schema import TaskSpec, max_mlm_predictions
 
 B, S, V = 3, 10, 60
 ENC = EncoderConfig(vocab_size=V, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
                     max_positions=40)
-TASKS = {"xnli": TaskSpec("pair_classification", 3), "ner": TaskSpec("token_classification", 7),
-         "mlm": TaskSpec("mlm")}
+TASKS = {"xnli": TaskSpec("xnli", "pair_classification", ("e", "n", "c")),
+         "ner": TaskSpec("ner", "token_classification", tuple("OBIbiXY")),
+         "mlm": TaskSpec("mlm", "mlm")}
 LANGS = ["en", "tr", "ar"]
 RULES = [(r"^adapters/", True), (r"^heads/", True), (r"(^|/)(ln|attention_ln|output_ln)/", True),
          (r".*", False)]
@@ -87,7 +90,7 @@ def _randomise_adapters(model: HyperXModel) -> None:
 
 def test_gradients_only_for_trainable_params():
   model = _model("hyperx")
-  graphdef, trainable, frozen = split_trainable(model, RULES)
+  graphdef, trainable, frozen = nnx.split(model, trainable_filter(RULES, model)[0], ...)
   names = lambda state: {"/".join(map(str, p)) for p, _ in nnx.to_flat_state(state)}
   assert any(n.startswith("adapters/") for n in names(trainable))
   assert not any("kernel" in n for n in names(trainable) if n.startswith("encoder/"))
@@ -121,7 +124,7 @@ def test_gradients_only_for_trainable_params():
 def test_madx_mlm_trains_language_adapter_only():
   model = _model("madx")
   batch = _batch(lang_id=2)
-  graphdef, trainable, frozen = split_trainable(model, RULES)
+  graphdef, trainable, frozen = nnx.split(model, trainable_filter(RULES, model)[0], ...)
 
   def loss_fn(trainable):
     return compute_loss(nnx.merge(graphdef, trainable, frozen), batch, "mlm")[0]
@@ -138,20 +141,19 @@ def test_mlm_logits_match_transformers(tmp_path, method):
   directory = make_tiny_xlmr_checkpoint(tmp_path / "ckpt", mlm=True, vocab_size=V, hidden=32,
                                         layers=2, heads=4, intermediate=64, max_positions=40)
   enc = EncoderConfig.from_hf(directory, hidden_dropout=0.0, attention_dropout=0.0)
-  model = HyperXModel(enc, {"mlm": TaskSpec("mlm")}, LANGS, method, HyperNetConfig(bottleneck=8),
+  model = HyperXModel(enc, {"mlm": TASKS["mlm"]}, LANGS, method, HyperNetConfig(bottleneck=8),
                       rngs=nnx.Rngs(0))
   weights.load_encoder_weights(model.encoder, directory)
   assert model.heads["mlm"].load_hf(weights.load_mlm_head_weights(directory)) == []
-  model.load_mlm_heads(directory)  # the same, through the model
   batch = _batch(task_id=0)
-  positions, _, _ = select_mlm_positions(batch["labels"], mlm_num_predictions(S))
+  positions, _, _ = select_mlm_positions(batch["labels"], max_mlm_predictions(S))
   ours = np.asarray(model(batch, "mlm", mlm_positions=positions))  # [B, K, V]
   torch_model = load_torch_model(directory, mlm=True)
   with torch.no_grad():
     ref = torch_model(input_ids=torch.tensor(np.asarray(batch["input_ids"]), dtype=torch.long),
                       attention_mask=torch.tensor(np.asarray(batch["attention_mask"]))).logits
   ref = np.take_along_axis(ref.numpy(), np.asarray(positions)[..., None], axis=1)
-  assert ours.shape == (B, mlm_num_predictions(S), V)
+  assert ours.shape == (B, max_mlm_predictions(S), V)
   assert np.abs(ours - ref).max() <= 1e-4
 
 
@@ -169,7 +171,7 @@ def test_select_mlm_positions_by_hand():
   np.testing.assert_array_equal(positions[0, :3], [1, 4, 6])
   np.testing.assert_array_equal(picked, [[11, 12, 13, -100], [21, 22, 23, 24]])
   np.testing.assert_array_equal(dropped, [0, 1])
-  assert mlm_num_predictions(128) == math.ceil(0.15 * 128) + 1 == 21
+  assert max_mlm_predictions(128) == math.ceil(0.15 * 128) + 1 == 21
 
 
 @pytest.mark.parametrize("kind,task", [("token", "ner"), ("pair", "xnli")])
@@ -224,7 +226,7 @@ def test_build_model_from_config_and_parameter_report(tmp_path):
                                         heads=4, intermediate=64, max_positions=40)
   config = _config()
   config.model.checkpoint = str(directory)
-  model = build_model(config, rngs=nnx.Rngs(0))
+  model = build_model(specs.model_spec(config), rngs=nnx.Rngs(0))
   assert model.encoder.config.num_layers == 2 and model.encoder.config.hidden_dropout == 0.1
   assert model.adapters.generators["down"]["kernel"].shape == (12, 32 * 16)
   assert model.heads["ner"].out.kernel.shape == (32, 3) and model.heads["ner"].dropout_rate == 0.2
@@ -243,6 +245,6 @@ def test_build_model_from_config_and_parameter_report(tmp_path):
   assert parameter_report(model, predicate) == report
   config.method = "madx"
   config.model.checkpoint = None  # preset 'base', built abstractly
-  abstract = nnx.eval_shape(lambda: build_model(config, rngs=nnx.Rngs(0)))
+  abstract = nnx.eval_shape(lambda: build_model(specs.model_spec(config), rngs=nnx.Rngs(0)))
   assert abstract.encoder.config.hidden_size == 768
   assert abstract.adapters.language.down.shape == (2, 12, 768, 16)

@@ -1,4 +1,4 @@
-"""Multi-host code paths, proven with several jax processes on localhost (DESIGN.md §3).
+"""Multi-host code paths, proven with several jax processes on localhost.
 
 Each test starts tests/multihost_worker.py as N processes with 8/N fake CPU devices each; with
 N > 1 they form one 8-device runtime through hyperx_jax.distributed.initialize (coordinator on a

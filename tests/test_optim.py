@@ -3,13 +3,14 @@ checked against hand-computed AdamW steps."""
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 from flax import nnx
 
 from hyperx_jax import optim
+from hyperx_jax.schema import OptimSpec
+from hyperx_jax.tree import path_str
 
 
 class Tiny(nnx.Module):
@@ -29,19 +30,23 @@ TRAINABLE = {"encoder/ln/scale", "encoder/ln/bias", "adapters/lang_embed/embeddi
              "heads/ner/bias"}
 
 
-def _config(**overrides):
-  c = dict(lr=1e-3, warmup_steps=100, weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8,
-           clip_norm=None, lr_multipliers=[])
+def _spec(total_steps: int = 1000, **overrides) -> OptimSpec:
+  c = dict(lr=1e-3, warmup_steps=100, weight_decay=0.0, clip_norm=None)
   c.update(overrides)
-  return ml_collections.ConfigDict(c)
+  c["lr_multipliers"] = tuple(c.get("lr_multipliers", ()))
+  return OptimSpec(total_steps=total_steps, **c)
+
+
+def _split(model):
+  return nnx.split(model, optim.trainable_filter(RULES, model)[0], ...)
 
 
 def _paths(state):
-  return {optim.path_str(p) for p, _ in nnx.to_flat_state(state)}
+  return {path_str(p) for p, _ in nnx.to_flat_state(state)}
 
 
 def _flat(state):
-  return {optim.path_str(p): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(state)}
+  return {path_str(p): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(state)}
 
 
 def test_uncovered_parameter_is_an_error_listing_it():
@@ -61,12 +66,12 @@ def test_report_counts_per_rule():
 
 def test_split_differentiates_only_trainable_and_frozen_stays_bitwise():
   model = Tiny(nnx.Rngs(0))
-  graphdef, trainable, frozen = optim.split_trainable(model, RULES)
+  graphdef, trainable, frozen = _split(model)
   assert _paths(trainable) == TRAINABLE
   assert _paths(frozen) == {"encoder/embed/embedding", "encoder/dense/kernel", "encoder/dense/bias"}
   frozen_before = _flat(frozen)
   trainable_before = _flat(trainable)
-  tx = optim.make_optimizer(_config(warmup_steps=0, weight_decay=0.1), 50, trainable)
+  tx = optim.make_optimizer(_spec(50, warmup_steps=0, weight_decay=0.1), trainable)
   opt_state = tx.init(trainable)
 
   def loss_fn(trainable, frozen, ids):
@@ -99,15 +104,15 @@ def test_split_differentiates_only_trainable_and_frozen_stays_bitwise():
 @pytest.mark.parametrize("step,expected", [
     (0, 0.0), (50, 5e-4), (100, 1e-3), (350, 7.5e-4), (600, 5e-4), (1100, 0.0), (1200, 0.0)])
 def test_schedule_warmup_then_linear_decay(step, expected):
-  lr = optim.learning_rate_fn(_config(), total_steps=1100)
+  lr = optim.learning_rate_fn(_spec(1100))
   np.testing.assert_allclose(float(lr(step)), expected, rtol=1e-6, atol=1e-12)
 
 
 def test_lr_multipliers_scale_each_group_by_hand():
   model = Tiny(nnx.Rngs(0))
-  _, trainable, _ = optim.split_trainable(model, RULES)
-  cfg = _config(warmup_steps=0, lr_multipliers=[("^heads/", 100.0), ("^adapters/", 10.0)])
-  tx = optim.make_optimizer(cfg, 1000, trainable)
+  _, trainable, _ = _split(model)
+  cfg = _spec(1000, warmup_steps=0, lr_multipliers=[("^heads/", 100.0), ("^adapters/", 10.0)])
+  tx = optim.make_optimizer(cfg, trainable)
   grads = jax.tree.map(lambda x: jnp.full_like(x, 2.0), trainable)
   updates, _ = tx.update(grads, tx.init(trainable), trainable)
   # First Adam step: m_hat = g, v_hat = g^2 -> update = -lr * mult * g / (|g| + eps).
@@ -119,12 +124,12 @@ def test_lr_multipliers_scale_each_group_by_hand():
 
 def test_weight_decay_mask_spares_biases_layernorms_and_embeddings():
   model = Tiny(nnx.Rngs(0))
-  _, trainable, _ = optim.split_trainable(model, RULES)
-  mask = {optim.path_str(p): bool(v.get_value())
+  _, trainable, _ = _split(model)
+  mask = {path_str(p): bool(v.get_value())
           for p, v in nnx.to_flat_state(optim.decay_mask(trainable))}
   assert mask == {p: p in {"adapters/generator/kernel", "heads/ner/kernel"} for p in TRAINABLE}
-  cfg = _config(warmup_steps=0, weight_decay=0.1, lr_multipliers=[("^heads/", 100.0)])
-  tx = optim.make_optimizer(cfg, 1000, trainable)
+  cfg = _spec(1000, warmup_steps=0, weight_decay=0.1, lr_multipliers=[("^heads/", 100.0)])
+  tx = optim.make_optimizer(cfg, trainable)
   zeros = jax.tree.map(jnp.zeros_like, trainable)
   updates, _ = tx.update(zeros, tx.init(trainable), trainable)
   params = _flat(trainable)

@@ -10,6 +10,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from assets_fixtures import turkish_treebank, xlmr_tokenizer_dir
 from configs import common
+from hyperx_jax import schema, specs, validation
 from hyperx_jax.data import features, mixture, pipeline, sources
 from hyperx_jax.tokenizer import load_tokenizer
 
@@ -48,6 +49,20 @@ def _config(**data):
   return c
 
 
+def _streams(c, field):
+  return specs.stream_specs(c, field, {t.name: t for t in specs.task_specs(c)})
+
+
+def _train_pipeline(c, tokenizer, **kwargs):
+  return pipeline.build_train_pipeline(_streams(c, "train_streams"), specs.data_spec(c), c.seed,
+                                       tokenizer, **kwargs)
+
+
+def _eval_datasets(c, tokenizer):
+  return pipeline.build_eval_datasets(_streams(c, "eval_streams"), _streams(c, "train_streams"),
+                                      specs.data_spec(c), c.seed, tokenizer)
+
+
 def _assert_batches_equal(got, want):
   assert [(b.task, b.lang, b.step) for b in got] == [(b.task, b.lang, b.step) for b in want]
   for g, w in zip(got, want):
@@ -57,7 +72,7 @@ def _assert_batches_equal(got, want):
 
 
 def test_batches_have_contract_shapes_and_ids(tokenizer):
-  it = pipeline.build_train_pipeline(_config(), tokenizer, process_index=0, process_count=1)
+  it = _train_pipeline(_config(), tokenizer, process_index=0, process_count=1)
   seen = set()
   for step in range(30):
     a = next(it)  # a dict of arrays that also knows its stream
@@ -71,7 +86,7 @@ def test_batches_have_contract_shapes_and_ids(tokenizer):
     np.testing.assert_array_equal(a["lang_id"], ["en", "tr"].index(a.lang))
     np.testing.assert_array_equal(a["example_mask"], 1)
     if a.kind == "mlm":  # masked positions carry the original id, the input is corrupted
-      assert (a["labels"] != features.IGNORE_INDEX).any()
+      assert (a["labels"] != schema.IGNORE_INDEX).any()
       assert (a["input_ids"] != np.where(a["labels"] >= 0, a["labels"], a["input_ids"])).any()
   assert seen == {"pos", "xnli", "mlm"}
   counts = it.stats()
@@ -85,13 +100,13 @@ def test_pair_rows_match_featurizer(tokenizer):
   raw = sources.read_jsonl_pairs(DATA / "pairs.jsonl")
   direct = features.PairFeaturizer(tokenizer, 32, common.XNLI_LABELS)
   want = sorted(direct(ex)["input_ids"].tolist() for ex in raw)
-  b = next(pipeline.build_train_pipeline(c, tokenizer))
+  b = next(_train_pipeline(c, tokenizer))
   assert (b.task, b.lang) == ("xnli", "en")
   assert sorted(b["input_ids"].tolist()) == want  # one epoch = each example once
 
 
 def test_rates_follow_capped_sizes(tokenizer):
-  it = pipeline.build_train_pipeline(_config(temperature=2.0), tokenizer)
+  it = _train_pipeline(_config(temperature=2.0), tokenizer)
   # sizes after the few-shot cap: pos 40, xnli 3, mlm 3; T = 2 -> sqrt of the sizes.
   want = np.sqrt([40, 3, 3]) / np.sqrt([40, 3, 3]).sum()
   np.testing.assert_allclose(list(it.rates.values()), want)
@@ -108,13 +123,13 @@ def test_rates_follow_capped_sizes(tokenizer):
 
 
 def test_resume_from_json_state_is_exact(tokenizer):
-  reference = pipeline.build_train_pipeline(_config(), tokenizer)
+  reference = _train_pipeline(_config(), tokenizer)
   want = [next(reference) for _ in range(24)]
-  run = pipeline.build_train_pipeline(_config(), tokenizer)
+  run = _train_pipeline(_config(), tokenizer)
   for _ in range(9):
     next(run)
   state = json.loads(json.dumps(run.get_state()))
-  restored = pipeline.build_train_pipeline(_config(), tokenizer)
+  restored = _train_pipeline(_config(), tokenizer)
   restored.set_state(state)
   got = [next(restored) for _ in range(15)]
   _assert_batches_equal(got, want[9:])
@@ -124,8 +139,8 @@ def test_resume_from_json_state_is_exact(tokenizer):
 
 
 def test_host_slices_concatenate_to_global_batch(tokenizer):
-  whole = pipeline.build_train_pipeline(_config(), tokenizer)
-  hosts = [pipeline.build_train_pipeline(_config(), tokenizer, process_index=p,
+  whole = _train_pipeline(_config(), tokenizer)
+  hosts = [_train_pipeline(_config(), tokenizer, process_index=p,
                                          process_count=2) for p in range(2)]
   for _ in range(12):
     w = next(whole)
@@ -138,7 +153,7 @@ def test_host_slices_concatenate_to_global_batch(tokenizer):
 
 @pytest.mark.parametrize("process_count", [1, 2])
 def test_eval_yields_every_example_once(tokenizer, process_count):
-  evals = pipeline.build_eval_datasets(_config(), tokenizer)
+  evals = _eval_datasets(_config(), tokenizer)
   assert {p: d.zero_shot for p, d in evals.items()} == {
       ("pos", "tr"): False, ("ner", "tr"): True, ("xnli", "en"): False}
   pos = evals["pos", "tr"]
@@ -161,7 +176,7 @@ def test_eval_yields_every_example_once(tokenizer, process_count):
     f = direct(ex)
     np.testing.assert_array_equal(ids[i], f["input_ids"])
     np.testing.assert_array_equal(labels[i], f["labels"])
-  assert (labels[13:] == features.IGNORE_INDEX).all()
+  assert (labels[13:] == schema.IGNORE_INDEX).all()
   assert (ids[13:] == tokenizer.pad_token_id).all()
   # Iterating gives this process's batches of config.data.eval_batch_size (64 -> one batch).
   (only,) = list(pos)
@@ -189,31 +204,36 @@ def test_make_global_batch_on_8_devices():
 def test_bad_streams_name_the_known_ones(tokenizer):
   c = _config()
   c.eval_streams.append({"task": "pos", "lang": "en", "source": None, "max_examples": None})
-  with pytest.raises(ValueError, match=r"\(pos, en\) has no source.*\('ner', 'tr'\)"):
-    pipeline.build_eval_datasets(c, tokenizer)
+  with pytest.raises(validation.ConfigError, match=r"eval_streams\[3\].source.type: None"):
+    validation.check_config(c, 1)
   c = _config()
   c.train_streams[1]["task"] = "nli"
-  with pytest.raises(ValueError, match=r"train_streams\[1\]: unknown task 'nli'.*'xnli'"):
-    pipeline.build_train_pipeline(c, tokenizer)
+  with pytest.raises(validation.ConfigError,
+                     match=r"train_streams\[1\].task: unknown task 'nli'.*'xnli'"):
+    validation.check_config(c, 1)
   c = _config()
   c.train_streams[0]["lang"] = "fr"
-  with pytest.raises(ValueError, match=r"unknown language 'fr'.*\['en', 'tr'\]"):
-    pipeline.build_train_pipeline(c, tokenizer)
-  evals = pipeline.build_eval_datasets(_config(), tokenizer)
+  with pytest.raises(validation.ConfigError, match=r"'fr' is not in config.languages"):
+    validation.check_config(c, 1)
+  c = _config()
+  c.train_streams.append(c.train_streams[0])
+  with pytest.raises(validation.ConfigError, match=r"appear more than once: \[\('pos', 'tr'\)\]"):
+    validation.check_config(c, 1)
+  evals = _eval_datasets(_config(), tokenizer)
   with pytest.raises(KeyError, match=r"no eval stream for \('pos', 'en'\).*known pairs"):
     evals["pos", "en"]  # pylint: disable=pointless-statement
 
 
 def test_prefetch_yields_the_same_batches_and_state(tokenizer):
-  plain = pipeline.build_train_pipeline(_config(), tokenizer)
+  plain = _train_pipeline(_config(), tokenizer)
   want = [next(plain) for _ in range(14)]
-  ahead = pipeline.build_train_pipeline(_config(prefetch=3), tokenizer)
+  ahead = _train_pipeline(_config(prefetch=3), tokenizer)
   got = [next(ahead) for _ in range(6)]
   state = ahead.get_state()  # the worker is ahead; the state follows the consumer
   assert state["step"] == 6
   assert ahead.realized_shares() == pytest.approx(
       {p: sum(b.task == p[0] for b in want[:6]) / 6 for p in ahead.rates})
-  restored = pipeline.build_train_pipeline(_config(prefetch=2), tokenizer)
+  restored = _train_pipeline(_config(prefetch=2), tokenizer)
   restored.set_state(json.loads(json.dumps(state)))
   got += [next(ahead) for _ in range(4)]
   ahead.set_state(state)  # rewinding a running prefetcher

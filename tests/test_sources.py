@@ -10,7 +10,8 @@ import pytest
 
 from assets_fixtures import turkish_treebank, xlmr_tokenizer_dir
 from hyperx_jax.data import sources
-from hyperx_jax.data.features import POS_LABELS, PairFeaturizer, TokenFeaturizer
+from hyperx_jax.data.features import PairFeaturizer, TokenFeaturizer
+from hyperx_jax.schema import UPOS_TAGS
 from hyperx_jax.data.sources import SourceError, read_source
 from hyperx_jax.tokenizer import load_tokenizer
 
@@ -44,7 +45,7 @@ def test_turkish_treebank_matches_conllu_package():
                                      for s in reference]
   assert ex[0] == {"tokens": ["Burda", "da", "öylemi", "yoksa", "kiloyla", "mı", "?"],
                    "tags": ["PRON", "PART", "VERB", "CCONJ", "VERB", "PART", "PUNCT"]}
-  assert set(t for e in ex for t in e["tags"]) <= set(sources.UPOS_TAGS)
+  assert set(t for e in ex for t in e["tags"]) <= set(UPOS_TAGS)
 
 
 @pytest.mark.parametrize("bad, expect", [
@@ -205,7 +206,7 @@ def test_tfds_universal_dependencies_offline(tmp_path, tok):
   with pytest.raises(SourceError, match=r"no split 'validation'.*'dev', 'test', 'train'"):
     sources.read_tfds(name, "validation", str(data_dir))
 
-  featurizer = TokenFeaturizer(tok, 64, POS_LABELS)
+  featurizer = TokenFeaturizer(tok, 64, UPOS_TAGS)
   features = [featurizer(ex) for ex in got["train"]]
   n_words = sum(len(ex["tokens"]) for ex in got["train"])
   labelled = sum(int((f["labels"] != -100).sum()) for f in features)

@@ -110,8 +110,8 @@ def test_one_step_end_to_end_writes_results(workspace, tmp_path):
     assert os.path.exists(os.path.join(workdir, name)), name
   assert read_metrics(workdir)[0]['step'] == 1
   # `python -m hyperx_jax.evaluate` path: the saved checkpoint gives the same numbers.
-  again = train.evaluate_checkpoint(train.load_run_config(workdir), workdir,
-                                    pairs=[('tag', 'bb')])
+  from hyperx_jax import evaluate
+  _, again = evaluate.evaluate_checkpoint(workdir, pairs_text='tag:bb')
   assert again == {'tag:bb': results['tag:bb']}
 
 
@@ -133,16 +133,17 @@ def test_loss_falls_over_20_steps_and_each_task_compiles_once(workspace, tmp_pat
   assert results['pair:cc']['zero_shot'] and not results['pair:aa']['zero_shot']
 
 
-def test_new_language_rows_start_from_the_mean_of_the_trained_ones():
-  import ml_collections
+def test_new_language_rows_start_from_the_mean_of_the_trained_ones(workspace):
+  import dataclasses
   import jax.numpy as jnp
-  from hyperx_jax import train
-  config = ml_collections.ConfigDict({'languages': ['en', 'tr', 'sw'], 'new_languages': ['sw'],
-                                      'new_language_init': 'mean'})
+  from hyperx_jax import run, specs
+  config = tiny_config(workspace, tasks='tag')
+  spec = dataclasses.replace(specs.decode(config), new_languages=('cc',))
+  assert spec.languages[2] == 'cc'
   table = jnp.asarray([[1.0, 2.0], [3.0, 6.0], [100.0, 100.0]])
   other = jnp.ones((3, 2))
   state = {'adapters': {'lang_embeddings': table, 'task_embeddings': other}}
-  out = train.init_new_languages(config, state)
+  out = run.init_new_languages(spec, state)
   np.testing.assert_array_equal(out['adapters']['lang_embeddings'],
                                 [[1.0, 2.0], [3.0, 6.0], [2.0, 4.0]])
   np.testing.assert_array_equal(out['adapters']['task_embeddings'], other)

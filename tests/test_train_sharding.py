@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType, Mesh
 
-from hyperx_jax import optim, train
+from hyperx_jax import optim, run, specs, train
 from hyperx_jax.data import pipeline
+from hyperx_jax.tree import path_str
 from hyperx_jax.tokenizer import load_tokenizer
 from test_train import tiny_config, workspace  # noqa: F401  (fixture)
 
@@ -25,19 +26,20 @@ def mesh_of(shape: tuple[int, ...]) -> Mesh:
 
 def run_steps(config, mesh: Mesh, batches) -> tuple[list[float], dict[str, np.ndarray]]:
   """STEPS train steps on `mesh`; returns the losses and the final trainable params."""
-  parts, _ = train.create_model(config, mesh)
-  tx = optim.make_optimizer(config.optim, config.total_steps, parts.trainable)
+  spec = specs.decode(config)
+  parts, _ = run.create_model(spec, mesh)
+  tx = optim.make_optimizer(spec.optim, parts.trainable)
   opt_state = train.init_optimizer(tx, parts.trainable, mesh)
   step_fn = train.make_train_step(
-      parts.graphdef, tx, (train.shardings_of(parts.trainable), train.shardings_of(opt_state),
-                           train.shardings_of(parts.frozen)), mesh)
-  trainable, rng, losses = parts.trainable, jax.random.key(config.seed), []
+      parts.graphdef, tx, (run.shardings_of(parts.trainable), run.shardings_of(opt_state),
+                           run.shardings_of(parts.frozen)), mesh)
+  trainable, rng, losses = parts.trainable, jax.random.key(spec.seed), []
   for i, local in enumerate(batches):
     batch = train.global_batch(local, mesh)
     trainable, opt_state, metrics = step_fn(trainable, opt_state, parts.frozen, batch,
                                             np.int32(i), rng, local.task)
     losses.append(float(metrics['loss']))
-  params = {optim.path_str(p): np.asarray(v.get_value())
+  params = {path_str(p): np.asarray(v.get_value())
             for p, v in jax.tree_util.tree_flatten_with_path(
                 trainable, is_leaf=lambda x: hasattr(x, 'get_value'))[0]}
   return losses, params
@@ -47,7 +49,8 @@ def run_steps(config, mesh: Mesh, batches) -> tuple[list[float], dict[str, np.nd
 def setup(workspace):  # noqa: F811
   config = tiny_config(workspace, tasks='tag', steps=10)
   tok = load_tokenizer(config.tokenizer)
-  it = pipeline.build_train_pipeline(config, tok)
+  spec = specs.decode(config)
+  it = pipeline.build_train_pipeline(spec.train_streams, spec.data, spec.seed, tok)
   batches = [next(it) for _ in range(STEPS)]
   reference = run_steps(config, mesh_of((1, 1, 1)), batches)
   return config, batches, reference

@@ -67,14 +67,6 @@ def test_non_primary_writes_nothing(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
-def test_check_finite_names_quantities_and_step():
-  writers.check_finite(3, {"loss": 1.0, "grad_norm": jnp.ones([2])})
-  with pytest.raises(writers.NonFiniteError, match=r"step 7: loss/ner=nan, grad_norm=inf"):
-    writers.check_finite(7, {"loss/ner": jnp.float32(math.nan), "lr": 1e-3, "grad_norm": np.inf})
-  with pytest.raises(FloatingPointError, match="params=1 non-finite values"):
-    writers.check_finite(0, {"params": np.array([1.0, np.nan])})
-
-
 def test_progress_line_reports_rates_and_eta():
   times = iter([100.0, 110.0])
   progress = writers.ProgressLogger(1000, batch_size=32, clock=lambda: next(times))

@@ -114,7 +114,7 @@ def torch_adapter(w, layer, group_ids, z, eps=1e-5):
 @pytest.mark.parametrize("placement,module,scan", [("ffn_output", "dense", True),
                                                    ("layer_output", None, False)])
 def test_adapters_match_hooked_transformers(checkpoint, placement, module, scan):
-  """The adapter sits where DESIGN.md says: LN(adapter(dense(ffn)) + attn_out), or after the
+  """The adapter sits where docs/method.md says: LN(adapter(dense(ffn)) + attn_out), or after the
   layer output; checked against torch XLM-R with the adapter inserted by forward hooks."""
   path, model, _ = checkpoint
   cfg = model.config
