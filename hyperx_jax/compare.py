@@ -1,0 +1,202 @@
+"""Several runs in one table: mean ± std over seeds per (method, task:lang), zero-shot marked.
+
+    python -m hyperx_jax.compare RUN_DIR [RUN_DIR ...] [--out DIR]
+
+Each RUN_DIR is a finished training run (`config.json` + `results.json`); its method and seed
+come from its config. Every (task, language) pair is scored by its task's main metric (F1
+where the task reports it, else accuracy, as XTREME does); the "zero-shot average" row
+averages each run's zero-shot pairs first and then takes mean ± std over that method's runs.
+Writes `compare.md`, `compare.csv` and `compare.png` to --out (default: the current directory)
+and prints the Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import dataclasses
+import io
+import json
+import math
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+from etils import epath
+
+from hyperx_jax import report
+from hyperx_jax.schema import METHOD_NAMES
+
+ZERO_SHOT_AVERAGE = 'zero-shot average'
+SEEN_AVERAGE = 'seen average'
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+  directory: str
+  method: str
+  seed: int
+  results: Mapping[str, Mapping]  # results.json: {'task:lang': {metric: value, 'zero_shot'}}
+
+
+def load_run(directory: str) -> RunResult:
+  """A finished run's method, seed and results (clear errors for an unfinished one)."""
+  path = epath.Path(directory)
+  missing = [n for n in ('config.json', 'results.json') if not (path / n).exists()]
+  if missing:
+    raise FileNotFoundError(f'{directory}: no {" or ".join(missing)}; is it a finished run?')
+  config = json.loads((path / 'config.json').read_text())
+  results = json.loads((path / 'results.json').read_text())
+  report.check_results(results)
+  return RunResult(str(directory), config['method'], int(config['seed']), results)
+
+
+def main_scores(results: Mapping[str, Mapping]) -> dict[str, tuple[float, bool]]:
+  """{'task:lang': (main metric as a percentage, zero_shot)} plus the seen / zero-shot
+  averages of this run under SEEN_AVERAGE / ZERO_SHOT_AVERAGE."""
+  scores = {}
+  for task, langs in report.by_task(results).items():
+    metric = report.main_metric([e for _, e in langs])
+    for lang, entry in langs:
+      if metric in entry:
+        scores[f'{task}:{lang}'] = (100 * float(entry[metric]), bool(entry.get('zero_shot')))
+  for name, zero_shot in ((SEEN_AVERAGE, False), (ZERO_SHOT_AVERAGE, True)):
+    values = [v for v, z in scores.values() if z == zero_shot]
+    if values:
+      scores[name] = (float(np.mean(values)), zero_shot)
+  return scores
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  mean: float
+  std: float  # sample standard deviation over seeds (0 for one seed)
+  values: tuple[float, ...]
+  seeds: tuple[int, ...]
+
+  def text(self) -> str:
+    if len(self.values) == 1:
+      return f'{self.mean:.1f}'
+    return f'{self.mean:.1f} ± {self.std:.1f}'
+
+
+def aggregate(runs: Sequence[RunResult]
+              ) -> tuple[list[str], list[str], dict[tuple[str, str], Cell], dict[str, bool]]:
+  """(methods, rows, {(method, row): Cell}, {row: zero_shot}) with rows in result order."""
+  values: dict[tuple[str, str], list[tuple[int, float]]] = collections.defaultdict(list)
+  zero_shot: dict[str, bool] = {}
+  methods: list[str] = []
+  for r in runs:
+    if r.method not in methods:
+      methods.append(r.method)
+    for row, (value, z) in main_scores(r.results).items():
+      values[r.method, row].append((r.seed, value))
+      zero_shot.setdefault(row, z)
+  rows = [k for k in zero_shot if k not in (SEEN_AVERAGE, ZERO_SHOT_AVERAGE)]
+  rows = (sorted(rows, key=lambda k: zero_shot[k])
+          + [k for k in (SEEN_AVERAGE, ZERO_SHOT_AVERAGE) if k in zero_shot])
+  cells = {}
+  for key, seeded in values.items():
+    seeded = sorted(seeded)
+    vals = np.asarray([v for _, v in seeded])
+    std = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+    cells[key] = Cell(float(vals.mean()), std, tuple(vals.tolist()), tuple(s for s, _ in seeded))
+  return methods, rows, cells, zero_shot
+
+
+def _name(method: str) -> str:
+  return METHOD_NAMES.get(method, method)
+
+
+def to_markdown(runs: Sequence[RunResult]) -> str:
+  methods, rows, cells, zero_shot = aggregate(runs)
+  seeds = {m: sorted({r.seed for r in runs if r.method == m}) for m in methods}
+  header = ['task:lang', 'setting'] + [f'{_name(m)} (seeds {",".join(map(str, seeds[m]))})'
+                                       for m in methods]
+  lines = [header, ['---', '---'] + ['---:'] * len(methods)]
+  for row in rows:
+    setting = 'zero-shot' if zero_shot[row] else 'seen'
+    best = max((cells[m, row].mean for m in methods if (m, row) in cells), default=math.nan)
+    texts = []
+    for m in methods:
+      cell = cells.get((m, row))
+      text = '-' if cell is None else cell.text()
+      texts.append(f'**{text}**' if cell is not None and cell.mean == best and len(methods) > 1
+                   else text)
+    lines.append([f'*{row}*' if row in (SEEN_AVERAGE, ZERO_SHOT_AVERAGE) else row, setting]
+                 + texts)
+  note = ('Main metric per task (F1 where reported, else accuracy), in %, mean ± sample std '
+          'over seeds; the best mean per row in bold.\n\n')
+  return note + ''.join('| ' + ' | '.join(cells_) + ' |\n' for cells_ in lines)
+
+
+def to_csv(runs: Sequence[RunResult]) -> str:
+  methods, rows, cells, zero_shot = aggregate(runs)
+  buf = io.StringIO()
+  writer = csv.writer(buf, lineterminator='\n')
+  writer.writerow(['method', 'row', 'zero_shot', 'mean', 'std', 'n', 'seeds', 'values'])
+  for row in rows:
+    for m in methods:
+      if (m, row) in cells:
+        c = cells[m, row]
+        writer.writerow([m, row, zero_shot[row], f'{c.mean:.4f}', f'{c.std:.4f}', len(c.values),
+                         ' '.join(map(str, c.seeds)), ' '.join(f'{v:.4f}' for v in c.values)])
+  return buf.getvalue()
+
+
+def plot(runs: Sequence[RunResult]) -> bytes:
+  """PNG bytes: per row a group of bars (one per method), std as error bars, values on bars,
+  zero-shot rows hatched."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  methods, rows, cells, zero_shot = aggregate(runs)
+  width = 0.8 / max(1, len(methods))
+  fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) * max(1, len(methods)) * 0.6), 4.2))
+  x = np.arange(len(rows))
+  for i, m in enumerate(methods):
+    means = [cells[m, r].mean if (m, r) in cells else np.nan for r in rows]
+    stds = [cells[m, r].std if (m, r) in cells else 0.0 for r in rows]
+    bars = ax.bar(x + (i - (len(methods) - 1) / 2) * width, means, width, yerr=stds, capsize=2,
+                  label=_name(m), edgecolor='black', linewidth=0.5)
+    for bar, r, mean in zip(bars, rows, means):
+      bar.set_hatch('//' if zero_shot[r] else None)
+      if np.isfinite(mean):
+        ax.annotate(f'{mean:.1f}', (bar.get_x() + bar.get_width() / 2, mean), ha='center',
+                    va='bottom', fontsize=7, xytext=(0, 2), textcoords='offset points')
+  ax.set_xticks(x, [f'{r}\n(zero-shot)' if zero_shot[r] else r for r in rows], rotation=30,
+                ha='right', fontsize=8)
+  ax.set_ylabel('main metric (%)')
+  ax.set_ylim(0, 105)
+  ax.legend(fontsize=8)
+  ax.set_title('mean ± std over seeds; hatched: zero-shot')
+  fig.tight_layout()
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png', dpi=120)
+  plt.close(fig)
+  return buf.getvalue()
+
+
+def write(runs: Sequence[RunResult], out_dir: str) -> str:
+  """compare.{md,csv,png} in out_dir; returns the Markdown."""
+  out = epath.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  markdown = to_markdown(runs)
+  (out / 'compare.md').write_text(markdown)
+  (out / 'compare.csv').write_text(to_csv(runs))
+  (out / 'compare.png').write_bytes(plot(runs))
+  return markdown
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+  parser = argparse.ArgumentParser(prog='python -m hyperx_jax.compare', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('runs', nargs='+', help='finished run directories')
+  parser.add_argument('--out', default='.', help='where compare.{md,csv,png} go')
+  args = parser.parse_args(argv)
+  print(write([load_run(d) for d in args.runs], args.out))
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,90 @@
+"""Methods × seeds on one config, same data and budget, in one table.
+
+    python -m hyperx_jax.experiment --config=configs/demo.py --methods=hyperx,task_adapters,madx \\
+        --seeds=1,2,3 --workdir=runs/transfer [--set=optim.b2=0.9 ...]
+
+Each (method, seed) trains in its own run directory `WORKDIR/<method>/seed<seed>` with
+`python -m hyperx_jax.main --config=CONFIG:method=<method> --config.seed=<seed>` (plus any
+`--set` overrides, applied to every run). Rerunning the same command resumes: finished runs
+(with results.json) are kept, an interrupted one resumes from its last checkpoint. Then
+`compare` writes `WORKDIR/compare.{md,csv,png}`: mean ± std over seeds per method and pair,
+zero-shot pairs marked. The config file must accept a `method=` argument (every config in
+configs/ does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from typing import Optional, Sequence
+
+from hyperx_jax import compare
+from hyperx_jax.schema import METHODS
+
+
+def with_method(config_arg: str, method: str) -> str:
+  """'configs/demo.py:steps=100' + 'madx' -> 'configs/demo.py:steps=100,method=madx'."""
+  path, _, arg = config_arg.partition(':')
+  items = [item for item in arg.split(',') if item and not item.startswith('method=')]
+  return f'{path}:' + ','.join(items + [f'method={method}'])
+
+
+def run_dir(workdir: str, method: str, seed: int) -> str:
+  return os.path.join(workdir, method, f'seed{seed}')
+
+
+def train_command(config_arg: str, method: str, seed: int, workdir: str,
+                  overrides: Sequence[str]) -> list[str]:
+  return ([sys.executable, '-m', 'hyperx_jax.main', f'--config={with_method(config_arg, method)}',
+           f'--config.seed={seed}', f'--workdir={run_dir(workdir, method, seed)}']
+          + [f'--config.{o}' for o in overrides])
+
+
+def _ints(text: str) -> list[int]:
+  return [int(s) for s in text.split(',') if s]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+  parser = argparse.ArgumentParser(prog='python -m hyperx_jax.experiment', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--config', required=True, help='configs/<name>.py[:arg]')
+  parser.add_argument('--methods', default='hyperx,task_adapters,madx')
+  parser.add_argument('--seeds', default='1,2,3')
+  parser.add_argument('--workdir', required=True)
+  parser.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
+                      help='config override for every run, e.g. optim.b2=0.9 (repeatable)')
+  parser.add_argument('--dry_run', action='store_true', help='print the commands only')
+  args = parser.parse_args(argv)
+  methods = [m for m in args.methods.split(',') if m]
+  unknown = [m for m in methods if m not in METHODS]
+  if unknown:
+    parser.error(f'unknown methods {unknown}; known: {list(METHODS)}')
+  seeds = _ints(args.seeds)
+  if not methods or not seeds:
+    parser.error('need at least one method and one seed')
+  grid = [(m, s) for s in seeds for m in methods]  # seed-major: early rows compare methods
+  for i, (method, seed) in enumerate(grid, 1):
+    directory = run_dir(args.workdir, method, seed)
+    command = train_command(args.config, method, seed, args.workdir, args.set)
+    if os.path.exists(os.path.join(directory, 'results.json')):
+      print(f'[{i}/{len(grid)}] {method} seed {seed}: done ({directory})', flush=True)
+      continue
+    print(f'[{i}/{len(grid)}] {method} seed {seed}: {" ".join(command)}', flush=True)
+    if args.dry_run:
+      continue
+    start = time.monotonic()
+    subprocess.run(command, check=True)
+    print(f'[{i}/{len(grid)}] {method} seed {seed}: finished in '
+          f'{time.monotonic() - start:.0f} s', flush=True)
+  if args.dry_run:
+    return
+  runs = [compare.load_run(run_dir(args.workdir, m, s)) for m, s in grid]
+  print(compare.write(runs, args.workdir))
+  print(f'wrote {os.path.join(args.workdir, "compare.md")} (.csv, .png)')
+
+
+if __name__ == '__main__':
+  main()

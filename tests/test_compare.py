@@ -1,0 +1,59 @@
+"""compare: mean ± std over seeds per (method, pair), hand-computed; experiment's commands."""
+
+import json
+import math
+
+import pytest
+
+from hyperx_jax import compare, experiment
+
+
+def _run(tmp_path, method, seed, pos, pairs_tr):
+  d = tmp_path / f"{method}_{seed}"
+  d.mkdir()
+  (d / "config.json").write_text(json.dumps({"method": method, "seed": seed}))
+  (d / "results.json").write_text(json.dumps({
+      "pos:tr": {"accuracy": pos, "f1": pos - 0.1, "zero_shot": False},
+      "pairs:tr": {"accuracy": pairs_tr, "zero_shot": True}}))
+  return str(d)
+
+
+def test_mean_and_sample_std_over_seeds(tmp_path):
+  dirs = [_run(tmp_path, "hyperx", 1, 0.80, 0.60), _run(tmp_path, "hyperx", 2, 0.90, 0.70),
+          _run(tmp_path, "task_adapters", 1, 0.85, 0.50)]
+  runs = [compare.load_run(d) for d in dirs]
+  methods, rows, cells, zero_shot = compare.aggregate(runs)
+  assert methods == ["hyperx", "task_adapters"]
+  assert rows == ["pos:tr", "pairs:tr", compare.SEEN_AVERAGE, compare.ZERO_SHOT_AVERAGE]
+  assert zero_shot["pairs:tr"] and not zero_shot["pos:tr"]
+  pos = cells["hyperx", "pos:tr"]  # F1 is POS's main metric: 70 and 80
+  assert pos.mean == pytest.approx(75.0) and pos.std == pytest.approx(math.sqrt(50.0))
+  assert pos.seeds == (1, 2)
+  assert cells["hyperx", compare.ZERO_SHOT_AVERAGE].mean == pytest.approx(65.0)
+  assert cells["task_adapters", "pairs:tr"].std == 0.0
+  table = compare.to_markdown(runs)
+  assert "| pairs:tr | zero-shot | **65.0 ± 7.1** | 50.0 |" in table
+  assert "Hyper-X (seeds 1,2)" in table
+  out = tmp_path / "out"
+  compare.write(runs, str(out))
+  assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+  assert "hyperx,pairs:tr,True,65.0000,7.0711,2,1 2" in (out / "compare.csv").read_text()
+
+
+def test_an_unfinished_run_is_named(tmp_path):
+  (tmp_path / "config.json").write_text("{}")
+  with pytest.raises(FileNotFoundError, match="no results.json; is it a finished run"):
+    compare.load_run(str(tmp_path))
+
+
+def test_experiment_commands_set_method_and_seed(tmp_path, capsys):
+  assert experiment.with_method("configs/demo.py:steps=9,method=hyperx", "madx") == (
+      "configs/demo.py:steps=9,method=madx")
+  cmd = experiment.train_command("configs/demo.py", "madx", 3, "w", ["optim.b2=0.9"])
+  assert cmd[1:] == ["-m", "hyperx_jax.main", "--config=configs/demo.py:method=madx",
+                     "--config.seed=3", "--workdir=w/madx/seed3", "--config.optim.b2=0.9"]
+  experiment.main(["--config=configs/demo.py", "--methods=hyperx,madx", "--seeds=1",
+                   f"--workdir={tmp_path}", "--dry_run"])
+  assert "[2/2] madx seed 1" in capsys.readouterr().out
+  with pytest.raises(SystemExit):
+    experiment.main(["--config=c.py", "--methods=lora", f"--workdir={tmp_path}"])
