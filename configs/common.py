@@ -162,6 +162,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.new_language_init = 'mean'
   c.eval_every_steps = 5000
   c.log_every_steps = 50
+  # Per-task gradient norms per parameter group, adapter scale and second-moment shares
+  # (hyperx_jax/diagnostics.py), logged as diag/... scalars.
+  c.diagnostics = False
   return c
 
 

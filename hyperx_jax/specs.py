@@ -43,6 +43,7 @@ class RunSpec:
   init_from: Optional[str] = None
   new_languages: tuple[str, ...] = ()
   new_language_init: str = 'mean'
+  diagnostics: bool = False  # log diagnostics.py's measurements every step
 
   @property
   def method(self) -> str:
@@ -172,4 +173,5 @@ def decode(config: Any) -> RunSpec:
                                 async_save=bool(c.async_save), best_metric=c.best_metric),
       total_steps=int(config.total_steps), log_every_steps=int(config.log_every_steps),
       eval_every_steps=int(config.eval_every_steps), init_from=config.init_from or None,
-      new_languages=tuple(config.new_languages), new_language_init=config.new_language_init)
+      new_languages=tuple(config.new_languages), new_language_init=config.new_language_init,
+      diagnostics=bool(config.get('diagnostics', False)))

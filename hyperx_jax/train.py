@@ -29,9 +29,11 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from hyperx_jax import checkpoint, evaluate, optim, run, sharding, specs, writers
+from hyperx_jax import diagnostics as diag
 from hyperx_jax import tokenizer as tokenizers
 from hyperx_jax.data import pipeline
 from hyperx_jax.models import losses
+from hyperx_jax.schema import MLM
 
 Batch = Mapping[str, Any]
 
@@ -53,9 +55,11 @@ def global_norm(tree: Any) -> jax.Array:
 
 
 def make_train_step(graphdef: Any, tx: optax.GradientTransformation,
-                    state_shardings: tuple[Any, Any, Any], mesh: Mesh):
+                    state_shardings: tuple[Any, Any, Any], mesh: Mesh, *,
+                    diagnostics: bool = False):
   """The jitted step: (trainable, opt_state, frozen, batch, step, rng, task) ->
-  (trainable, opt_state, metrics). `task` (a name) is static; everything else is traced."""
+  (trainable, opt_state, metrics). `task` (a name) is static; everything else is traced.
+  `diagnostics` adds the `diagnostics.py` measurements to the metrics."""
   trainable_sh, opt_sh, frozen_sh = state_shardings
   replicated = sharding.replicated(mesh)
   batch_sh = sharding.batch_sharding(mesh)
@@ -79,6 +83,12 @@ def make_train_step(graphdef: Any, tx: optax.GradientTransformation,
     metrics = {'loss': loss, 'accuracy': aux['accuracy'], 'count': aux['count'],
                'grad_norm': grad_norm, 'param_norm': global_norm(new_trainable),
                'finite': finite}
+    if diagnostics:
+      model = nnx.merge(graphdef, trainable, frozen)
+      stack = model.adapter_weights(batch['task_id'][:1], batch['lang_id'][:1],
+                                    skip_task_adapter=model.task_kind(task) == MLM)
+      metrics.update(diag.gradient_stats(grads))
+      metrics.update(diag.adapter_stats(stack))
     return new_trainable, new_opt_state, metrics
 
   return jax.jit(train_step, static_argnums=(6,),
@@ -136,6 +146,7 @@ class StepStats:
     for task in sorted(set(tasks)):
       out[f'loss/{task}'] = float(np.mean([m['loss'] for t, m in zip(tasks, fetched)
                                            if t == task]))
+    out.update(diag.interval_summary(tasks, fetched))
     self.pending = []
     return out
 
@@ -200,7 +211,8 @@ class Trainer:
     frozen_sh = run.shardings_of(self.parts.frozen)
     self.train_step = make_train_step(self.parts.graphdef, self.tx,
                                       (trainable_sh, run.shardings_of(self.state.opt_state),
-                                       frozen_sh), self.mesh)
+                                       frozen_sh), self.mesh,
+                                      diagnostics=spec.diagnostics)
     self.eval_step = evaluate.make_eval_step(self.parts.graphdef, self.mesh, trainable_sh,
                                              frozen_sh)
     self.eval_data = None
