@@ -29,6 +29,14 @@ XNLI_LANGUAGES = ('en', 'fr', 'es', 'de', 'el', 'bg', 'ru', 'tr', 'ar', 'vi', 't
 # Every LayerNorm of the backbone (embeddings, attention and FFN sublayers): scale and bias.
 ENCODER_LAYER_NORMS = r'^encoder/(.+/)?[a-z_]*ln/(scale|bias)$'
 
+# Optimiser recipes for the parameters every task shares (the hypernetwork or adapters, and the
+# backbone LayerNorms): 'paper' keeps one Adam state for everything, as the authors did;
+# 'per_task' keeps one Adam state per task on them, so each task's step there is normalised by
+# its own gradient statistics rather than by those of the task with the largest gradients
+# (masked LM). See docs/method.md, "Optimiser".
+SHARED_PARAMETERS = r'^(adapters|encoder)/'
+RECIPES = {'paper': None, 'per_task': SHARED_PARAMETERS}
+
 
 def parse_arg(arg: Optional[str], **spec: Any) -> ml_collections.ConfigDict:
   """Parses 'size=large,runlocal,k=8' into a ConfigDict typed after `spec`'s defaults.
@@ -140,6 +148,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.optim.b2 = 0.999
   c.optim.eps = 1e-8
   c.optim.clip_norm = 1.0
+  # Regexes over parameter paths, None = off (see RECIPES): one Adam state per task for these
+  # parameters; their gradients divided by an EMA of the task's own gradient norm.
+  c.optim.per_task_state = ml_collections.config_dict.placeholder(str)
+  c.optim.per_task_grad_norm = ml_collections.config_dict.placeholder(str)
   c.optim.lr_multipliers = lr_multipliers(c.method)
   c.trainable = trainable_rules(c.method)
   c.total_steps = 100_000
@@ -170,12 +182,13 @@ def get_config() -> ml_collections.ConfigDict:
 
 def experiment(arg: Optional[str], **extra: Any
                ) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
-  """Parses the common args (size, method, runlocal, plus `extra`) and returns (arg, config)
-  with the size's checkpoint and mesh and the method's rules set."""
-  arg = parse_arg(arg, size='base', method='hyperx', runlocal=False, **extra)
+  """Parses the common args (size, method, recipe, runlocal, plus `extra`) and returns
+  (arg, config) with the size's checkpoint and mesh, the method's rules and the recipe set."""
+  arg = parse_arg(arg, size='base', method='hyperx', recipe='paper', runlocal=False, **extra)
   c = get_config()
   set_size(c, arg.size)
   set_method(c, arg.method)
+  set_recipe(c, arg.recipe)
   return arg, c
 
 
@@ -202,6 +215,13 @@ def set_method(c: ml_collections.ConfigDict, method: str) -> None:
   c.method = method
   c.trainable = trainable_rules(method)
   c.optim.lr_multipliers = lr_multipliers(method)
+
+
+def set_recipe(c: ml_collections.ConfigDict, recipe: str) -> None:
+  """'paper' (one Adam state) or 'per_task' (per-task Adam state on the shared parameters)."""
+  if recipe not in RECIPES:
+    raise ValueError(f'unknown recipe {recipe!r}; known: {list(RECIPES)}')
+  c.optim.per_task_state = RECIPES[recipe]
 
 
 def set_size(c: ml_collections.ConfigDict, size: str) -> None:

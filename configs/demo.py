@@ -43,17 +43,19 @@ def mlm_source(lang: str) -> dict:
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, method='hyperx', steps=600, batch=16, max_length=48,
-                         eval_examples=256)
+  arg = common.parse_arg(arg, method='hyperx', recipe='paper', pooling='cls', steps=600,
+                         batch=16, max_length=48, eval_examples=256)
   c = common.get_config()
   common.set_method(c, arg.method)
+  common.set_recipe(c, arg.recipe)
   c.model.checkpoint = assets.asset_path('e5-small')
   c.tokenizer = c.model.checkpoint
   c.adapter.bottleneck = 64
   c.hyperx.projected_dim = 64
   c.tasks.pos = {'kind': 'token_classification', 'labels': list(common.UPOS_TAGS),
                  'metric': 'pos'}
-  c.tasks.pairs = {'kind': 'pair_classification', 'labels': PAIR_LABELS, 'metric': 'accuracy'}
+  c.tasks.pairs = {'kind': 'pair_classification', 'labels': PAIR_LABELS, 'metric': 'accuracy',
+                   'pooling': arg.pooling}
   c.tasks.mlm = {'kind': 'mlm', 'labels': [], 'metric': 'mlm_accuracy'}
   c.train_streams = (
       [common.stream('pos', 'tr', pos_source('train'))]

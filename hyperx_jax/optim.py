@@ -143,13 +143,83 @@ def scale_by_tree(factors: Any) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
 
 
-def make_optimizer(spec: OptimSpec, trainable_state: Any, *,
+def path_mask(pattern: str, params: Any) -> Any:
+  """True for the parameters whose path matches `pattern` (re.search)."""
+  return map_params(lambda path, _: bool(re.search(pattern, path)), params)
+
+
+def scale_by_adam_per_task(tasks: Sequence[str], mask: Any, *, b1: float, b2: float,
+                           eps: float) -> optax.GradientTransformationExtraArgs:
+  """Adam with one (mu, nu, count) per task on the leaves where `mask` is True and one shared
+  state elsewhere. `update(..., task=name)` uses and advances only that task's state, so a
+  task's step on the shared hypernetwork is normalised by its own gradient statistics, not by
+  those of the task with the largest gradients (masked LM, token-level losses)."""
+  tasks = tuple(tasks)
+  adam = lambda: optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
+  shared = optax.masked(adam(), jax.tree.map(lambda m: not m, mask))
+  own = optax.masked(adam(), mask)
+
+  def init_fn(params):
+    return {"shared": shared.init(params), "tasks": {t: own.init(params) for t in tasks}}
+
+  def update_fn(updates, state, params=None, *, task: Optional[str] = None, **extra):
+    del extra
+    if task not in state["tasks"]:
+      raise ValueError(f"per-task Adam needs update(..., task=one of {list(tasks)}), got {task!r}")
+    updates, shared_state = shared.update(updates, state["shared"], params)
+    updates, task_state = own.update(updates, state["tasks"][task], params)
+    return updates, {"shared": shared_state, "tasks": {**state["tasks"], task: task_state}}
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def normalize_per_task(tasks: Sequence[str], mask: Any, *, decay: float = 0.99
+                       ) -> optax.GradientTransformationExtraArgs:
+  """Divides task t's gradient on the `mask` leaves by a bias-corrected EMA of its own norm
+  there, so every task reaches one shared Adam state with gradients of norm ~1."""
+  tasks = tuple(tasks)
+
+  def masked_norm(updates):
+    squares = [jnp.sum(jnp.square(u)) for u, m in
+               zip(jax.tree.leaves(updates), jax.tree.leaves(mask)) if m]
+    return jnp.sqrt(sum(squares)) if squares else jnp.float32(0)
+
+  def init_fn(params):
+    del params
+    return {t: (jnp.zeros([], jnp.float32), jnp.zeros([], jnp.int32)) for t in tasks}
+
+  def update_fn(updates, state, params=None, *, task: Optional[str] = None, **extra):
+    del params, extra
+    if task not in state:
+      raise ValueError(f"per-task normalisation needs task=one of {list(tasks)}, got {task!r}")
+    ema, count = state[task]
+    count = count + 1
+    ema = decay * ema + (1 - decay) * masked_norm(updates)
+    scale = 1.0 / (ema / (1 - decay ** count.astype(jnp.float32)) + 1e-12)
+    updates = jax.tree.map(lambda u, m: u * scale.astype(u.dtype) if m else u, updates, mask)
+    return updates, {**state, task: (ema, count)}
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def make_optimizer(spec: OptimSpec, trainable_state: Any, *, tasks: Sequence[str] = (),
                    no_decay_pattern: str = NO_DECAY_PATTERN) -> optax.GradientTransformation:
-  """Global-norm clipping -> Adam moments -> decoupled weight decay (masked) -> per-group
-  multiplier -> -lr(step). `trainable_state` (arrays or abstract) only supplies the paths."""
+  """Global-norm clipping -> [per-task gradient normalisation] -> Adam moments (shared, or per
+  task on `spec.per_task_state`) -> decoupled weight decay (masked) -> per-group multiplier ->
+  -lr(step). `trainable_state` (arrays or abstract) only supplies the paths. With a per-task
+  option, `update` takes `task=` (the train step passes it) and `tasks` names them all."""
+  if (spec.per_task_state or spec.per_task_grad_norm) and not tasks:
+    raise ValueError("optim.per_task_state / per_task_grad_norm need the task names")
   chain = [optax.clip_by_global_norm(spec.clip_norm)] if spec.clip_norm else []
+  if spec.per_task_grad_norm:
+    chain.append(normalize_per_task(tasks, path_mask(spec.per_task_grad_norm, trainable_state)))
+  adam_args = dict(b1=spec.b1, b2=spec.b2, eps=spec.eps)
+  if spec.per_task_state:
+    chain.append(scale_by_adam_per_task(tasks, path_mask(spec.per_task_state, trainable_state),
+                                        **adam_args))
+  else:
+    chain.append(optax.scale_by_adam(**adam_args))
   chain += [
-      optax.scale_by_adam(b1=spec.b1, b2=spec.b2, eps=spec.eps),
       optax.add_decayed_weights(spec.weight_decay,
                                 mask=decay_mask(trainable_state, no_decay_pattern)),
       scale_by_tree(lr_multipliers(spec.lr_multipliers, trainable_state)),

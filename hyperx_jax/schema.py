@@ -39,6 +39,7 @@ DTYPES = ('float32', 'bfloat16')
 REMAT_POLICIES = ('none', 'full', 'dots')
 PLACEMENTS = ('ffn_output', 'layer_output')
 NEW_LANGUAGE_INITS = ('mean', 'random')
+POOLINGS = ('cls', 'mean')  # pair classification reads `<s>`, or the mean over real tokens
 DATA_AXES = ('data', 'fsdp')  # the batch is split over these mesh axes
 
 # ------------------------------------------------------------------------------ label sets
@@ -67,6 +68,7 @@ class TaskSpec:
   kind: str
   labels: tuple[str, ...] = ()
   metric: str = 'accuracy'
+  pooling: str = 'cls'  # pair classification: one of POOLINGS
 
   def __post_init__(self):
     if self.kind not in TASK_KINDS:
@@ -74,6 +76,8 @@ class TaskSpec:
                        f'{", ".join(TASK_KINDS)}')
     if self.kind != MLM and not self.labels:
       raise ValueError(f'task {self.name!r}: a {self.kind} task needs its label list')
+    if self.pooling not in POOLINGS:
+      raise ValueError(f'task {self.name!r}: pooling {self.pooling!r} is not one of {POOLINGS}')
 
   @property
   def num_labels(self) -> int:
@@ -123,6 +127,9 @@ class OptimSpec:
   eps: float = 1e-8
   clip_norm: Optional[float] = 1.0
   lr_multipliers: tuple[tuple[str, float], ...] = ()
+  # Regexes over parameter paths (None = off, the paper's single Adam state):
+  per_task_state: Optional[str] = None  # these parameters keep one Adam state per task
+  per_task_grad_norm: Optional[str] = None  # their gradient / EMA of the task's own norm
 
 
 @dataclasses.dataclass(frozen=True)

@@ -85,7 +85,7 @@ def _rules(rules: Any) -> tuple[tuple[str, Any], ...]:
 
 def task_specs(config: Any) -> tuple[TaskSpec, ...]:
   return tuple(TaskSpec(name=name, kind=t['kind'], labels=tuple(t.get('labels') or ()),
-                        metric=t.get('metric') or 'accuracy')
+                        metric=t.get('metric') or 'accuracy', pooling=t.get('pooling') or 'cls')
                for name, t in config.tasks.items())
 
 
@@ -163,7 +163,9 @@ def decode(config: Any) -> RunSpec:
                       weight_decay=float(o.weight_decay), b1=float(o.b1), b2=float(o.b2),
                       eps=float(o.eps),
                       clip_norm=float(o.clip_norm) if o.get('clip_norm') else None,
-                      lr_multipliers=tuple((p, float(m)) for p, m in _rules(o.lr_multipliers))),
+                      lr_multipliers=tuple((p, float(m)) for p, m in _rules(o.lr_multipliers)),
+                      per_task_state=o.get('per_task_state') or None,
+                      per_task_grad_norm=o.get('per_task_grad_norm') or None),
       trainable=tuple((p, bool(t)) for p, t in _rules(config.trainable)),
       mesh=MeshSpec(shape=tuple(int(s) for s in config.mesh.shape),
                     axes=tuple(config.mesh.axes),

@@ -72,7 +72,7 @@ def make_train_step(graphdef: Any, tx: optax.GradientTransformation,
       return losses.compute_loss(model, batch, task, dropout_rng)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
-    updates, new_opt_state = tx.update(grads, opt_state, trainable)
+    updates, new_opt_state = tx.update(grads, opt_state, trainable, task=task)
     new_trainable = optax.apply_updates(trainable, updates)
     grad_norm = global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -196,7 +196,7 @@ class Trainer:
     logging.info('mesh %s', dict(self.mesh.shape))
     if self.is_primary:
       print(param_report, flush=True)
-    self.tx = optim.make_optimizer(spec.optim, self.parts.trainable)
+    self.tx = optim.make_optimizer(spec.optim, self.parts.trainable, tasks=self.task_names)
     self.lr_fn = optim.learning_rate_fn(spec.optim)
     self.train_iter = pipeline.build_train_pipeline(spec.train_streams, spec.data, spec.seed,
                                                     self.tokenizer, jax.process_index(),

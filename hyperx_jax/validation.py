@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 from hyperx_jax.data.sources import SOURCE_TYPES
 from hyperx_jax.schema import (DATA_AXES, DTYPES, METHODS, METRICS, NEW_LANGUAGE_INITS, PAIR,
-                               PLACEMENTS, REMAT_POLICIES, TASK_KINDS, TOKEN)
+                               PLACEMENTS, POOLINGS, REMAT_POLICIES, TASK_KINDS, TOKEN)
 from hyperx_jax.sharding import resolve_mesh_shape
 
 # Source keys that name local files or directories (checked for existence).
@@ -78,6 +78,9 @@ def _check_tasks(config: Any, errors: list[str]) -> None:
       errors.append(f'config.tasks.{name}.kind: {kind!r} is not one of {list(TASK_KINDS)}')
     if metric not in METRICS:
       errors.append(f'config.tasks.{name}.metric: {metric!r} is not one of {list(METRICS)}')
+    pooling = _field(task, 'pooling') or 'cls'
+    if pooling not in POOLINGS:
+      errors.append(f'config.tasks.{name}.pooling: {pooling!r} is not one of {list(POOLINGS)}')
     if kind in (PAIR, TOKEN) and not _field(task, 'labels'):
       errors.append(f'config.tasks.{name}.labels: a {kind} task needs its label list')
   langs = list(config.languages)
@@ -184,6 +187,13 @@ def _check_optim(config: Any, errors: list[str]) -> None:
   if o.lr <= 0:
     errors.append(f'config.optim.lr: must be positive, got {o.lr}')
   _check_regexes(o.lr_multipliers, 'config.optim.lr_multipliers', errors)
+  for field in ('per_task_state', 'per_task_grad_norm'):
+    pattern = o.get(field)
+    if pattern:
+      try:
+        re.compile(pattern)
+      except re.error as e:
+        errors.append(f'config.optim.{field}: {pattern!r} is not a regex ({e})')
   _check_regexes(config.trainable, 'config.trainable', errors)
   for field in ('every_steps', 'keep'):
     if config.checkpoint[field] <= 0:

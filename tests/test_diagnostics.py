@@ -43,10 +43,11 @@ def test_loss_onsets_from_logged_losses():
   assert diag.loss_onsets(records, chance) == {"pairs": 75, "pos": 50}
 
 
-def test_a_run_logs_diagnostics_per_task(workspace, tmp_path):  # noqa: F811
+def test_a_per_task_recipe_run_logs_diagnostics_per_task(workspace, tmp_path):  # noqa: F811
   from hyperx_jax import train
   config = tiny_config(workspace, tasks="tag+pair", steps=10)
   config.diagnostics = True
+  config.optim.per_task_state = "^(adapters|encoder)/"  # the 'per_task' recipe trains too
   workdir = run_dir(tmp_path)
   train.train_and_evaluate(config, workdir)
   scalars = [r for r in read_metrics(workdir) if "loss" in r["scalars"]][-1]["scalars"]

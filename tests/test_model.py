@@ -248,3 +248,13 @@ def test_build_model_from_config_and_parameter_report(tmp_path):
   abstract = nnx.eval_shape(lambda: build_model(specs.model_spec(config), rngs=nnx.Rngs(0)))
   assert abstract.encoder.config.hidden_size == 768
   assert abstract.adapters.language.down.shape == (2, 12, 768, 16)
+
+
+def test_pair_pooling_cls_or_mean_over_real_tokens():
+  from hyperx_jax.models.heads import pool
+  hidden = jnp.arange(2 * 3 * 2, dtype=jnp.float32).reshape(2, 3, 2)  # [B, S, H]
+  mask = jnp.array([[1, 1, 0], [1, 1, 1]])
+  np.testing.assert_array_equal(pool(hidden, mask, "cls"), hidden[:, 0])
+  np.testing.assert_allclose(pool(hidden, mask, "mean"), [[1.0, 2.0], [8.0, 9.0]])
+  with pytest.raises(ValueError, match="pooling 'max' is not one of"):
+    TaskSpec("p", "pair_classification", ("a", "b"), pooling="max")

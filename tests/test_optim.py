@@ -137,3 +137,35 @@ def test_weight_decay_mask_spares_biases_layernorms_and_embeddings():
     mult = 100.0 if path.startswith("heads/") else 1.0
     expected = -1e-3 * mult * 0.1 * params[path] if mask[path] else np.zeros_like(u)
     np.testing.assert_allclose(u, expected, rtol=1e-6, atol=1e-12)
+
+
+def test_per_task_adam_state_normalises_each_task_by_its_own_gradients():
+  params = {"adapters": {"w": jnp.zeros(3)}, "heads": {"h": jnp.zeros(3)}}
+  big = jax.tree.map(lambda x: jnp.full_like(x, 100.0), params)
+  small = jax.tree.map(lambda x: jnp.full_like(x, 0.01), params)
+  # b1 = 0 isolates the second moment (no momentum carried from the other task).
+  spec = _spec(10, warmup_steps=0, lr=1.0, b1=0.0, b2=0.999, per_task_state="^adapters/")
+  tx = optim.make_optimizer(spec, params, tasks=("mlm", "pairs"))
+  state = tx.init(params)
+  _, state = tx.update(big, state, params, task="mlm")
+  updates, state = tx.update(small, state, params, task="pairs")
+  lr = float(optim.learning_rate_fn(spec)(1))
+  # pairs' first step on its own state: g / sqrt(v_hat) = 1, the update is -lr.
+  np.testing.assert_allclose(updates["adapters"]["w"], -lr, rtol=1e-4)
+  # The shared state (heads) holds mlm's second moment: v_hat after two steps, by hand.
+  v_hat = (0.999 * 0.001 * 100.0 ** 2 + 0.001 * 0.01 ** 2) / (1 - 0.999 ** 2)
+  np.testing.assert_allclose(updates["heads"]["h"], -lr * 0.01 / (np.sqrt(v_hat) + 1e-8),
+                             rtol=1e-4)
+  with pytest.raises(ValueError, match="task=one of \\['mlm', 'pairs'\\]"):
+    tx.update(small, state, params, task="pos")
+
+
+def test_per_task_gradient_normalisation_divides_by_the_tasks_own_norm():
+  params = {"adapters": {"w": jnp.zeros(4)}}
+  tx = optim.normalize_per_task(("a", "b"), {"adapters": {"w": True}}, decay=0.5)
+  state = tx.init(params)
+  g = {"adapters": {"w": jnp.full(4, 3.0)}}  # norm 6
+  out, state = tx.update(g, state, task="a")
+  np.testing.assert_allclose(out["adapters"]["w"], 0.5, rtol=1e-5)  # 3 / 6 (bias-corrected)
+  out, state = tx.update({"adapters": {"w": jnp.full(4, 0.5)}}, state, task="b")  # norm 1
+  np.testing.assert_allclose(out["adapters"]["w"], 0.5, rtol=1e-5)

@@ -16,6 +16,7 @@ import numpy as np
 from flax import nnx
 
 from hyperx_jax.models.layers import Dense, LayerNorm, dropout, param
+from hyperx_jax.schema import POOLINGS
 
 
 class TokenClassificationHead(nnx.Module):
@@ -35,19 +36,32 @@ class SequenceClassificationHead(nnx.Module):
   """RoBERTa classification head on `<s>`: dropout, dense H->H, tanh, dropout, out_proj H->n."""
 
   def __init__(self, hidden_size: int, num_labels: int, *, dropout_rate: float = 0.1,
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
+               pooling: str = "cls", param_dtype=jnp.float32, rngs: nnx.Rngs):
+    if pooling not in POOLINGS:
+      raise ValueError(f"pooling {pooling!r} is not one of {POOLINGS}")
     self.dropout_rate = dropout_rate
+    self.pooling = pooling
     self.dense = Dense.linear(hidden_size, hidden_size, (None, "embed"), dtype=param_dtype,
                               rngs=rngs)
     self.out_proj = Dense.linear(hidden_size, num_labels, ("embed", "labels"), dtype=param_dtype,
                                  rngs=rngs)
 
-  def __call__(self, hidden: jax.Array, *, dropout_rng: Optional[jax.Array] = None) -> jax.Array:
-    """hidden [B, S, H] -> logits [B, n] (float32)."""
+  def __call__(self, hidden: jax.Array, *, dropout_rng: Optional[jax.Array] = None,
+               mask: Optional[jax.Array] = None) -> jax.Array:
+    """hidden [B, S, H] (mask [B, S]: real tokens, for mean pooling) -> logits [B, n] f32."""
     rngs = (None, None) if dropout_rng is None else tuple(jax.random.split(dropout_rng))
-    x = dropout(hidden[:, 0], self.dropout_rate, rngs[0])  # [B, H] the <s> token
+    x = dropout(pool(hidden, mask, self.pooling), self.dropout_rate, rngs[0])  # [B, H]
     x = jnp.tanh(self.dense(x))
     return self.out_proj(dropout(x, self.dropout_rate, rngs[1])).astype(jnp.float32)
+
+
+def pool(hidden: jax.Array, mask: Optional[jax.Array], pooling: str) -> jax.Array:
+  """[B, S, H] -> [B, H]: the `<s>` token ('cls'), or the mean over real tokens ('mean', how
+  encoders such as e5 were trained)."""
+  if pooling == "cls":
+    return hidden[:, 0]
+  m = (jnp.ones(hidden.shape[:2]) if mask is None else mask).astype(hidden.dtype)[..., None]
+  return (hidden * m).sum(1) / jnp.maximum(m.sum(1), 1)
 
 
 class MLMHead(nnx.Module):

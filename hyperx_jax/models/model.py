@@ -144,6 +144,8 @@ class HyperXModel(nnx.Module):
       if mlm_positions is None:
         raise ValueError(f"task {task!r} is mlm: pass mlm_positions [B, K]")
       return head(hidden, mlm_positions, self.encoder.embeddings.word[...])
+    if isinstance(head, SequenceClassificationHead):
+      return head(hidden, dropout_rng=head_rng, mask=batch["attention_mask"])
     return head(hidden, dropout_rng=head_rng)
 
 
@@ -157,7 +159,7 @@ def build_model(spec: ModelSpec, *, rngs: nnx.Rngs) -> HyperXModel:
 def _make_head(spec: TaskSpec, c: EncoderConfig, dropout_rate: float, dtype, rngs: nnx.Rngs):
   if spec.kind == PAIR:
     return SequenceClassificationHead(c.hidden_size, spec.num_labels, dropout_rate=dropout_rate,
-                                      param_dtype=dtype, rngs=rngs)
+                                      pooling=spec.pooling, param_dtype=dtype, rngs=rngs)
   if spec.kind == TOKEN:
     return TokenClassificationHead(c.hidden_size, spec.num_labels, dropout_rate=dropout_rate,
                                    param_dtype=dtype, rngs=rngs)
