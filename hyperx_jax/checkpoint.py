@@ -9,9 +9,16 @@ Layout of `<workdir>/checkpoints/<step>/` (one orbax `CheckpointManager`, `ocp.a
 
 The frozen backbone is not saved: it reloads from its pretrained source. Saves are async;
 the manager keeps the latest `keep` checkpoints and, with `best_metric`, also the best one by
-that metric (`LatestN` or `BestN` preservation). Restoring the latest step falls back to the
-previous complete one (with a warning) when the latest cannot be read (an interrupted save, a
-missing item).
+that metric (`LatestN` or `BestN` preservation). An interrupted save leaves only orbax's
+temporary directory, removed when the next writable Checkpointer opens the directory.
+
+Unreadable steps (a truncated file, a missing item, a data state the trainer rejects):
+`restore` refuses a step other than the one asked for (default: the latest) unless
+`allow_fallback=True`; then it takes the latest readable earlier step and warns naming both.
+A writable Checkpointer (the trainer's) moves each unreadable step it fell back over to
+`checkpoints/corrupt/<step>-<time>` (kept for inspection, out of orbax's step list), so training
+saves that step again when it passes it. Nothing is moved when no step is readable (e.g. a
+changed model: every step fails the same way).
 
 Preemption: `install_preemption_handler()` turns SIGTERM into a flag that the trainer polls at
 step boundaries, then saves (`force=True`) and exits. In multi-process runs that flag may be set
@@ -21,21 +28,29 @@ sync point on JAX's preemption service, which every host answers the same at the
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import signal
 import threading
 import warnings
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import numpy as np
 from etils import epath
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.experimental import multihost_utils
 
+from hyperx_jax import faults
 
 ITEMS = ("trainable", "opt_state", "data_state", "meta")
+CORRUPT_DIR = "corrupt"
+
+
+class UnreadableCheckpointError(RuntimeError):
+  """The checkpoint step asked for (or every candidate step) cannot be restored."""
 
 
 def _to_pure(tree: Any) -> Any:
@@ -100,6 +115,7 @@ class Checkpointer:
       raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
     self.directory = absolute_path(workdir) / "checkpoints"
     self.best_metric, self.best_mode = best_metric, best_mode
+    self.read_only = read_only
     options = ocp.CheckpointManagerOptions(
         best_fn=_metric_fn(best_metric, best_mode) if best_metric else None,
         best_mode=best_mode,
@@ -107,7 +123,7 @@ class Checkpointer:
         enable_async_checkpointing=async_save,
         cleanup_tmp_directories=not read_only,
         read_only=read_only,
-        create=not read_only)
+        create=False)  # the first save creates it: opening a workdir changes nothing
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 
   def save(self, step: int, *, trainable: Any, opt_state: Any, rng: Any = None,
@@ -125,8 +141,11 @@ class Checkpointer:
                  meta=ocp.args.JsonSave(meta))
     if jax.tree.leaves(opt_state):  # orbax rejects empty trees (e.g. plain SGD's state)
       items["opt_state"] = ocp.args.StandardSave(opt_state)
-    return self.manager.save(int(step), args=ocp.args.Composite(**items), metrics=metrics,
-                             force=force)
+    faults.inject("save_start", step)
+    started = self.manager.save(int(step), args=ocp.args.Composite(**items), metrics=metrics,
+                                force=force)
+    faults.inject("save_in_flight", step)
+    return started
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
@@ -138,26 +157,65 @@ class Checkpointer:
     return self.manager.best_step() if self.best_metric else None
 
   def restore(self, step: Optional[int] = None, *, abstract_trainable: Any,
-              abstract_opt_state: Any = None) -> dict:
-    """Restores `step` (default: the latest readable one) into the given abstract targets
-    (ShapeDtypeStructs or arrays carrying the shardings to restore to). Returns a dict with
-    step, trainable, opt_state (None if no target given), rng, data_state, metrics."""
-    if step is not None:
-      return self._restore(step, abstract_trainable, abstract_opt_state)
-    steps = sorted(self.manager.all_steps(), reverse=True)
+              abstract_opt_state: Any = None, allow_fallback: bool = False,
+              check: Optional[Callable[[dict], None]] = None) -> dict:
+    """Restores `step` (default: the latest) into the given abstract targets (ShapeDtypeStructs
+    or arrays carrying the shardings to restore to). Returns a dict with step, trainable,
+    opt_state (None if no target given), rng, data_state, metrics.
+
+    `check(restored)` may reject a step by raising (e.g. a data state the iterator cannot take).
+    An unreadable step is an UnreadableCheckpointError unless `allow_fallback`: then the earlier
+    steps are tried newest first (see the module docstring)."""
+    steps = self.all_steps()
     if not steps:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    errors = []
-    for s in steps:
+    step = steps[-1] if step is None else int(step)
+    if step not in steps:
+      raise FileNotFoundError(f"no checkpoint step {step} in {self.directory}; steps: {steps}")
+    candidates = [s for s in reversed(steps) if s <= step] if allow_fallback else [step]
+    failed: list[tuple[int, str]] = []
+    for s in candidates:
       try:
-        return self._restore(s, abstract_trainable, abstract_opt_state)
-      except Exception as e:  # noqa: BLE001  (any unreadable item: fall back)
-        errors.append(f"step {s}: {type(e).__name__}: {e}")
-        msg = (f"checkpoint step {s} in {self.directory} is incomplete or unreadable "
-               f"({type(e).__name__}: {str(e)[:300]}); falling back to the previous one")
-        warnings.warn(msg, RuntimeWarning)
-        logging.warning("%s", msg)
-    raise RuntimeError(f"no readable checkpoint in {self.directory}:\n" + "\n".join(errors))
+        restored = self._restore(s, abstract_trainable, abstract_opt_state)
+        if check is not None:
+          check(restored)
+      except Exception as e:  # noqa: BLE001  (any unreadable item: the step is unreadable)
+        failed.append((s, f"{type(e).__name__}: {str(e)[:300]}"))
+        continue
+      if failed:
+        self._fell_back(failed, s)
+      return restored
+    raise UnreadableCheckpointError(self._unreadable_message(failed, allow_fallback))
+
+  def _unreadable_message(self, failed: list[tuple[int, str]], allow_fallback: bool) -> str:
+    lines = "\n".join(f"  step {s}: {error}" for s, error in failed)
+    if allow_fallback:
+      return (f"no readable checkpoint in {self.directory} (nothing was moved aside):\n{lines}")
+    return (f"checkpoint step {failed[0][0]} in {self.directory} is unreadable:\n{lines}\n"
+            "Rerun the training command (it moves the step aside and saves it again), or allow "
+            "the latest readable earlier step (allow_fallback=True / --allow_fallback).")
+
+  def _fell_back(self, failed: list[tuple[int, str]], used: int) -> None:
+    """Warns naming the unreadable steps and the one used; a writable Checkpointer moves the
+    unreadable ones aside so that they are saved again."""
+    for s, error in failed:
+      where = "" if self.read_only else f", moved to {self._move_aside(s)}"
+      msg = (f"checkpoint step {s} in {self.directory} is unreadable ({error}){where}; "
+             f"using step {used}")
+      warnings.warn(msg, RuntimeWarning)
+      logging.warning("%s", msg)
+    if not self.read_only:
+      self.manager.reload()
+
+  def _move_aside(self, step: int) -> epath.Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    target = self.directory / CORRUPT_DIR / f"{step}-{stamp}"
+    if jax.process_index() == 0:
+      target.parent.mkdir(parents=True, exist_ok=True)
+      (self.directory / str(step)).rename(target)
+    if jax.process_count() > 1:  # every process reloads the step list after the move
+      multihost_utils.sync_global_devices(f"checkpoint_moved_aside_{step}")
+    return target
 
   def _restore(self, step: int, abstract_trainable: Any, abstract_opt_state: Any) -> dict:
     items = {

@@ -3,10 +3,12 @@
 Used by the trainer (periodic and final evaluation) and on its own:
 
   python -m hyperx_jax.evaluate --workdir=DIR [--pairs=ner:tr,pos:ar] [--step=N]
+                                [--allow_fallback]
 
 evaluates a run's latest (or given) checkpoint (`run.restore`) and writes
 `DIR/results.{json,md,csv,png}` (with --pairs into `DIR/eval_<task>-<lang>_.../`, so a partial
-evaluation does not replace the run's table).
+evaluation does not replace the run's table). When that step is unreadable it stops with an
+error naming it; --allow_fallback takes the latest readable earlier step instead (and warns).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from hyperx_jax import distributed, metrics, run, sharding, specs
+from hyperx_jax import distributed, faults, metrics, run, sharding, specs
 from hyperx_jax import tokenizer as tokenizers
 from hyperx_jax.data import pipeline
 from hyperx_jax.models import losses
@@ -93,6 +95,7 @@ def evaluate_all(eval_step, trainable: Any, frozen: Any,
   for (task, lang), batches in datasets.items():
     if pairs is not None and (task, lang) not in pairs:
       continue
+    faults.inject('eval', pair_key(task, lang))  # test-only (faults.py)
     result = evaluate_pair(eval_step, trainable, frozen, batches, spec.tasks[task], mesh)
     result['zero_shot'] = (task, lang) in zero_shot
     results[pair_key(task, lang)] = result
@@ -110,10 +113,11 @@ def flat_scalars(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
 
 
 def evaluate_checkpoint(workdir: str, *, pairs_text: Optional[str] = None,
-                        step: Optional[int] = None
+                        step: Optional[int] = None, allow_fallback: bool = False
                         ) -> tuple[specs.RunSpec, dict[str, dict[str, Any]]]:
-  """A run's latest (or given) checkpoint on its eval pairs (all, or 'ner:tr,pos:ar')."""
-  trained = run.restore(workdir, step=step)
+  """A run's latest (or given) checkpoint on its eval pairs (all, or 'ner:tr,pos:ar'); an
+  unreadable step is an error unless `allow_fallback` (`run.restore`)."""
+  trained = run.restore(workdir, step=step, allow_fallback=allow_fallback)
   spec, parts = trained.spec, trained.parts
   pairs = parse_pairs(pairs_text, spec)
   tokenizer = tokenizers.load_tokenizer(spec.tokenizer)
@@ -129,7 +133,8 @@ def evaluate_checkpoint(workdir: str, *, pairs_text: Optional[str] = None,
 def main(argv: Sequence[str]) -> None:
   del argv
   distributed.initialize()  # every host of a pod evaluates its slice; a no-op on one machine
-  spec, results = evaluate_checkpoint(FLAGS.workdir, pairs_text=FLAGS.pairs, step=FLAGS.step)
+  spec, results = evaluate_checkpoint(FLAGS.workdir, pairs_text=FLAGS.pairs, step=FLAGS.step,
+                                      allow_fallback=FLAGS.allow_fallback)
   # A partial evaluation goes to its own directory, next to the run's final table.
   out = FLAGS.workdir
   if FLAGS.pairs:
@@ -144,5 +149,7 @@ if __name__ == '__main__':
                       required=True)
   flags.DEFINE_string('pairs', None, 'Comma-separated task:lang pairs (default: all).')
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
+  flags.DEFINE_bool('allow_fallback', False, 'If the step is unreadable, evaluate the latest '
+                    'readable earlier one (default: stop with an error).')
   FLAGS = flags.FLAGS
   app.run(main)

@@ -1,9 +1,11 @@
 """A generated adapter as a standalone static adapter (no hypernetwork needed to run it).
 
     python -m hyperx_jax.export --workdir=RUN --task=ner --lang=tr --out=DIR [--step=N]
+                                [--allow_fallback]
 
-restores the run's config (`RUN/config.json`) and checkpoint (latest, or `--step`), asks the
-model for the adapter of (task, language) and writes to DIR:
+restores the run's config (`RUN/config.json`) and checkpoint (latest, or `--step`; an
+unreadable one is an error unless --allow_fallback), asks the model for the adapter of
+(task, language) and writes to DIR (each file atomically):
 
 `adapter.safetensors` (float32, stacked over layers; L = layers, h = hidden, b = bottleneck):
 
@@ -42,9 +44,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from flax import nnx
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
-from hyperx_jax import run
+from hyperx_jax import fileio, run
 from hyperx_jax.models import heads as heads_lib
 from hyperx_jax.models.adapters import AdapterWeights
 from hyperx_jax.schema import MLM, PAIR, TOKEN
@@ -109,9 +111,9 @@ def export_adapter(model: Any, spec: Any, task: str, lang: str, out_dir: str, *,
   }
   if jax.process_index() == 0:
     os.makedirs(out_dir, exist_ok=True)
-    save_file(tensors, os.path.join(out_dir, ADAPTER_FILE), metadata={"format": FORMAT})
-    with open(os.path.join(out_dir, CONFIG_FILE), "w") as f:
-      json.dump(meta, f, indent=2)
+    data = save(tensors, metadata={"format": FORMAT})
+    fileio.atomic_write(os.path.join(out_dir, ADAPTER_FILE), lambda f: f.write(data), binary=True)
+    fileio.atomic_write_text(os.path.join(out_dir, CONFIG_FILE), json.dumps(meta, indent=2))
   return meta
 
 
@@ -171,9 +173,10 @@ def build_head(config: dict, head_params: dict, *, vocab_size: Optional[int] = N
 
 
 def export_from_run(workdir: str, task: str, lang: str, out_dir: str, *,
-                    step: Optional[int] = None) -> dict:
-  """Restores a trained run (`run.restore`) and exports (task, lang)'s adapter and head."""
-  trained = run.restore(workdir, step=step)
+                    step: Optional[int] = None, allow_fallback: bool = False) -> dict:
+  """Restores a trained run (`run.restore`; an unreadable step is an error unless
+  `allow_fallback`) and exports (task, lang)'s adapter and head."""
+  trained = run.restore(workdir, step=step, allow_fallback=allow_fallback)
   return export_adapter(trained.model(), trained.spec, task, lang, out_dir, step=trained.step,
                         workdir=os.path.abspath(workdir))
 
@@ -183,14 +186,17 @@ def _define_flags() -> None:
   flags.DEFINE_string("task", None, "Task name (a key of the run's config.tasks).")
   flags.DEFINE_string("lang", None, "Language (one of the run's config.languages).")
   flags.DEFINE_string("out", None, "Output directory (adapter.safetensors, adapter_config.json).")
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest readable one).")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+  flags.DEFINE_bool("allow_fallback", False, "If the step is unreadable, export the latest "
+                    "readable earlier one (default: stop with an error).")
   flags.mark_flags_as_required(["workdir", "task", "lang", "out"])
 
 
 def main(argv: Sequence[str]) -> None:
   del argv
   f = flags.FLAGS
-  meta = export_from_run(f.workdir, f.task, f.lang, f.out, step=f.step)
+  meta = export_from_run(f.workdir, f.task, f.lang, f.out, step=f.step,
+                         allow_fallback=f.allow_fallback)
   print(f"exported {meta['task']}/{meta['language']} (step {meta['step']}, {meta['num_layers']} "
         f"layers, bottleneck {meta['bottleneck']}) to {f.out}")
 

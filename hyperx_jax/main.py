@@ -28,6 +28,9 @@ flags.DEFINE_string('coordinator_address', None,
                     'detects itself (default: $JAX_COORDINATOR_ADDRESS).')
 flags.DEFINE_integer('num_processes', None, 'Number of processes (default: $JAX_NUM_PROCESSES).')
 flags.DEFINE_integer('process_id', None, "This process's index (default: $JAX_PROCESS_ID).")
+flags.DEFINE_bool('allow_config_change', False,
+                  'Continue a workdir trained with a different config (default: an error '
+                  'listing the fields that differ, beyond run.RESUMABLE_CHANGES).')
 flags.mark_flags_as_required(['config', 'workdir'])
 FLAGS = flags.FLAGS
 
@@ -43,7 +46,8 @@ def main(argv):
   logging.info('process %d of %d; %d local / %d global devices: %s', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.local_devices())
-  results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
+                                     allow_config_change=FLAGS.allow_config_change)
   if results is None:
     logging.info('stopped by preemption after saving; rerun the same command to resume')
 

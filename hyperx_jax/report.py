@@ -7,8 +7,9 @@ Input is one dict for the whole run, keyed by "task:lang":
 
 Ratio metrics (accuracy, precision, recall, f1) are stored as fractions and shown in the tables
 as percentages. Each task gets an average row over its seen languages and one over its
-zero-shot languages. Every file is written to a temporary name and renamed into place, so an
-error never leaves a half-written file (or clobbers the previous one).
+zero-shot languages. Every file is written with `fileio.atomic_write` (a temporary name renamed
+into place), so an error or a kill never leaves a half-written file (or clobbers the previous
+one).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from etils import epath
 import numpy as np
+
+from hyperx_jax import fileio
 
 Results = Mapping[str, Mapping[str, Any]]
 
@@ -207,20 +210,6 @@ def _json_default(value: Any) -> Any:
   raise TypeError(f"results value {value!r} of type {type(value).__name__} is not JSON serialisable")
 
 
-def _atomic_write(path: epath.Path, write_fn) -> None:
-  """write_fn(file) fills a temporary sibling that then replaces `path`."""
-  tmp = path.parent / f".{path.name}.tmp{os.getpid()}"
-  binary = path.suffix == ".png"
-  try:
-    with tmp.open("wb" if binary else "w") as f:
-      write_fn(f)
-    tmp.replace(path)
-  except BaseException:
-    if tmp.exists():
-      tmp.unlink()
-    raise
-
-
 def write_results(workdir: str | os.PathLike, results: Results, *, method: str = "Hyper-X"
                   ) -> Dict[str, epath.Path]:
   """Writes results.{json,md,csv,png} into workdir; returns their paths by suffix."""
@@ -229,8 +218,9 @@ def write_results(workdir: str | os.PathLike, results: Results, *, method: str =
   workdir.mkdir(parents=True, exist_ok=True)
   markdown, table_csv, png = to_markdown(results), to_csv(results), plot(results, method)
   paths = {ext: workdir / f"results.{ext}" for ext in ("json", "md", "csv", "png")}
-  _atomic_write(paths["json"], lambda f: json.dump(results, f, indent=2, default=_json_default))
-  _atomic_write(paths["md"], lambda f: f.write(f"# {method} results\n\n" + markdown))
-  _atomic_write(paths["csv"], lambda f: f.write(table_csv))
-  _atomic_write(paths["png"], lambda f: f.write(png))
+  fileio.atomic_write(paths["json"],
+                      lambda f: json.dump(results, f, indent=2, default=_json_default))
+  fileio.atomic_write(paths["md"], lambda f: f.write(f"# {method} results\n\n" + markdown))
+  fileio.atomic_write(paths["csv"], lambda f: f.write(table_csv))
+  fileio.atomic_write(paths["png"], lambda f: f.write(png), binary=True)
   return paths

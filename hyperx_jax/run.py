@@ -9,7 +9,9 @@ Everything that trains, evaluates, exports or continues a run goes through this 
                                                    # mesh and model with the restored params
 
 The run directory holds `config.json` (the ConfigDict as given, read back by `restore`),
-`checkpoints/`, the metric logs and `results.{json,md,csv,png}`.
+`checkpoints/`, the metric logs and `results.{json,md,csv,png}`. A run in an existing directory
+must have its config: `check_saved_config` lists every field that differs from `config.json`
+beyond `RESUMABLE_CHANGES` (how long and how often, not what is trained).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from etils import epath
 from flax import nnx
 from jax.sharding import Mesh
 
-from hyperx_jax import checkpoint, optim, report, sharding, specs
+from hyperx_jax import checkpoint, fileio, optim, report, sharding, specs
 from hyperx_jax.models import weights
 from hyperx_jax.models.model import HyperXModel, ModelSpec, build_model
 from hyperx_jax.models.parameters import parameter_report
@@ -35,6 +37,11 @@ from hyperx_jax.tree import flat_paths, map_params, path_str
 from hyperx_jax.validation import ConfigError
 
 CONFIG_FILE = 'config.json'
+# Fields a run may change when it continues in a workdir: they set how long it trains and how
+# often it logs, evaluates and saves, never what a step computes.
+RESUMABLE_CHANGES = ('total_steps', 'eval_every_steps', 'log_every_steps',
+                     'checkpoint.every_steps', 'checkpoint.keep', 'checkpoint.async_save',
+                     'data.prefetch')
 
 
 class ModelParts(NamedTuple):
@@ -106,12 +113,12 @@ def shardings_of(tree: Any) -> Any:
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """`workdir/config.json`: the config as given (process 0)."""
+  """`workdir/config.json`: the config as given (process 0), replaced atomically."""
   if jax.process_index() != 0:
     return
   path = epath.Path(workdir)
   path.mkdir(parents=True, exist_ok=True)
-  (path / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))
+  fileio.atomic_write_text(path / CONFIG_FILE, config.to_json_best_effort(indent=2))
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -120,6 +127,43 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not path.exists():
     raise FileNotFoundError(f'{path} not found: is {workdir!r} a training workdir?')
   return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def _leaves(tree: Any, prefix: str = '') -> dict[str, Any]:
+  """{'checkpoint.keep': 3, 'train_streams[0].lang': 'en', ...} of a JSON-like tree."""
+  if isinstance(tree, Mapping):
+    items = [(f'{prefix}.{k}' if prefix else str(k), v) for k, v in tree.items()]
+  elif isinstance(tree, list):
+    items = [(f'{prefix}[{i}]', v) for i, v in enumerate(tree)]
+  else:
+    return {prefix: tree}
+  return {path: leaf for key, value in items for path, leaf in _leaves(value, key).items()}
+
+
+def config_differences(saved: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple]:
+  """field -> (saved value, new value) for every leaf that differs ('<absent>' if missing)."""
+  a, b = _leaves(saved), _leaves(new)
+  absent = '<absent>'
+  return {k: (a.get(k, absent), b.get(k, absent)) for k in sorted(set(a) | set(b))
+          if a.get(k, absent) != b.get(k, absent)}
+
+
+def check_saved_config(config: ml_collections.ConfigDict, workdir: str, *,
+                       allow_change: bool = False) -> None:
+  """A ConfigError listing each field where `config` differs from the workdir's config.json
+  outside RESUMABLE_CHANGES (none without a config.json, or with `allow_change`)."""
+  path = epath.Path(workdir) / CONFIG_FILE
+  if allow_change or not path.exists():
+    return
+  new = json.loads(config.to_json_best_effort())  # the form save_config writes
+  differences = {k: v for k, v in config_differences(json.loads(path.read_text()), new).items()
+                 if k not in RESUMABLE_CHANGES}
+  if differences:
+    lines = [f'  config.{k}: {old!r} (saved) -> {value!r}'
+             for k, (old, value) in differences.items()]
+    raise ConfigError(f'the config differs from {path}, the one this workdir was trained with, '
+                      f'beyond {RESUMABLE_CHANGES}:\n' + '\n'.join(lines) + '\nUse a new '
+                      'workdir, or pass --allow_config_change to continue with the new config.')
 
 
 def write_results(spec: specs.RunSpec, out_dir: str,
@@ -149,9 +193,11 @@ class TrainedRun(NamedTuple):
 
 
 def restore(workdir: str, *, step: Optional[int] = None, mesh: Optional[Mesh] = None,
-            load_pretrained: bool = True) -> TrainedRun:
+            load_pretrained: bool = True, allow_fallback: bool = False) -> TrainedRun:
   """Rebuilds a trained run from its `config.json` and restores its trainable parameters at
-  `step` (default: the latest readable checkpoint). The frozen encoder comes from its pretrained
+  `step` (default: the latest checkpoint). An unreadable step is an error
+  (checkpoint.UnreadableCheckpointError) unless `allow_fallback`: then the latest readable
+  earlier step is used, with a warning naming it. The frozen encoder comes from its pretrained
   source (`load_pretrained=False` leaves it randomly initialised, when only the trainable
   parameters are wanted). `mesh` defaults to the run's configured mesh on this machine."""
   config = load_config(workdir)
@@ -160,7 +206,8 @@ def restore(workdir: str, *, step: Optional[int] = None, mesh: Optional[Mesh] = 
   parts, _ = create_model(spec, mesh, load_pretrained=load_pretrained)
   ckpt = checkpoint.Checkpointer(workdir, read_only=True, async_save=False)
   try:
-    restored = ckpt.restore(step, abstract_trainable=parts.trainable)
+    restored = ckpt.restore(step, abstract_trainable=parts.trainable,
+                            allow_fallback=allow_fallback)
   finally:
     ckpt.close()
   logging.info('restored %s at step %d', workdir, restored['step'])

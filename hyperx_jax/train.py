@@ -13,6 +13,11 @@ the frozen backbone, and folds the step into the dropout RNG. The task name is s
 compile per task: heads differ in shape), task / language ids are traced. A step whose loss or
 gradient norm is not finite leaves the state unchanged and is reported; the loop then stops
 with the last good checkpoint intact.
+
+The run directory is changed only once the run has passed everything a bad config or input can
+fail (the config check, the saved-config check, the data read, the model build): only then are
+checkpoints restored (an unreadable latest step is moved aside), config.json written and the
+metric writer opened. Metrics are flushed at every log step.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from hyperx_jax import checkpoint, evaluate, optim, run, sharding, specs, writers
+from hyperx_jax import checkpoint, evaluate, faults, optim, run, sharding, specs, writers
 from hyperx_jax import diagnostics as diag
 from hyperx_jax import tokenizer as tokenizers
 from hyperx_jax.data import pipeline
@@ -161,15 +166,17 @@ def tb_names(prefix: str, scalars: Mapping[str, float]) -> dict[str, float]:
 
 def restore_or_init(spec: specs.RunSpec, ckpt: checkpoint.Checkpointer, parts: run.ModelParts,
                     tx: optax.GradientTransformation, train_iter: Any, mesh: Mesh) -> TrainState:
-  """Resume order: checkpoint in workdir > spec.init_from > pretrained init."""
+  """Resume order: checkpoint in workdir > spec.init_from > pretrained init.
+
+  The latest readable checkpoint is used: an unreadable step, or one whose data state the
+  iterator rejects, is moved aside (and saved again when training passes it)."""
   trainable = parts.trainable
   fresh_rng = jax.random.key(spec.seed)
   if ckpt.latest_step() is not None:
     # Restore targets: the fresh optimizer state carries the shardings to restore into.
     opt_state = init_optimizer(tx, trainable, mesh)
-    r = ckpt.restore(abstract_trainable=trainable, abstract_opt_state=opt_state)
-    if r['data_state']:
-      train_iter.set_state(r['data_state'])
+    r = ckpt.restore(abstract_trainable=trainable, abstract_opt_state=opt_state,
+                     allow_fallback=True, check=lambda r: train_iter.set_state(r['data_state']))
     logging.info('resumed from %s at step %d', ckpt.directory, r['step'])
     rng = r['rng'] if r['rng'] is not None else fresh_rng
     return TrainState(r['step'], r['trainable'], r['opt_state'], rng)
@@ -185,8 +192,11 @@ def restore_or_init(spec: specs.RunSpec, ckpt: checkpoint.Checkpointer, parts: r
 class Trainer:
   """The pieces of one run, built in data-flow order; `run()` trains and evaluates."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, *,
+               allow_config_change: bool = False):
+    # Checks, data and model first: nothing in `workdir` changes if any of them fails.
     self.spec = spec = specs.parse(config, jax.device_count())
+    run.check_saved_config(config, workdir, allow_change=allow_config_change)
     self.workdir = workdir
     self.is_primary = jax.process_index() == 0
     self.mesh = sharding.make_mesh(spec.mesh)
@@ -201,6 +211,9 @@ class Trainer:
     self.train_iter = pipeline.build_train_pipeline(spec.train_streams, spec.data, spec.seed,
                                                     self.tokenizer, jax.process_index(),
                                                     jax.process_count())
+    self.eval_data = pipeline.build_eval_datasets(spec.eval_streams, spec.train_streams,
+                                                  spec.data, spec.seed, self.tokenizer)
+    # The run directory changes from here on.
     c = spec.checkpoint
     self.ckpt = checkpoint.Checkpointer(workdir, keep=c.keep, async_save=c.async_save,
                                         best_metric=c.best_metric)
@@ -215,7 +228,6 @@ class Trainer:
                                       diagnostics=spec.diagnostics)
     self.eval_step = evaluate.make_eval_step(self.parts.graphdef, self.mesh, trainable_sh,
                                              frozen_sh)
-    self.eval_data = None
     self.writer = writers.MetricWriter(workdir, is_primary=self.is_primary)
     self.progress = writers.ProgressLogger(spec.total_steps, batch_size=spec.data.batch_size)
     self.preempted = checkpoint.install_preemption_handler()
@@ -223,10 +235,6 @@ class Trainer:
   # -- evaluation
 
   def evaluate(self, pairs=None) -> dict[str, dict[str, Any]]:
-    if self.eval_data is None:
-      s = self.spec
-      self.eval_data = pipeline.build_eval_datasets(s.eval_streams, s.train_streams, s.data,
-                                                    s.seed, self.tokenizer)
     return evaluate.evaluate_all(self.eval_step, self.state.trainable, self.parts.frozen,
                                  self.eval_data, self.spec, self.mesh, pairs)
 
@@ -249,6 +257,18 @@ class Trainer:
           f'stopped. Last checkpoint: step {self.ckpt.latest_step()} in {self.ckpt.directory} '
           '(intact). Lower optim.lr, check the data, or use float32.')
 
+  def _log(self, stats: StepStats) -> None:
+    """The interval's means to the metric files (flushed: a kill loses at most one interval)
+    and the console."""
+    step = self.state.step
+    self._stop_on_nonfinite(stats)
+    scalars = stats.summary()
+    scalars['lr'] = float(self.lr_fn(step - 1))
+    self.writer.write_scalars(step, scalars)
+    self.writer.flush()
+    if self.is_primary:
+      self.progress.log(step, scalars)
+
   # -- the loop
 
   def train(self) -> bool:
@@ -266,22 +286,20 @@ class Trainer:
       task = batch_task(local, self.task_names)
       batch = global_batch(local, self.mesh)
       s = self.state
-      trainable, opt_state, metrics = self.train_step(s.trainable, s.opt_state, self.parts.frozen,
+      frozen = faults.poison_if_requested(s.step + 1, self.parts.frozen)  # test-only
+      trainable, opt_state, metrics = self.train_step(s.trainable, s.opt_state, frozen,
                                                       batch, np.int32(s.step), s.rng, task)
+      faults.inject('train_step', s.step + 1)  # test-only: kill/term mid-step (faults.py)
       self.state = s._replace(step=s.step + 1, trainable=trainable, opt_state=opt_state)
       stats.add(task, metrics)
       step = self.state.step
       if step % c.log_every_steps == 0 or step == c.total_steps:
-        self._stop_on_nonfinite(stats)
-        scalars = stats.summary()
-        scalars['lr'] = float(self.lr_fn(step - 1))
-        self.writer.write_scalars(step, scalars)
-        if self.is_primary:
-          self.progress.log(step, scalars)
+        self._log(stats)
       eval_scalars = None
       if step % c.eval_every_steps == 0 and step < c.total_steps:
         eval_scalars = evaluate.flat_scalars(self.evaluate())
         self.writer.write_scalars(step, tb_names('eval', eval_scalars))
+        self.writer.flush()
       if step % c.checkpoint.every_steps == 0 or step == c.total_steps:
         self._stop_on_nonfinite(stats)
         self.save(eval_scalars, force=step == c.total_steps)
@@ -293,6 +311,7 @@ class Trainer:
     try:
       if not self.train():
         return None
+      self.ckpt.wait()  # results.* come from a committed checkpoint: a rerun reproduces them
       results = self.evaluate()
       self.writer.write_scalars(self.state.step,
                                 tb_names('final', evaluate.flat_scalars(results)))
@@ -305,9 +324,11 @@ class Trainer:
       self.preempted.uninstall()
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       allow_config_change: bool = False
                        ) -> Optional[dict[str, dict[str, Any]]]:
   """Trains per `config` in `workdir` (resuming if it holds a checkpoint), then evaluates every
   (task, language) eval pair and writes results.{json,md,csv,png}. Returns the results, or
-  None when a preemption signal stopped the run (after saving)."""
-  return Trainer(config, workdir).run()
+  None when a preemption signal stopped the run (after saving). In a workdir trained with
+  another config (beyond run.RESUMABLE_CHANGES) it refuses unless `allow_config_change`."""
+  return Trainer(config, workdir, allow_config_change=allow_config_change).run()

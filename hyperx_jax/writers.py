@@ -3,6 +3,9 @@
 - `MetricWriter`: every process may call it; only the primary process (jax.process_index() ==
   0) writes. Scalars go to TensorBoard event files (tensorboardX) and to `metrics.jsonl`, one
   JSON object per line: {"step": int, "time": unix seconds, "scalars": {name: float}}.
+  `flush()` makes what was written durable (the trainer calls it at every log step), so a
+  killed run loses at most the records since; a run that resumes appends, so a step logged
+  before the kill and again after the resume appears twice (the later record is the one kept).
 - `ProgressLogger`: one readable console line per call: step/total, per-task losses, learning
   rate, steps/s, examples/s and ETA.
 - `NonFiniteError`: what the trainer raises when a loss or gradient norm is NaN/Inf.
@@ -35,9 +38,20 @@ class NonFiniteError(FloatingPointError):
   """A training quantity became NaN or Inf."""
 
 
+def _drop_partial_last_line(path: epath.Path) -> None:
+  """Cuts a record left half-written by a killed run, so appends start on a line of their own."""
+  if not path.exists():
+    return
+  data = path.read_bytes()
+  whole = data.rfind(b"\n") + 1
+  if whole < len(data):
+    with open(path, "r+b") as f:
+      f.truncate(whole)
+
+
 class _JsonLines:
-  """Appends lines to a local file; object stores (gs://) cannot append, so there the whole
-  file is rewritten from memory on flush."""
+  """Appends lines to a local file (flushed and fsync'd on `flush`); object stores (gs://)
+  cannot append, so there the whole file is rewritten from memory on flush."""
 
   def __init__(self, path: epath.Path):
     self.path = path
@@ -47,6 +61,7 @@ class _JsonLines:
       self._lines = path.read_text().splitlines() if path.exists() else []
       self._file = None
     else:
+      _drop_partial_last_line(path)
       self._file = path.open("a")
 
   def append(self, line: str) -> None:
@@ -60,6 +75,7 @@ class _JsonLines:
       self.path.write_text("".join(line + "\n" for line in self._lines))
     else:
       self._file.flush()
+      os.fsync(self._file.fileno())
 
   def close(self) -> None:
     self.flush()

@@ -183,8 +183,8 @@ def scenario_checkpoint(args: argparse.Namespace, options: dict[str, Any]) -> di
 
 
 class WriteAudit:
-  """Paths under `root` this process opened for writing (Python-level opens; orbax writes
-  through tensorstore and is checked separately)."""
+  """Paths under `root` this process opened for writing or renamed a file to (Python-level;
+  orbax writes through tensorstore and is checked separately)."""
 
   def __init__(self, root: pathlib.Path):
     self.root = str(root.resolve())
@@ -192,6 +192,8 @@ class WriteAudit:
     sys.addaudithook(self._hook)
 
   def _hook(self, event: str, args: tuple) -> None:
+    if event == "os.rename" and len(args) > 1:  # fileio.atomic_write: temporary -> the file
+      event, args = "open", (args[1], "w")
     if event != "open" or not args or not isinstance(args[0], (str, os.PathLike)):
       return
     mode, flags = args[1] if len(args) > 1 else "r", args[2] if len(args) > 2 else 0
@@ -270,8 +272,8 @@ def scenario_train(args: argparse.Namespace, options: dict[str, Any]) -> dict[st
   outcome = {}
   train_and_evaluate = train.train_and_evaluate
 
-  def keep_results(config, workdir):
-    outcome["results"] = train_and_evaluate(config, workdir)
+  def keep_results(config, workdir, **kwargs):
+    outcome["results"] = train_and_evaluate(config, workdir, **kwargs)
     return outcome["results"]
 
   train.train_and_evaluate = keep_results

@@ -1,5 +1,6 @@
 """Checkpoints: sharded round trip on 8 devices, JSON data state, keep-N, best-by-metric,
-fallback from an unreadable latest step, init_from with new language rows, SIGTERM flag."""
+an unreadable step refused / fallen back over / moved aside, init_from with new language rows,
+SIGTERM flag."""
 
 import os
 import shutil
@@ -100,25 +101,71 @@ def test_keep_n_and_best_metric(tmp_path):
   plain.close()
 
 
-def test_unreadable_latest_falls_back_with_warning(tmp_path):
+def _two_steps(tmp_path):
+  """Steps 1 and 2 (trainable + step), then step 2 loses an item (an interrupted copy) and an
+  orbax temp dir of an interrupted save of step 3 is left."""
   _, trainable, opt_state = _setup()
   ckpt = checkpoint.Checkpointer(str(tmp_path), keep=3, async_save=False)
   for step in (1, 2):
     bumped = jax.tree.map(lambda x: x + step, trainable)
     ckpt.save(step, trainable=bumped, opt_state=opt_state, data_state={"step": step})
   ckpt.close()
-  # Step 2 lost an item (an interrupted copy / partial save); also an orbax temp dir of an
-  # interrupted save of step 3.
   shutil.rmtree(os.path.join(tmp_path, "checkpoints", "2", "opt_state"))
   os.makedirs(os.path.join(tmp_path, "checkpoints", "3.orbax-checkpoint-tmp-1234", "trainable"))
+  return _abstract(trainable), _abstract(opt_state), trainable
 
-  ckpt = checkpoint.Checkpointer(str(tmp_path), keep=3)
-  with pytest.warns(RuntimeWarning, match="step 2 .* falling back"):
-    out = ckpt.restore(abstract_trainable=_abstract(trainable),
-                       abstract_opt_state=_abstract(opt_state))
+
+def test_unreadable_step_is_refused_without_fallback(tmp_path):
+  trainable, opt_state, _ = _two_steps(tmp_path)
+  ckpt = checkpoint.Checkpointer(str(tmp_path), read_only=True)
+  for step in (None, 2):
+    with pytest.raises(checkpoint.UnreadableCheckpointError,
+                       match="(?s)step 2 .* is unreadable.*allow_fallback"):
+      ckpt.restore(step, abstract_trainable=trainable, abstract_opt_state=opt_state)
+  with pytest.warns(RuntimeWarning, match="step 2 .* unreadable .*; using step 1"):
+    out = ckpt.restore(abstract_trainable=trainable, abstract_opt_state=opt_state,
+                       allow_fallback=True)
   ckpt.close()
+  assert out["step"] == 1
+  assert sorted(os.listdir(tmp_path / "checkpoints"))[:2] == ["1", "2"]  # read-only: kept
+
+
+def test_fallback_moves_the_unreadable_step_aside_and_it_is_saved_again(tmp_path):
+  trainable, opt_state, values = _two_steps(tmp_path)
+  ckpt = checkpoint.Checkpointer(str(tmp_path), keep=3, async_save=False)
+  with pytest.warns(RuntimeWarning, match="step 2 .* unreadable .*moved to .*corrupt/2-.*; "
+                    "using step 1"):
+    out = ckpt.restore(abstract_trainable=trainable, abstract_opt_state=opt_state,
+                       allow_fallback=True)
   assert out["step"] == 1 and out["data_state"] == {"step": 1}
-  _assert_equal_trees(out["trainable"], jax.tree.map(lambda x: x + 1, trainable))
+  _assert_equal_trees(out["trainable"], jax.tree.map(lambda x: x + 1, values))
+  assert ckpt.all_steps() == [1]
+  (moved,) = os.listdir(tmp_path / "checkpoints" / "corrupt")
+  assert moved.startswith("2-")
+  assert os.path.isdir(tmp_path / "checkpoints" / "corrupt" / moved / "trainable")
+  assert not os.path.exists(tmp_path / "checkpoints" / "3.orbax-checkpoint-tmp-1234")
+  assert ckpt.save(2, trainable=values, opt_state=out["opt_state"], data_state={"step": 2})
+  assert ckpt.all_steps() == [1, 2]
+  again = ckpt.restore(abstract_trainable=trainable, abstract_opt_state=opt_state)
+  ckpt.close()
+  assert again["step"] == 2
+
+
+def test_a_step_the_check_rejects_is_unreadable_and_nothing_readable_moves_nothing(tmp_path):
+  trainable, opt_state, _ = _two_steps(tmp_path)
+  ckpt = checkpoint.Checkpointer(str(tmp_path), keep=3, async_save=False)
+
+  def only_step_2(restored):
+    if restored["data_state"] != {"step": 2}:
+      raise ValueError(f"data state {restored['data_state']} rejected")
+
+  with pytest.raises(checkpoint.UnreadableCheckpointError,
+                     match="(?s)no readable checkpoint .*nothing was moved.*step 2: .*"
+                           "step 1: ValueError: data state"):
+    ckpt.restore(abstract_trainable=trainable, abstract_opt_state=opt_state,
+                 allow_fallback=True, check=only_step_2)
+  ckpt.close()
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
 
 
 def test_init_from_takes_saved_values_and_keeps_new_language_rows(tmp_path):

@@ -83,3 +83,17 @@ def test_write_after_close_is_an_error(tmp_path):
   assert (tmp_path / "eval" / "metrics.jsonl").exists()
   with pytest.raises(RuntimeError, match="after close"):
     writer.write_scalars(1, {"loss": 1.0})
+
+
+def test_flush_makes_records_readable_and_a_half_written_line_is_dropped(tmp_path):
+  writer = writers.MetricWriter(tmp_path, is_primary=True)
+  writer.write_scalars(5, {"loss": 1.0})
+  writer.flush()  # what a log step does: readable now, without close()
+  assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").open()] == [5]
+  writer.close()
+  with (tmp_path / "metrics.jsonl").open("a") as f:
+    f.write('{"step": 6, "ti')  # then a run killed mid-write
+  with writers.MetricWriter(tmp_path, is_primary=True) as resumed:
+    resumed.write_scalars(6, {"loss": 0.5})
+  lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(line)["step"] for line in lines] == [5, 6]
