@@ -24,7 +24,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 from etils import epath
 
-from hyperx_jax import report
+from hyperx_jax import fileio, report
 from hyperx_jax.schema import METHOD_NAMES
 
 ZERO_SHOT_AVERAGE = 'zero-shot average'
@@ -183,9 +183,10 @@ def write(runs: Sequence[RunResult], out_dir: str) -> str:
   out = epath.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   markdown = to_markdown(runs)
-  (out / 'compare.md').write_text(markdown)
-  (out / 'compare.csv').write_text(to_csv(runs))
-  (out / 'compare.png').write_bytes(plot(runs))
+  fileio.atomic_write_text(out / 'compare.md', markdown)
+  fileio.atomic_write_text(out / 'compare.csv', to_csv(runs))
+  png = plot(runs)
+  fileio.atomic_write(out / 'compare.png', lambda f: f.write(png), binary=True)
   return markdown
 
 
