@@ -45,9 +45,20 @@ def load_run(directory: str) -> RunResult:
   missing = [n for n in ('config.json', 'results.json') if not (path / n).exists()]
   if missing:
     raise FileNotFoundError(f'{directory}: no {" or ".join(missing)}; is it a finished run?')
-  config = json.loads((path / 'config.json').read_text())
-  results = json.loads((path / 'results.json').read_text())
-  report.check_results(results)
+  loaded = {}
+  for name in ('config.json', 'results.json'):
+    try:
+      loaded[name] = json.loads((path / name).read_text())
+    except json.JSONDecodeError as e:
+      raise ValueError(f'{path / name}:{e.lineno}: not valid JSON ({e.msg})') from None
+  config, results = loaded['config.json'], loaded['results.json']
+  missing = [k for k in ('method', 'seed') if k not in config]
+  if missing:
+    raise ValueError(f'{path / "config.json"}: no {missing}; is it a hyperx_jax run config?')
+  try:
+    report.check_results(results)
+  except ValueError as e:
+    raise ValueError(f'{path / "results.json"}: {e}') from None
   return RunResult(str(directory), config['method'], int(config['seed']), results)
 
 

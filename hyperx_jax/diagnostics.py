@@ -130,8 +130,8 @@ def loss_onsets(records: Sequence[Mapping[str, Any]], chance: Mapping[str, float
 
 
 def report(workdir: str) -> str:
-  config = json.loads((epath.Path(workdir) / 'config.json').read_text())
   records = read_metrics(workdir)
+  config = json.loads((epath.Path(workdir) / 'config.json').read_text())
   lines = [f'{workdir}: method {config["method"]}, {len(records)} logged steps', '',
            'loss leaves chance (first logged step below 95 % of ln #labels):']
   for task, step in loss_onsets(records, chance_losses(config)).items():

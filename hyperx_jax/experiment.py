@@ -62,9 +62,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   unknown = [m for m in methods if m not in METHODS]
   if unknown:
     parser.error(f'unknown methods {unknown}; known: {list(METHODS)}')
-  seeds = _ints(args.seeds)
+  try:
+    seeds = _ints(args.seeds)
+  except ValueError:
+    parser.error(f'--seeds={args.seeds!r}: expected comma-separated integers, e.g. 1,2,3')
   if not methods or not seeds:
     parser.error('need at least one method and one seed')
+  config_file = args.config.partition(':')[0]
+  if not os.path.isfile(config_file):
+    parser.error(f'--config: {config_file!r} is not a file (expected configs/<name>.py[:arg])')
   grid = [(m, s) for s in seeds for m in methods]  # seed-major: early rows compare methods
   for i, (method, seed) in enumerate(grid, 1):
     directory = run_dir(args.workdir, method, seed)
@@ -76,7 +82,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.dry_run:
       continue
     start = time.monotonic()
-    subprocess.run(command, check=True)
+    if subprocess.run(command, check=False).returncode != 0:
+      sys.exit(f'[{i}/{len(grid)}] {method} seed {seed} failed (its log is above; its run '
+               f'directory {directory} is kept). Fix it and rerun the same command: finished '
+               'runs are kept and this one resumes from its last checkpoint.')
     print(f'[{i}/{len(grid)}] {method} seed {seed}: finished in '
           f'{time.monotonic() - start:.0f} s', flush=True)
   if args.dry_run:

@@ -57,3 +57,19 @@ def test_experiment_commands_set_method_and_seed(tmp_path, capsys):
   assert "[2/2] madx seed 1" in capsys.readouterr().out
   with pytest.raises(SystemExit):
     experiment.main(["--config=c.py", "--methods=lora", f"--workdir={tmp_path}"])
+
+
+def test_bad_inputs_name_the_file(tmp_path):
+  d = tmp_path / "run"
+  d.mkdir()
+  (d / "config.json").write_text('{"method": "hyperx", "seed": 1}')
+  (d / "results.json").write_text('{"pos:tr": {"accuracy": 0.5,}')
+  with pytest.raises(ValueError, match=r"results.json:1: not valid JSON"):
+    compare.load_run(str(d))
+  (d / "results.json").write_text('{"pos-tr": {"accuracy": 0.5}}')
+  with pytest.raises(ValueError, match=r"results.json: results key 'pos-tr'"):
+    compare.load_run(str(d))
+  with pytest.raises(SystemExit):
+    experiment.main(["--config=configs/nope.py", f"--workdir={tmp_path}"])
+  with pytest.raises(SystemExit):
+    experiment.main(["--config=configs/demo.py", "--seeds=one", f"--workdir={tmp_path}"])
