@@ -207,7 +207,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   parser.add_argument('runs', nargs='+', help='finished run directories')
   parser.add_argument('--out', default='.', help='where compare.{md,csv,png} go')
   args = parser.parse_args(argv)
-  print(write([load_run(d) for d in args.runs], args.out))
+  try:
+    runs = [load_run(d) for d in args.runs]
+  except (FileNotFoundError, ValueError) as e:
+    parser.error(str(e))  # exit 2, one line naming the file; nothing written
+  print(write(runs, args.out))
 
 
 if __name__ == '__main__':
