@@ -50,7 +50,7 @@ class Featurizer:
   def _encode(self, text: str) -> list[int]:
     return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-  def _pad(self, ids: Sequence[int], labels: Sequence[int] | None = None) -> Features:
+  def pad(self, ids: Sequence[int], labels: Sequence[int] | None = None) -> Features:
     """`ids` (with specials, <= max_length) padded to max_length; per-token labels too."""
     n, s = len(ids), self.max_length
     input_ids = np.full([s], self.pad_id, np.int32)
@@ -96,7 +96,7 @@ class PairFeaturizer(Featurizer):
     a, b = self._encode(example["premise"]), self._encode(example["hypothesis"])
     a, b = self._truncate_longest_first(a, b, self.max_length - 4)
     ids = [self.cls_id, *a, self.sep_id, self.sep_id, *b, self.sep_id]
-    out = self._pad(ids)
+    out = self.pad(ids)
     out["labels"] = np.asarray(label, np.int32)
     return out
 
@@ -135,22 +135,27 @@ class TokenFeaturizer(Featurizer):
       self._skip()
       return None
     tag_ids = [_label_index(t, self.labels, "tag") for t in tags]
-    enc = self.tokenizer(words, is_split_into_words=True, add_special_tokens=False)
+    ids, label_at = self.word_positions(words)
+    labels = [IGNORE_INDEX] * len(ids)
+    for word, position in enumerate(label_at):
+      if position is not None:
+        labels[position] = tag_ids[word]
+    return self.pad(ids, labels)
+
+  def word_positions(self, words: Sequence[str]) -> tuple[list[int], list[int | None]]:
+    """`<s> pieces </s>` ids (truncated to max_length) and, per word, the position that
+    carries its label (None: the word has no piece, or truncation cut it; both counted)."""
+    enc = self.tokenizer(list(words), is_split_into_words=True, add_special_tokens=False)
     pieces, word_ids = enc.tokens(), enc.word_ids()
     label_at = _first_content_pieces(pieces, word_ids, len(words))
     if missing := sum(p is None for p in label_at):
       self.counts["words_without_pieces"] += missing
-
     keep = self.max_length - 2
     if len(pieces) > keep:
       self.counts["truncated"] += 1
       self.counts["words_lost"] += sum(p is not None and p >= keep for p in label_at)
-    labels = [IGNORE_INDEX] * min(len(pieces), keep)
-    for word, position in enumerate(label_at):
-      if position is not None and position < keep:
-        labels[position] = tag_ids[word]
-    ids = [self.cls_id, *enc["input_ids"][:keep], self.sep_id]
-    return self._pad(ids, [IGNORE_INDEX, *labels, IGNORE_INDEX])
+    positions = [p + 1 if p is not None and p < keep else None for p in label_at]
+    return [self.cls_id, *enc["input_ids"][:keep], self.sep_id], positions
 
 
 def _first_content_pieces(pieces: Sequence[str], word_ids: Sequence[int | None],
@@ -207,7 +212,7 @@ class MLMFeaturizer(Featurizer):
     labels[positions] = ids[positions]
     ids[positions] = self._corrupt(ids[positions], rng)
     self.counts["masked"] += len(positions)
-    return self._pad(ids, labels)
+    return self.pad(ids, labels)
 
   def _choose_positions(self, n_tokens: int, rng: np.random.Generator) -> np.ndarray:
     # With n_tokens <= max_length - 2 the cap never cuts; it bounds the number of labelled

@@ -30,14 +30,19 @@ _EVAL_TAG = 0x6576616C  # separates eval-time MLM masking from training masks.
 # ------------------------------------------------------------------------------- streams
 
 
+def stream_ids(spec: StreamSpec) -> Batch:
+  """The per-example fields that say which stream a row comes from (a real row)."""
+  return {"task_id": np.asarray(spec.task_id, np.int32),
+          "lang_id": np.asarray(spec.lang_id, np.int32),
+          "example_mask": np.asarray(1, np.int32)}
+
+
 def make_example_fn(spec: StreamSpec, tokenizer, max_length: int
                     ) -> tuple[features.Featurizer, mixture.FeaturizeFn]:
   """The stream's featuriser, and (raw example, rng) -> features with ids and example_mask."""
   featurizer = features.make_featurizer(spec.kind, tokenizer, max_length, spec.labels)
   is_mlm = spec.kind == MLM
-  ids = {"task_id": np.asarray(spec.task_id, np.int32),
-         "lang_id": np.asarray(spec.lang_id, np.int32),
-         "example_mask": np.asarray(1, np.int32)}
+  ids = stream_ids(spec)
 
   def featurize(example, rng: np.random.Generator) -> Batch | None:
     out = featurizer(example, rng) if is_mlm else featurizer(example)

@@ -46,8 +46,8 @@ UD_TREEBANKS = {
 
 LOCALE_DIR = "/usr/share/locale"
 
-_CONLLU_COLUMNS = 10
-_UPOS_COLUMN = 3
+CONLLU_COLUMNS = 10
+UPOS_COLUMN = 3
 
 
 class SourceError(ValueError):
@@ -57,7 +57,7 @@ class SourceError(ValueError):
 # ---------------------------------------------------------------- files
 
 
-def _lines(path: str | os.PathLike) -> list[str]:
+def read_lines(path: str | os.PathLike) -> list[str]:
   """All lines of a UTF-8 text file; a missing or empty file is an error."""
   path = Path(path).expanduser()
   if not path.is_file():
@@ -69,7 +69,7 @@ def _lines(path: str | os.PathLike) -> list[str]:
   return lines
 
 
-def _blocks(lines: list[str]) -> Iterator[list[tuple[int, str]]]:
+def blocks(lines: list[str]) -> Iterator[list[tuple[int, str]]]:
   """Blank-line separated blocks of (1-based line number, line)."""
   block: list[tuple[int, str]] = []
   for number, line in enumerate(lines, start=1):
@@ -82,7 +82,7 @@ def _blocks(lines: list[str]) -> Iterator[list[tuple[int, str]]]:
     yield block
 
 
-def _bad_line(path, number: int, line: str, expected: str) -> SourceError:
+def bad_line(path, number: int, line: str, expected: str) -> SourceError:
   return SourceError(f"{path}:{number}: expected {expected}, got {line!r}")
 
 
@@ -92,20 +92,20 @@ def _bad_line(path, number: int, line: str, expected: str) -> SourceError:
 def _conllu_word(path, number: int, line: str) -> tuple[str, str] | None:
   """(form, UPOS) of one CoNLL-U word line; None for ranges (1-2) and empty nodes (1.1)."""
   cols = line.split("\t")
-  if len(cols) != _CONLLU_COLUMNS:
-    raise _bad_line(path, number, line,
-                    f"{_CONLLU_COLUMNS} tab-separated columns (found {len(cols)})")
+  if len(cols) != CONLLU_COLUMNS:
+    raise bad_line(path, number, line,
+                    f"{CONLLU_COLUMNS} tab-separated columns (found {len(cols)})")
   token_id = cols[0]
   if "-" in token_id or "." in token_id:
     lo, sep, hi = token_id.replace(".", "-").partition("-")
     if not (lo.isdigit() and hi.isdigit()):
-      raise _bad_line(path, number, line, "an ID like 3, 3-4 or 3.1")
+      raise bad_line(path, number, line, "an ID like 3, 3-4 or 3.1")
     return None
   if not token_id.isdigit():
-    raise _bad_line(path, number, line, "an integer word ID in column 1")
-  if not cols[1] or not cols[_UPOS_COLUMN]:
-    raise _bad_line(path, number, line, "a FORM and a UPOS")
-  return cols[1], cols[_UPOS_COLUMN]
+    raise bad_line(path, number, line, "an integer word ID in column 1")
+  if not cols[1] or not cols[UPOS_COLUMN]:
+    raise bad_line(path, number, line, "a FORM and a UPOS")
+  return cols[1], cols[UPOS_COLUMN]
 
 
 def read_conllu(path: str | os.PathLike) -> list[Example]:
@@ -115,7 +115,7 @@ def read_conllu(path: str | os.PathLike) -> list[Example]:
   they cover are kept.
   """
   examples = []
-  for block in _blocks(_lines(path)):
+  for block in blocks(read_lines(path)):
     words = [_conllu_word(path, n, line) for n, line in block if not line.startswith("#")]
     words = [w for w in words if w is not None]
     if words:
@@ -129,11 +129,11 @@ def read_conllu(path: str | os.PathLike) -> list[Example]:
 def _iob2_pair(path, number: int, line: str) -> tuple[str, str]:
   cols = line.split("\t") if "\t" in line else line.split()
   if len(cols) != 2 or not cols[0] or not cols[1]:
-    raise _bad_line(path, number, line, "two columns: token and IOB2 tag")
+    raise bad_line(path, number, line, "two columns: token and IOB2 tag")
   return cols[0], cols[1]
 
 
-def _strip_language_prefix(tokens: list[str]) -> list[str]:
+def strip_language_prefix(tokens: list[str]) -> list[str]:
   """Drops PAN-X's `lang:` prefix when every token of the sentence has the same one."""
   langs = {t.partition(":")[0] for t in tokens}
   lang = langs.pop() if len(langs) == 1 else ""
@@ -151,9 +151,9 @@ def read_iob2(path: str | os.PathLike) -> list[Example]:
   removed when all tokens of a sentence carry the same one.
   """
   examples = []
-  for block in _blocks(_lines(path)):
+  for block in blocks(read_lines(path)):
     pairs = [_iob2_pair(path, n, line) for n, line in block]
-    examples.append({"tokens": _strip_language_prefix([p[0] for p in pairs]),
+    examples.append({"tokens": strip_language_prefix([p[0] for p in pairs]),
                      "tags": [p[1] for p in pairs]})
   return examples
 
@@ -164,25 +164,25 @@ def read_iob2(path: str | os.PathLike) -> list[Example]:
 def read_jsonl_pairs(path: str | os.PathLike) -> list[Example]:
   """JSON lines {"premise", "hypothesis", "label"}; label is a name or an int id."""
   examples = []
-  for number, line in enumerate(_lines(path), start=1):
+  for number, line in enumerate(read_lines(path), start=1):
     if not line.strip():
       continue
     try:
       row = json.loads(line)
     except json.JSONDecodeError as e:
-      raise _bad_line(path, number, line, f"a JSON object ({e.msg})") from e
+      raise bad_line(path, number, line, f"a JSON object ({e.msg})") from e
     if not isinstance(row, dict) or not all(k in row for k in ("premise", "hypothesis", "label")):
-      raise _bad_line(path, number, line,
+      raise bad_line(path, number, line,
                       'an object with keys "premise", "hypothesis", "label"')
     if not isinstance(row["label"], (str, int)) or isinstance(row["label"], bool):
-      raise _bad_line(path, number, line, "a label that is a name or an int")
+      raise bad_line(path, number, line, "a label that is a name or an int")
     examples.append({k: row[k] for k in ("premise", "hypothesis", "label")})
   return examples
 
 
 def read_text(path: str | os.PathLike) -> list[Example]:
   """Plain text, one sentence per line (blank lines skipped), as {"text"}."""
-  return [{"text": line.strip()} for line in _lines(path) if line.strip()]
+  return [{"text": line.strip()} for line in read_lines(path) if line.strip()]
 
 
 # ---------------------------------------------------------------- gettext catalogues
