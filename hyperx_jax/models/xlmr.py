@@ -110,6 +110,11 @@ class EncoderConfig:
   def head_dim(self) -> int:
     return self.hidden_size // self.num_heads
 
+  @property
+  def longest_sequence(self) -> int:
+    """The most tokens a sequence may hold: RoBERTa position ids start at pad_token_id + 1."""
+    return self.max_positions - self.pad_token_id - 1
+
   @classmethod
   def from_hf(cls, config: Union[str, pathlib.Path, Mapping[str, Any]],
               **overrides) -> "EncoderConfig":
@@ -288,10 +293,10 @@ class XLMREncoder(nnx.Module):
     if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
       raise ValueError(f"XLMREncoder: input_ids {input_ids.shape} and attention_mask "
                        f"{attention_mask.shape} must both be [batch, seq]")
-    longest = c.max_positions - c.pad_token_id - 1  # RoBERTa positions start at pad_id + 1
-    if input_ids.shape[1] > longest:
+    if input_ids.shape[1] > c.longest_sequence:
       raise ValueError(f"XLMREncoder: sequence length {input_ids.shape[1]} exceeds the "
-                       f"{longest} positions of this encoder (max_positions={c.max_positions})")
+                       f"{c.longest_sequence} positions of this encoder "
+                       f"(max_positions={c.max_positions})")
     adapters = tuple(adapters)
     for i, w in enumerate(adapters):
       if w.down.shape[0] != c.num_layers:
