@@ -69,11 +69,11 @@ def label_problems(spec: StreamSpec, examples: Sequence[Mapping[str, Any]]) -> l
       if len(tokens) != len(tags):
         problems.append(f"{where}: {len(tokens)} tokens but {len(tags)} tags")
         continue
-      problems += [f"{where}: word {i + 1} {token!r}: tag {tag!r} is not one of task "
-                   f"{spec.task!r}'s labels" for i, (token, tag) in enumerate(zip(tokens, tags))
+      problems += [f"{where}: word {i + 1} {token!r}: tag {tag!r} is not a label of task "
+                   f"{spec.task!r}" for i, (token, tag) in enumerate(zip(tokens, tags))
                    if not valid(tag)]
     elif spec.kind != MLM and not valid(ex["label"]):
-      problems.append(f"{where}: label {ex['label']!r} is not one of task {spec.task!r}'s labels")
+      problems.append(f"{where}: label {ex['label']!r} is not a label of task {spec.task!r}")
   return problems
 
 
