@@ -91,8 +91,8 @@ def _check_max_length(config: Any, errors: list[str]) -> None:
   if known is not None and n > known[0].longest_sequence:
     c, where = known
     errors.append(f'config.data.max_length: {n} exceeds the {c.longest_sequence} positions of '
-                  f'the encoder ({where}: max_position_embeddings={c.max_positions} minus '
-                  f'pad_token_id + 1 = {c.pad_token_id + 1}, where RoBERTa position ids start)')
+                  f'the encoder ({where}: max_position_embeddings={c.max_positions} - '
+                  f'{c.pad_token_id + 1}, as RoBERTa position ids start at pad_token_id + 1)')
 
 
 def _check_tasks(config: Any, errors: list[str]) -> None:
@@ -153,10 +153,12 @@ def _check_streams(config: Any, field: str, errors: list[str]) -> None:
       errors.append(f'{where}.source.lang: a mo source needs the gettext locale name')
     has_path = any(True for _ in _source_paths(source))
     if stype == 'hf_parquet' and not has_path:
-      for key in ('repo', 'revision'):
+      needs = {'repo': "the hub dataset id (e.g. 'google/xtreme')",
+               'revision': 'a pinned revision (a commit sha or a tag)'}
+      for key, what in needs.items():
         if not _field(source, key):
           errors.append(f'{where}.source.{key}: an hf_parquet source without a local path '
-                        f'needs the hub {key} (a dataset id and a pinned commit sha or tag)')
+                        f'needs {what}')
     elif stype not in ('tfds', 'mo') and not has_path:
       errors.append(f'{where}.source: a {stype} source needs a path (one of {list(PATH_KEYS)})')
     iob2 = _field(source, 'iob2')

@@ -100,7 +100,7 @@ def test_iob2_repair_counts_and_strict_refuses(tmp_path, caplog):
     read_source({'type': 'hf_parquet', 'path': str(path), 'iob2': 'strict'})
   text = tmp_path / 'n.iob2'
   text.write_text('a\tO\nb\tB-PER\n\nc\tO\nd\tI-LOC\n')
-  with pytest.raises(SourceError, match=rf"{text}:4: word 2 'd': I-LOC follows 'O'"):
+  with pytest.raises(SourceError, match=rf"{text}:5: word 2 'd': I-LOC follows 'O'"):
     read_source({'type': 'iob2', 'path': str(text), 'iob2': 'strict'})
   assert read_source({'type': 'iob2', 'path': str(text)})[1]['tags'] == ['O', 'B-LOC']
 
@@ -169,7 +169,7 @@ def test_max_length_is_checked_against_the_checkpoints_positions(workspace):
   config.data.max_length = 39
   with pytest.raises(validation.ConfigError, match=r'config.data.max_length: 39 exceeds the 38 '
                      r'positions of the encoder \(.*checkpoint/config.json: '
-                     r'max_position_embeddings=40'):
+                     r'max_position_embeddings=40 - 2, as RoBERTa position ids start'):
     validation.check_config(config, 8)
   config.model.checkpoint = 'FacebookAI/xlm-roberta-base'  # not local: unknown before download
   config.data.max_length = 4096
@@ -185,7 +185,8 @@ def test_hub_sources_need_a_pinned_revision(workspace):
                                        'config': 'PAN-X.de', 'iob2': 'fix'}
   with pytest.raises(validation.ConfigError) as e:
     validation.check_config(config, 8)
-  assert 'config.train_streams[0].source.revision: an hf_parquet source' in str(e.value)
+  assert ('config.train_streams[0].source.revision: an hf_parquet source without a local path '
+          'needs a pinned revision') in str(e.value)
   assert "config.train_streams[0].source.iob2: 'fix' is not one of ['repair', 'strict']" in str(
       e.value)
 
@@ -213,7 +214,7 @@ def test_startup_reads_and_checks_every_source_before_the_tokenizer(workspace, t
   with pytest.raises(SourceError) as e:
     train.Trainer(config, str(workdir))
   message = str(e.value)
-  assert f"{tag_file}:4: word 2 'w4': tag 'T7' is not a label of task 'tag'" in message
+  assert f"{tag_file}:5: word 2 'w4': tag 'T7' is not a label of task 'tag'" in message
   assert f"{pair_file}:2: label 'equal' is not a label of task 'pair'" in message
   assert 'stream tag/aa: 1 labels outside' in message and 'stream pair/aa: 1 labels' in message
   assert not workdir.exists()

@@ -19,8 +19,9 @@ DATA = Path(__file__).parent / "data"
 
 
 def bare(examples):
-  """The examples without their `where` (compared separately)."""
-  return [{k: v for k, v in ex.items() if k != sources.WHERE} for ex in examples]
+  """The examples without their `where` and `lines` (compared separately)."""
+  return [{k: v for k, v in ex.items() if k not in (sources.WHERE, sources.LINES)}
+          for ex in examples]
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,7 @@ def tok():
 def test_conllu_skips_ranges_and_empty_nodes():
   ex = read_source({"type": "conllu", "path": DATA / "mwt.conllu"})
   assert [e["where"] for e in ex] == [f"{DATA / 'mwt.conllu'}:4", f"{DATA / 'mwt.conllu'}:14"]
+  assert [e["lines"] for e in ex] == [[4, 5, 7, 8, 9, 10], [14, 15, 16, 17, 18, 20]]
   assert bare(ex) == [
       {"tokens": ["Vamos", "nos", "a", "el", "mar", "."],
        "tags": ["VERB", "PRON", "ADP", "DET", "NOUN", "PUNCT"]},

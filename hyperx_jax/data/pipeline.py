@@ -58,7 +58,7 @@ MAX_REPORTED = 20  # bad labels listed per stream (the count covers all of them)
 
 def label_problems(spec: StreamSpec, examples: Sequence[Mapping[str, Any]]) -> list[str]:
   """One line per label of `examples` outside the stream's task labels (or tokens and tags of
-  different lengths), each starting with the example's `where` (file:line, file: row N)."""
+  different lengths), each starting with where it is (file:line, file: row N; and the word)."""
   names, problems = set(spec.labels), []
   valid = lambda label: (label in names if isinstance(label, str)
                          else not isinstance(label, bool) and 0 <= label < len(spec.labels))
@@ -69,8 +69,8 @@ def label_problems(spec: StreamSpec, examples: Sequence[Mapping[str, Any]]) -> l
       if len(tokens) != len(tags):
         problems.append(f"{where}: {len(tokens)} tokens but {len(tags)} tags")
         continue
-      problems += [f"{where}: word {i + 1} {token!r}: tag {tag!r} is not a label of task "
-                   f"{spec.task!r}" for i, (token, tag) in enumerate(zip(tokens, tags))
+      problems += [f"{sources.word_where(ex, i)} {token!r}: tag {tag!r} is not a label of "
+                   f"task {spec.task!r}" for i, (token, tag) in enumerate(zip(tokens, tags))
                    if not valid(tag)]
     elif spec.kind != MLM and not valid(ex["label"]):
       problems.append(f"{where}: label {ex['label']!r} is not a label of task {spec.task!r}")

@@ -8,7 +8,8 @@ Every reader returns a list of plain dicts, one per example:
   raw text (MLM)          {"text": str, "where": str}
 
 `where` says where the example came from, as every message about it starts: `file:line` for
-text files (the sentence's first line), `file: row N` for parquet (N counted from 0).
+text files (the sentence's first line), `file: row N` for parquet (N counted from 0). Token
+examples of CoNLL-U and IOB2 files also carry `lines`, the line of each word (`word_where`).
 
 `read_source(config)` is the one entry point the pipeline calls; its config dict names the
 reader in `"type"` (see `SOURCE_TYPES`). Bad input fails with the file, the line number and
@@ -33,6 +34,15 @@ from hyperx_jax.schema import HF_CLASS_LABELS, HF_NO_LABEL, IOB2_MODES, UPOS_TAG
 
 Example = dict[str, Any]
 WHERE = "where"
+LINES = "lines"
+
+
+def word_where(example: Example, i: int) -> str:
+  """Where word i of a token example is: `file:line: word i+1` (or `file: row N: word i+1`)."""
+  if LINES in example:
+    path = example[WHERE].rsplit(":", 1)[0]
+    return f"{path}:{example[LINES][i]}: word {i + 1}"
+  return f"{example.get(WHERE, '?')}: word {i + 1}"
 
 
 # Google universal tagset (Petrov et al. 2012, as in older treebanks) -> UPOS; any tag
@@ -112,7 +122,7 @@ def _conllu_sentence(path, block: list[tuple[int, str]]) -> Example | None:
   """{"tokens", "tags", "where"} of one sentence; word IDs must run 1, 2, 3, ...; a range
   `a-b` must start at the next word and cover words that follow; an empty node `k.m` must
   follow word k."""
-  tokens, tags, first_line, range_end = [], [], None, (0, 0)
+  tokens, tags, lines, range_end = [], [], [], (0, 0)
   for number, line in block:
     if line.startswith("#"):
       continue
@@ -138,13 +148,15 @@ def _conllu_sentence(path, block: list[tuple[int, str]]) -> Example | None:
                       f"word ID {expected} (IDs run 1, 2, 3, ... in each sentence)")
     if not cols[1] or not cols[_UPOS_COLUMN]:
       raise _bad_line(path, number, line, "a FORM and a UPOS")
-    first_line = first_line or number
+    lines.append(number)
     tokens.append(cols[1])
     tags.append(cols[_UPOS_COLUMN])
   if range_end[0] > len(tokens):
     raise SourceError(f"{path}:{range_end[1]}: multiword range ends at word {range_end[0]} but "
                       f"the sentence has {len(tokens)} words")
-  return {"tokens": tokens, "tags": tags, WHERE: f"{path}:{first_line}"} if tokens else None
+  if not tokens:
+    return None
+  return {"tokens": tokens, "tags": tags, WHERE: f"{path}:{lines[0]}", LINES: lines}
 
 
 def read_conllu(path: str | os.PathLike) -> list[Example]:
@@ -188,12 +200,12 @@ def repair_iob2(examples: list[Example], mode: str, what: str) -> list[Example]:
     for i, tag in enumerate(tags):
       if isinstance(tag, str) and tag.startswith("I-") and previous[2:] != tag[2:]:
         if mode == "strict":
-          raise SourceError(f"{ex[WHERE]}: word {i + 1} {ex['tokens'][i]!r}: {tag} follows "
+          raise SourceError(f"{word_where(ex, i)} {ex['tokens'][i]!r}: {tag} follows "
                             f"{previous!r}; IOB2 begins an entity with B-{tag[2:]} "
                             "(iob2='repair' rewrites it)")
         tags[i] = "B-" + tag[2:]
         repaired += 1
-        first = first or f"{ex[WHERE]} word {i + 1}"
+        first = first or word_where(ex, i)
       previous = tags[i] if isinstance(tags[i], str) else "O"
     out.append({**ex, "tags": tags})
   if repaired:
@@ -227,7 +239,8 @@ def read_iob2(path: str | os.PathLike, iob2: str = "repair") -> list[Example]:
   for block in _blocks(lines):
     pairs = [_iob2_pair(path, n, line, separator) for n, line in block]
     examples.append({"tokens": _strip_language_prefix([p[0] for p in pairs]),
-                     "tags": [p[1] for p in pairs], WHERE: f"{path}:{block[0][0]}"})
+                     "tags": [p[1] for p in pairs], WHERE: f"{path}:{block[0][0]}",
+                     LINES: [n for n, _ in block]})
   return repair_iob2(examples, iob2, str(path))
 
 
