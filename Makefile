@@ -2,6 +2,8 @@
 # requirements and this package, and prepares the offline assets when they are missing.
 PYTHON ?= python3
 VENV ?= .venv
+# The oldest Python the pins install on, stated once in setup.cfg (python_requires).
+MIN_PYTHON := $(shell sed -n 's/^python_requires = >=//p' setup.cfg)
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
@@ -20,6 +22,7 @@ assets: $(INSTALLED)
 install: $(INSTALLED)
 
 $(INSTALLED): requirements.txt setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -c "import sys; sys.exit(sys.version_info < tuple(map(int, '$(MIN_PYTHON)'.split('.'))) and 'hyperx_jax needs Python >= $(MIN_PYTHON); run make PYTHON=python$(MIN_PYTHON), or first: uv venv --python $(MIN_PYTHON) $(VENV)')"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -r requirements.txt -e .
 	touch $@

@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 import ml_collections
 
 from hyperx_jax import sharding
+from hyperx_jax.schema import HUB_DATASETS
 from hyperx_jax.schema import METHODS, NER_LABELS, UPOS_TAGS, XNLI_LABELS  # noqa: F401 (re-exported)
 
 # Hugging Face checkpoints per XLM-R size, and the mesh each one wants on a pod slice
@@ -88,6 +89,17 @@ def lr_multipliers(method: str) -> tuple[tuple[str, float], ...]:
   """
   del method  # same grouping for every method; full fine-tuning lands the backbone at 0.1x
   return (('^heads/', 10.0), ('^adapters/', 1.0), ('^encoder/', 0.1))
+
+
+def hub_source(dataset: str, config: Optional[str], split: str, data_dir: str = '') -> dict:
+  """A split of a Hugging Face hub dataset (a key of schema.HUB_DATASETS) read from its parquet
+  files at the pinned revision, or, with `data_dir`, from a local copy of the repository in
+  `<data_dir>/<owner>/<name>` (e.g. made by `huggingface-cli download --local-dir`)."""
+  repo, revision = HUB_DATASETS[dataset]
+  source = {'type': 'hf_parquet', 'config': config, 'split': split}
+  if data_dir:
+    return {**source, 'path': f'{data_dir}/{repo}'}
+  return {**source, 'repo': repo, 'revision': revision}
 
 
 def stream(task: str, lang: str, source: dict[str, Any],
@@ -182,9 +194,11 @@ def get_config() -> ml_collections.ConfigDict:
 
 def experiment(arg: Optional[str], **extra: Any
                ) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
-  """Parses the common args (size, method, recipe, runlocal, plus `extra`) and returns
-  (arg, config) with the size's checkpoint and mesh, the method's rules and the recipe set."""
-  arg = parse_arg(arg, size='base', method='hyperx', recipe='paper', runlocal=False, **extra)
+  """Parses the common args (size, method, recipe, runlocal, data_dir, plus `extra`) and returns
+  (arg, config) with the size's checkpoint and mesh, the method's rules and the recipe set.
+  `data_dir`: local copies of the hub datasets (see `hub_source`); empty: the hub."""
+  arg = parse_arg(arg, size='base', method='hyperx', recipe='paper', runlocal=False,
+                  data_dir='', **extra)
   c = get_config()
   set_size(c, arg.size)
   set_method(c, arg.method)
@@ -196,14 +210,15 @@ def english_to_many(arg: Optional[str], task: str, spec: dict[str, Any], source:
                     eval_languages: Sequence[str], best_metric: str,
                     total_steps: int = 20_000) -> ml_collections.ConfigDict:
   """One task trained on English, evaluated (zero-shot) on `eval_languages`;
-  `source(lang, split)` gives a stream's source."""
+  `source(lang, split, data_dir)` gives a stream's source."""
   arg, c = experiment(arg)
   c.optim.warmup_steps = 1000
   c.total_steps = total_steps
   c.tasks[task] = spec
   c.languages = list(eval_languages)
-  c.train_streams = [stream(task, 'en', source('en', 'train'))]
-  c.eval_streams = [stream(task, lang, source(lang, 'test')) for lang in eval_languages]
+  c.train_streams = [stream(task, 'en', source('en', 'train', arg.data_dir))]
+  c.eval_streams = [stream(task, lang, source(lang, 'test', arg.data_dir))
+                    for lang in eval_languages]
   c.checkpoint.best_metric = best_metric
   if arg.runlocal:
     runlocal(c)

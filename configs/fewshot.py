@@ -9,23 +9,23 @@ ones); the trainable state comes from `init_from` (another run's workdir).
 
 from configs import common, ner, pos
 
-SOURCES = {'ner': (ner, ner.wikiann), 'pos': (pos, pos.xtreme_pos)}
+SOURCES = {'ner': (ner, ner.panx), 'pos': (pos, pos.xtreme_pos)}
 
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, init_from='', task='ner', lang='sw', k=100, steps=500,
-                         size='base', method='hyperx', runlocal=False)
+                         size='base', method='hyperx', runlocal=False, data_dir='')
   if arg.task not in SOURCES:
     raise ValueError(f'fewshot task={arg.task!r} is unknown; known: {sorted(SOURCES)}')
   module, source = SOURCES[arg.task]
-  c = module.get_config(f'size={arg.size},method={arg.method}')
+  c = module.get_config(f'size={arg.size},method={arg.method},data_dir={arg.data_dir}')
   c.init_from = arg.init_from or None
   if arg.lang not in c.languages:
     c.languages.append(arg.lang)
     c.new_languages = [arg.lang]
-  c.train_streams = [common.stream(arg.task, arg.lang, source(arg.lang, 'train'),
+  c.train_streams = [common.stream(arg.task, arg.lang, source(arg.lang, 'train', arg.data_dir),
                                    max_examples=arg.k)]
-  c.eval_streams = [common.stream(arg.task, arg.lang, source(arg.lang, 'test'))]
+  c.eval_streams = [common.stream(arg.task, arg.lang, source(arg.lang, 'test', arg.data_dir))]
   c.total_steps = arg.steps
   c.optim.warmup_steps = arg.steps // 10
   c.eval_every_steps = arg.steps

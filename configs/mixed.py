@@ -21,17 +21,18 @@ def get_config(arg=None):
   c.tasks.ner = ner.TASK
   c.tasks.pos = pos.TASK
   c.tasks.mlm = {'kind': 'mlm', 'labels': [], 'metric': 'mlm_accuracy'}
+  d = arg.data_dir
   c.train_streams = [
-      common.stream('ner', 'en', ner.wikiann('en', 'train')),
-      common.stream('pos', 'en', pos.xtreme_pos('en', 'train')),
-      common.stream('pos', 'tr', pos.xtreme_pos('tr', 'train')),
-      common.stream('ner', 'ar', ner.wikiann('ar', 'train')),
+      common.stream('ner', 'en', ner.panx('en', 'train', d)),
+      common.stream('pos', 'en', pos.xtreme_pos('en', 'train', d)),
+      common.stream('pos', 'tr', pos.xtreme_pos('tr', 'train', d)),
+      common.stream('ner', 'ar', ner.panx('ar', 'train', d)),
   ] + [common.stream('mlm', lang, mlm_text(lang)) for lang in MLM_LANGUAGES]
   c.eval_streams = [
-      common.stream('ner', 'tr', ner.wikiann('tr', 'test')),  # zero-shot pair
-      common.stream('pos', 'ar', pos.xtreme_pos('ar', 'test')),  # zero-shot pair
-      common.stream('ner', 'en', ner.wikiann('en', 'test')),
-      common.stream('pos', 'tr', pos.xtreme_pos('tr', 'test')),
+      common.stream('ner', 'tr', ner.panx('tr', 'test', d)),  # zero-shot pair
+      common.stream('pos', 'ar', pos.xtreme_pos('ar', 'test', d)),  # zero-shot pair
+      common.stream('ner', 'en', ner.panx('en', 'test', d)),
+      common.stream('pos', 'tr', pos.xtreme_pos('tr', 'test', d)),
   ]
   c.languages = common.languages_of(c.train_streams + c.eval_streams)
   c.checkpoint.best_metric = 'ner:tr/f1'

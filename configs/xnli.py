@@ -6,13 +6,13 @@ max length 256, seed 123, b = 256, P = 192) on XLM-R.
   python -m hyperx_jax.main --config=configs/xnli.py --workdir=DIR
   python -m hyperx_jax.main --config=configs/xnli.py:size=large,method=task_adapters --workdir=DIR
   python -m hyperx_jax.main --config=configs/xnli.py:runlocal --workdir=DIR
+
+Data: MultiNLI (`nyu-mll/multi_nli`) and XNLI (`facebook/xnli`, one config per language) from
+the Hugging Face hub at the revisions pinned in schema.HUB_DATASETS, or from local copies with
+`:data_dir=DIR` (see common.hub_source).
 """
 
 from configs import common
-
-
-def tfds_source(name: str, split: str, lang: str | None = None) -> dict:
-  return {'type': 'tfds', 'name': name, 'split': split, 'lang': lang}
 
 
 def get_config(arg=None):
@@ -21,9 +21,11 @@ def get_config(arg=None):
   c.tasks.xnli = {'kind': 'pair_classification', 'labels': list(common.XNLI_LABELS),
                   'metric': 'accuracy'}
   c.languages = list(common.XNLI_LANGUAGES)
-  # XNLI ships no training split: the English training data is MultiNLI.
-  c.train_streams = [common.stream('xnli', 'en', tfds_source('multi_nli', 'train'))]
-  c.eval_streams = [common.stream('xnli', lang, tfds_source('xnli', 'test', lang))
+  # XNLI ships no training split of its own: the English training data is MultiNLI.
+  c.train_streams = [common.stream('xnli', 'en',
+                                   common.hub_source('multi_nli', None, 'train', arg.data_dir))]
+  c.eval_streams = [common.stream('xnli', lang, common.hub_source('xnli', lang, 'test',
+                                                                  arg.data_dir))
                     for lang in common.XNLI_LANGUAGES]
   c.checkpoint.best_metric = 'xnli:en/accuracy'
   if arg.runlocal:

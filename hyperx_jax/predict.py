@@ -43,7 +43,7 @@ FORMAT_OF_SUFFIX = {'.conllu': 'conllu', '.iob2': 'iob2', '.conll': 'iob2', '.ts
                     '.txt': 'text', '.jsonl': 'jsonl'}
 FORMATS_OF_KIND = {TOKEN: ('conllu', 'iob2', 'text'), PAIR: ('jsonl',)}
 NO_PREDICTION = '_'
-PAIR_FIELDS = (('premise', 'hypothesis'), ('sentence1', 'sentence2'))
+PAIR_FIELDS = (sources.PAIR_FIELDS[:2], sources.NLI_FIELDS[:2])  # (first, second) sentence
 
 
 class PredictError(ValueError):
@@ -65,24 +65,17 @@ class Document:
 # ------------------------------------------------------------------------- input formats
 
 
-def _conllu_word_line(line: str) -> bool:
-  cols = line.split('\t')
-  return not line.startswith('#') and len(cols) > sources.UPOS_COLUMN and cols[0].isdigit()
-
-
 def read_conllu(path: str) -> Document:
   lines = sources.read_lines(path)
-  examples = sources.read_conllu(path)  # checks every line
+  examples = sources.read_conllu(path)  # checks every line; each word knows its line
 
   def render(predictions: list[list[str]]) -> str:
-    tags = iter(tag for sentence in predictions for tag in sentence)
-    out = []
-    for line in lines:
-      if _conllu_word_line(line):
-        cols = line.split('\t')
-        cols[sources.UPOS_COLUMN] = next(tags)
-        line = '\t'.join(cols)
-      out.append(line)
+    out = list(lines)
+    for example, tags in zip(examples, predictions):
+      for number, tag in zip(example[sources.LINES], tags):
+        cols = out[number - 1].split('\t')
+        cols[sources.UPOS_COLUMN] = tag
+        out[number - 1] = '\t'.join(cols)
     return '\n'.join(out) + '\n'
 
   return Document(examples, render)

@@ -49,6 +49,32 @@ NER_LABELS = ('O', 'B-PER', 'I-PER', 'B-ORG', 'I-ORG', 'B-LOC', 'I-LOC')  # Wiki
 UPOS_TAGS = ('ADJ', 'ADP', 'ADV', 'AUX', 'CCONJ', 'DET', 'INTJ', 'NOUN', 'NUM', 'PART', 'PRON',
              'PROPN', 'PUNCT', 'SCONJ', 'SYM', 'VERB', 'X')  # Universal Dependencies v2
 
+# Class-id columns of the Hugging Face hub datasets read by the `hf_parquet` source, and the
+# names of their ids (the datasets' ClassLabel features; a file's own `huggingface` schema
+# metadata overrides these when present).
+HF_CLASS_LABELS = {'ner_tags': NER_LABELS, 'pos_tags': UPOS_TAGS, 'label': XNLI_LABELS}
+HF_NO_LABEL = -1  # a pair without a gold label (skipped and counted)
+
+# Hub datasets and the revisions they are read at (commit shas: the files never change under a
+# run). MultiNLI: data/<split>-*.parquet; XNLI: <lang>/<split>-*.parquet; XTREME:
+# PAN-X.<lang>/<split>-*.parquet and udpos.<Language>/<split>-*.parquet.
+HUB_DATASETS = {
+    'multi_nli': ('nyu-mll/multi_nli', 'da70db2af9d09693783c3320c4249840212ee221'),
+    'xnli': ('facebook/xnli', 'd7c818defc3e3539dd134589115c906f08657a00'),
+    'xtreme': ('google/xtreme', '68bd9e06bf4bbe671073c975ccd61d754e1bd3d6'),
+}
+# Language code -> XTREME's UD-POS config suffix (udpos.<Language>).
+XTREME_UDPOS_LANGUAGES = {
+    'af': 'Afrikaans', 'ar': 'Arabic', 'eu': 'Basque', 'bg': 'Bulgarian', 'nl': 'Dutch',
+    'en': 'English', 'et': 'Estonian', 'fi': 'Finnish', 'fr': 'French', 'de': 'German',
+    'el': 'Greek', 'he': 'Hebrew', 'hi': 'Hindi', 'hu': 'Hungarian', 'id': 'Indonesian',
+    'it': 'Italian', 'ja': 'Japanese', 'kk': 'Kazakh', 'ko': 'Korean', 'zh': 'Chinese',
+    'mr': 'Marathi', 'fa': 'Persian', 'pt': 'Portuguese', 'ru': 'Russian', 'es': 'Spanish',
+    'tl': 'Tagalog', 'ta': 'Tamil', 'te': 'Telugu', 'th': 'Thai', 'tr': 'Turkish', 'ur': 'Urdu',
+    'vi': 'Vietnamese', 'yo': 'Yoruba',
+}
+IOB2_MODES = ('repair', 'strict')  # an I-X that does not continue an X entity: B-X, or an error
+
 Pair = tuple[str, str]  # (task, language)
 
 

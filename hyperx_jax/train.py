@@ -2,7 +2,8 @@
 
 Data flow (docs/architecture.md):
 
-  config -> spec (checked once) -> mesh -> tokenizer -> model (`run.create_model`: abstract
+  config -> spec (checked once) -> every train and eval source read, labels checked -> mesh ->
+  tokenizer -> model (`run.create_model`: abstract
   init -> shardings from logical axes -> sharded init -> pretrained encoder weights -> split
   trainable / frozen) -> optimizer -> resume (checkpoint in workdir > spec.init_from >
   pretrained init) -> loop -> final evaluation -> report.
@@ -194,9 +195,12 @@ class Trainer:
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str, *,
                allow_config_change: bool = False):
-    # Checks, data and model first: nothing in `workdir` changes if any of them fails.
+    # Checks, data and model first: nothing in `workdir` changes if any of them fails. Every
+    # train and eval source is read and its labels checked before the tokenizer and weights.
     self.spec = spec = specs.parse(config, jax.device_count())
     run.check_saved_config(config, workdir, allow_change=allow_config_change)
+    raw = pipeline.read_streams(spec.train_streams + spec.eval_streams)
+    train_raw, eval_raw = raw[:len(spec.train_streams)], raw[len(spec.train_streams):]
     self.workdir = workdir
     self.is_primary = jax.process_index() == 0
     self.mesh = sharding.make_mesh(spec.mesh)
@@ -210,9 +214,10 @@ class Trainer:
     self.lr_fn = optim.learning_rate_fn(spec.optim)
     self.train_iter = pipeline.build_train_pipeline(spec.train_streams, spec.data, spec.seed,
                                                     self.tokenizer, jax.process_index(),
-                                                    jax.process_count())
+                                                    jax.process_count(), examples=train_raw)
     self.eval_data = pipeline.build_eval_datasets(spec.eval_streams, spec.train_streams,
-                                                  spec.data, spec.seed, self.tokenizer)
+                                                  spec.data, spec.seed, self.tokenizer,
+                                                  examples=eval_raw)
     # The run directory changes from here on.
     c = spec.checkpoint
     self.ckpt = checkpoint.Checkpointer(workdir, keep=c.keep, async_save=c.async_save,

@@ -16,8 +16,10 @@ import re
 from typing import Any, Iterable
 
 from hyperx_jax.data.sources import SOURCE_TYPES
-from hyperx_jax.schema import (DATA_AXES, DTYPES, METHODS, METRICS, NEW_LANGUAGE_INITS, PAIR,
-                               PLACEMENTS, POOLINGS, REMAT_POLICIES, TASK_KINDS, TOKEN)
+from hyperx_jax.models.xlmr import EncoderConfig
+from hyperx_jax.schema import (DATA_AXES, DTYPES, IOB2_MODES, METHODS, METRICS,
+                               NEW_LANGUAGE_INITS, PAIR, PLACEMENTS, POOLINGS, REMAT_POLICIES,
+                               TASK_KINDS, TOKEN)
 from hyperx_jax.sharding import resolve_mesh_shape
 
 # Source keys that name local files or directories (checked for existence).
@@ -66,6 +68,31 @@ def _check_model(config: Any, errors: list[str]) -> None:
     errors.append(f'config.model.remat: {m.remat!r} is not one of {list(REMAT_POLICIES)}')
   if config.adapter.bottleneck <= 0:
     errors.append(f'config.adapter.bottleneck: must be positive, got {config.adapter.bottleneck}')
+
+
+def _known_encoder(config: Any) -> tuple[EncoderConfig, str] | None:
+  """The encoder's config when it is known before any download: a local checkpoint's
+  config.json, or the preset without a checkpoint; None for a hub id or an unreadable file."""
+  m = config.model
+  try:
+    if m.checkpoint is None:
+      return EncoderConfig.preset(m.get('preset', 'base')), f"preset {m.get('preset', 'base')!r}"
+    path = os.path.expanduser(m.checkpoint)
+    if _is_local_path(m.checkpoint) and os.path.isfile(os.path.join(path, 'config.json')):
+      return EncoderConfig.from_hf(path), os.path.join(m.checkpoint, 'config.json')
+  except (ValueError, OSError):
+    return None  # reported where the model is built
+  return None
+
+
+def _check_max_length(config: Any, errors: list[str]) -> None:
+  known = _known_encoder(config)
+  n = config.data.max_length
+  if known is not None and n > known[0].longest_sequence:
+    c, where = known
+    errors.append(f'config.data.max_length: {n} exceeds the {c.longest_sequence} positions of '
+                  f'the encoder ({where}: max_position_embeddings={c.max_positions} - '
+                  f'{c.pad_token_id + 1}, as RoBERTa position ids start at pad_token_id + 1)')
 
 
 def _check_tasks(config: Any, errors: list[str]) -> None:
@@ -124,8 +151,19 @@ def _check_streams(config: Any, field: str, errors: list[str]) -> None:
       errors.append(f'{where}.source.name: a tfds source needs a builder name')
     if stype == 'mo' and not _field(source, 'lang'):
       errors.append(f'{where}.source.lang: a mo source needs the gettext locale name')
-    if stype not in ('tfds', 'mo') and not any(True for _ in _source_paths(source)):
+    has_path = any(True for _ in _source_paths(source))
+    if stype == 'hf_parquet' and not has_path:
+      needs = {'repo': "the hub dataset id (e.g. 'google/xtreme')",
+               'revision': 'a pinned revision (a commit sha or a tag)'}
+      for key, what in needs.items():
+        if not _field(source, key):
+          errors.append(f'{where}.source.{key}: an hf_parquet source without a local path '
+                        f'needs {what}')
+    elif stype not in ('tfds', 'mo') and not has_path:
       errors.append(f'{where}.source: a {stype} source needs a path (one of {list(PATH_KEYS)})')
+    iob2 = _field(source, 'iob2')
+    if iob2 is not None and iob2 not in IOB2_MODES:
+      errors.append(f'{where}.source.iob2: {iob2!r} is not one of {list(IOB2_MODES)}')
     for key, path in _source_paths(source):
       if key == 'glob' or any(ch in path for ch in '*?['):
         continue
@@ -220,6 +258,7 @@ def check_config(config: Any, device_count: int) -> None:
   if config.method not in METHODS:
     errors.append(f'config.method: unknown method {config.method!r}; known: {list(METHODS)}')
   _check_model(config, errors)
+  _check_max_length(config, errors)
   _check_tasks(config, errors)
   _check_streams(config, 'train_streams', errors)
   _check_streams(config, 'eval_streams', errors)

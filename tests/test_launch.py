@@ -42,8 +42,8 @@ def test_tpu_all_dry_run_prints_the_full_sequence():
   assert "pip install" in setup and "-r /tmp/hyperx-requirements.txt" in setup
   assert f'"jax[tpu]=={PINNED_JAX}"' in setup
   assert "--worker=all" in run
-  assert ("python3 -m hyperx_jax.main --config=configs/xnli.py:size=large --workdir=gs://bucket/run "
-          "--config.optim.lr=3e-5") in run
+  assert ("cd hyperx_jax && setsid nohup .venv/bin/python -m hyperx_jax.main "
+          "--config=configs/xnli.py:size=large --workdir=gs://bucket/run --config.optim.lr=3e-5") in run
   assert "tail" in logs and "--worker=0" in logs
   assert "v2-alpha" not in out and "jax_backend_target" not in out
 
@@ -85,8 +85,8 @@ def test_gpu_node_dry_run():
   assert rc == 0, err
   setup, run = _commands(out)
   assert f'"jax[cuda12]=={PINNED_JAX}"' in setup
-  assert run == ("env CUDA_VISIBLE_DEVICES=0,1 python3 -m hyperx_jax.main --config=configs/xnli.py "
-                 "--workdir=/tmp/run --config.batch_size=64")
+  assert run == ("env CUDA_VISIBLE_DEVICES=0,1 .venv/bin/python -m hyperx_jax.main "
+                 "--config=configs/xnli.py --workdir=/tmp/run --config.batch_size=64")
 
 
 def test_slurm_submits_itself_then_runs_one_task_per_node_or_gpu():
@@ -98,12 +98,32 @@ def test_slurm_submits_itself_then_runs_one_task_per_node_or_gpu():
   job_env = {"SLURM_JOB_ID": "7", "SLURM_JOB_NUM_NODES": "4", "SLURM_SUBMIT_DIR": str(REPO)}
   rc, out, err = _launch("slurm_multinode.sbatch", "--workdir=/shared/run", env={**job_env, "DRY_RUN": "1"})
   assert rc == 0, err
-  assert _commands(out) == ["srun --nodes=4 --ntasks-per-node=1 --kill-on-bad-exit=1 python3 -m "
-                            "hyperx_jax.main --config=configs/xnli.py --workdir=/shared/run"]
+  assert _commands(out) == ["srun --nodes=4 --ntasks-per-node=1 --kill-on-bad-exit=1 .venv/bin/python "
+                            "-m hyperx_jax.main --config=configs/xnli.py --workdir=/shared/run"]
   rc, out, err = _launch("slurm_multinode.sbatch", "--dry-run", "--per-gpu", "--gpus-per-node=4",
                          "--workdir=/shared/run", env=job_env)
   assert rc == 0, err
   assert _commands(out)[0].startswith("srun --nodes=4 --ntasks-per-node=4 --gpus-per-task=1 ")
+
+
+MIN_PYTHON = re.search(r"^python_requires = >=(\S+)$", (REPO / "setup.cfg").read_text(), re.M).group(1)
+
+
+@pytest.mark.parametrize("script, args", [
+    ("tpu_vm.sh", ("setup", "--dry-run", "--name=hx")), ("gpu_node.sh", ("setup", "--dry-run"))])
+def test_setup_makes_a_venv_with_the_minimum_python_and_no_tensorflow(script, args):
+  rc, out, err = _launch(script, *args)
+  assert rc == 0, err
+  setup = _commands(out)[-1]
+  steps = [
+      "command -v uv > /dev/null || curl -LsSf https://astral.sh/uv/",  # uv when missing
+      f"uv venv --allow-existing --python {MIN_PYTHON} .venv",
+      "uv pip install --python .venv/bin/python -q -r /tmp/hyperx-requirements.txt",
+      'find_spec(\\"tensorflow\\") and \\"error: tensorflow is installed\\"']
+  positions = [setup.find(step) for step in steps]
+  assert -1 not in positions and positions == sorted(positions), (positions, setup)
+  assert MIN_PYTHON == "3.11"  # jax 0.10.2 needs it
+  assert not re.search(r"^tensorflow[=<>]", (REPO / "requirements.txt").read_text(), re.M)
 
 
 def _shellcheck():

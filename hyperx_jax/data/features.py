@@ -68,14 +68,14 @@ class Featurizer:
     self.counts["skipped"] += 1
 
 
-def _label_index(label: Any, names: Sequence[str], what: str) -> int:
+def _label_index(label: Any, names: Sequence[str], what: str, where: str = "?") -> int:
   if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
     if 0 <= label < len(names):
       return int(label)
-    raise ValueError(f"{what} id {label} out of range for labels {list(names)}.")
+    raise ValueError(f"{where}: {what} id {label} out of range for labels {list(names)}.")
   if label in names:
     return names.index(label)
-  raise ValueError(f"Unknown {what} {label!r}; the label set is {list(names)}. "
+  raise ValueError(f"{where}: Unknown {what} {label!r}; the label set is {list(names)}. "
                    "Map other tag sets in the source config with 'tag_map' (a dict, or "
                    "'google_universal_to_upos').")
 
@@ -92,7 +92,7 @@ class PairFeaturizer(Featurizer):
     if not example["premise"].strip() and not example["hypothesis"].strip():
       self._skip()
       return None
-    label = _label_index(example["label"], self.labels, "label")
+    label = _label_index(example["label"], self.labels, "label", example.get("where", "?"))
     a, b = self._encode(example["premise"]), self._encode(example["hypothesis"])
     a, b = self._truncate_longest_first(a, b, self.max_length - 4)
     ids = [self.cls_id, *a, self.sep_id, self.sep_id, *b, self.sep_id]
@@ -134,7 +134,7 @@ class TokenFeaturizer(Featurizer):
     if not words:
       self._skip()
       return None
-    tag_ids = [_label_index(t, self.labels, "tag") for t in tags]
+    tag_ids = [_label_index(t, self.labels, "tag", example.get("where", "?")) for t in tags]
     ids, label_at = self.word_positions(words)
     labels = [IGNORE_INDEX] * len(ids)
     for word, position in enumerate(label_at):

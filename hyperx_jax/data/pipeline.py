@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from hyperx_jax.data import features, mixture, sources
-from hyperx_jax.schema import IGNORE_INDEX, MLM, DataSpec, Pair, StreamSpec
+from hyperx_jax.schema import IGNORE_INDEX, MLM, TOKEN, DataSpec, Pair, StreamSpec
 
 Batch = dict[str, np.ndarray]
 
@@ -56,6 +56,48 @@ def read_examples(spec: StreamSpec) -> list[dict[str, Any]]:
   logging.info("stream %s/%s: %d raw examples from %s", spec.task, spec.lang, len(examples),
                spec.source)
   return examples
+
+
+MAX_REPORTED = 20  # bad labels listed per stream (the count covers all of them)
+
+
+def label_problems(spec: StreamSpec, examples: Sequence[Mapping[str, Any]]) -> list[str]:
+  """One line per label of `examples` outside the stream's task labels (or tokens and tags of
+  different lengths), each starting with where it is (file:line, file: row N; and the word)."""
+  names, problems = set(spec.labels), []
+  valid = lambda label: (label in names if isinstance(label, str)
+                         else not isinstance(label, bool) and 0 <= label < len(spec.labels))
+  for ex in examples:
+    where = ex.get(sources.WHERE, "?")
+    if spec.kind == TOKEN:
+      tokens, tags = ex["tokens"], ex["tags"]
+      if len(tokens) != len(tags):
+        problems.append(f"{where}: {len(tokens)} tokens but {len(tags)} tags")
+        continue
+      problems += [f"{sources.word_where(ex, i)} {token!r}: tag {tag!r} is not a label of "
+                   f"task {spec.task!r}" for i, (token, tag) in enumerate(zip(tokens, tags))
+                   if not valid(tag)]
+    elif spec.kind != MLM and not valid(ex["label"]):
+      problems.append(f"{where}: label {ex['label']!r} is not a label of task {spec.task!r}")
+  return problems
+
+
+def read_streams(specs: Sequence[StreamSpec]) -> list[list[dict[str, Any]]]:
+  """Every stream's raw examples, each label checked against its task's label set. All bad
+  labels of all streams are reported at once (SourceError), before anything is built."""
+  read, report = [], []
+  for spec in specs:
+    examples = read_examples(spec)
+    problems = label_problems(spec, examples)
+    if problems:
+      report.append(f"stream {spec.task}/{spec.lang}: {len(problems)} labels outside "
+                    f"{list(spec.labels)}:")
+      report += [f"  {p}" for p in problems[:MAX_REPORTED]]
+      report += [f"  ... and {len(problems) - MAX_REPORTED} more"] * (len(problems) > MAX_REPORTED)
+    read.append(examples)
+  if report:
+    raise sources.SourceError("bad labels in the data:\n" + "\n".join(report))
+  return read
 
 
 # ------------------------------------------------------------------------------- training
@@ -184,17 +226,20 @@ class _Prefetcher:
 
 def build_train_pipeline(specs: Sequence[StreamSpec], data: DataSpec, seed: int, tokenizer,
                          process_index: int = 0, process_count: int = 1,
-                         prefetch: int | None = None) -> TrainIterator:
+                         prefetch: int | None = None,
+                         examples: Sequence[Sequence[Any]] | None = None) -> TrainIterator:
   """One stream per spec, mixed with temperature `data.temperature` (or fixed `data.weights`);
   yields rows [p*b, (p+1)*b) of each global batch on host p. `prefetch` (default
-  `data.prefetch`) batches are featurised ahead in a background thread."""
+  `data.prefetch`) batches are featurised ahead in a background thread. `examples`: each
+  spec's raw examples when already read (`read_streams`), else they are read here."""
   if not specs:
     raise ValueError("no training streams; add at least one {task, lang, source}.")
+  examples = read_streams(specs) if examples is None else examples
   streams, featurizers = [], []
-  for spec in specs:
+  for spec, raw in zip(specs, examples):
     featurizer, featurize = make_example_fn(spec, tokenizer, data.max_length)
     featurizers.append(featurizer)
-    streams.append(mixture.Stream(spec.task, spec.lang, read_examples(spec), featurize,
+    streams.append(mixture.Stream(spec.task, spec.lang, list(raw), featurize,
                                   spec.max_examples))
   mix = mixture.MixtureIterator(
       streams, global_batch_size=data.batch_size, seed=seed, temperature=data.temperature,
@@ -301,14 +346,16 @@ class EvalDatasets(dict):
 
 
 def build_eval_datasets(eval_specs: Sequence[StreamSpec], train_specs: Sequence[StreamSpec],
-                        data: DataSpec, seed: int, tokenizer) -> EvalDatasets:
+                        data: DataSpec, seed: int, tokenizer,
+                        examples: Sequence[Sequence[Any]] | None = None) -> EvalDatasets:
   """One EvalDataset per eval spec; pairs absent from the train specs are marked zero_shot.
   Iterating a dataset gives this process's batches of `data.eval_batch_size`;
-  `batches(...)` takes any size and host slice."""
+  `batches(...)` takes any size and host slice. `examples` as in build_train_pipeline."""
   trained = {s.pair for s in train_specs}
+  examples = read_streams(eval_specs) if examples is None else examples
   datasets = EvalDatasets()
-  for i, spec in enumerate(eval_specs):
+  for i, (spec, raw) in enumerate(zip(eval_specs, examples)):
     datasets[spec.pair] = EvalDataset(
-        spec, read_examples(spec), tokenizer, data.max_length, seed, i,
+        spec, raw, tokenizer, data.max_length, seed, i,
         zero_shot=spec.pair not in trained, batch_size=data.eval_batch_size)
   return datasets

@@ -107,13 +107,13 @@ class EncoderConfig:
         raise ValueError(f"EncoderConfig.{field}={value!r} is unknown; known: {', '.join(known)}")
 
   @property
-  def longest_sequence(self) -> int:
-    """Tokens per sequence the position table allows (RoBERTa counts from pad_token_id + 1)."""
-    return self.max_positions - self.pad_token_id - 1
-
-  @property
   def head_dim(self) -> int:
     return self.hidden_size // self.num_heads
+
+  @property
+  def longest_sequence(self) -> int:
+    """The most tokens a sequence may hold: RoBERTa position ids start at pad_token_id + 1."""
+    return self.max_positions - self.pad_token_id - 1
 
   @classmethod
   def from_hf(cls, config: Union[str, pathlib.Path, Mapping[str, Any]],
