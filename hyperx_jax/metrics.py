@@ -189,6 +189,13 @@ def to_tag_sentences(predictions: np.ndarray, labels: np.ndarray, label_names: S
   return gold_tags, pred_tags
 
 
+def metric_names(kind: str, metric: Optional[str]) -> tuple[str, ...]:
+  """The metrics an evaluation of a task reports (`MetricAccumulator.result`, without loss)."""
+  if kind == TOKEN:
+    return ("precision", "recall", "f1") if metric == "entity_f1" else ("accuracy", "f1")
+  return ("accuracy",)
+
+
 @dataclasses.dataclass
 class MetricAccumulator:
   """Streaming metrics for one (task, language) pair.

@@ -16,6 +16,7 @@ import re
 from typing import Any, Iterable
 
 from hyperx_jax.data.sources import SOURCE_TYPES
+from hyperx_jax.metrics import metric_names
 from hyperx_jax.models.xlmr import EncoderConfig
 from hyperx_jax.schema import (DATA_AXES, DTYPES, IOB2_MODES, METHODS, METRICS,
                                NEW_LANGUAGE_INITS, PAIR, PLACEMENTS, POOLINGS, REMAT_POLICIES,
@@ -242,14 +243,19 @@ def _check_optim(config: Any, errors: list[str]) -> None:
 
 
 def _check_best_metric(config: Any, errors: list[str]) -> None:
+  """`checkpoint.best_metric` must be one of the 'task:lang/metric' names the eval pairs
+  report (metrics.metric_names); otherwise the 'best' checkpoint would be arbitrary."""
   best = config.checkpoint.best_metric
   if best is None:
     return
-  m = re.fullmatch(r'([^:/]+):([^:/]+)/([^:/]+)', best)
-  pairs = {(s['task'], s['lang']) for s in config.eval_streams}
-  if not m or (m.group(1), m.group(2)) not in pairs:
-    errors.append(f"config.checkpoint.best_metric: {best!r} must be 'task:lang/metric' for an "
-                  f'eval pair; eval pairs: {sorted(f"{t}:{l}" for t, l in pairs)}')
+  known = []
+  for s in config.eval_streams:
+    task = _field(config.tasks, s['task'], {})
+    kind, metric = _field(task, 'kind'), _field(task, 'metric')
+    known += [f"{s['task']}:{s['lang']}/{name}" for name in metric_names(kind, metric)]
+  if best not in known:
+    errors.append(f'config.checkpoint.best_metric: {best!r} is not a metric the eval pairs '
+                  f'report; valid names: {sorted(set(known))}')
 
 
 def check_config(config: Any, device_count: int) -> None:

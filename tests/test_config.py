@@ -100,6 +100,12 @@ def test_bad_configs_name_the_field(workspace):  # noqa: F811
   bad.checkpoint.best_metric = 'tag:zz/accuracy'
   _expect(bad, 'config.tasks.tag.kind', 'config.checkpoint.best_metric')
 
+  bad = tiny_config(workspace)  # a metric the pair never reports: the best step is arbitrary
+  bad.checkpoint.best_metric = 'tag:aa/entity_f1'
+  _expect(bad, "config.checkpoint.best_metric: 'tag:aa/entity_f1' is not a metric the eval "
+          "pairs report; valid names: ['pair:aa/accuracy', 'pair:cc/accuracy', "
+          "'tag:aa/accuracy', 'tag:aa/f1', 'tag:bb/accuracy', 'tag:bb/f1']")
+
 
 def test_errors_come_before_any_compilation(workspace, tmp_path, monkeypatch):  # noqa: F811
   def no_init(*args, **kwargs):

@@ -165,3 +165,15 @@ def test_accumulator_rejects_bad_configuration():
     metrics.MetricAccumulator("token_classification", "f1", NER_TAGS)
   with pytest.raises(ValueError, match="example_mask"):
     metrics.MetricAccumulator("mlm").add(np.zeros([2, 3]), np.zeros([2, 3]), np.ones([3]))
+
+
+@pytest.mark.parametrize("kind, metric", [("token_classification", "entity_f1"),
+                                          ("token_classification", "pos"),
+                                          ("pair_classification", "accuracy"),
+                                          ("mlm", "mlm_accuracy")])
+def test_metric_names_are_what_evaluation_reports(kind, metric):
+  labels = ["O", "B-PER", "I-PER"]
+  acc = metrics.MetricAccumulator(kind, metric, labels)
+  shape = (2, 4) if kind != "pair_classification" else (2,)
+  acc.add(np.ones(shape, np.int32), np.ones(shape, np.int32))
+  assert tuple(sorted(acc.result())) == tuple(sorted(metrics.metric_names(kind, metric)))
