@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 import ml_collections
 
 from hyperx_jax import sharding
-from hyperx_jax.schema import HUB_DATASETS
+from hyperx_jax.schema import DEV, HUB_DATASETS, TEST
 from hyperx_jax.schema import METHODS, NER_LABELS, UPOS_TAGS, XNLI_LABELS  # noqa: F401 (re-exported)
 
 # Hugging Face checkpoints per XLM-R size, and the mesh each one wants on a pod slice
@@ -102,10 +102,13 @@ def hub_source(dataset: str, config: Optional[str], split: str, data_dir: str = 
   return {**source, 'repo': repo, 'revision': revision}
 
 
-def stream(task: str, lang: str, source: dict[str, Any],
-           max_examples: Optional[int] = None) -> dict[str, Any]:
-  """One (task, language) data stream."""
-  return {'task': task, 'lang': lang, 'source': dict(source), 'max_examples': max_examples}
+def stream(task: str, lang: str, source: dict[str, Any], max_examples: Optional[int] = None,
+           role: Optional[str] = None) -> dict[str, Any]:
+  """One (task, language) data stream. Evaluation streams take a `role`: 'dev' (the default:
+  evaluated during training, selects the checkpoint) or 'test' (evaluated once, at the end,
+  on the selected checkpoint)."""
+  out = {'task': task, 'lang': lang, 'source': dict(source), 'max_examples': max_examples}
+  return out if role is None else {**out, 'role': role}
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -209,16 +212,18 @@ def experiment(arg: Optional[str], **extra: Any
 def english_to_many(arg: Optional[str], task: str, spec: dict[str, Any], source: Any,
                     eval_languages: Sequence[str], best_metric: str,
                     total_steps: int = 20_000) -> ml_collections.ConfigDict:
-  """One task trained on English, evaluated (zero-shot) on `eval_languages`;
-  `source(lang, split, data_dir)` gives a stream's source."""
+  """One task trained on English, selected on English dev (validation) data and tested on
+  `eval_languages` (zero-shot but English), as XTREME does; `source(lang, split, data_dir)`
+  gives a stream's source."""
   arg, c = experiment(arg)
   c.optim.warmup_steps = 1000
   c.total_steps = total_steps
   c.tasks[task] = spec
   c.languages = list(eval_languages)
   c.train_streams = [stream(task, 'en', source('en', 'train', arg.data_dir))]
-  c.eval_streams = [stream(task, lang, source(lang, 'test', arg.data_dir))
-                    for lang in eval_languages]
+  c.eval_streams = [stream(task, 'en', source('en', 'validation', arg.data_dir), role=DEV)] + [
+      stream(task, lang, source(lang, 'test', arg.data_dir), role=TEST)
+      for lang in eval_languages]
   c.checkpoint.best_metric = best_metric
   if arg.runlocal:
     runlocal(c)

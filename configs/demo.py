@@ -74,8 +74,8 @@ def get_config(arg=None):
       + [common.stream('pairs', lang, pairs_source(lang, 'train')) for lang in pair_languages]
       + [common.stream('mlm', lang, mlm_source(lang)) for lang in MLM_LANGUAGES])
   c.eval_streams = (
-      [common.stream('pos', 'tr', pos_source('test'), max_examples=arg.eval_examples)] * mixed
-      + [common.stream('pairs', lang, pairs_source(lang, 'test'), max_examples=arg.eval_examples)
+      [common.stream('pos', 'tr', pos_source('test'), arg.eval_examples, role='test')] * mixed
+      + [common.stream('pairs', lang, pairs_source(lang, 'test'), arg.eval_examples, role='test')
          for lang in EVAL_PAIR_LANGUAGES])
   c.languages = common.languages_of(c.train_streams + c.eval_streams)
   # Fixed shares (POS 25 %, pairs 60 %, MLM 15 %): the temperature rate would give the big

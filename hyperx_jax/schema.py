@@ -23,6 +23,10 @@ MLM = 'mlm'  # masked language modelling: the vocabulary is the label set
 TASK_KINDS = (PAIR, TOKEN, MLM)
 # Metric per task: accuracy (pairs), entity_f1 (NER), pos (token accuracy + F1), mlm_accuracy.
 METRICS = ('accuracy', 'entity_f1', 'pos', 'mlm_accuracy')
+# Evaluation streams: 'dev' ones are evaluated during training and select the checkpoint;
+# 'test' ones are evaluated once, on the selected checkpoint.
+DEV, TEST = 'dev', 'test'
+EVAL_ROLES = (DEV, TEST)
 TOKEN_METRICS = ('entity_f1', 'pos')
 
 IGNORE_INDEX = -100  # a label position that no loss or metric counts
@@ -122,6 +126,7 @@ class StreamSpec:
   lang_id: int
   source: Mapping[str, Any]
   max_examples: Optional[int] = None
+  role: Optional[str] = None  # eval streams: DEV or TEST (EVAL_ROLES)
 
   @property
   def pair(self) -> Pair:

@@ -18,7 +18,7 @@ from hyperx_jax.models.hypernet import HyperNetConfig
 from hyperx_jax.models.model import ModelSpec
 from hyperx_jax.models.weights import encoder_config_from_checkpoint
 from hyperx_jax.models.xlmr import EncoderConfig
-from hyperx_jax.schema import (MLM, CheckpointSpec, DataSpec, MeshSpec, OptimSpec, Pair,
+from hyperx_jax.schema import (DEV, MLM, TEST, CheckpointSpec, DataSpec, MeshSpec, OptimSpec, Pair,
                                StreamSpec, TaskSpec)
 
 
@@ -57,6 +57,16 @@ class RunSpec:
   @property
   def languages(self) -> tuple[str, ...]:
     return self.model.languages
+
+  @property
+  def dev_streams(self) -> tuple[StreamSpec, ...]:
+    """Evaluated during training; `checkpoint.best_metric` selects among their scores."""
+    return tuple(s for s in self.eval_streams if s.role == DEV)
+
+  @property
+  def test_streams(self) -> tuple[StreamSpec, ...]:
+    """Evaluated once, on the selected checkpoint."""
+    return tuple(s for s in self.eval_streams if s.role == TEST)
 
   def zero_shot_pairs(self) -> set[Pair]:
     """Eval pairs with no training stream of their own (zero-shot transfer)."""
@@ -98,7 +108,8 @@ def stream_specs(config: Any, field: str, tasks: Mapping[str, TaskSpec]) -> tupl
                             labels=task.labels, task_id=names.index(task.name),
                             lang_id=languages.index(entry['lang']),
                             source=dict(_plain(entry['source'])),
-                            max_examples=entry.get('max_examples')))
+                            max_examples=entry.get('max_examples'),
+                            role=(entry.get('role') or DEV) if field == 'eval_streams' else None))
   return tuple(specs)
 
 

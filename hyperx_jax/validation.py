@@ -18,9 +18,9 @@ from typing import Any, Iterable
 from hyperx_jax.data.sources import SOURCE_TYPES
 from hyperx_jax.metrics import metric_names
 from hyperx_jax.models.xlmr import EncoderConfig
-from hyperx_jax.schema import (DATA_AXES, DTYPES, IOB2_MODES, METHODS, METRICS,
+from hyperx_jax.schema import (DATA_AXES, DEV, DTYPES, EVAL_ROLES, IOB2_MODES, METHODS, METRICS,
                                NEW_LANGUAGE_INITS, PAIR, PLACEMENTS, POOLINGS, REMAT_POLICIES,
-                               TASK_KINDS, TOKEN)
+                               TASK_KINDS, TEST, TOKEN)
 from hyperx_jax.sharding import resolve_mesh_shape
 
 # Source keys that name local files or directories (checked for existence).
@@ -173,10 +173,25 @@ def _check_streams(config: Any, field: str, errors: list[str]) -> None:
     max_examples = _field(s, 'max_examples')
     if max_examples is not None and max_examples <= 0:
       errors.append(f'{where}.max_examples: must be positive or None, got {max_examples}')
-  pairs = [(_field(s, 'task'), _field(s, 'lang')) for s in streams]
+    _check_role(where, field, _field(s, 'role'), errors)
+  # One stream per (task, language); an evaluation pair may have a dev and a test stream.
+  pairs = [(_field(s, 'task'), _field(s, 'lang'))
+           + ((_role(s),) if field == 'eval_streams' else ()) for s in streams]
   twice = sorted({p for p in pairs if pairs.count(p) > 1})
   if twice:
-    errors.append(f'config.{field}: these (task, language) pairs appear more than once: {twice}')
+    errors.append(f'config.{field}: these (task, language{", role" * (field == "eval_streams")})'
+                  f' appear more than once: {twice}')
+
+
+def _role(stream: Any) -> str:
+  return _field(stream, 'role') or DEV
+
+
+def _check_role(where: str, field: str, role: Any, errors: list[str]) -> None:
+  if field == 'train_streams' and role is not None:
+    errors.append(f'{where}.role: only evaluation streams have a role ({list(EVAL_ROLES)})')
+  elif role is not None and role not in EVAL_ROLES:
+    errors.append(f'{where}.role: {role!r} is not one of {list(EVAL_ROLES)}')
 
 
 def _check_mesh_and_batch(config: Any, device_count: int, errors: list[str]) -> None:
@@ -243,19 +258,27 @@ def _check_optim(config: Any, errors: list[str]) -> None:
 
 
 def _check_best_metric(config: Any, errors: list[str]) -> None:
-  """`checkpoint.best_metric` must be one of the 'task:lang/metric' names the eval pairs
-  report (metrics.metric_names); otherwise the 'best' checkpoint would be arbitrary."""
+  """`checkpoint.best_metric` must be one of the 'task:lang/metric' names the dev pairs report
+  (metrics.metric_names): test pairs never select, and any other name would leave the 'best'
+  checkpoint arbitrary."""
   best = config.checkpoint.best_metric
   if best is None:
     return
-  known = []
+  known = {DEV: [], TEST: []}
   for s in config.eval_streams:
     task = _field(config.tasks, s['task'], {})
     kind, metric = _field(task, 'kind'), _field(task, 'metric')
-    known += [f"{s['task']}:{s['lang']}/{name}" for name in metric_names(kind, metric)]
-  if best not in known:
-    errors.append(f'config.checkpoint.best_metric: {best!r} is not a metric the eval pairs '
-                  f'report; valid names: {sorted(set(known))}')
+    known[_role(s) if _role(s) in known else DEV] += [
+        f"{s['task']}:{s['lang']}/{name}" for name in metric_names(kind, metric)]
+  if best in known[DEV]:
+    return
+  if best in known[TEST]:
+    errors.append(f'config.checkpoint.best_metric: {best!r} is a test pair\'s metric; the '
+                  f"checkpoint is selected on dev pairs (eval streams with role 'dev'): "
+                  f'{sorted(set(known[DEV]))}')
+  else:
+    errors.append(f'config.checkpoint.best_metric: {best!r} is not a metric the dev pairs '
+                  f'report; valid names: {sorted(set(known[DEV]))}')
 
 
 def check_config(config: Any, device_count: int) -> None:

@@ -33,8 +33,37 @@ def test_xnli_has_the_paper_hyperparameters():
   assert (c.data.max_length, c.seed, c.adapter.bottleneck, c.hyperx.projected_dim) == (
       256, 123, 256, 192)
   assert c.model.checkpoint == 'FacebookAI/xlm-roberta-base'
-  assert [s['lang'] for s in c.eval_streams] == list(common.XNLI_LANGUAGES)
+  tests = [s for s in c.eval_streams if s['role'] == 'test']
+  assert [s['lang'] for s in tests] == list(common.XNLI_LANGUAGES)
   assert len(common.XNLI_LANGUAGES) == 15
+  # XTREME's protocol: the checkpoint is selected on English dev data only.
+  (dev,) = [s for s in c.eval_streams if s['role'] == 'dev']
+  assert (dev['lang'], dev['source']['split']) == ('en', 'validation')
+  assert c.checkpoint.best_metric == 'xnli:en/accuracy'
+
+
+@pytest.mark.parametrize('module', [ner, pos, mixed])
+def test_selection_is_on_english_dev_data(module):
+  c = module.get_config()
+  (dev,) = [s for s in c.eval_streams if s.get('role') == 'dev']
+  assert (dev['lang'], dev['source']['split']) == ('en', 'validation')
+  assert c.checkpoint.best_metric.startswith(f"{dev['task']}:en/")
+  assert all(s['role'] == 'test' and s['source']['split'] == 'test'
+             for s in c.eval_streams if s is not dev)
+
+
+def test_roles_are_checked(workspace):  # noqa: F811
+  bad = tiny_config(workspace)
+  bad.eval_streams[0]['role'] = 'validation'
+  bad.train_streams[0]['role'] = 'test'
+  bad.eval_streams.append({**bad.eval_streams[1]})
+  bad.checkpoint.best_metric = 'pair:cc/accuracy'
+  bad.eval_streams[3]['role'] = 'test'  # pair:cc
+  _expect(bad, "config.eval_streams[0].role: 'validation' is not one of ['dev', 'test']",
+          "config.train_streams[0].role: only evaluation streams have a role",
+          "config.eval_streams: these (task, language, role) appear more than once: "
+          "[('tag', 'bb', 'dev')]",
+          "config.checkpoint.best_metric: 'pair:cc/accuracy' is a test pair's metric")
 
 
 def test_mixed_tests_the_missing_pairs():
@@ -102,7 +131,7 @@ def test_bad_configs_name_the_field(workspace):  # noqa: F811
 
   bad = tiny_config(workspace)  # a metric the pair never reports: the best step is arbitrary
   bad.checkpoint.best_metric = 'tag:aa/entity_f1'
-  _expect(bad, "config.checkpoint.best_metric: 'tag:aa/entity_f1' is not a metric the eval "
+  _expect(bad, "config.checkpoint.best_metric: 'tag:aa/entity_f1' is not a metric the dev "
           "pairs report; valid names: ['pair:aa/accuracy', 'pair:cc/accuracy', "
           "'tag:aa/accuracy', 'tag:aa/f1', 'tag:bb/accuracy', 'tag:bb/f1']")
 
