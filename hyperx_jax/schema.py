@@ -50,6 +50,7 @@ EXPORT_ADAPTER_FILE = 'adapter.safetensors'  # adapters.{k}.{field}, head.{path}
 EXPORT_BACKBONE_FILE = 'backbone.safetensors'  # trained encoder params, PyTorch state_dict names
 EXPORT_FORMATS = ('native', 'adapterhub')  # --format: ours; ours + AdapterHub directories
 STACK_NAMES = {'hyperx': ('hyperx',), 'task_adapters': ('task',), 'madx': ('language', 'task')}
+ADAPTERHUB_VERSION = 'adapters.1.3.0'  # the `adapters` release whose format --format=adapterhub writes
 ADAPTER_LN_EPS = 1e-5  # the adapter's own LayerNorm (PyTorch nn.LayerNorm's default)
 
 # ------------------------------------------------------------------------------ label sets

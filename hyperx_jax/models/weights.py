@@ -378,7 +378,6 @@ def _targets(params: Mapping[str, Any], src: TensorSource, config: EncoderConfig
                      f"{sorted(param_map)}")
   for path, (_, layout) in param_map.items():
     shape, dtype = tuple(params[path].shape), params[path].dtype
-    stacked = path.startswith("layers/")
     names = tuple(prefix + name for name in hf_names(path, config))
     absent = [n for n in names if n not in available]
     if absent:
