@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any, NamedTuple, Optional, Sequence
 
 import jax
@@ -392,7 +393,7 @@ def main(argv: Sequence[str]) -> None:
     meta = export_from_run(f.workdir, f.task, f.lang, f.out, step=f.step,
                            allow_fallback=f.allow_fallback, format=f.format)
   except (ValueError, FileNotFoundError) as e:
-    raise app.UsageError(str(e)) from None
+    sys.exit(f"python -m hyperx_jax.export: error: {e}")  # one line, exit 1; nothing written
   print(f"exported {meta['task']}/{meta['language']} (step {meta['step']}, {meta['num_layers']} "
         f"layers, bottleneck {meta['bottleneck']}, {len(meta['backbone_tensors'])} backbone "
         f"tensors) to {f.out}")

@@ -181,7 +181,7 @@ def test_export_reproduces_the_trained_run(trained):
   moved = max(float(np.abs(value - checkpoint[name]).max())
               for name, value in exported.backbone.items())
   print(f"\nLayerNorms moved by max |delta| = {moved:.4f} over 20 steps")
-  assert moved > 3e-3  # measured 6e-3
+  assert moved > 3e-3  # measured 9e-3
 
   batch = _batch(model.task_id("tag"), model.lang_id("aa"), seq=12)
   hidden, logits = _trained_outputs(model, batch, "tag")
