@@ -206,6 +206,11 @@ def _adapterhub_files(meta: dict, tensors: dict[str, np.ndarray]) -> dict[str, b
   return files
 
 
+def _check_format(format: str) -> None:  # pylint: disable=redefined-builtin
+  if format not in EXPORT_FORMATS:
+    raise ValueError(f"unknown export format {format!r}; known: {', '.join(EXPORT_FORMATS)}")
+
+
 def export_adapter(model: Any, spec: Any, task: str, lang: str, out_dir: str, *,
                    step: Optional[int] = None, workdir: Optional[str] = None,
                    format: str = "native") -> dict:  # pylint: disable=redefined-builtin
@@ -215,8 +220,7 @@ def export_adapter(model: Any, spec: Any, task: str, lang: str, out_dir: str, *,
   `spec` is the run's RunSpec (labels, placement, base checkpoint, trainable rules). Returns
   the written adapter config. Everything is checked before anything is written.
   """
-  if format not in EXPORT_FORMATS:
-    raise ValueError(f"unknown export format {format!r}; known: {', '.join(EXPORT_FORMATS)}")
+  _check_format(format)
   if spec.method == "full_finetune":
     raise ValueError("method 'full_finetune' has no adapters to export")
   task_id, lang_id = model.task_id(task), model.lang_id(lang)
@@ -364,8 +368,7 @@ def export_from_run(workdir: str, task: str, lang: str, out_dir: str, *,
                     format: str = "native") -> dict:  # pylint: disable=redefined-builtin
   """Restores a trained run (`run.restore`; an unreadable step is an error unless
   `allow_fallback`) and exports (task, lang)."""
-  if format not in EXPORT_FORMATS:
-    raise ValueError(f"unknown export format {format!r}; known: {', '.join(EXPORT_FORMATS)}")
+  _check_format(format)
   check_names(workdir, task, lang)
   trained = run.restore(workdir, step=step, allow_fallback=allow_fallback)
   return export_adapter(trained.model(), trained.spec, task, lang, out_dir, step=trained.step,
