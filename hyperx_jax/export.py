@@ -62,7 +62,7 @@ from absl import app, flags
 from flax import nnx
 from safetensors.numpy import load_file, save
 
-from hyperx_jax import fileio, run
+from hyperx_jax import fileio, run, specs
 from hyperx_jax.models import heads as heads_lib
 from hyperx_jax.models import weights
 from hyperx_jax.models.adapters import AdapterWeights
@@ -110,6 +110,31 @@ def backbone_tensors(model: Any, spec: Any) -> dict[str, np.ndarray]:
   return weights.to_hf_tensors(trained, model.encoder.config)
 
 
+def check_adapterhub(spec: Any, task: str) -> None:
+  """Refuses, before anything loads, what AdapterHub cannot express exactly (the PyTorch loader
+  `hyperx_jax.torch_loader.load_exported` is the exact alternative for all of them)."""
+  encoder, spec_task = spec.model.encoder, spec.tasks[task]
+  alternative = "; use --format=native and hyperx_jax.torch_loader.load_exported"
+  if encoder.pre_layer_norm:
+    raise ValueError("--format=adapterhub: AdapterHub's XLM-R is the post-LayerNorm one; this "
+                     "run's encoder is pre-LN (XL/XXL)" + alternative)
+  if encoder.adapter_placement != "ffn_output":
+    raise ValueError(f"--format=adapterhub: placement {encoder.adapter_placement!r} is not "
+                     "expressible (under a Stack AdapterHub's original_ln_before re-applies the "
+                     "layer's LayerNorm before every adapter); only 'ffn_output'" + alternative)
+  h, b = encoder.hidden_size, spec.model.hypernet.bottleneck
+  if h % b:
+    raise ValueError(f"--format=adapterhub: AdapterHub sizes the bottleneck as hidden_size // "
+                     f"reduction_factor; bottleneck {b} does not divide hidden_size {h}")
+  if spec_task.kind == PAIR and spec_task.pooling != "cls":
+    raise ValueError(f"--format=adapterhub: task {task!r} pools by {spec_task.pooling!r}; "
+                     "AdapterHub's classification head reads the <s> token (or the pooler) only"
+                     + alternative)
+  if spec_task.kind not in (PAIR, TOKEN):
+    raise ValueError(f"--format=adapterhub: no AdapterHub head for task {task!r} of kind "
+                     f"{spec_task.kind!r}" + alternative)
+
+
 def adapterhub_config(meta: dict) -> dict:
   """The `adapters` library's BnConfig that computes our adapter exactly (ffn_output placement,
   post-LN encoder): its bottleneck layer gets f = Dropout(FFN(a)) and the attention block's
@@ -120,17 +145,9 @@ def adapterhub_config(meta: dict) -> dict:
                                                             False, scaling 1.0, no gating)
       out = LN_out(f + a)   after the last one            (original_ln_after=True)
 
-  which is `LN_out(A_task(A_lang(f)) + a)` as in models/xlmr.py. AdapterHub cannot express
-  placement='layer_output' under a Stack (its original_ln_before re-applies LN_out before each
-  adapter) nor the pre-LN XL/XXL encoders; those exports are refused."""
-  if meta["placement"] != "ffn_output":
-    raise ValueError(f"--format=adapterhub: placement {meta['placement']!r} is not expressible "
-                     "in AdapterHub's BnConfig (only 'ffn_output'); use --format=native and "
-                     "hyperx_jax.torch_loader.load_exported")
+  which is `LN_out(A_task(A_lang(f)) + a)` as in models/xlmr.py (`check_adapterhub` refuses
+  what it cannot express)."""
   h, b = meta["hidden_size"], meta["bottleneck"]
-  if h % b:
-    raise ValueError(f"--format=adapterhub: AdapterHub sizes the bottleneck as hidden_size // "
-                     f"reduction_factor; bottleneck {b} does not divide hidden_size {h}")
   return {"mh_adapter": False, "output_adapter": True, "reduction_factor": h // b,
           "non_linearity": "relu", "original_ln_before": False, "original_ln_after": True,
           "residual_before_ln": True, "adapter_residual_before_ln": False, "ln_before": False,
@@ -143,25 +160,17 @@ def adapterhub_head(meta: dict, tensors: dict[str, np.ndarray], name: str
                     ) -> tuple[dict, dict[str, np.ndarray]]:
   """(head config, head tensors) of AdapterHub's head for ours: the pair head with 'cls'
   pooling is its ClassificationHead (Dropout, Linear H->H, tanh, Dropout, Linear H->n: indices
-  1, 4); the token head its TaggingHead (Dropout, Linear: index 1). Mean pooling has no
-  AdapterHub head (it reads `<s>` or the pooler): refused."""
+  1, 4); the token head its TaggingHead (Dropout, Linear: index 1)."""
   label2id = {label: i for i, label in enumerate(meta["labels"])}
   common = {"num_labels": len(label2id), "label2id": label2id, "dropout_prob": None,
             "activation_function": "tanh"}
   if meta["task_kind"] == PAIR:
-    if meta["pooling"] != "cls":
-      raise ValueError(f"--format=adapterhub: task {meta['task']!r} pools by "
-                       f"{meta['pooling']!r}; AdapterHub's classification head reads the <s> "
-                       "token only. Use --format=native and hyperx_jax.torch_loader.load_exported")
     config = {**common, "head_type": "classification", "layers": 2, "use_pooler": False,
               "bias": True}
     layers = {1: "head.dense", 4: "head.out_proj"}
-  elif meta["task_kind"] == TOKEN:
+  else:
     config = {**common, "head_type": "tagging", "layers": 1}
     layers = {1: "head.out"}
-  else:
-    raise ValueError(f"--format=adapterhub: no AdapterHub head for task kind "
-                     f"{meta['task_kind']!r}")
   out = {}
   for index, ours in layers.items():
     out[f"heads.{name}.{index}.weight"] = np.ascontiguousarray(tensors[f"{ours}.kernel"].T)
@@ -223,6 +232,8 @@ def export_adapter(model: Any, spec: Any, task: str, lang: str, out_dir: str, *,
   _check_format(format)
   if spec.method == "full_finetune":
     raise ValueError("method 'full_finetune' has no adapters to export")
+  if format == "adapterhub":
+    check_adapterhub(spec, task)
   task_id, lang_id = model.task_id(task), model.lang_id(lang)
   kind = model.task_kind(task)
   stack = model.adapter_weights(jnp.array([task_id]), jnp.array([lang_id]),
@@ -247,9 +258,6 @@ def export_adapter(model: Any, spec: Any, task: str, lang: str, out_dir: str, *,
   }
   files = {}
   if format == "adapterhub":
-    if encoder.pre_layer_norm:
-      raise ValueError("--format=adapterhub: AdapterHub's XLM-R model is the post-LayerNorm "
-                       "one; this run's encoder is pre-LN (XL/XXL)")
     files = _adapterhub_files(meta, tensors)
     meta["adapterhub"] = {"adapters": [f"adapterhub/{n}" for n in meta["stack"]],
                           "head": f"adapterhub/{meta['stack'][-1]}"}
@@ -370,6 +378,8 @@ def export_from_run(workdir: str, task: str, lang: str, out_dir: str, *,
   `allow_fallback`) and exports (task, lang)."""
   _check_format(format)
   check_names(workdir, task, lang)
+  if format == "adapterhub":
+    check_adapterhub(specs.decode(run.load_config(workdir)), task)
   trained = run.restore(workdir, step=step, allow_fallback=allow_fallback)
   return export_adapter(trained.model(), trained.spec, task, lang, out_dir, step=trained.step,
                         workdir=os.path.abspath(workdir), format=format)

@@ -209,3 +209,26 @@ def test_export_cli_names_the_valid_choices(trained):
   with pytest.raises(ValueError, match="unknown export format 'onnx'; known: native, adapterhub"):
     export.export_from_run(run.workdir, "tag", "aa", str(tmp / "x"), format="onnx")
   assert not (tmp / "x").exists()
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"tasks.pair.pooling": "mean"}, "task 'pair' pools by 'mean'; AdapterHub's classification"),
+    ({"adapter.placement": "layer_output"}, "placement 'layer_output' is not expressible"),
+])
+def test_adapterhub_refusals_come_before_loading(run, tmp_path, change, message):
+  """What AdapterHub cannot express is refused from config.json alone (this workdir has no
+  checkpoint to restore), naming the exact alternative."""
+  tmp, _, workdir, _ = run
+  config = run_lib.load_config(str(workdir))
+  for key, value in change.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  other = tmp_path / "no_checkpoint"
+  run_lib.save_config(config, str(other))
+  with pytest.raises(ValueError, match=message) as error:
+    export.export_from_run(str(other), "pair", "aa", str(tmp_path / "out"), format="adapterhub")
+  assert "torch_loader.load_exported" in str(error.value)
+  assert not (tmp_path / "out").exists()
