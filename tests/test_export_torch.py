@@ -18,7 +18,7 @@ from flax import nnx
 
 import hyperx_jax  # noqa: F401
 from configs import tiny
-from hyperx_jax import checkpoint, export, specs
+from hyperx_jax import export, specs
 from hyperx_jax import run as run_lib
 from hyperx_jax.assets import AssetError, asset_path
 
@@ -80,19 +80,15 @@ def _mesh():
                        axis_types=(jax.sharding.AxisType.Auto,) * 3)
 
 
-def _make_run(root: pathlib.Path, e5: str, method: str, pooling: str):
-  """A run directory on e5-small with random trainable parameters saved at step 1; the model."""
+def _make_model(root: pathlib.Path, e5: str, method: str, pooling: str):
+  """A model on e5-small with random trainable parameters, and its spec (the restore path is
+  tested in test_export.py)."""
   config = tiny.get_config(f"workspace={root / 'ws'},tasks=tag+pair,method={method}")
   config.model.checkpoint = config.tokenizer = e5
   config.tasks.pair.pooling = pooling
-  workdir = root / method
-  run_lib.save_config(config, str(workdir))
-  (graphdef, trainable, frozen), _ = run_lib.create_model(specs.decode(config), _mesh())
-  trainable = _randomise(trainable, seed=len(method))
-  ckpt = checkpoint.Checkpointer(str(workdir), keep=1, async_save=False)
-  ckpt.save(1, trainable=trainable, opt_state={}, data_state={})
-  ckpt.close()
-  return str(workdir), nnx.merge(graphdef, trainable, frozen)
+  spec = specs.decode(config)
+  (graphdef, trainable, frozen), _ = run_lib.create_model(spec, _mesh())
+  return nnx.merge(graphdef, _randomise(trainable, seed=len(method)), frozen), spec
 
 
 # (method, pooling of the pair task): Hyper-X pools by mean, MAD-X reads <s>.
@@ -108,8 +104,7 @@ def exports(tmp_path_factory):
   root = tmp_path_factory.mktemp("e5_export")
   out = {}
   for method, pooling in RUNS.items():
-    workdir, model = _make_run(root, e5, method, pooling)
-    restored = run_lib.restore(workdir, mesh=_mesh())  # as the CLI does
+    model, spec = _make_model(root, e5, method, pooling)
     for m, task, lang in EXPORTS:
       if m != method:
         continue
@@ -121,13 +116,13 @@ def exports(tmp_path_factory):
       hidden, logits = _forward(model, batch, task)
       directory = root / f"{method}_{task}_{lang}"
       adapterhub = not (task == "pair" and pooling == "mean")
-      export.export_adapter(restored.model(), restored.spec, task, lang, str(directory),
+      export.export_adapter(model, spec, task, lang, str(directory),
                             format="adapterhub" if adapterhub else "native")
       out[method, task] = (directory, tokens, np.asarray(hidden), np.asarray(logits))
     if method == "hyperx":  # AdapterHub has no mean-pooling head: the export says so
       with pytest.raises(ValueError, match="pools by 'mean'; AdapterHub's classification head"):
-        export.export_adapter(restored.model(), restored.spec, "pair", "bb",
-                              str(root / "refused"), format="adapterhub")
+        export.export_adapter(model, spec, "pair", "bb", str(root / "refused"),
+                              format="adapterhub")
       assert not (root / "refused").exists()
   return e5, root, out
 
