@@ -7,7 +7,7 @@ MIN_PYTHON := $(shell sed -n 's/^python_requires = >=//p' setup.cfg)
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test assets install
+.PHONY: demo test assets install adapters-venv
 
 demo: assets
 	$(PY) -m hyperx_jax.main --config=configs/demo.py --workdir=workdirs/demo
@@ -25,4 +25,20 @@ $(INSTALLED): requirements.txt setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -c "import sys; sys.exit(sys.version_info < tuple(map(int, '$(MIN_PYTHON)'.split('.'))) and 'hyperx_jax needs Python >= $(MIN_PYTHON); run make PYTHON=python$(MIN_PYTHON), or first: uv venv --python $(MIN_PYTHON) $(VENV)')"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -r requirements.txt -e .
+	touch $@
+
+# The AdapterHub check of tests/test_export_torch.py: `adapters` pins an older transformers, so
+# it gets its own venv. Its torch is .venv's (a .pth after the new venv's own site-packages: the
+# new venv's transformers, numpy, ... come first, torch is found in .venv's).
+ADAPTERS_VENV ?= .venv-adapters
+ADAPTERS_PY := $(ADAPTERS_VENV)/bin/python
+
+adapters-venv: $(ADAPTERS_VENV)/.installed
+
+$(ADAPTERS_VENV)/.installed: requirements-adapters.txt $(INSTALLED)
+	$(PY) -m venv --clear $(ADAPTERS_VENV)
+	$(ADAPTERS_PY) -m pip install --disable-pip-version-check -r requirements-adapters.txt
+	$(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
+	  > "$$($(ADAPTERS_PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/zz-torch-from-main-venv.pth"
+	$(ADAPTERS_PY) -c "import adapters, torch; print('adapters', adapters.__version__, 'torch', torch.__version__)"
 	touch $@

@@ -1,7 +1,7 @@
-"""A generated adapter as a standalone static adapter (no hypernetwork needed to run it).
+"""One trained (task, language) as a standalone model: adapters, head and trained backbone.
 
     python -m hyperx_jax.export --workdir=RUN --task=ner --lang=tr --out=DIR [--step=N]
-                                [--allow_fallback]
+                                [--format=native|adapterhub] [--allow_fallback]
 
 restores the run's config (`RUN/config.json`) and checkpoint (latest, or `--step`; an
 unreadable one is an error unless --allow_fallback), asks the model for the adapter of
@@ -24,20 +24,36 @@ MAD-X: k = 0 language adapter, k = 1 task adapter). Layer i computes
 
 placed per `placement` (docs/method.md). Kernels are [in, out] (JAX layout, not PyTorch's).
 
-`adapter_config.json`: format, method, task, task_kind, labels, language, hidden_size,
-bottleneck, num_layers, placement, layer_norm, num_adapters, stack (names of the stack entries),
-checkpoint (the base encoder: a hub id or directory), tokenizer, head_type, step, workdir.
+`backbone.safetensors`: every encoder parameter the run trained (the trainable rules' leaves
+under `encoder/`; in practice the LayerNorms), named and laid out as in Hugging Face's
+`XLMRobertaModel.state_dict()` (`encoder.layer.3.output.LayerNorm.weight`,
+`embeddings.LayerNorm.bias`), so that base checkpoint + these tensors = the trained encoder:
+`model.load_state_dict(safetensors.torch.load_file(path), strict=False)` in PyTorch,
+`build_encoder` here. Frozen parameters equal the base checkpoint and are not written.
 
-`load_static_adapter(DIR)` reads it back: the adapter stack (AdapterWeights with leaves
-[L, 1, ...], what `XLMREncoder(..., adapters=...)` takes), the head's parameters as a nested dict,
-and the config; `build_head(config, head_params)` makes the head module.
+`adapter_config.json`: format, method, task, task_kind, labels, pooling (pair tasks), language,
+hidden_size, bottleneck, num_layers, placement, layer_norm, num_adapters, stack (names of the
+stack entries), checkpoint (the base encoder: a hub id or directory), tokenizer, head_type,
+backbone_file and backbone_tensors (what backbone.safetensors holds; null / [] when the run
+trained no encoder parameter), adapterhub (below, or null), step, workdir.
+
+`--format=adapterhub` also writes `DIR/adapterhub/{name}/` per stack entry (name from `stack`),
+directories that the `adapters` library loads with `model.load_adapter(path,
+use_safetensors=True)` onto its `XLMRobertaAdapterModel`; the last one carries the head. See
+`adapterhub_config` for the exact correspondence and what AdapterHub cannot express.
+
+`load_static_adapter(DIR)` reads it back (adapters [L, 1, ...], head parameters, backbone
+tensors, config); `build_encoder` makes the trained encoder (base checkpoint + backbone) and
+`build_head` the head. `hyperx_jax.torch_loader.load_exported` does the same in PyTorch,
+without JAX.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Optional, Sequence
+import sys
+from typing import Any, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -46,15 +62,14 @@ from absl import app, flags
 from flax import nnx
 from safetensors.numpy import load_file, save
 
-from hyperx_jax import fileio, run
+from hyperx_jax import fileio, run, specs
 from hyperx_jax.models import heads as heads_lib
+from hyperx_jax.models import weights
 from hyperx_jax.models.adapters import AdapterWeights
-from hyperx_jax.schema import MLM, PAIR, TOKEN
-
-ADAPTER_FILE = "adapter.safetensors"
-CONFIG_FILE = "adapter_config.json"
-FORMAT = "hyperx_jax.static_adapter.v1"
-STACK_NAMES = {"hyperx": ("hyperx",), "task_adapters": ("task",), "madx": ("language", "task")}
+from hyperx_jax.models.xlmr import XLMREncoder
+from hyperx_jax.schema import (ADAPTER_LN_EPS, ADAPTERHUB_VERSION, EXPORT_ADAPTER_FILE,
+                               EXPORT_BACKBONE_FILE, EXPORT_CONFIG_FILE, EXPORT_FORMAT,
+                               EXPORT_FORMATS, MLM, PAIR, STACK_NAMES, TOKEN)
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
@@ -84,51 +99,202 @@ def head_tensors(head: nnx.Module) -> dict[str, np.ndarray]:
   return {"head." + ".".join(str(k) for k in path): _to_host(v.get_value()) for path, v in flat}
 
 
-def export_adapter(model: Any, spec: Any, task: str, lang: str, out_dir: str, *,
-                   step: Optional[int] = None, workdir: Optional[str] = None) -> dict:
-  """Writes (task, lang)'s adapter and task head from `model` (a HyperXModel) to `out_dir`.
+def backbone_tensors(model: Any, spec: Any) -> dict[str, np.ndarray]:
+  """The encoder parameters the run trains (its trainable rules, leaves under `encoder/`), as
+  `XLMRobertaModel.state_dict()` names -> PyTorch-layout arrays."""
+  predicate, _ = run.trainable_predicate(spec, model)
+  trained = {}
+  for path, var in nnx.to_flat_state(nnx.state(model, predicate)):
+    if path[0] == "encoder":
+      trained["/".join(str(k) for k in path[1:])] = _to_host(var.get_value())
+  return weights.to_hf_tensors(trained, model.encoder.config)
 
-  `spec` is the run's RunSpec (labels, placement, base checkpoint). Returns the written
-  adapter config.
+
+def check_adapterhub(spec: Any, task: str) -> None:
+  """Refuses, before anything loads, what AdapterHub cannot express exactly (the PyTorch loader
+  `hyperx_jax.torch_loader.load_exported` is the exact alternative for all of them)."""
+  encoder, spec_task = spec.model.encoder, spec.tasks[task]
+  alternative = "; use --format=native and hyperx_jax.torch_loader.load_exported"
+  if encoder.pre_layer_norm:
+    raise ValueError("--format=adapterhub: AdapterHub's XLM-R is the post-LayerNorm one; this "
+                     "run's encoder is pre-LN (XL/XXL)" + alternative)
+  if encoder.adapter_placement != "ffn_output":
+    raise ValueError(f"--format=adapterhub: placement {encoder.adapter_placement!r} is not "
+                     "expressible (under a Stack AdapterHub's original_ln_before re-applies the "
+                     "layer's LayerNorm before every adapter); only 'ffn_output'" + alternative)
+  h, b = encoder.hidden_size, spec.model.hypernet.bottleneck
+  if h % b:
+    raise ValueError(f"--format=adapterhub: AdapterHub sizes the bottleneck as hidden_size // "
+                     f"reduction_factor; bottleneck {b} does not divide hidden_size {h}")
+  if spec_task.kind == PAIR and spec_task.pooling != "cls":
+    raise ValueError(f"--format=adapterhub: task {task!r} pools by {spec_task.pooling!r}; "
+                     "AdapterHub's classification head reads the <s> token (or the pooler) only"
+                     + alternative)
+  if spec_task.kind not in (PAIR, TOKEN):
+    raise ValueError(f"--format=adapterhub: no AdapterHub head for task {task!r} of kind "
+                     f"{spec_task.kind!r}" + alternative)
+
+
+def adapterhub_config(meta: dict) -> dict:
+  """The `adapters` library's BnConfig that computes our adapter exactly (ffn_output placement,
+  post-LN encoder): its bottleneck layer gets f = Dropout(FFN(a)) and the attention block's
+  output a, and with these options computes, per adapter in a Stack,
+
+      residual = f (original_ln_before=False, residual_before_ln=True)
+      f <- LN_adapter(up(ReLU(down(f))) * 1.0) + residual   (ln_after, adapter_residual_before_ln
+                                                            False, scaling 1.0, no gating)
+      out = LN_out(f + a)   after the last one            (original_ln_after=True)
+
+  which is `LN_out(A_task(A_lang(f)) + a)` as in models/xlmr.py (`check_adapterhub` refuses
+  what it cannot express)."""
+  h, b = meta["hidden_size"], meta["bottleneck"]
+  return {"mh_adapter": False, "output_adapter": True, "reduction_factor": h // b,
+          "non_linearity": "relu", "original_ln_before": False, "original_ln_after": True,
+          "residual_before_ln": True, "adapter_residual_before_ln": False, "ln_before": False,
+          "ln_after": bool(meta["layer_norm"]), "scaling": 1.0, "use_gating": False,
+          "dropout": 0.0, "init_weights": "bert", "is_parallel": False, "phm_layer": False,
+          "leave_out": []}
+
+
+def adapterhub_head(meta: dict, tensors: dict[str, np.ndarray], name: str
+                    ) -> tuple[dict, dict[str, np.ndarray]]:
+  """(head config, head tensors) of AdapterHub's head for ours: the pair head with 'cls'
+  pooling is its ClassificationHead (Dropout, Linear H->H, tanh, Dropout, Linear H->n: indices
+  1, 4); the token head its TaggingHead (Dropout, Linear: index 1)."""
+  label2id = {label: i for i, label in enumerate(meta["labels"])}
+  common = {"num_labels": len(label2id), "label2id": label2id, "dropout_prob": None,
+            "activation_function": "tanh"}
+  if meta["task_kind"] == PAIR:
+    config = {**common, "head_type": "classification", "layers": 2, "use_pooler": False,
+              "bias": True}
+    layers = {1: "head.dense", 4: "head.out_proj"}
+  else:
+    config = {**common, "head_type": "tagging", "layers": 1}
+    layers = {1: "head.out"}
+  out = {}
+  for index, ours in layers.items():
+    out[f"heads.{name}.{index}.weight"] = np.ascontiguousarray(tensors[f"{ours}.kernel"].T)
+    out[f"heads.{name}.{index}.bias"] = tensors[f"{ours}.bias"]
+  return config, out
+
+
+def adapterhub_adapter(tensors: dict[str, np.ndarray], k: int, name: str) -> dict[str, np.ndarray]:
+  """Stack entry k's tensors under AdapterHub's names (`roberta.` = XLMRobertaAdapterModel's
+  base model; PyTorch Linear weights are [out, in])."""
+  out = {}
+  renames = {"down": "adapter_down.0.weight", "down_bias": "adapter_down.0.bias",
+             "up": "adapter_up.weight", "up_bias": "adapter_up.bias",
+             "ln_scale": "adapter_norm_after.weight", "ln_bias": "adapter_norm_after.bias"}
+  for field, theirs in renames.items():
+    value = tensors.get(f"adapters.{k}.{field}")
+    if value is None:
+      continue
+    for i, layer in enumerate(value):
+      layer = layer.T if field in ("down", "up") else layer
+      out[f"roberta.encoder.layer.{i}.output.adapters.{name}.{theirs}"] = (
+          np.ascontiguousarray(layer))
+  return out
+
+
+def _adapterhub_files(meta: dict, tensors: dict[str, np.ndarray]) -> dict[str, bytes]:
+  """'adapterhub/{name}/{file}' -> contents, for every stack entry (+ the head on the last)."""
+  bn_config = adapterhub_config(meta)
+  names = meta["stack"]
+  head_config, head = adapterhub_head(meta, tensors, names[-1])
+  about = {"hidden_size": meta["hidden_size"], "model_class": "XLMRobertaAdapterModel",
+           "model_name": meta["checkpoint"], "model_type": "xlm-roberta",
+           "version": ADAPTERHUB_VERSION}
+  files = {}
+  for k, name in enumerate(names):
+    files[f"adapterhub/{name}/adapter_config.json"] = json.dumps(
+        {**about, "config": bn_config, "name": name}, indent=2).encode()
+    files[f"adapterhub/{name}/adapter.safetensors"] = save(adapterhub_adapter(tensors, k, name))
+  files[f"adapterhub/{names[-1]}/head_config.json"] = json.dumps(
+      {**about, "config": head_config, "name": names[-1]}, indent=2).encode()
+  files[f"adapterhub/{names[-1]}/model_head.safetensors"] = save(head)
+  return files
+
+
+def _check_format(format: str) -> None:  # pylint: disable=redefined-builtin
+  if format not in EXPORT_FORMATS:
+    raise ValueError(f"unknown export format {format!r}; known: {', '.join(EXPORT_FORMATS)}")
+
+
+def export_adapter(model: Any, spec: Any, task: str, lang: str, out_dir: str, *,
+                   step: Optional[int] = None, workdir: Optional[str] = None,
+                   format: str = "native") -> dict:  # pylint: disable=redefined-builtin
+  """Writes (task, lang)'s adapter, task head and trained backbone parameters from `model` (a
+  HyperXModel) to `out_dir`; `format='adapterhub'` adds the AdapterHub directories.
+
+  `spec` is the run's RunSpec (labels, placement, base checkpoint, trainable rules). Returns
+  the written adapter config. Everything is checked before anything is written.
   """
+  _check_format(format)
   if spec.method == "full_finetune":
     raise ValueError("method 'full_finetune' has no adapters to export")
+  if format == "adapterhub":
+    check_adapterhub(spec, task)
   task_id, lang_id = model.task_id(task), model.lang_id(lang)
   kind = model.task_kind(task)
   stack = model.adapter_weights(jnp.array([task_id]), jnp.array([lang_id]),
                                 skip_task_adapter=(kind == MLM))
   tensors = {**adapter_tensors(stack), **head_tensors(model.heads[task])}
+  backbone = backbone_tensors(model, spec)
   down = tensors["adapters.0.down"]
+  encoder = spec.model.encoder
   meta = {
-      "format": FORMAT, "method": spec.method, "task": task, "task_kind": kind,
+      "format": EXPORT_FORMAT, "method": spec.method, "task": task, "task_kind": kind,
       "labels": list(spec.tasks[task].labels), "language": lang,
+      "pooling": spec.tasks[task].pooling if kind == PAIR else None,
       "hidden_size": int(down.shape[1]), "bottleneck": int(down.shape[2]),
-      "num_layers": int(down.shape[0]), "placement": spec.model.encoder.adapter_placement,
-      "layer_norm": stack[0].ln_scale is not None, "num_adapters": len(stack),
-      "stack": list(STACK_NAMES[spec.method][:len(stack)]),
+      "num_layers": int(down.shape[0]), "placement": encoder.adapter_placement,
+      "layer_norm": stack[0].ln_scale is not None, "adapter_ln_eps": ADAPTER_LN_EPS,
+      "num_adapters": len(stack), "stack": list(STACK_NAMES[spec.method][:len(stack)]),
       "checkpoint": spec.pretrained, "tokenizer": spec.tokenizer,
-      "head_type": type(model.heads[task]).__name__, "step": step, "workdir": workdir,
+      "head_type": type(model.heads[task]).__name__,
+      "backbone_file": EXPORT_BACKBONE_FILE if backbone else None,
+      "backbone_tensors": sorted(backbone), "adapterhub": None, "step": step,
+      "workdir": workdir,
   }
+  files = {}
+  if format == "adapterhub":
+    files = _adapterhub_files(meta, tensors)
+    meta["adapterhub"] = {"adapters": [f"adapterhub/{n}" for n in meta["stack"]],
+                          "head": f"adapterhub/{meta['stack'][-1]}"}
+  files[EXPORT_ADAPTER_FILE] = save(tensors, metadata={"format": EXPORT_FORMAT})
+  if backbone:
+    files[EXPORT_BACKBONE_FILE] = save(backbone, metadata={"format": EXPORT_FORMAT})
+  files[EXPORT_CONFIG_FILE] = json.dumps(meta, indent=2).encode()  # last: marks it complete
   if jax.process_index() == 0:
-    os.makedirs(out_dir, exist_ok=True)
-    data = save(tensors, metadata={"format": FORMAT})
-    fileio.atomic_write(os.path.join(out_dir, ADAPTER_FILE), lambda f: f.write(data), binary=True)
-    fileio.atomic_write_text(os.path.join(out_dir, CONFIG_FILE), json.dumps(meta, indent=2))
+    for name, data in files.items():
+      path = os.path.join(out_dir, name)
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      fileio.atomic_write(path, lambda f, data=data: f.write(data), binary=True)
   return meta
 
 
-def load_static_adapter(directory: str) -> tuple[tuple[AdapterWeights, ...], dict, dict]:
-  """Reads an exported adapter: (adapter stack, leaves [L, 1, ...]; head params (nested dict);
-  adapter config)."""
-  config_path = os.path.join(directory, CONFIG_FILE)
-  tensor_path = os.path.join(directory, ADAPTER_FILE)
+class Exported(NamedTuple):
+  """An export read back (`load_static_adapter`)."""
+
+  adapters: tuple[AdapterWeights, ...]  # leaves [L, 1, ...], what XLMREncoder(adapters=) takes
+  head: dict  # the head's parameters, nested
+  backbone: dict[str, np.ndarray]  # trained encoder parameters, XLMRobertaModel names
+  config: dict  # adapter_config.json
+
+
+def load_static_adapter(directory: str) -> Exported:
+  """Reads an export written by `export_adapter`."""
+  config_path = os.path.join(directory, EXPORT_CONFIG_FILE)
+  tensor_path = os.path.join(directory, EXPORT_ADAPTER_FILE)
   for path in (config_path, tensor_path):
     if not os.path.exists(path):
       raise FileNotFoundError(f"{path} not found: is {directory!r} an exported adapter?")
   with open(config_path) as f:
     config = json.load(f)
-  if config.get("format") != FORMAT:
-    raise ValueError(f"{config_path}: format {config.get('format')!r}, expected {FORMAT!r}")
+  if config.get("format") != EXPORT_FORMAT:
+    raise ValueError(f"{config_path}: format {config.get('format')!r}, expected "
+                     f"{EXPORT_FORMAT!r} (older exports lack the trained backbone parameters: "
+                     "export the run again)")
   tensors = load_file(tensor_path)
   stack = []
   for k in range(config["num_adapters"]):
@@ -148,7 +314,28 @@ def load_static_adapter(directory: str) -> tuple[tuple[AdapterWeights, ...], dic
       for p in parents:
         node = node.setdefault(p, {})
       node[leaf] = jnp.asarray(value)
-  return tuple(stack), head, config
+  backbone = {}
+  if config["backbone_file"]:
+    backbone_path = os.path.join(directory, config["backbone_file"])
+    backbone = load_file(backbone_path)
+    if sorted(backbone) != config["backbone_tensors"]:
+      raise ValueError(f"{backbone_path} holds {sorted(backbone)}, {config_path} lists "
+                       f"{config['backbone_tensors']}")
+  return Exported(tuple(stack), head, backbone, config)
+
+
+def build_encoder(exported: Exported, checkpoint: Optional[str] = None, **overrides
+                  ) -> XLMREncoder:
+  """The trained encoder: the base checkpoint (`checkpoint`, default the one the run started
+  from) with the exported backbone parameters applied; run it with `adapters=exported.adapters`.
+  `overrides`: EncoderConfig fields (e.g. scan_layers=False)."""
+  checkpoint = checkpoint or exported.config["checkpoint"]
+  config = weights.encoder_config_from_checkpoint(
+      checkpoint, adapter_placement=exported.config["placement"], **overrides)
+  encoder = XLMREncoder(config, rngs=nnx.Rngs(0))
+  weights.load_encoder_weights(encoder, checkpoint)
+  weights.apply_hf_tensors(encoder, exported.backbone, source=exported.config["backbone_file"])
+  return encoder
 
 
 def build_head(config: dict, head_params: dict, *, vocab_size: Optional[int] = None) -> nnx.Module:
@@ -157,7 +344,8 @@ def build_head(config: dict, head_params: dict, *, vocab_size: Optional[int] = N
   rngs = nnx.Rngs(0)
   kind = config["task_kind"]
   if kind == PAIR:
-    head = heads_lib.SequenceClassificationHead(h, len(config["labels"]), rngs=rngs)
+    head = heads_lib.SequenceClassificationHead(h, len(config["labels"]), rngs=rngs,
+                                                pooling=config["pooling"])
   elif kind == TOKEN:
     head = heads_lib.TokenClassificationHead(h, len(config["labels"]), rngs=rngs)
   elif kind == MLM:
@@ -172,21 +360,40 @@ def build_head(config: dict, head_params: dict, *, vocab_size: Optional[int] = N
   return head
 
 
+def check_names(workdir: str, task: str, lang: str) -> None:
+  """Unknown task / language names are errors that list the run's (before anything loads)."""
+  config = run.load_config(workdir)
+  tasks, languages = list(config.tasks), list(config.languages)
+  if task not in tasks:
+    raise ValueError(f"{workdir}: unknown task {task!r}; the run's tasks: {', '.join(tasks)}")
+  if lang not in languages:
+    raise ValueError(f"{workdir}: unknown language {lang!r}; the run's languages: "
+                     f"{', '.join(languages)}")
+
+
 def export_from_run(workdir: str, task: str, lang: str, out_dir: str, *,
-                    step: Optional[int] = None, allow_fallback: bool = False) -> dict:
+                    step: Optional[int] = None, allow_fallback: bool = False,
+                    format: str = "native") -> dict:  # pylint: disable=redefined-builtin
   """Restores a trained run (`run.restore`; an unreadable step is an error unless
-  `allow_fallback`) and exports (task, lang)'s adapter and head."""
+  `allow_fallback`) and exports (task, lang)."""
+  _check_format(format)
+  check_names(workdir, task, lang)
+  if format == "adapterhub":
+    check_adapterhub(specs.decode(run.load_config(workdir)), task)
   trained = run.restore(workdir, step=step, allow_fallback=allow_fallback)
   return export_adapter(trained.model(), trained.spec, task, lang, out_dir, step=trained.step,
-                        workdir=os.path.abspath(workdir))
+                        workdir=os.path.abspath(workdir), format=format)
 
 
 def _define_flags() -> None:
   flags.DEFINE_string("workdir", None, "Training run directory (config.json + checkpoints/).")
   flags.DEFINE_string("task", None, "Task name (a key of the run's config.tasks).")
   flags.DEFINE_string("lang", None, "Language (one of the run's config.languages).")
-  flags.DEFINE_string("out", None, "Output directory (adapter.safetensors, adapter_config.json).")
+  flags.DEFINE_string("out", None, "Output directory (adapter.safetensors, backbone.safetensors, "
+                      "adapter_config.json).")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+  flags.DEFINE_enum("format", "native", list(EXPORT_FORMATS), "native: ours (JAX and the "
+                    "PyTorch loader read it); adapterhub: also AdapterHub adapter directories.")
   flags.DEFINE_bool("allow_fallback", False, "If the step is unreadable, export the latest "
                     "readable earlier one (default: stop with an error).")
   flags.mark_flags_as_required(["workdir", "task", "lang", "out"])
@@ -195,10 +402,14 @@ def _define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
   del argv
   f = flags.FLAGS
-  meta = export_from_run(f.workdir, f.task, f.lang, f.out, step=f.step,
-                         allow_fallback=f.allow_fallback)
+  try:
+    meta = export_from_run(f.workdir, f.task, f.lang, f.out, step=f.step,
+                           allow_fallback=f.allow_fallback, format=f.format)
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f"python -m hyperx_jax.export: error: {e}")  # one line, exit 1; nothing written
   print(f"exported {meta['task']}/{meta['language']} (step {meta['step']}, {meta['num_layers']} "
-        f"layers, bottleneck {meta['bottleneck']}) to {f.out}")
+        f"layers, bottleneck {meta['bottleneck']}, {len(meta['backbone_tensors'])} backbone "
+        f"tensors) to {f.out}")
 
 
 if __name__ == "__main__":

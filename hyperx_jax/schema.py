@@ -46,6 +46,17 @@ NEW_LANGUAGE_INITS = ('mean', 'random')
 POOLINGS = ('cls', 'mean')  # pair classification reads `<s>`, or the mean over real tokens
 DATA_AXES = ('data', 'fsdp')  # the batch is split over these mesh axes
 
+# An exported (task, language) (`python -m hyperx_jax.export`; read by export.load_static_adapter
+# and, without JAX, by torch_loader.load_exported).
+EXPORT_FORMAT = 'hyperx_jax.static_adapter.v2'  # v2: + the trained backbone parameters
+EXPORT_CONFIG_FILE = 'adapter_config.json'
+EXPORT_ADAPTER_FILE = 'adapter.safetensors'  # adapters.{k}.{field}, head.{path}
+EXPORT_BACKBONE_FILE = 'backbone.safetensors'  # trained encoder params, PyTorch state_dict names
+EXPORT_FORMATS = ('native', 'adapterhub')  # --format: ours; ours + AdapterHub directories
+STACK_NAMES = {'hyperx': ('hyperx',), 'task_adapters': ('task',), 'madx': ('language', 'task')}
+ADAPTERHUB_VERSION = 'adapters.1.3.0'  # the `adapters` release whose format --format=adapterhub writes
+ADAPTER_LN_EPS = 1e-5  # the adapter's own LayerNorm (PyTorch nn.LayerNorm's default)
+
 # ------------------------------------------------------------------------------ label sets
 
 XNLI_LABELS = ('entailment', 'neutral', 'contradiction')

@@ -1,5 +1,6 @@
 """Export: the static adapter written for one (task, language) reproduces the hypernetwork path
-(encoder output and head logits) without the hypernetwork."""
+(encoder output and head logits) without the hypernetwork; with the exported backbone
+parameters on the base checkpoint it reproduces a trained run."""
 
 import json
 import os
@@ -8,12 +9,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import safetensors.numpy
 from flax import nnx
 
 import hyperx_jax  # noqa: F401
 from configs import tiny
 from hyperx_jax import checkpoint, export, specs
 from hyperx_jax import run as run_lib
+from hyperx_jax.schema import EXPORT_CONFIG_FILE
 
 HF_CONFIG = {"model_type": "xlm-roberta", "vocab_size": 60, "hidden_size": 16,
              "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 32,
@@ -66,8 +69,8 @@ def _head(head, hidden):
 
 def _check_static_matches_generated(model, config, task, lang, out):
   meta = export.export_adapter(model, config, task, lang, str(out))
-  stack, head_params, loaded = export.load_static_adapter(str(out))
-  assert loaded == json.loads((out / export.CONFIG_FILE).read_text()) == meta
+  stack, head_params, _, loaded = export.load_static_adapter(str(out))
+  assert loaded == json.loads((out / EXPORT_CONFIG_FILE).read_text()) == meta
   batch = _batch(model.task_id(task), model.lang_id(lang))
   generated, static, bare, logits = _forward(model, batch, stack, task)
   assert float(jnp.abs(generated - bare).max()) > 1e-2  # the adapter matters
@@ -113,7 +116,7 @@ def test_export_matches_hypernetwork_path(run):
   assert stack[0].down.shape == (3, 1, 16, 8) and stack[0].ln_scale.shape == (3, 1, 16)
   _check_static_matches_generated(model, config, "pair", "cc", tmp / "pair_cc")
   # Different pairs give different adapters.
-  other, _, _ = export.load_static_adapter(str(tmp / "pair_cc"))
+  other = export.load_static_adapter(str(tmp / "pair_cc")).adapters
   assert not np.allclose(np.asarray(other[0].down), np.asarray(stack[0].down))
 
 
@@ -128,10 +131,104 @@ def test_export_from_run_workdir(run):
   out = tmp / "exported"
   meta = export.export_from_run(str(workdir), "tag", "aa", str(out))
   assert meta["step"] == 7 and meta["workdir"] == str(workdir)
-  stack, head_params, loaded = export.load_static_adapter(str(out))
+  stack, head_params, _, loaded = export.load_static_adapter(str(out))
   batch = _batch(model.task_id("tag"), model.lang_id("aa"))
   generated, static, _, logits = _forward(model, batch, stack, "tag")
   np.testing.assert_allclose(np.asarray(static), np.asarray(generated), atol=1e-5, rtol=0)
   head = export.build_head(loaded, head_params)
   np.testing.assert_allclose(np.asarray(_head(head, static)), np.asarray(logits), atol=1e-5,
                              rtol=0)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A tiny hyperx run trained 20 steps on tagging (the encoder LayerNorms train at 0.1x lr)."""
+  from test_train import make_workspace, tiny_config  # pylint: disable=g-import-not-at-top
+  from hyperx_jax import train  # pylint: disable=g-import-not-at-top
+  tmp = tmp_path_factory.mktemp("trained")
+  workspace = make_workspace(tmp / "ws")
+  config = tiny_config(workspace, tasks="tag", steps=20)
+  train.train_and_evaluate(config, str(tmp / "run"))
+  return tmp, run_lib.restore(str(tmp / "run"))
+
+
+@nnx.jit(static_argnames="task")
+def _trained_outputs(model, batch, task):
+  return model.encode(batch, task), model(batch, task)
+
+
+@nnx.jit
+def _exported_outputs(encoder, head, ids, mask, stack):
+  hidden = encoder(ids, mask, adapters=stack)
+  return hidden, head(hidden)
+
+
+def test_export_reproduces_the_trained_run(trained):
+  """base checkpoint + backbone.safetensors + adapter + head == the trained model (<= 1e-5), and
+  without the backbone tensors it would not be."""
+  tmp, run = trained
+  model = run.model()
+  meta = export.export_from_run(run.workdir, "tag", "aa", str(tmp / "tag_aa"))
+  exported = export.load_static_adapter(str(tmp / "tag_aa"))
+  # What was written: exactly the encoder LayerNorms, under XLMRobertaModel's names.
+  layers = run.spec.model.encoder.num_layers
+  expected = {"embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias"} | {
+      f"encoder.layer.{i}.{part}.LayerNorm.{w}" for i in range(layers)
+      for part in ("attention.output", "output") for w in ("weight", "bias")}
+  assert set(exported.backbone) == expected and meta["backbone_tensors"] == sorted(expected)
+  assert meta["backbone_file"] == "backbone.safetensors"
+  checkpoint = safetensors.numpy.load_file(os.path.join(meta["checkpoint"], "model.safetensors"))
+  moved = max(float(np.abs(value - checkpoint[name]).max())
+              for name, value in exported.backbone.items())
+  print(f"\nLayerNorms moved by max |delta| = {moved:.4f} over 20 steps")
+  assert moved > 3e-3  # measured 9e-3
+
+  batch = _batch(model.task_id("tag"), model.lang_id("aa"), seq=12)
+  hidden, logits = _trained_outputs(model, batch, "tag")
+  encoder = export.build_encoder(exported)
+  head = export.build_head(exported.config, exported.head)
+  ids, mask = batch["input_ids"], batch["attention_mask"]
+  ours, our_logits = _exported_outputs(encoder, head, ids, mask, exported.adapters)
+  hidden_diff = float(jnp.abs(ours - hidden).max())
+  logit_diff = float(jnp.abs(our_logits - logits).max())
+  base = export.build_encoder(exported._replace(backbone={}))
+  bare, _ = _exported_outputs(base, head, ids, mask, exported.adapters)
+  without = float(jnp.abs(bare - hidden).max())
+  print(f"export vs trained: hidden {hidden_diff:.2e}, logits {logit_diff:.2e}; without the "
+        f"backbone tensors: hidden {without:.3f}")
+  assert hidden_diff <= 1e-5 and logit_diff <= 1e-5
+  assert without > 1e-2  # the backbone tensors are needed
+
+
+def test_export_cli_names_the_valid_choices(trained):
+  tmp, run = trained
+  with pytest.raises(ValueError, match="unknown task 'ner'; the run's tasks: tag$"):
+    export.export_from_run(run.workdir, "ner", "aa", str(tmp / "x"))
+  with pytest.raises(ValueError, match="unknown language 'tr'; the run's languages: aa, bb, cc"):
+    export.export_from_run(run.workdir, "tag", "tr", str(tmp / "x"))
+  with pytest.raises(ValueError, match="unknown export format 'onnx'; known: native, adapterhub"):
+    export.export_from_run(run.workdir, "tag", "aa", str(tmp / "x"), format="onnx")
+  assert not (tmp / "x").exists()
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"tasks.pair.pooling": "mean"}, "task 'pair' pools by 'mean'; AdapterHub's classification"),
+    ({"adapter.placement": "layer_output"}, "placement 'layer_output' is not expressible"),
+])
+def test_adapterhub_refusals_come_before_loading(run, tmp_path, change, message):
+  """What AdapterHub cannot express is refused from config.json alone (this workdir has no
+  checkpoint to restore), naming the exact alternative."""
+  tmp, _, workdir, _ = run
+  config = run_lib.load_config(str(workdir))
+  for key, value in change.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  other = tmp_path / "no_checkpoint"
+  run_lib.save_config(config, str(other))
+  with pytest.raises(ValueError, match=message) as error:
+    export.export_from_run(str(other), "pair", "aa", str(tmp_path / "out"), format="adapterhub")
+  assert "torch_loader.load_exported" in str(error.value)
+  assert not (tmp_path / "out").exists()

@@ -60,6 +60,33 @@ def test_name_map_against_torch_state_dict(ckpt):
     np.testing.assert_array_equal(p["layers/output_ln/bias"][i], sd[layer + "output.LayerNorm.bias"])
 
 
+def test_map_runs_backwards_to_the_torch_state_dict(ckpt):
+  """to_hf_tensors(every parameter) == the torch state dict (names without the model prefix);
+  apply_hf_tensors puts tensors back by those names, and only those."""
+  enc = encoder_for(ckpt["single"])
+  weights.load_encoder_weights(enc, ckpt["single"])
+  ours = weights.to_hf_tensors(flat_params(enc), enc.config)
+  theirs = {k.removeprefix("roberta."): v for k, v in ckpt["state"].items()
+            if k.startswith("roberta.") and "position_ids" not in k}
+  assert sorted(ours) == sorted(theirs)
+  for name, value in theirs.items():
+    np.testing.assert_array_equal(ours[name], value, err_msg=name)
+  fresh = encoder_for(ckpt["single"])
+  before = flat_params(fresh)
+  names = ["encoder.layer.1.output.LayerNorm.weight", "encoder.layer.0.output.LayerNorm.weight",
+           "embeddings.LayerNorm.bias", "encoder.layer.0.attention.self.key.weight",
+           "encoder.layer.1.attention.self.key.weight"]
+  changed = weights.apply_hf_tensors(fresh, {n: theirs[n] for n in names})
+  assert changed == ["embeddings/ln/bias", "layers/attention/key/kernel", "layers/output_ln/scale"]
+  after, loaded = flat_params(fresh), flat_params(enc)
+  for path in after:
+    np.testing.assert_array_equal(after[path], (loaded if path in changed else before)[path])
+  with pytest.raises(ValueError, match="has part of layers/output_ln/scale but lacks"):
+    weights.apply_hf_tensors(fresh, {names[0]: theirs[names[0]]})
+  with pytest.raises(ValueError, match=r"\['pooler.dense.bias'\] are not parameters"):
+    weights.apply_hf_tensors(fresh, {"pooler.dense.bias": np.zeros(3)})
+
+
 @pytest.mark.parametrize("fmt", ["sharded", "bin"])
 def test_other_formats_load_the_same_values(ckpt, fmt):
   if fmt == "sharded":

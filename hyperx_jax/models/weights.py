@@ -16,6 +16,10 @@ safetensors `get_slice`) and no host holds an unsharded copy of a large model. (
 files cannot be read by slice: they are loaded whole on the host, so prefer safetensors for
 large models.) Pre-LayerNorm XLM-R XL/XXL checkpoints (`model_type: xlm-roberta-xl`) use
 `PRE_LN_PARAM_MAP`.
+
+The same map runs backwards: `to_hf_tensors` names any of our encoder parameters as in
+`XLMRobertaModel.state_dict()` (PyTorch layout, one tensor per layer), and `apply_hf_tensors`
+puts such tensors (e.g. an export's trained LayerNorms) back into an encoder.
 """
 
 from __future__ import annotations
@@ -202,6 +206,24 @@ class TensorSource:
     return handle.get_tensor(name) if index is None else handle.get_slice(name)[index]
 
 
+class ArraySource:
+  """In-memory named tensors (PyTorch names and layouts) with TensorSource's reading interface."""
+
+  def __init__(self, tensors: Mapping[str, np.ndarray], label: str = "<tensors>"):
+    self.directory = label
+    self._tensors = dict(tensors)
+
+  def names(self) -> list[str]:
+    return list(self._tensors)
+
+  def shape(self, name: str) -> tuple[int, ...]:
+    return tuple(self._tensors[name].shape)
+
+  def read(self, name: str, index: Optional[tuple[slice, ...]] = None) -> np.ndarray:
+    value = np.asarray(self._tensors[name])
+    return value if index is None else value[index]
+
+
 # ----------------------------------------------------------------------------- layouts
 
 
@@ -246,6 +268,21 @@ def _read_layout(src: TensorSource, name: str, layout: str, ours: tuple[int, ...
   raise ValueError(f"unknown layout {layout!r}")
 
 
+def _write_layout(layout: str, x: np.ndarray) -> np.ndarray:
+  """One layer of our parameter -> the PyTorch tensor (the inverse of `_read_layout`)."""
+  if layout == "copy":
+    return x
+  if layout == "linear":  # [in, out] -> [out, in]
+    return x.T
+  if layout == "heads_out":  # [H, N, D] -> [N*D, H]
+    return x.reshape(x.shape[0], -1).T
+  if layout == "heads_bias":  # [N, D] -> [N*D]
+    return x.reshape(-1)
+  if layout == "heads_in":  # [N, D, H] -> [H, N*D]
+    return x.reshape(-1, x.shape[-1]).T
+  raise ValueError(f"unknown layout {layout!r}")
+
+
 def _normalise(index: tuple, shape: tuple[int, ...]) -> tuple[slice, ...]:
   index = tuple(index) + (slice(None),) * (len(shape) - len(index))
   out = []
@@ -282,6 +319,35 @@ class _Target:
     return np.stack(per_layer).astype(self.dtype)
 
 
+def param_map_of(config: EncoderConfig) -> dict[str, tuple[str, str]]:
+  """Our encoder path -> (PyTorch name template, layout) for this architecture."""
+  return PRE_LN_PARAM_MAP if config.pre_layer_norm else PARAM_MAP
+
+
+def hf_names(path: str, config: EncoderConfig) -> tuple[str, ...]:
+  """The `XLMRobertaModel.state_dict()` names of our encoder parameter `path` (one per layer
+  if stacked): 'layers/output_ln/scale' -> ('encoder.layer.0.output.LayerNorm.weight', ...)."""
+  param_map = param_map_of(config)
+  if path not in param_map:
+    raise KeyError(f"{path!r} is not an encoder parameter; known: {', '.join(param_map)}")
+  template = param_map[path][0]
+  layers = config.num_layers if "{i}" in template else 1
+  return tuple(template.format(i=i) for i in range(layers))
+
+
+def to_hf_tensors(params: Mapping[str, Any], config: EncoderConfig) -> dict[str, np.ndarray]:
+  """Our encoder parameters (path -> array, e.g. 'layers/output_ln/scale' [L, H]) -> PyTorch
+  `XLMRobertaModel.state_dict()` names and layouts (stacked parameters: one tensor per layer)."""
+  out = {}
+  for path, value in params.items():
+    names, layout = hf_names(path, config), param_map_of(config)[path][1]
+    value = np.asarray(value)
+    stacked = path.startswith("layers/")
+    for i, name in enumerate(names):
+      out[name] = np.ascontiguousarray(_write_layout(layout, value[i] if stacked else value))
+  return out
+
+
 def _find_prefix(src: TensorSource) -> str:
   names = set(src.names())
   for prefix in _PREFIXES:
@@ -292,21 +358,27 @@ def _find_prefix(src: TensorSource) -> str:
                    f"First tensors: {sorted(names)[:10]}")
 
 
+def _check_shapes(src: Any, target: _Target) -> None:
+  expected = _hf_shape(target.layout, target.shape[1:] if target.stacked else target.shape)
+  for n in target.names:
+    if src.shape(n) != expected:
+      raise ValueError(f"{src.directory}: tensor {n} has shape {src.shape(n)}, but encoder "
+                       f"parameter {target.path} {target.shape} needs {expected} (PyTorch layout)")
+
+
 def _targets(params: Mapping[str, Any], src: TensorSource, config: EncoderConfig,
              allow_missing: Sequence[str]) -> tuple[list[_Target], list[str], list[str]]:
   """Matches our parameters with checkpoint tensors; checks names and shapes."""
   prefix = _find_prefix(src)
   available = set(src.names())
   targets, missing, initialised, used = [], [], [], set()
-  param_map = PRE_LN_PARAM_MAP if config.pre_layer_norm else PARAM_MAP
+  param_map = param_map_of(config)
   if set(params) != set(param_map):
     raise ValueError(f"encoder parameters {sorted(params)} do not match the checkpoint mapping "
                      f"{sorted(param_map)}")
-  for path, (template, layout) in param_map.items():
+  for path, (_, layout) in param_map.items():
     shape, dtype = tuple(params[path].shape), params[path].dtype
-    stacked = "{i}" in template
-    names = tuple(prefix + template.format(i=i)
-                  for i in range(config.num_layers if stacked else 1))
+    names = tuple(prefix + name for name in hf_names(path, config))
     absent = [n for n in names if n not in available]
     if absent:
       if any(re.search(p, path) for p in allow_missing):
@@ -314,13 +386,10 @@ def _targets(params: Mapping[str, Any], src: TensorSource, config: EncoderConfig
         continue
       missing.extend(absent)
       continue
-    expected = _hf_shape(layout, shape[1:] if stacked else shape)
-    for n in names:
-      if src.shape(n) != expected:
-        raise ValueError(f"{src.directory}: tensor {n} has shape {src.shape(n)}, but encoder "
-                         f"parameter {path} {shape} needs {expected} (PyTorch layout)")
+    target = _Target(path, shape, dtype, names, layout)
+    _check_shapes(src, target)
     used.update(names)
-    targets.append(_Target(path, shape, dtype, names, layout))
+    targets.append(target)
   if missing:
     raise ValueError(f"{src.directory}: missing tensors for the encoder: {missing}")
   ignored = sorted(available - used)
@@ -359,6 +428,19 @@ def _build(target: _Target, src: TensorSource,
   return jax.make_array_from_callback(target.shape, sharding, lambda idx: target.read(src, idx))
 
 
+def _replace(encoder: XLMREncoder, state: Any, values: Mapping[str, jax.Array]) -> None:
+  """Sets the parameters at `values`' paths ('a/b/c'); the others keep their values."""
+  nested: dict[str, Any] = {}
+  for path, value in values.items():
+    node = nested
+    *parents, leaf = path.split("/")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  nnx.replace_by_pure_dict(state, nested)
+  nnx.update(encoder, state)
+
+
 def load_encoder_weights(encoder: XLMREncoder, name_or_dir: PathLike, *, shardings: Any = None,
                          allow_missing: Sequence[str] = ()) -> LoadReport:
   """Replaces `encoder`'s parameters in place with a Hugging Face checkpoint's.
@@ -384,15 +466,7 @@ def load_encoder_weights(encoder: XLMREncoder, name_or_dir: PathLike, *, shardin
   else:
     placement = {path: _device_sharding(v) for path, v in params.items()}
   values = {t.path: _build(t, src, placement[t.path]) for t in targets}
-  nested: dict[str, Any] = {}
-  for path, value in values.items():
-    node = nested
-    *parents, leaf = path.split("/")
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  nnx.replace_by_pure_dict(state, nested)  # only the loaded paths change
-  nnx.update(encoder, state)
+  _replace(encoder, state, values)
   report = LoadReport(directory, sorted(values), ignored, initialised)
   logging.info("%s", report)
   return report
@@ -416,3 +490,30 @@ def load_mlm_head_weights(name_or_dir: PathLike) -> Optional[dict[str, np.ndarra
     if name in names:
       out[key] = np.asarray(src.read(name), np.float32)
   return out
+
+
+def apply_hf_tensors(encoder: XLMREncoder, tensors: Mapping[str, np.ndarray], *,
+                     source: str = "<tensors>") -> list[str]:
+  """Replaces the encoder parameters named by `tensors` (`XLMRobertaModel.state_dict()` names,
+  PyTorch layout, as `to_hf_tensors` writes them); returns our paths that changed. A stacked
+  parameter needs all of its layers. `source` names the tensors in errors."""
+  config = encoder.config
+  owner = {name: path for path in param_map_of(config) for name in hf_names(path, config)}
+  unknown = sorted(set(tensors) - set(owner))
+  if unknown:
+    raise ValueError(f"{source}: {unknown} are not parameters of this encoder (XLMRobertaModel "
+                     f"names, e.g. {next(iter(owner))!r})")
+  state = nnx.state(encoder, nnx.Param)
+  params = _flat(state)
+  src = ArraySource(tensors, source)
+  values = {}
+  for path in sorted({owner[name] for name in tensors}):
+    names, layout = hf_names(path, config), param_map_of(config)[path][1]
+    absent = [n for n in names if n not in tensors]
+    if absent:
+      raise ValueError(f"{source}: has part of {path} but lacks {absent}")
+    target = _Target(path, tuple(params[path].shape), params[path].dtype, names, layout)
+    _check_shapes(src, target)
+    values[path] = jnp.asarray(target.read(src, ()))
+  _replace(encoder, state, values)
+  return sorted(values)

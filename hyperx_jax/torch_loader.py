@@ -1,0 +1,202 @@
+"""An export (`python -m hyperx_jax.export`) as a PyTorch module on plain `transformers`; no JAX.
+
+    from hyperx_jax.torch_loader import load_exported
+    model = load_exported("out/ner_tr")          # base checkpoint: the one adapter_config.json names
+    out = model(input_ids, attention_mask)       # out.logits, out.hidden_states [B, S, H]
+
+The model is `transformers.XLMRobertaModel` (the base checkpoint) with
+
+- the trained backbone parameters (`backbone.safetensors`, its own state_dict names) loaded;
+- the adapter stack inserted where models/xlmr.py puts it. `placement='ffn_output'`: HF's
+  `XLMRobertaOutput` computes LayerNorm(dropout(dense(h)) + a); its `dropout` becomes
+  Sequential(dropout, adapters), so the adapters see the FFN output after dropout and before the
+  residual and LayerNorm, as ours. `placement='layer_output'`: the adapters follow the whole
+  `XLMRobertaOutput` (after its LayerNorm);
+- the task head: pair (`cls` or `mean` pooling, dense, tanh, out_proj) or token (one dense).
+
+Each adapter is A(z) = LN(U · ReLU(D · z + bD) + bU) + z with the adapter LN's eps from the
+config (1e-5). Only post-LayerNorm encoders (`model_type` xlm-roberta / roberta) are built here.
+This module imports torch, transformers and safetensors, never jax or flax (the package's
+`__init__` imports flax only when it is installed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import NamedTuple, Optional
+
+import torch
+import transformers
+from safetensors.torch import load_file
+from torch import nn
+
+from hyperx_jax.schema import (EXPORT_ADAPTER_FILE, EXPORT_CONFIG_FILE, EXPORT_FORMAT, PAIR,
+                               TOKEN)
+
+
+class Adapter(nn.Module):
+  """One layer's bottleneck adapter: A(z) = LN(up(ReLU(down(z)))) + z."""
+
+  def __init__(self, tensors: dict[str, torch.Tensor], eps: float):
+    super().__init__()
+    hidden, bottleneck = tensors["down"].shape  # ours: [in, out]
+    self.down = nn.Linear(hidden, bottleneck)
+    self.up = nn.Linear(bottleneck, hidden)
+    self.ln = nn.LayerNorm(hidden, eps=eps) if "ln_scale" in tensors else None
+    with torch.no_grad():
+      self.down.weight.copy_(tensors["down"].T)
+      self.down.bias.copy_(tensors["down_bias"])
+      self.up.weight.copy_(tensors["up"].T)
+      self.up.bias.copy_(tensors["up_bias"])
+      if self.ln is not None:
+        self.ln.weight.copy_(tensors["ln_scale"])
+        self.ln.bias.copy_(tensors["ln_bias"])
+
+  def forward(self, z: torch.Tensor) -> torch.Tensor:
+    out = self.up(torch.relu(self.down(z)))
+    return (out if self.ln is None else self.ln(out)) + z
+
+
+class AfterOutput(nn.Module):
+  """placement='layer_output': an `XLMRobertaOutput` followed by the adapters."""
+
+  def __init__(self, output: nn.Module, adapters: nn.Module):
+    super().__init__()
+    self.output, self.adapters = output, adapters
+
+  def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+    return self.adapters(self.output(hidden_states, input_tensor))
+
+
+class PairHead(nn.Module):
+  """Pool (`<s>` or the mean over real tokens), dense H->H, tanh, out_proj H->n."""
+
+  def __init__(self, hidden: int, num_labels: int, pooling: str):
+    super().__init__()
+    self.pooling = pooling
+    self.dense = nn.Linear(hidden, hidden)
+    self.out_proj = nn.Linear(hidden, num_labels)
+
+  def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    if self.pooling == "cls":
+      pooled = hidden[:, 0]
+    else:
+      m = mask.to(hidden.dtype)[..., None]
+      pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+    return self.out_proj(torch.tanh(self.dense(pooled)))
+
+
+class TokenHead(nn.Module):
+  """One dense layer on every token."""
+
+  def __init__(self, hidden: int, num_labels: int):
+    super().__init__()
+    self.out = nn.Linear(hidden, num_labels)
+
+  def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    del mask
+    return self.out(hidden)
+
+
+class Output(NamedTuple):
+  logits: torch.Tensor  # pair [B, n]; token [B, S, n]
+  hidden_states: torch.Tensor  # the adapted encoder's last layer [B, S, H]
+
+
+class ExportedModel(nn.Module):
+  """Encoder (+ adapters, trained backbone) and head of one exported (task, language)."""
+
+  def __init__(self, encoder: transformers.XLMRobertaModel, head: nn.Module, config: dict):
+    super().__init__()
+    self.encoder, self.head, self.config = encoder, head, config
+
+  def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Output:
+    hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    return Output(self.head(hidden, attention_mask), hidden)
+
+
+def read_config(export_dir: str) -> dict:
+  """`adapter_config.json` of an export, checked."""
+  path = os.path.join(export_dir, EXPORT_CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: is {export_dir!r} an export of "
+                            "`python -m hyperx_jax.export`?")
+  with open(path) as f:
+    config = json.load(f)
+  if config.get("format") != EXPORT_FORMAT:
+    raise ValueError(f"{path}: format {config.get('format')!r}, expected {EXPORT_FORMAT!r} "
+                     "(export the run again)")
+  return config
+
+
+def _layer_adapters(tensors: dict[str, torch.Tensor], config: dict, layer: int) -> nn.Sequential:
+  """Layer `layer`'s adapters, in stack order."""
+  stack = []
+  for k in range(config["num_adapters"]):
+    prefix = f"adapters.{k}."
+    fields = {name[len(prefix):]: value[layer] for name, value in tensors.items()
+              if name.startswith(prefix)}
+    stack.append(Adapter(fields, config["adapter_ln_eps"]))
+  return nn.Sequential(*stack)
+
+
+def insert_adapters(encoder: transformers.XLMRobertaModel, tensors: dict[str, torch.Tensor],
+                    config: dict) -> None:
+  """Puts each layer's adapter stack at the export's placement (see the module docstring)."""
+  for i, layer in enumerate(encoder.encoder.layer):
+    adapters = _layer_adapters(tensors, config, i)
+    if config["placement"] == "ffn_output":
+      layer.output.dropout = nn.Sequential(layer.output.dropout, adapters)
+    elif config["placement"] == "layer_output":
+      layer.output = AfterOutput(layer.output, adapters)
+    else:
+      raise ValueError(f"{EXPORT_CONFIG_FILE}: unknown placement {config['placement']!r}")
+
+
+def build_head(tensors: dict[str, torch.Tensor], config: dict) -> nn.Module:
+  """The task head with the exported weights (ours are [in, out], torch's [out, in])."""
+  hidden, num_labels = config["hidden_size"], len(config["labels"])
+  if config["task_kind"] == PAIR:
+    head = PairHead(hidden, num_labels, config["pooling"])
+    layers = {"dense": head.dense, "out_proj": head.out_proj}
+  elif config["task_kind"] == TOKEN:
+    head = TokenHead(hidden, num_labels)
+    layers = {"out": head.out}
+  else:
+    raise ValueError(f"{EXPORT_CONFIG_FILE}: task kind {config['task_kind']!r} has no PyTorch "
+                     f"head here (pair and token classification only)")
+  with torch.no_grad():
+    for name, linear in layers.items():
+      linear.weight.copy_(tensors[f"head.{name}.kernel"].T)
+      linear.bias.copy_(tensors[f"head.{name}.bias"])
+  return head
+
+
+def load_backbone(encoder: nn.Module, export_dir: str, config: dict) -> None:
+  """The trained backbone parameters into `encoder` (a base `XLMRobertaModel`), in one call."""
+  if not config["backbone_file"]:
+    return
+  result = encoder.load_state_dict(load_file(os.path.join(export_dir, config["backbone_file"])),
+                                   strict=False)
+  if result.unexpected_keys:
+    raise ValueError(f"{export_dir}: {config['backbone_file']} has tensors the base encoder "
+                     f"lacks: {result.unexpected_keys}")
+
+
+def load_exported(export_dir: str, base_checkpoint_dir: Optional[str] = None, *,
+                  dtype: torch.dtype = torch.float32) -> ExportedModel:
+  """The exported (task, language) as an `ExportedModel` in eval mode. `base_checkpoint_dir`:
+  the Hugging Face checkpoint the run started from (default: the one the export names)."""
+  config = read_config(export_dir)
+  base = base_checkpoint_dir or config["checkpoint"]
+  encoder = transformers.XLMRobertaModel.from_pretrained(base, add_pooling_layer=False,
+                                                         dtype=dtype)
+  if getattr(encoder.config, "model_type", "") not in ("xlm-roberta", "roberta"):
+    raise ValueError(f"{base}: model_type {encoder.config.model_type!r}; the PyTorch loader "
+                     "builds post-LayerNorm XLM-R / RoBERTa encoders only")
+  load_backbone(encoder, export_dir, config)
+  tensors = load_file(os.path.join(export_dir, EXPORT_ADAPTER_FILE))
+  insert_adapters(encoder, tensors, config)
+  model = ExportedModel(encoder, build_head(tensors, config), config)
+  return model.to(dtype).eval()
