@@ -3,11 +3,12 @@ announced on the console:
 
     compiling train step (task pos) … done in 12.3 s
 
-`AheadOfTime(jitted, 'train step (task {})', static_argnum)` is called like the jitted function. The first call
-with a new static value (e.g. a task name) lowers and compiles it (`jitted.lower(*args)
-.compile()`); every call runs that executable, so nothing compiles twice (jit's own cache
-stays empty) and the compile time is measured apart from running. Every process lowers the
-same program from the same global shapes and shardings, as jit itself would.
+`AheadOfTime(jitted, 'train step (task {})', static_argnum)` is called like the jitted
+function. The first call with a new static value (e.g. a task name) lowers and compiles it
+(`jitted.lower(*args).compile()`); every call runs that executable, so nothing compiles
+twice (jit's own cache stays empty) and the compile time is measured apart from running.
+Every process lowers the same program from the same global shapes and shardings, as jit
+itself would.
 """
 
 from __future__ import annotations

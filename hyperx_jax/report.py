@@ -215,10 +215,11 @@ def _panel_bars(langs: Sequence[Tuple[str, Mapping[str, Any]]], metric: str
 
 def figure(results: Results, method: str = "Hyper-X",
            chance_accuracy: Optional[Mapping[str, float]] = None):
-  """The results chart (a matplotlib Figure): one panel per task, a bar per language of the task's main metric with its value
-  written on it, then the seen and zero-shot averages (bold edges). Panels of the same metric
-  share one y-axis (0-100 % for ratio metrics). A dashed line marks chance where
-  `chance_accuracy` gives the task's (a fraction) and the panel shows accuracy."""
+  """The results chart (a matplotlib Figure): one panel per task, a bar per language of the
+  task's main metric with its value written on it, then the seen and zero-shot averages (bold
+  edges). Panels of the same metric share one y-axis (0-100 % for ratio metrics). A dashed
+  line marks chance where `chance_accuracy` gives the task's (a fraction) and the panel shows
+  accuracy."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top

@@ -128,8 +128,8 @@ class MetricWriter:
     (tensorboardX's add_hparams would start another run), with the scalar tags `metrics` as the
     columns it compares them by."""
     if self._writes():
-      from tensorboardX.summary import hparams as hparams_summary  # pylint: disable=g-import-not-at-top
-      for summary in hparams_summary(dict(hparams), {name: 0.0 for name in metrics}):
+      from tensorboardX import summary as tb_summary  # pylint: disable=g-import-not-at-top
+      for summary in tb_summary.hparams(dict(hparams), {name: 0.0 for name in metrics}):
         self._tb.file_writer.add_summary(summary)
 
   def flush(self) -> None:
