@@ -8,7 +8,8 @@ Used by the trainer (periodic and final evaluation) and on its own:
 evaluates a run's latest (or given) checkpoint (`run.restore`) and writes
 `results.{json,md,csv,png}` (with their provenance: step, config hash, code version) to its own
 directory, `DIR/eval/step_<N>/` (with --pairs `DIR/eval/step_<N>_<task>-<lang>_.../`), or to
---out. The run's own `DIR/results.*` change only with --replace_run_results (all pairs). When
+--out (not DIR itself). The run's own `DIR/results.*` change only with --replace_run_results
+(all pairs). When
 the step is unreadable it stops with an error naming it; --allow_fallback takes the latest
 readable earlier step instead (and warns).
 """
@@ -146,12 +147,21 @@ def output_dir(workdir: str, step: int, pairs_text: Optional[str] = None) -> str
   return os.path.join(workdir, 'eval', name)
 
 
+def same_directory(a: str, b: str) -> bool:
+  if '://' in a or '://' in b:
+    return a.rstrip('/') == b.rstrip('/')
+  return os.path.realpath(a) == os.path.realpath(b)
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if FLAGS.replace_run_results and (FLAGS.pairs or FLAGS.out):
     raise app.UsageError('--replace_run_results writes every pair to --workdir: it takes '
                          'neither --pairs nor --out')
+  if FLAGS.out and same_directory(FLAGS.out, FLAGS.workdir):
+    raise app.UsageError(f'--out={FLAGS.out} is the run directory: pass --replace_run_results '
+                         "to replace the run's results.*")
   writers.quiet_library_logs(FLAGS.verbose_libraries)
   distributed.initialize()  # every host of a pod evaluates its slice; a no-op on one machine
   trained, results = evaluate_checkpoint(FLAGS.workdir, pairs_text=FLAGS.pairs, step=FLAGS.step,

@@ -140,3 +140,7 @@ def test_evaluate_writes_its_own_directory_and_leaves_the_runs_results(tiny_run,
              '--replace_run_results')
   assert done.returncode != 0 and 'takes neither --pairs nor --out' in done.stderr
   assert 'compiling' not in done.stderr
+  done = cli(env, 'hyperx_jax.evaluate', f'--workdir={workdir}', f'--out={workdir}/')
+  assert done.returncode != 0 and 'pass --replace_run_results' in done.stderr
+  assert 'compiling' not in done.stderr
+  assert {name: (workdir / name).read_bytes() for name in names} == before
