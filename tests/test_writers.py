@@ -112,7 +112,7 @@ def test_library_info_logs_are_filtered_and_ours_are_kept(monkeypatch):
   assert len(handler.filters) == 1
   assert not handler.filter(_record(theirs, logging.INFO))
   assert handler.filter(_record(theirs, logging.WARNING))
-  assert handler.filter(_record(ours, logging.INFO)) and handler.filter(_record(config, 20))
+  assert handler.filter(_record(ours, logging.INFO)) and handler.filter(_record(config, logging.INFO))
 
 
 def test_hparams_reach_the_event_file(tmp_path):
