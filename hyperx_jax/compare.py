@@ -37,6 +37,7 @@ class RunResult:
   method: str
   seed: int
   results: Mapping[str, Mapping]  # results.json: {'task:lang': {metric: value, 'zero_shot'}}
+  provenance: Optional[Mapping] = None  # results.json's, where it has one (report.from_file)
 
 
 def load_run(directory: str) -> RunResult:
@@ -51,15 +52,15 @@ def load_run(directory: str) -> RunResult:
       loaded[name] = json.loads((path / name).read_text())
     except json.JSONDecodeError as e:
       raise ValueError(f'{path / name}:{e.lineno}: not valid JSON ({e.msg})') from None
-  config, results = loaded['config.json'], loaded['results.json']
+  config = loaded['config.json']
   missing = [k for k in ('method', 'seed') if k not in config]
   if missing:
     raise ValueError(f'{path / "config.json"}: no {missing}; is it a hyperx_jax run config?')
   try:
-    report.check_results(results)
+    results, provenance = report.from_file(loaded['results.json'])
   except ValueError as e:
     raise ValueError(f'{path / "results.json"}: {e}') from None
-  return RunResult(str(directory), config['method'], int(config['seed']), results)
+  return RunResult(str(directory), config['method'], int(config['seed']), results, provenance)
 
 
 def main_scores(results: Mapping[str, Mapping]) -> dict[str, tuple[float, bool]]:

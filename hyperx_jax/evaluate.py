@@ -3,12 +3,15 @@
 Used by the trainer (periodic and final evaluation) and on its own:
 
   python -m hyperx_jax.evaluate --workdir=DIR [--pairs=ner:tr,pos:ar] [--step=N]
-                                [--allow_fallback]
+                                [--allow_fallback] [--out=OUT | --replace_run_results]
 
 evaluates a run's latest (or given) checkpoint (`run.restore`) and writes
-`DIR/results.{json,md,csv,png}` (with --pairs into `DIR/eval_<task>-<lang>_.../`, so a partial
-evaluation does not replace the run's table). When that step is unreadable it stops with an
-error naming it; --allow_fallback takes the latest readable earlier step instead (and warns).
+`results.{json,md,csv,png}` (with their provenance: step, config hash, code version) to its own
+directory, `DIR/eval/step_<N>/` (with --pairs `DIR/eval/step_<N>_<task>-<lang>_.../`), or to
+--out (not DIR itself). The run's own `DIR/results.*` change only with --replace_run_results
+(all pairs). When
+the step is unreadable it stops with an error naming it; --allow_fallback takes the latest
+readable earlier step instead (and warns).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from hyperx_jax import distributed, faults, metrics, run, sharding, specs
+from hyperx_jax import aot, distributed, faults, metrics, report, run, sharding, specs, writers
 from hyperx_jax import tokenizer as tokenizers
 from hyperx_jax.data import pipeline
 from hyperx_jax.models import losses
@@ -46,7 +49,8 @@ def parse_pairs(text: Optional[str], spec: specs.RunSpec) -> Optional[list[Pair]
 
 
 def make_eval_step(graphdef: Any, mesh: Mesh, trainable_sh: Any, frozen_sh: Any):
-  """Jitted (trainable, frozen, batch, task) -> (predictions, labels they score against).
+  """Jitted (trainable, frozen, batch, task) -> (predictions, labels they score against),
+  compiled once per task (`aot.AheadOfTime`).
 
   Predictions: pair [B]; token [B, S]; mlm [B, K] with the labels at the same K positions.
   """
@@ -60,9 +64,10 @@ def make_eval_step(graphdef: Any, mesh: Mesh, trainable_sh: Any, frozen_sh: Any)
       _, labels, _ = losses.select_mlm_positions(labels, max_mlm_predictions(labels.shape[1]))
     return predictions, labels
 
-  return jax.jit(eval_step, static_argnums=(3,),
-                 in_shardings=(trainable_sh, frozen_sh, batch_sh),
-                 out_shardings=(batch_sh, batch_sh))
+  return aot.AheadOfTime(jax.jit(eval_step, static_argnums=(3,),
+                                 in_shardings=(trainable_sh, frozen_sh, batch_sh),
+                                 out_shardings=(batch_sh, batch_sh)),
+                         'eval step (task {})', static_argnum=3)
 
 
 def to_host(x: jax.Array) -> np.ndarray:
@@ -73,8 +78,9 @@ def to_host(x: jax.Array) -> np.ndarray:
 
 
 def evaluate_pair(eval_step, trainable: Any, frozen: Any, batches: Iterable[Mapping[str, Any]],
-                  task: TaskSpec, mesh: Mesh) -> dict[str, float]:
-  """Metrics of one (task, language) pair over all its eval batches (per-host numpy)."""
+                  task: TaskSpec, mesh: Mesh) -> dict[str, Any]:
+  """Metrics of one (task, language) pair over all its eval batches (per-host numpy), and the
+  number of examples they count (`examples`)."""
   acc = metrics.MetricAccumulator(task.kind, task.metric, list(task.labels) or None)
   for local in batches:
     batch = pipeline.make_global_batch(local, sharding.batch_sharding(mesh))
@@ -82,13 +88,14 @@ def evaluate_pair(eval_step, trainable: Any, frozen: Any, batches: Iterable[Mapp
     acc.add(to_host(predictions), to_host(labels), to_host(batch['example_mask']))
   if not acc.num_examples:
     raise ValueError(f'eval pair {task.name}: no examples')
-  return acc.result()
+  return {**acc.result(), report.EXAMPLES: acc.num_examples}
 
 
 def evaluate_all(eval_step, trainable: Any, frozen: Any,
                  datasets: Mapping[Pair, Iterable[Mapping[str, Any]]], spec: specs.RunSpec,
                  mesh: Mesh, pairs: Optional[Sequence[Pair]] = None) -> dict[str, dict[str, Any]]:
-  """{'task:lang': {metric: value, ..., 'zero_shot': bool}} for every (selected) eval pair."""
+  """{'task:lang': {metric: value, ..., 'zero_shot': bool, 'examples': int}} for every
+  (selected) eval pair."""
   zero_shot = spec.zero_shot_pairs()
   mlm_only = spec.mlm_only_languages()
   results = {}
@@ -97,11 +104,12 @@ def evaluate_all(eval_step, trainable: Any, frozen: Any,
       continue
     faults.inject('eval', pair_key(task, lang))  # test-only (faults.py)
     result = evaluate_pair(eval_step, trainable, frozen, batches, spec.tasks[task], mesh)
-    result['zero_shot'] = (task, lang) in zero_shot
+    result[report.ZERO_SHOT] = (task, lang) in zero_shot
     results[pair_key(task, lang)] = result
     note = (' (zero-shot' + (', language seen only through MLM' if lang in mlm_only else '')
-            + ')') if result['zero_shot'] else ''
-    logging.info('eval %s%s: %s', pair_key(task, lang), note,
+            + ')') if result[report.ZERO_SHOT] else ''
+    logging.info('eval %s%s, %d examples: %s', pair_key(task, lang), note,
+                 result[report.EXAMPLES],
                  {k: round(v, 4) for k, v in result.items() if isinstance(v, float)})
   return results
 
@@ -109,14 +117,15 @@ def evaluate_all(eval_step, trainable: Any, frozen: Any,
 def flat_scalars(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
   """{'ner:tr': {'f1': x}} -> {'ner:tr/f1': x} (the names `checkpoint.best_metric` uses)."""
   return {f'{key}/{name}': float(v) for key, r in results.items() for name, v in r.items()
-          if isinstance(v, (int, float)) and not isinstance(v, bool)}
+          if name not in report.ENTRY_FIELDS}
 
 
 def evaluate_checkpoint(workdir: str, *, pairs_text: Optional[str] = None,
                         step: Optional[int] = None, allow_fallback: bool = False
-                        ) -> tuple[specs.RunSpec, dict[str, dict[str, Any]]]:
-  """A run's latest (or given) checkpoint on its eval pairs (all, or 'ner:tr,pos:ar'); an
-  unreadable step is an error unless `allow_fallback` (`run.restore`)."""
+                        ) -> tuple[run.TrainedRun, dict[str, dict[str, Any]]]:
+  """A run's latest (or given) checkpoint on its eval pairs (all, or 'ner:tr,pos:ar'), and the
+  run restored at that step; an unreadable step is an error unless `allow_fallback`
+  (`run.restore`)."""
   trained = run.restore(workdir, step=step, allow_fallback=allow_fallback)
   spec, parts = trained.spec, trained.parts
   pairs = parse_pairs(pairs_text, spec)
@@ -126,21 +135,41 @@ def evaluate_checkpoint(workdir: str, *, pairs_text: Optional[str] = None,
   logging.info('evaluating %s at step %d', workdir, trained.step)
   eval_step = make_eval_step(parts.graphdef, trained.mesh, run.shardings_of(parts.trainable),
                              run.shardings_of(parts.frozen))
-  return spec, evaluate_all(eval_step, parts.trainable, parts.frozen, datasets, spec,
-                            trained.mesh, pairs)
+  return trained, evaluate_all(eval_step, parts.trainable, parts.frozen, datasets, spec,
+                               trained.mesh, pairs)
+
+
+def output_dir(workdir: str, step: int, pairs_text: Optional[str] = None) -> str:
+  """`workdir/eval/step_<step>`, with `_<task>-<lang>_...` for a subset of pairs."""
+  name = f'step_{step}'
+  if pairs_text:
+    name += '_' + '_'.join(p.strip().replace(':', '-') for p in pairs_text.split(','))
+  return os.path.join(workdir, 'eval', name)
+
+
+def same_directory(a: str, b: str) -> bool:
+  if '://' in a or '://' in b:
+    return a.rstrip('/') == b.rstrip('/')
+  return os.path.realpath(a) == os.path.realpath(b)
 
 
 def main(argv: Sequence[str]) -> None:
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if FLAGS.replace_run_results and (FLAGS.pairs or FLAGS.out):
+    raise app.UsageError('--replace_run_results writes every pair to --workdir: it takes '
+                         'neither --pairs nor --out')
+  if FLAGS.out and same_directory(FLAGS.out, FLAGS.workdir):
+    raise app.UsageError(f'--out={FLAGS.out} is the run directory: pass --replace_run_results '
+                         "to replace the run's results.*")
+  writers.quiet_library_logs(FLAGS.verbose_libraries)
   distributed.initialize()  # every host of a pod evaluates its slice; a no-op on one machine
-  spec, results = evaluate_checkpoint(FLAGS.workdir, pairs_text=FLAGS.pairs, step=FLAGS.step,
-                                      allow_fallback=FLAGS.allow_fallback)
-  # A partial evaluation goes to its own directory, next to the run's final table.
-  out = FLAGS.workdir
-  if FLAGS.pairs:
-    out = os.path.join(out, 'eval_' + '_'.join(p.strip().replace(':', '-')
-                                               for p in FLAGS.pairs.split(',')))
-  run.write_results(spec, out, results)
+  trained, results = evaluate_checkpoint(FLAGS.workdir, pairs_text=FLAGS.pairs, step=FLAGS.step,
+                                         allow_fallback=FLAGS.allow_fallback)
+  out = FLAGS.out or output_dir(FLAGS.workdir, trained.step, FLAGS.pairs)
+  if FLAGS.replace_run_results:
+    out = FLAGS.workdir
+  run.write_results(trained.config, trained.spec, out, results, trained.step)
 
 
 if __name__ == '__main__':
@@ -151,5 +180,11 @@ if __name__ == '__main__':
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
   flags.DEFINE_bool('allow_fallback', False, 'If the step is unreadable, evaluate the latest '
                     'readable earlier one (default: stop with an error).')
+  flags.DEFINE_string('out', None, 'Directory for results.* (default: '
+                      'WORKDIR/eval/step_<N>[_<pairs>]).')
+  flags.DEFINE_bool('replace_run_results', False, "Write to WORKDIR's own results.* instead, "
+                    'replacing the table the run wrote (all pairs only).')
+  flags.DEFINE_bool('verbose_libraries', False, "Show other libraries' INFO logs (orbax, jax, "
+                    'absl); default: only this package\'s progress lines and warnings.')
   FLAGS = flags.FLAGS
   app.run(main)

@@ -5,6 +5,8 @@ TPU / SLURM, or an explicit coordinator), logs the devices and calls
 `train.train_and_evaluate`. Config variants and overrides:
 
   --config=configs/xnli.py:size=large,method=task_adapters --config.optim.lr=3e-5
+
+Other libraries' INFO logs (orbax, jax, absl) stay off the console unless --verbose_libraries.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ flags.DEFINE_integer('process_id', None, "This process's index (default: $JAX_PR
 flags.DEFINE_bool('allow_config_change', False,
                   'Continue a workdir trained with a different config (default: an error '
                   'listing the fields that differ, beyond run.RESUMABLE_CHANGES).')
+flags.DEFINE_bool('verbose_libraries', False,
+                  "Show other libraries' INFO logs (orbax writes dozens of lines per checkpoint; "
+                  "jax, absl); default: only this package's progress lines and warnings.")
 flags.mark_flags_as_required(['config', 'workdir'])
 FLAGS = flags.FLAGS
 
@@ -38,6 +43,8 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  from hyperx_jax import writers  # pylint: disable=g-import-not-at-top
+  writers.quiet_library_logs(FLAGS.verbose_libraries)
   from hyperx_jax import distributed  # pylint: disable=g-import-not-at-top
   distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   import jax  # pylint: disable=g-import-not-at-top

@@ -2,8 +2,13 @@
 
 Input is one dict for the whole run, keyed by "task:lang":
 
-    {"ner:en": {"precision": 0.81, "recall": 0.84, "f1": 0.82, "zero_shot": False},
-     "ner:tr": {"f1": 0.61, "zero_shot": True}, ...}
+    {"ner:en": {"precision": 0.81, "recall": 0.84, "f1": 0.82, "zero_shot": False,
+                "examples": 1000},
+     "ner:tr": {"f1": 0.61, "zero_shot": True, "examples": 1000}, ...}
+
+`examples` (how many examples the metrics were computed on) is optional. `results.json` holds
+these entries and, under the key "provenance", what made them (`provenance.py`: step, method,
+seed, config hash, code version); `from_file` reads both kinds of file, with and without it.
 
 Ratio metrics (accuracy, precision, recall, f1) are stored as fractions and shown in the tables
 as percentages. Each task gets an average row over its seen languages and one over its
@@ -33,6 +38,9 @@ _METRIC_ORDER = RATIO_METRICS + ("loss",)
 # The number a task is known by: XTREME reports F1 for NER and POS, accuracy for XNLI.
 MAIN_METRIC_PREFERENCE = ("f1", "accuracy")
 ZERO_SHOT = "zero_shot"
+EXAMPLES = "examples"
+ENTRY_FIELDS = (ZERO_SHOT, EXAMPLES)  # what a pair's entry holds besides its metrics
+PROVENANCE = "provenance"  # the results.json key of what made the results
 
 
 def split_key(key: str) -> Tuple[str, str]:
@@ -48,7 +56,7 @@ def _metrics_of(key: str, entry: Mapping[str, Any]) -> Dict[str, float]:
     raise ValueError(f"results[{key!r}] must be a dict of metrics, got {type(entry).__name__}")
   out = {}
   for name, value in entry.items():
-    if name == ZERO_SHOT:
+    if name in ENTRY_FIELDS:
       continue
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
       raise ValueError(f"results[{key!r}][{name!r}] = {value!r} is not a number")
@@ -63,6 +71,21 @@ def check_results(results: Results) -> None:
     _metrics_of(key, entry)
     if not isinstance(entry.get(ZERO_SHOT, False), (bool, np.bool_)):
       raise ValueError(f"results[{key!r}]['zero_shot'] must be a bool, got {entry[ZERO_SHOT]!r}")
+    count = entry.get(EXAMPLES, 0)
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+      raise ValueError(f"results[{key!r}]['examples'] must be a count, got {count!r}")
+
+
+def from_file(data: Any) -> Tuple[Dict[str, Mapping[str, Any]], Optional[Mapping[str, Any]]]:
+  """A results.json object -> (its pair entries, its provenance; None in a file without)."""
+  if not isinstance(data, Mapping):
+    raise ValueError(f"expected a JSON object of 'task:lang' entries, got {type(data).__name__}")
+  provenance = data.get(PROVENANCE)
+  if provenance is not None and not isinstance(provenance, Mapping):
+    raise ValueError(f"results['provenance'] must be an object, got {provenance!r}")
+  results = {key: entry for key, entry in data.items() if key != PROVENANCE}
+  check_results(results)
+  return results, provenance
 
 
 def metric_names(results: Results) -> List[str]:
@@ -75,7 +98,7 @@ def metric_names(results: Results) -> List[str]:
 
 def main_metric(entries: Sequence[Mapping[str, Any]]) -> str:
   """The metric a task is plotted by: f1 if present, else accuracy, else its first metric."""
-  names = [m for e in entries for m in e if m != ZERO_SHOT]
+  names = [m for e in entries for m in e if m not in ENTRY_FIELDS]
   if not names:
     raise ValueError("no metrics to choose a main metric from")
   return next((m for m in MAIN_METRIC_PREFERENCE if m in names), names[0])
@@ -172,32 +195,79 @@ def to_csv(results: Results) -> str:
   return buf.getvalue()
 
 
-def plot(results: Results, method: str = "Hyper-X") -> bytes:
-  """PNG bytes: one panel per task, a bar per language of the task's main metric."""
+_SEEN_COLOR, _ZERO_SHOT_COLOR = "#4c72b0", "#dd8452"
+
+
+def _panel_bars(langs: Sequence[Tuple[str, Mapping[str, Any]]], metric: str
+                ) -> List[Tuple[str, float, bool, bool]]:
+  """(label, value, zero_shot, is_average) per bar: the languages, then the seen and zero-shot
+  averages of the metric over two or more languages (values in % for ratio metrics)."""
+  scale = 100 if metric in RATIO_METRICS else 1
+  bars = [(lang, scale * float(e.get(metric, np.nan)), bool(e.get(ZERO_SHOT, False)), False)
+          for lang, e in langs]
+  for zero_shot, label in ((False, "avg seen"), (True, "avg 0-shot")):
+    group = [e for _, e in langs if bool(e.get(ZERO_SHOT, False)) == zero_shot]
+    average = _average(group, [metric]).get(metric)
+    if average is not None and len(group) > 1:  # one language's average is its own bar
+      bars.append((label, scale * average, zero_shot, True))
+  return bars
+
+
+def figure(results: Results, method: str = "Hyper-X",
+           chance_accuracy: Optional[Mapping[str, float]] = None):
+  """The results chart (a matplotlib Figure): one panel per task, a bar per language of the
+  task's main metric with its value written on it, then the seen and zero-shot averages (bold
+  edges). Panels of the same metric share one y-axis (0-100 % for ratio metrics). A dashed
+  line marks chance where `chance_accuracy` gives the task's (a fraction) and the panel shows
+  accuracy."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib.lines import Line2D  # pylint: disable=g-import-not-at-top
   from matplotlib.patches import Patch  # pylint: disable=g-import-not-at-top
 
   check_results(results)
+  chance_accuracy = chance_accuracy or {}
   tasks = by_task(results)
-  fig, axes = plt.subplots(1, len(tasks), figsize=(max(4.0, 3.2 * len(tasks)), 3.6), squeeze=False)
+  fig, axes = plt.subplots(1, len(tasks), figsize=(max(4.5, 3.8 * len(tasks)), 4.0),
+                           squeeze=False)
+  axis_of_metric: Dict[str, Any] = {}
+  drew_chance = False
   for ax, (task, langs) in zip(axes[0], tasks.items()):
     metric = main_metric([e for _, e in langs])
-    values = [float(e.get(metric, np.nan)) * (100 if metric in RATIO_METRICS else 1) for _, e in langs]
-    zero = [bool(e.get(ZERO_SHOT, False)) for _, e in langs]
-    ax.bar([lang for lang, _ in langs], values, color=["#dd8452" if z else "#4c72b0" for z in zero],
-           edgecolor="black", linewidth=0.5)
-    for patch, z in zip(ax.patches, zero):
-      patch.set_hatch("//" if z else None)
+    if metric in axis_of_metric:
+      ax.sharey(axis_of_metric[metric])
+    else:
+      axis_of_metric[metric] = ax
+      if metric in RATIO_METRICS:
+        ax.set_ylim(0, 108)  # room for the value labels above 100 %
+    bars = _panel_bars(langs, metric)
+    drawn = ax.bar([b[0] for b in bars], [b[1] for b in bars],
+                   color=[_ZERO_SHOT_COLOR if b[2] else _SEEN_COLOR for b in bars],
+                   hatch=["//" if b[2] else None for b in bars], edgecolor="black",
+                   linewidth=[1.8 if b[3] else 0.5 for b in bars])
+    ax.bar_label(drawn, fmt="%.1f" if metric in RATIO_METRICS else "%.3g", fontsize=7, padding=1)
+    if metric == "accuracy" and task in chance_accuracy:
+      ax.axhline(100 * chance_accuracy[task], color="dimgray", linestyle="--", linewidth=1)
+      drew_chance = True
     ax.set_title(task)
     ax.set_ylabel(f"{metric} (%)" if metric in RATIO_METRICS else metric)
     ax.tick_params(axis="x", labelrotation=45)
-  fig.legend(handles=[Patch(facecolor="#4c72b0", edgecolor="black", label="seen"),
-                      Patch(facecolor="#dd8452", edgecolor="black", hatch="//", label="zero-shot")],
-             loc="upper right")
+  handles = [Patch(facecolor=_SEEN_COLOR, edgecolor="black", label="seen"),
+             Patch(facecolor=_ZERO_SHOT_COLOR, edgecolor="black", hatch="//", label="zero-shot")]
+  if drew_chance:
+    handles.append(Line2D([], [], color="dimgray", linestyle="--", label="chance"))
+  fig.legend(handles=handles, loc="upper right")
   fig.suptitle(f"{method}: per-language results")
-  fig.tight_layout(rect=(0, 0, 0.9, 1))
+  fig.tight_layout(rect=(0, 0, 0.88, 1))
+  return fig
+
+
+def plot(results: Results, method: str = "Hyper-X",
+         chance_accuracy: Optional[Mapping[str, float]] = None) -> bytes:
+  """`figure` as PNG bytes."""
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig = figure(results, method, chance_accuracy)
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=120)
   plt.close(fig)
@@ -210,17 +280,34 @@ def _json_default(value: Any) -> Any:
   raise TypeError(f"results value {value!r} of type {type(value).__name__} is not JSON serialisable")
 
 
-def write_results(workdir: str | os.PathLike, results: Results, *, method: str = "Hyper-X"
+def _provenance_line(provenance: Mapping[str, Any]) -> str:
+  code = provenance.get("code", {})
+  commit = code.get("git_commit")
+  version = code.get("version", "?") + (
+      f" ({commit[:12]}{', with uncommitted changes' if code.get('git_dirty') else ''})"
+      if commit else "")
+  return (f"step {provenance.get('step')}, method {provenance.get('method')}, seed "
+          f"{provenance.get('seed')}, config sha256 {str(provenance.get('config_sha256'))[:12]}, "
+          f"hyperx_jax {version}\n\n")
+
+
+def write_results(workdir: str | os.PathLike, results: Results, *, method: str = "Hyper-X",
+                  provenance: Optional[Mapping[str, Any]] = None,
+                  chance_accuracy: Optional[Mapping[str, float]] = None
                   ) -> Dict[str, epath.Path]:
-  """Writes results.{json,md,csv,png} into workdir; returns their paths by suffix."""
+  """Writes results.{json,md,csv,png} into workdir; returns their paths by suffix. The JSON
+  holds the entries and, when given, the provenance (under PROVENANCE)."""
   check_results(results)
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  markdown, table_csv, png = to_markdown(results), to_csv(results), plot(results, method)
+  markdown, table_csv = to_markdown(results), to_csv(results)
+  png = plot(results, method, chance_accuracy)
+  saved = dict(results) if provenance is None else {**results, PROVENANCE: dict(provenance)}
+  about = _provenance_line(provenance) if provenance is not None else ""
   paths = {ext: workdir / f"results.{ext}" for ext in ("json", "md", "csv", "png")}
   fileio.atomic_write(paths["json"],
-                      lambda f: json.dump(results, f, indent=2, default=_json_default))
-  fileio.atomic_write(paths["md"], lambda f: f.write(f"# {method} results\n\n" + markdown))
+                      lambda f: json.dump(saved, f, indent=2, default=_json_default))
+  fileio.atomic_write(paths["md"], lambda f: f.write(f"# {method} results\n\n{about}" + markdown))
   fileio.atomic_write(paths["csv"], lambda f: f.write(table_csv))
   fileio.atomic_write(paths["png"], lambda f: f.write(png), binary=True)
   return paths

@@ -28,11 +28,11 @@ from etils import epath
 from flax import nnx
 from jax.sharding import Mesh
 
-from hyperx_jax import checkpoint, fileio, optim, report, sharding, specs
+from hyperx_jax import checkpoint, fileio, optim, provenance, report, sharding, specs
 from hyperx_jax.models import weights
 from hyperx_jax.models.model import HyperXModel, ModelSpec, build_model
 from hyperx_jax.models.parameters import parameter_report
-from hyperx_jax.schema import METHOD_NAMES, MLM
+from hyperx_jax.schema import METHOD_NAMES, MLM, PAIR
 from hyperx_jax.tree import flat_paths, map_params, path_str
 from hyperx_jax.validation import ConfigError
 
@@ -129,7 +129,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
-def _leaves(tree: Any, prefix: str = '') -> dict[str, Any]:
+def config_leaves(tree: Any, prefix: str = '') -> dict[str, Any]:
   """{'checkpoint.keep': 3, 'train_streams[0].lang': 'en', ...} of a JSON-like tree."""
   if isinstance(tree, Mapping):
     items = [(f'{prefix}.{k}' if prefix else str(k), v) for k, v in tree.items()]
@@ -137,12 +137,12 @@ def _leaves(tree: Any, prefix: str = '') -> dict[str, Any]:
     items = [(f'{prefix}[{i}]', v) for i, v in enumerate(tree)]
   else:
     return {prefix: tree}
-  return {path: leaf for key, value in items for path, leaf in _leaves(value, key).items()}
+  return {path: leaf for key, value in items for path, leaf in config_leaves(value, key).items()}
 
 
 def config_differences(saved: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple]:
   """field -> (saved value, new value) for every leaf that differs ('<absent>' if missing)."""
-  a, b = _leaves(saved), _leaves(new)
+  a, b = config_leaves(saved), config_leaves(new)
   absent = '<absent>'
   return {k: (a.get(k, absent), b.get(k, absent)) for k in sorted(set(a) | set(b))
           if a.get(k, absent) != b.get(k, absent)}
@@ -166,13 +166,25 @@ def check_saved_config(config: ml_collections.ConfigDict, workdir: str, *,
                       'workdir, or pass --allow_config_change to continue with the new config.')
 
 
-def write_results(spec: specs.RunSpec, out_dir: str,
-                  results: Mapping[str, Mapping[str, Any]]) -> None:
-  """results.{json,md,csv,png} (process 0) and the table on the console."""
+def chance_accuracy(spec: specs.RunSpec) -> dict[str, float]:
+  """Accuracy of a uniform guess, where the label set fixes it: 1 / labels for pair tasks.
+  (Token tasks and MLM have none: their chance depends on the label frequencies.)"""
+  return {name: 1 / len(task.labels) for name, task in spec.tasks.items()
+          if task.kind == PAIR and task.labels}
+
+
+def write_results(config: ml_collections.ConfigDict, spec: specs.RunSpec, out_dir: str,
+                  results: Mapping[str, Mapping[str, Any]], step: int) -> None:
+  """results.{json,md,csv,png} with their provenance (process 0) and the table on the
+  console."""
   if jax.process_index() != 0:
     return
-  report.write_results(out_dir, results, method=METHOD_NAMES[spec.method])
+  about = provenance.provenance(step=step, method=spec.method, seed=spec.seed,
+                                config_json=config.to_json_best_effort())
+  paths = report.write_results(out_dir, results, method=METHOD_NAMES[spec.method],
+                               provenance=about, chance_accuracy=chance_accuracy(spec))
   print(report.format_table(results), flush=True)
+  logging.info('results of step %d: %s', step, paths['json'].parent / 'results.{json,md,csv,png}')
 
 
 # ------------------------------------------------------------------------- a trained run

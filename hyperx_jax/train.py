@@ -23,6 +23,7 @@ metric writer opened. Metrics are flushed at every log step.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Mapping, NamedTuple, Optional
 
@@ -34,7 +35,8 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from hyperx_jax import checkpoint, evaluate, faults, optim, run, sharding, specs, writers
+from hyperx_jax import (aot, checkpoint, evaluate, faults, optim, provenance, run, sharding,
+                        specs, writers)
 from hyperx_jax import diagnostics as diag
 from hyperx_jax import tokenizer as tokenizers
 from hyperx_jax.data import pipeline
@@ -202,7 +204,9 @@ class Trainer:
     raw = pipeline.read_streams(spec.train_streams + spec.eval_streams)
     train_raw, eval_raw = raw[:len(spec.train_streams)], raw[len(spec.train_streams):]
     self.workdir = workdir
+    self.config = config
     self.is_primary = jax.process_index() == 0
+    provenance.code_version()  # the code as it starts (git state read once, then kept)
     self.mesh = sharding.make_mesh(spec.mesh)
     self.task_names = list(spec.tasks)
     self.tokenizer = tokenizers.load_tokenizer(spec.tokenizer)
@@ -227,14 +231,15 @@ class Trainer:
     run.save_config(config, workdir)
     trainable_sh = run.shardings_of(self.state.trainable)
     frozen_sh = run.shardings_of(self.parts.frozen)
-    self.train_step = make_train_step(self.parts.graphdef, self.tx,
-                                      (trainable_sh, run.shardings_of(self.state.opt_state),
-                                       frozen_sh), self.mesh,
-                                      diagnostics=spec.diagnostics)
+    self.train_step = aot.AheadOfTime(
+        make_train_step(self.parts.graphdef, self.tx,
+                        (trainable_sh, run.shardings_of(self.state.opt_state), frozen_sh),
+                        self.mesh, diagnostics=spec.diagnostics),
+        'train step (task {})', static_argnum=6)
     self.eval_step = evaluate.make_eval_step(self.parts.graphdef, self.mesh, trainable_sh,
                                              frozen_sh)
     self.writer = writers.MetricWriter(workdir, is_primary=self.is_primary)
-    self.progress = writers.ProgressLogger(spec.total_steps, batch_size=spec.data.batch_size)
+    write_config_summary(self.writer, config, self.state.step)
     self.preempted = checkpoint.install_preemption_handler()
 
   # -- evaluation
@@ -262,7 +267,8 @@ class Trainer:
           f'stopped. Last checkpoint: step {self.ckpt.latest_step()} in {self.ckpt.directory} '
           '(intact). Lower optim.lr, check the data, or use float32.')
 
-  def _log(self, stats: StepStats) -> None:
+  def _log(self, stats: StepStats, progress: writers.ProgressLogger,
+           clock: writers.TrainingClock) -> None:
     """The interval's means to the metric files (flushed: a kill loses at most one interval)
     and the console."""
     step = self.state.step
@@ -272,7 +278,12 @@ class Trainer:
     self.writer.write_scalars(step, scalars)
     self.writer.flush()
     if self.is_primary:
-      self.progress.log(step, scalars)
+      progress.log(step, scalars, clock.seconds())
+
+  def _paused(self, clock: writers.TrainingClock):
+    """`clock` paused, once the steps already dispatched have run (they are training time)."""
+    jax.block_until_ready(self.state.trainable)
+    return clock.paused()
 
   # -- the loop
 
@@ -280,6 +291,9 @@ class Trainer:
     """Trains to spec.total_steps; returns False when stopped by preemption (saved)."""
     c = self.spec
     stats = StepStats()
+    clock = writers.TrainingClock()
+    progress = writers.ProgressLogger(c.total_steps, batch_size=c.data.batch_size,
+                                      start_step=self.state.step)
     while self.state.step < c.total_steps:
       if self.preempted() or self.ckpt.reached_preemption(self.state.step):
         self._stop_on_nonfinite(stats)
@@ -292,22 +306,27 @@ class Trainer:
       batch = global_batch(local, self.mesh)
       s = self.state
       frozen = faults.poison_if_requested(s.step + 1, self.parts.frozen)  # test-only
-      trainable, opt_state, metrics = self.train_step(s.trainable, s.opt_state, frozen,
-                                                      batch, np.int32(s.step), s.rng, task)
+      args = (s.trainable, s.opt_state, frozen, batch, np.int32(s.step), s.rng, task)
+      if task not in self.train_step:
+        with self._paused(clock):  # compiling is not training
+          self.train_step.compile(*args)
+      trainable, opt_state, metrics = self.train_step(*args)
       faults.inject('train_step', s.step + 1)  # test-only: kill/term mid-step (faults.py)
       self.state = s._replace(step=s.step + 1, trainable=trainable, opt_state=opt_state)
       stats.add(task, metrics)
       step = self.state.step
       if step % c.log_every_steps == 0 or step == c.total_steps:
-        self._log(stats)
+        self._log(stats, progress, clock)
       eval_scalars = None
       if step % c.eval_every_steps == 0 and step < c.total_steps:
-        eval_scalars = evaluate.flat_scalars(self.evaluate())
-        self.writer.write_scalars(step, tb_names('eval', eval_scalars))
-        self.writer.flush()
+        with self._paused(clock):
+          eval_scalars = evaluate.flat_scalars(self.evaluate())
+          self.writer.write_scalars(step, tb_names('eval', eval_scalars))
+          self.writer.flush()
       if step % c.checkpoint.every_steps == 0 or step == c.total_steps:
         self._stop_on_nonfinite(stats)
-        self.save(eval_scalars, force=step == c.total_steps)
+        with self._paused(clock):
+          self.save(eval_scalars, force=step == c.total_steps)
     self.writer.flush()
     return True
 
@@ -320,13 +339,25 @@ class Trainer:
       results = self.evaluate()
       self.writer.write_scalars(self.state.step,
                                 tb_names('final', evaluate.flat_scalars(results)))
-      run.write_results(self.spec, self.workdir, results)
+      run.write_results(self.config, self.spec, self.workdir, results, self.state.step)
       return results
     finally:
       self.ckpt.wait()
       self.ckpt.close()
       self.writer.close()
       self.preempted.uninstall()
+
+
+def write_config_summary(writer: writers.MetricWriter, config: ml_collections.ConfigDict,
+                         step: int) -> None:
+  """The config as JSON in TensorBoard's Text tab and its scalar fields as hyperparameters
+  (HParams tab, compared by the training loss), at the step the run starts from."""
+  text = config.to_json_best_effort(indent=2)
+  writer.write_text(step, 'config', '\n'.join('    ' + line for line in text.splitlines()))
+  hparams = {name: value for name, value in run.config_leaves(json.loads(text)).items()
+             if isinstance(value, (bool, int, float, str))}
+  writer.write_hparams(hparams, metrics=['loss'])
+  writer.flush()
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,

@@ -6,18 +6,23 @@
   `flush()` makes what was written durable (the trainer calls it at every log step), so a
   killed run loses at most the records since; a run that resumes appends, so a step logged
   before the kill and again after the resume appears twice (the later record is the one kept).
-- `ProgressLogger`: one readable console line per call: step/total, per-task losses, learning
-  rate, steps/s, examples/s and ETA.
+  `write_text` and `write_hparams` put the run's config in TensorBoard's Text and HParams tabs.
+- `TrainingClock`, `ProgressLogger`: one readable console line per call: step/total, per-task
+  losses, learning rate, steps/s, examples/s and ETA, the rates over training time alone
+  (evaluation, checkpoint saves and compiling run with the clock paused).
+- `quiet_library_logs`: other libraries' INFO lines (orbax, jax, absl, ...) off the console.
 - `NonFiniteError`: what the trainer raises when a loss or gradient norm is NaN/Inf.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging as std_logging
 import math
 import os
 import time
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Union
 
 from absl import logging
 from etils import epath
@@ -117,6 +122,16 @@ class MetricWriter:
     if self._writes():
       self._tb.add_text(tag, text, global_step=int(step))
 
+  def write_hparams(self, hparams: Mapping[str, Union[bool, int, float, str]],
+                    metrics: Sequence[str]) -> None:
+    """The run's hyperparameters for TensorBoard's HParams tab, in this run's own event file
+    (tensorboardX's add_hparams would start another run), with the scalar tags `metrics` as the
+    columns it compares them by."""
+    if self._writes():
+      from tensorboardX import summary as tb_summary  # pylint: disable=g-import-not-at-top
+      for summary in tb_summary.hparams(dict(hparams), {name: 0.0 for name in metrics}):
+        self._tb.file_writer.add_summary(summary)
+
   def flush(self) -> None:
     if self._writes():
       self._tb.flush()
@@ -143,30 +158,51 @@ def _format_duration(seconds: float) -> str:
   return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
+class TrainingClock:
+  """Seconds spent training: wall time since creation minus the time spent inside `paused()`
+  (evaluation, checkpoint saves, compiling)."""
+
+  def __init__(self, clock=time.monotonic):
+    self._clock = clock
+    self._start = clock()
+    self._paused = 0.0
+
+  @contextlib.contextmanager
+  def paused(self) -> Iterator[None]:
+    start = self._clock()
+    try:
+      yield
+    finally:
+      self._paused += self._clock() - start
+
+  def seconds(self) -> float:
+    return self._clock() - self._start - self._paused
+
+
 class ProgressLogger:
-  """Console progress. `log(step, scalars)` prints and returns one line such as
+  """Console progress. `log(step, scalars, train_seconds)` prints and returns one line such as
 
       step 200/10000 (2.0%) | loss[ner]=0.412 loss[xnli]=1.05 | lr=1.00e-04 | 3.10 steps/s
       99.2 ex/s | ETA 0:52:41
 
-  Losses are the scalars named `loss` or `loss/<task>`; rates are measured between calls.
+  Losses are the scalars named `loss` or `loss/<task>`. Rates are steps over training seconds
+  (a `TrainingClock`'s) since the previous line, or since `start_step` at 0 s for the first;
+  the ETA is the remaining steps at that rate.
   """
 
-  def __init__(self, total_steps: int, *, batch_size: Optional[int] = None, clock=time.monotonic):
+  def __init__(self, total_steps: int, *, batch_size: Optional[int] = None, start_step: int = 0):
     self.total_steps = total_steps
     self.batch_size = batch_size
-    self._clock = clock
-    self._last: Optional[tuple[int, float]] = None
+    self._last = (start_step, 0.0)  # (step, training seconds) of the previous line
 
-  def _rate(self, step: int) -> float:
-    now = self._clock()
-    last, self._last = self._last, (step, now)
-    if last is None or now <= last[1] or step <= last[0]:
+  def _rate(self, step: int, train_seconds: float) -> float:
+    last, self._last = self._last, (step, train_seconds)
+    if train_seconds <= last[1] or step <= last[0]:
       return math.nan
-    return (step - last[0]) / (now - last[1])
+    return (step - last[0]) / (train_seconds - last[1])
 
-  def line(self, step: int, scalars: Mapping[str, Any]) -> str:
-    steps_per_s = self._rate(step)
+  def line(self, step: int, scalars: Mapping[str, Any], train_seconds: float) -> str:
+    steps_per_s = self._rate(step, train_seconds)
     parts = [f"step {step}/{self.total_steps} ({100 * step / max(self.total_steps, 1):.1f}%)"]
     losses = {k.partition("/")[2] or k: to_float(v) for k, v in scalars.items()
               if k == "loss" or k.startswith("loss/")}
@@ -184,10 +220,36 @@ class ProgressLogger:
       parts.append(f"ETA {_format_duration((self.total_steps - step) / steps_per_s)}")
     return " | ".join(parts)
 
-  def log(self, step: int, scalars: Mapping[str, Any]) -> str:
-    text = self.line(step, scalars)
+  def log(self, step: int, scalars: Mapping[str, Any], train_seconds: float) -> str:
+    text = self.line(step, scalars, train_seconds)
     logging.info("%s", text)
     return text
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# This package's files and the config files next to it (configs/*.py).
+OWN_SOURCE_DIRS = (_PACKAGE_DIR + os.sep,
+                   os.path.join(os.path.dirname(_PACKAGE_DIR), "configs") + os.sep)
+
+
+class _OwnInfoOnly(std_logging.Filter):
+  """Passes warnings and errors, and INFO/DEBUG records logged from OWN_SOURCE_DIRS."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return (record.levelno >= std_logging.WARNING
+            or os.path.abspath(record.pathname).startswith(OWN_SOURCE_DIRS))
+
+
+def quiet_library_logs(verbose_libraries: bool = False) -> None:
+  """Keeps other libraries' INFO and DEBUG records (orbax: dozens of lines per checkpoint; jax,
+  absl) off the console; our own lines, and everyone's warnings, stay. Installed on the root
+  logger's handlers (absl's included: call it after absl.app has started); a no-op when
+  `verbose_libraries`."""
+  if verbose_libraries:
+    return
+  for handler in std_logging.getLogger().handlers:
+    if not any(isinstance(f, _OwnInfoOnly) for f in handler.filters):
+      handler.addFilter(_OwnInfoOnly())
 
 
 def scalars_to_dict(scalars: Mapping[str, Any]) -> Dict[str, float]:

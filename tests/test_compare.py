@@ -8,13 +8,16 @@ import pytest
 from hyperx_jax import compare, experiment
 
 
-def _run(tmp_path, method, seed, pos, pairs_tr):
+def _run(tmp_path, method, seed, pos, pairs_tr, provenance=None):
   d = tmp_path / f"{method}_{seed}"
-  d.mkdir()
+  d.mkdir(parents=True)
   (d / "config.json").write_text(json.dumps({"method": method, "seed": seed}))
-  (d / "results.json").write_text(json.dumps({
-      "pos:tr": {"accuracy": pos, "f1": pos - 0.1, "zero_shot": False},
-      "pairs:tr": {"accuracy": pairs_tr, "zero_shot": True}}))
+  results = {"pos:tr": {"accuracy": pos, "f1": pos - 0.1, "zero_shot": False},
+             "pairs:tr": {"accuracy": pairs_tr, "zero_shot": True}}
+  if provenance:  # a file with provenance and example counts (report.write_results)
+    results = {**{k: {**v, "examples": 100} for k, v in results.items()},
+               "provenance": provenance}
+  (d / "results.json").write_text(json.dumps(results))
   return str(d)
 
 
@@ -38,6 +41,18 @@ def test_mean_and_sample_std_over_seeds(tmp_path):
   compare.write(runs, str(out))
   assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
   assert "hyperx,pairs:tr,True,65.0000,7.0711,2,1 2" in (out / "compare.csv").read_text()
+
+
+def test_files_with_and_without_provenance_compare_alike(tmp_path):
+  about = {"step": 600, "method": "hyperx", "seed": 2, "config_sha256": "0" * 64,
+           "code": {"version": "0.1.0"}}
+  old = [compare.load_run(_run(tmp_path / "old", "hyperx", s, p, z))
+         for s, p, z in ((1, 0.8, 0.6), (2, 0.9, 0.7))]
+  new = [compare.load_run(_run(tmp_path / "new", "hyperx", 1, 0.8, 0.6)),
+         compare.load_run(_run(tmp_path / "new", "hyperx", 2, 0.9, 0.7, provenance=about))]
+  assert [r.provenance for r in new] == [None, about]
+  assert compare.aggregate(new) == compare.aggregate(old)
+  assert compare.to_markdown(new) == compare.to_markdown(old)
 
 
 def test_an_unfinished_run_is_named(tmp_path):

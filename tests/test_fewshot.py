@@ -95,5 +95,5 @@ def test_fewshot_new_language_continues_from_the_first_run(workspace, tmp_path):
   assert not np.array_equal(flat_params(trainer2.state.trainable)[LANG_TABLE][2], table2[2])
   with open(os.path.join(tmp_path / 'second', 'results.json')) as f:
     saved = json.load(f)
-  assert set(saved) == {'tag:cc'} and not saved['tag:cc']['zero_shot']
+  assert set(saved) == {'tag:cc', 'provenance'} and not saved['tag:cc']['zero_shot']
   assert saved['tag:cc']['accuracy'] == results['tag:cc']['accuracy']

@@ -64,11 +64,47 @@ def test_format_table_is_aligned():
 
 
 def test_png_is_a_valid_image(tmp_path):
-  report.write_results(tmp_path, RESULTS)
+  report.write_results(tmp_path, RESULTS, chance_accuracy={"xnli": 1 / 3})
   data = (tmp_path / "results.png").read_bytes()
   assert data[:8] == b"\x89PNG\r\n\x1a\n"
   image = matplotlib.image.imread(tmp_path / "results.png")
   assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 200
+
+
+def test_chart_values_averages_chance_and_shared_axes():
+  results = {**RESULTS, "pos:tr": {"accuracy": 0.9, "zero_shot": False},
+             "pos:ar": {"accuracy": 0.4, "zero_shot": True}}
+  fig = report.figure(results, chance_accuracy={"xnli": 1 / 3, "ner": 0.5})
+  xnli, ner, pos = fig.axes
+  bars = {ax.get_title(): {t.get_text(): p.get_height() for t, p in
+                           zip(ax.get_xticklabels(), ax.patches)} for ax in fig.axes}
+  # xnli: en seen, ar / tr zero-shot; one seen language has no average bar of its own.
+  assert bars["xnli"] == pytest.approx({"en": 80, "ar": 60, "tr": 70, "avg 0-shot": 65})
+  assert bars["ner"] == pytest.approx({"en": 200 / 3, "tr": 100 / 3})  # its main metric: f1
+  labels = [t.get_text() for t in xnli.texts]
+  assert labels == ["80.0", "60.0", "70.0", "65.0"]  # the value on each bar
+  assert [line.get_ydata()[0] for line in xnli.lines] == pytest.approx([100 / 3])
+  assert not ner.lines  # f1 has no chance level here; the 0.5 given is for accuracy
+  assert not pos.lines  # no chance level given for pos
+  # One y-axis per metric: the two accuracy panels share theirs; f1 has its own.
+  assert xnli.get_shared_y_axes().joined(xnli, pos)
+  assert not xnli.get_shared_y_axes().joined(xnli, ner)
+  assert xnli.get_ylim() == pos.get_ylim() == (0, 108)
+
+
+def test_provenance_is_saved_and_both_file_kinds_read_back(tmp_path):
+  about = {"step": 20, "method": "hyperx", "seed": 1, "config_sha256": "ab" * 32,
+           "code": {"version": "0.1.0"}}
+  counted = {k: {**v, "examples": 10} for k, v in RESULTS.items()}
+  report.write_results(tmp_path, counted, provenance=about)
+  saved = json.loads((tmp_path / "results.json").read_text())
+  assert saved["xnli:en"] == {"accuracy": 0.80, "zero_shot": False, "examples": 10}
+  assert report.from_file(saved) == (counted, about)
+  assert report.from_file(RESULTS) == (RESULTS, None)  # a file from before provenance
+  assert "step 20, method hyperx, seed 1" in (tmp_path / "results.md").read_text()
+  assert report.metric_names(counted) == ["accuracy", "precision", "recall", "f1"]
+  with pytest.raises(ValueError, match="must be an object"):
+    report.from_file({**RESULTS, "provenance": 3})
 
 
 def test_failure_mid_write_keeps_previous_results(tmp_path, monkeypatch):
@@ -90,6 +126,8 @@ def test_failure_mid_write_keeps_previous_results(tmp_path, monkeypatch):
     ({"xnli-en": {"accuracy": 1.0}}, "task:lang"),
     ({"xnli:en": {"accuracy": "high"}}, r"results\['xnli:en'\]\['accuracy'\]"),
     ({"xnli:en": {"accuracy": 1.0, "zero_shot": "no"}}, "must be a bool"),
+    ({"xnli:en": {"accuracy": 1.0, "examples": 2.5}}, "must be a count"),
+    ({"xnli:en": {"accuracy": 1.0}, "provenance": {}}, "task:lang"),  # not a pair's entry
 ])
 def test_bad_results_are_rejected_before_writing(tmp_path, bad, match):
   with pytest.raises(ValueError, match=match):
