@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Optional, Sequence
 
 import jax
 import numpy as np
@@ -30,7 +30,8 @@ from hyperx_jax import aot, distributed, faults, metrics, report, run, sharding,
 from hyperx_jax import tokenizer as tokenizers
 from hyperx_jax.data import pipeline
 from hyperx_jax.models import losses
-from hyperx_jax.schema import MLM, Pair, TaskSpec, max_mlm_predictions, pair_key
+from hyperx_jax.schema import (DEV, EVAL_ROLES, MLM, TEST, Pair, TaskSpec, max_mlm_predictions,
+                               pair_key)
 
 
 def parse_pairs(text: Optional[str], spec: specs.RunSpec) -> Optional[list[Pair]]:
@@ -114,6 +115,46 @@ def evaluate_all(eval_step, trainable: Any, frozen: Any,
   return results
 
 
+def datasets_by_role(spec: specs.RunSpec, tokenizer,
+                     examples: Optional[Sequence[Sequence[Any]]] = None
+                     ) -> dict[str, pipeline.EvalDatasets]:
+  """{'dev': ..., 'test': ...}: each role's eval datasets (`examples`: one list per eval
+  stream, when already read)."""
+  return {role: pipeline.build_eval_datasets(spec.eval_streams, spec.train_streams, spec.data,
+                                             spec.seed, tokenizer, examples, role)
+          for role in EVAL_ROLES}
+
+
+class Evaluation(NamedTuple):
+  """One checkpoint on every eval pair. `table` is what the run reports: its test pairs, or its
+  dev pairs when it has no test streams; `dev` the dev pairs' results."""
+
+  table: dict[str, dict[str, Any]]
+  dev: dict[str, dict[str, Any]]
+
+
+def evaluate_roles(eval_step, trainable: Any, frozen: Any,
+                   datasets: Mapping[str, pipeline.EvalDatasets], spec: specs.RunSpec,
+                   mesh: Mesh, pairs: Optional[Sequence[Pair]] = None) -> Evaluation:
+  """Dev and test pairs of one checkpoint (test pairs are only ever evaluated here, once)."""
+  dev = evaluate_all(eval_step, trainable, frozen, datasets[DEV], spec, mesh, pairs)
+  if not spec.test_streams:
+    return Evaluation(dev, dev)
+  test = evaluate_all(eval_step, trainable, frozen, datasets[TEST], spec, mesh, pairs)
+  return Evaluation(test, dev)
+
+
+def selection(step: int, evaluation: Evaluation, by: Optional[str] = None) -> dict[str, Any]:
+  """What chose the evaluated checkpoint, for the results' provenance: its step, `by` (the dev
+  metric that selected it, `checkpoint.best_metric`; None for the final step or a step asked
+  for) and that metric's value, and the dev results when they are not the table itself."""
+  record = {'step': int(step), 'by': by,
+            'value': flat_scalars(evaluation.dev).get(by) if by else None}
+  if evaluation.dev is not evaluation.table:
+    record['dev'] = evaluation.dev
+  return record
+
+
 def flat_scalars(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
   """{'ner:tr': {'f1': x}} -> {'ner:tr/f1': x} (the names `checkpoint.best_metric` uses)."""
   return {f'{key}/{name}': float(v) for key, r in results.items() for name, v in r.items()
@@ -122,7 +163,7 @@ def flat_scalars(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
 
 def evaluate_checkpoint(workdir: str, *, pairs_text: Optional[str] = None,
                         step: Optional[int] = None, allow_fallback: bool = False
-                        ) -> tuple[run.TrainedRun, dict[str, dict[str, Any]]]:
+                        ) -> tuple[run.TrainedRun, Evaluation]:
   """A run's latest (or given) checkpoint on its eval pairs (all, or 'ner:tr,pos:ar'), and the
   run restored at that step; an unreadable step is an error unless `allow_fallback`
   (`run.restore`)."""
@@ -130,13 +171,12 @@ def evaluate_checkpoint(workdir: str, *, pairs_text: Optional[str] = None,
   spec, parts = trained.spec, trained.parts
   pairs = parse_pairs(pairs_text, spec)
   tokenizer = tokenizers.load_tokenizer(spec.tokenizer)
-  datasets = pipeline.build_eval_datasets(spec.eval_streams, spec.train_streams, spec.data,
-                                          spec.seed, tokenizer)
+  datasets = datasets_by_role(spec, tokenizer)
   logging.info('evaluating %s at step %d', workdir, trained.step)
   eval_step = make_eval_step(parts.graphdef, trained.mesh, run.shardings_of(parts.trainable),
                              run.shardings_of(parts.frozen))
-  return trained, evaluate_all(eval_step, parts.trainable, parts.frozen, datasets, spec,
-                               trained.mesh, pairs)
+  return trained, evaluate_roles(eval_step, parts.trainable, parts.frozen, datasets, spec,
+                                 trained.mesh, pairs)
 
 
 def output_dir(workdir: str, step: int, pairs_text: Optional[str] = None) -> str:
@@ -164,12 +204,13 @@ def main(argv: Sequence[str]) -> None:
                          "to replace the run's results.*")
   writers.quiet_library_logs(FLAGS.verbose_libraries)
   distributed.initialize()  # every host of a pod evaluates its slice; a no-op on one machine
-  trained, results = evaluate_checkpoint(FLAGS.workdir, pairs_text=FLAGS.pairs, step=FLAGS.step,
-                                         allow_fallback=FLAGS.allow_fallback)
+  trained, evaluation = evaluate_checkpoint(FLAGS.workdir, pairs_text=FLAGS.pairs,
+                                            step=FLAGS.step, allow_fallback=FLAGS.allow_fallback)
   out = FLAGS.out or output_dir(FLAGS.workdir, trained.step, FLAGS.pairs)
   if FLAGS.replace_run_results:
     out = FLAGS.workdir
-  run.write_results(trained.config, trained.spec, out, results, trained.step)
+  run.write_results(trained.config, trained.spec, out, evaluation.table, trained.step,
+                    selection(trained.step, evaluation))
 
 
 if __name__ == '__main__':

@@ -59,7 +59,10 @@ def code_version() -> dict[str, Any]:
   return code
 
 
-def provenance(*, step: int, method: str, seed: int, config_json: str) -> dict[str, Any]:
-  """The provenance block of a results file (see the module docstring)."""
-  return {'step': int(step), 'method': method, 'seed': int(seed),
-          'config_sha256': config_sha256(config_json), 'code': dict(code_version())}
+def provenance(*, step: int, method: str, seed: int, config_json: str,
+               selection: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+  """The provenance block of a results file (see the module docstring); `selection` says what
+  chose the checkpoint (`evaluate.selection`)."""
+  out = {'step': int(step), 'method': method, 'seed': int(seed),
+         'config_sha256': config_sha256(config_json), 'code': dict(code_version())}
+  return out if selection is None else {**out, 'selection': dict(selection)}

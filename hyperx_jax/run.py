@@ -174,13 +174,14 @@ def chance_accuracy(spec: specs.RunSpec) -> dict[str, float]:
 
 
 def write_results(config: ml_collections.ConfigDict, spec: specs.RunSpec, out_dir: str,
-                  results: Mapping[str, Mapping[str, Any]], step: int) -> None:
+                  results: Mapping[str, Mapping[str, Any]], step: int,
+                  selection: Optional[Mapping[str, Any]] = None) -> None:
   """results.{json,md,csv,png} with their provenance (process 0) and the table on the
-  console."""
+  console; `selection` (evaluate.selection) records what chose the checkpoint."""
   if jax.process_index() != 0:
     return
   about = provenance.provenance(step=step, method=spec.method, seed=spec.seed,
-                                config_json=config.to_json_best_effort())
+                                config_json=config.to_json_best_effort(), selection=selection)
   paths = report.write_results(out_dir, results, method=METHOD_NAMES[spec.method],
                                provenance=about, chance_accuracy=chance_accuracy(spec))
   print(report.format_table(results), flush=True)

@@ -41,7 +41,7 @@ from hyperx_jax import diagnostics as diag
 from hyperx_jax import tokenizer as tokenizers
 from hyperx_jax.data import pipeline
 from hyperx_jax.models import losses
-from hyperx_jax.schema import MLM
+from hyperx_jax.schema import DEV, MLM
 
 Batch = Mapping[str, Any]
 
@@ -219,9 +219,7 @@ class Trainer:
     self.train_iter = pipeline.build_train_pipeline(spec.train_streams, spec.data, spec.seed,
                                                     self.tokenizer, jax.process_index(),
                                                     jax.process_count(), examples=train_raw)
-    self.eval_data = pipeline.build_eval_datasets(spec.eval_streams, spec.train_streams,
-                                                  spec.data, spec.seed, self.tokenizer,
-                                                  examples=eval_raw)
+    self.eval_data = evaluate.datasets_by_role(spec, self.tokenizer, eval_raw)
     # The run directory changes from here on.
     c = spec.checkpoint
     self.ckpt = checkpoint.Checkpointer(workdir, keep=c.keep, async_save=c.async_save,
@@ -244,9 +242,30 @@ class Trainer:
 
   # -- evaluation
 
-  def evaluate(self, pairs=None) -> dict[str, dict[str, Any]]:
+  def evaluate_dev(self) -> dict[str, dict[str, Any]]:
+    """The dev pairs on the current state (periodic evaluation; selects the checkpoint)."""
     return evaluate.evaluate_all(self.eval_step, self.state.trainable, self.parts.frozen,
-                                 self.eval_data, self.spec, self.mesh, pairs)
+                                 self.eval_data[DEV], self.spec, self.mesh)
+
+  def selected_step(self) -> tuple[int, Optional[str]]:
+    """The checkpoint the run reports: the best by `checkpoint.best_metric` (a dev metric)
+    among those saved with it, else the final step; and the metric that chose it."""
+    best = self.ckpt.best_step()
+    if best is None:
+      return self.state.step, None
+    return best, self.spec.checkpoint.best_metric
+
+  def final_evaluation(self) -> tuple[evaluate.Evaluation, dict[str, Any]]:
+    """Dev and test pairs on the selected checkpoint (test pairs are evaluated only here)."""
+    step, by = self.selected_step()
+    trainable = self.state.trainable
+    if step != self.state.step:
+      trainable = self.ckpt.restore(step, abstract_trainable=trainable)['trainable']
+    logging.info('final evaluation at step %d (%s)', step,
+                 f'best {by} on dev' if by else 'the last step')
+    evaluation = evaluate.evaluate_roles(self.eval_step, trainable, self.parts.frozen,
+                                         self.eval_data, self.spec, self.mesh)
+    return evaluation, evaluate.selection(step, evaluation, by)
 
   # -- checkpoints
 
@@ -318,9 +337,13 @@ class Trainer:
       if step % c.log_every_steps == 0 or step == c.total_steps:
         self._log(stats, progress, clock)
       eval_scalars = None
-      if step % c.eval_every_steps == 0 and step < c.total_steps:
+      # The last step is evaluated here too when it competes for selection; the final
+      # evaluation below always covers it.
+      last_competes = c.checkpoint.best_metric is not None and step == c.total_steps
+      if (self.eval_data[DEV] and step % c.eval_every_steps == 0
+          and (step < c.total_steps or last_competes)):
         with self._paused(clock):
-          eval_scalars = evaluate.flat_scalars(self.evaluate())
+          eval_scalars = evaluate.flat_scalars(self.evaluate_dev())
           self.writer.write_scalars(step, tb_names('eval', eval_scalars))
           self.writer.flush()
       if step % c.checkpoint.every_steps == 0 or step == c.total_steps:
@@ -336,11 +359,12 @@ class Trainer:
       if not self.train():
         return None
       self.ckpt.wait()  # results.* come from a committed checkpoint: a rerun reproduces them
-      results = self.evaluate()
+      evaluation, chosen = self.final_evaluation()
       self.writer.write_scalars(self.state.step,
-                                tb_names('final', evaluate.flat_scalars(results)))
-      run.write_results(self.config, self.spec, self.workdir, results, self.state.step)
-      return results
+                                tb_names('final', evaluate.flat_scalars(evaluation.table)))
+      run.write_results(self.config, self.spec, self.workdir, evaluation.table, chosen['step'],
+                        chosen)
+      return evaluation.table
     finally:
       self.ckpt.wait()
       self.ckpt.close()

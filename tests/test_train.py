@@ -112,7 +112,7 @@ def test_one_step_end_to_end_writes_results(workspace, tmp_path):
   # `python -m hyperx_jax.evaluate` path: the saved checkpoint gives the same numbers.
   from hyperx_jax import evaluate
   _, again = evaluate.evaluate_checkpoint(workdir, pairs_text='tag:bb')
-  assert again == {'tag:bb': results['tag:bb']}
+  assert again.table == {'tag:bb': results['tag:bb']}
 
 
 def test_loss_falls_over_20_steps_and_each_task_compiles_once(workspace, tmp_path):

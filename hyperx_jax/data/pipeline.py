@@ -347,14 +347,19 @@ class EvalDatasets(dict):
 
 def build_eval_datasets(eval_specs: Sequence[StreamSpec], train_specs: Sequence[StreamSpec],
                         data: DataSpec, seed: int, tokenizer,
-                        examples: Sequence[Sequence[Any]] | None = None) -> EvalDatasets:
-  """One EvalDataset per eval spec; pairs absent from the train specs are marked zero_shot.
-  Iterating a dataset gives this process's batches of `data.eval_batch_size`;
-  `batches(...)` takes any size and host slice. `examples` as in build_train_pipeline."""
+                        examples: Sequence[Sequence[Any]] | None = None,
+                        role: str | None = None) -> EvalDatasets:
+  """One EvalDataset per eval spec (of `role`, if given: a pair may have a dev and a test
+  stream); pairs absent from the train specs are marked zero_shot. Iterating a dataset gives
+  this process's batches of `data.eval_batch_size`; `batches(...)` takes any size and host
+  slice. `examples` as in build_train_pipeline (one list per spec of `eval_specs`)."""
   trained = {s.pair for s in train_specs}
-  examples = read_streams(eval_specs) if examples is None else examples
+  chosen = [i for i, s in enumerate(eval_specs) if role is None or s.role == role]
+  if examples is None:
+    examples = dict(zip(chosen, read_streams([eval_specs[i] for i in chosen])))
   datasets = EvalDatasets()
-  for i, (spec, raw) in enumerate(zip(eval_specs, examples)):
+  for i in chosen:  # i, the stream's index among all eval streams, seeds its MLM masks
+    spec, raw = eval_specs[i], examples[i]
     datasets[spec.pair] = EvalDataset(
         spec, raw, tokenizer, data.max_length, seed, i,
         zero_shot=spec.pair not in trained, batch_size=data.eval_batch_size)
