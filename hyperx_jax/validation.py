@@ -15,11 +15,13 @@ import os
 import re
 from typing import Any, Iterable
 
+from hyperx_jax import typology
 from hyperx_jax.data.sources import SOURCE_TYPES
 from hyperx_jax.models.xlmr import EncoderConfig
-from hyperx_jax.schema import (DATA_AXES, DTYPES, IOB2_MODES, METHODS, METRICS,
-                               NEW_LANGUAGE_INITS, PAIR, PLACEMENTS, POOLINGS, REMAT_POLICIES,
-                               TASK_KINDS, TOKEN)
+from hyperx_jax.schema import (DATA_AXES, DTYPES, IOB2_MODES, LANGUAGE_SOURCES, METHODS,
+                               METRICS, NEW_LANGUAGE_INITS, PAIR, PLACEMENTS, POOLINGS,
+                               REMAT_POLICIES, TASK_KINDS, TOKEN, TYPOLOGY_FEATURE_SETS,
+                               UNTRAINED_LANGUAGE_VECTORS)
 from hyperx_jax.sharding import resolve_mesh_shape
 
 # Source keys that name local files or directories (checked for existence).
@@ -119,6 +121,45 @@ def _check_tasks(config: Any, errors: list[str]) -> None:
   if config.new_language_init not in NEW_LANGUAGE_INITS:
     errors.append(f'config.new_language_init: {config.new_language_init!r} is not one of '
                   f'{list(NEW_LANGUAGE_INITS)}')
+
+
+def _check_language_source(config: Any, errors: list[str]) -> None:
+  """hyperx.language_source and what it needs: every language known to URIEL (typology,
+  both); the few-shot and untrained-language options that go with the source."""
+  h = config.get('hyperx') or {}
+  source = h.get('language_source', 'learned')
+  if source not in LANGUAGE_SOURCES:
+    errors.append(f'config.hyperx.language_source: {source!r} is not one of '
+                  f'{list(LANGUAGE_SOURCES)}')
+    return
+  sets = list(h.get('typology_features', TYPOLOGY_FEATURE_SETS))
+  unknown = [s for s in sets if s not in TYPOLOGY_FEATURE_SETS]
+  if unknown or not sets:
+    errors.append(f'config.hyperx.typology_features: {sets!r}; expected a non-empty list of '
+                  f'{list(TYPOLOGY_FEATURE_SETS)}')
+  untrained = h.get('untrained_language', 'row')
+  if untrained not in UNTRAINED_LANGUAGE_VECTORS:
+    errors.append(f'config.hyperx.untrained_language: {untrained!r} is not one of '
+                  f'{list(UNTRAINED_LANGUAGE_VECTORS)}')
+  elif untrained == 'mean' and source != 'learned':
+    errors.append(f"config.hyperx.untrained_language: 'mean' reads learned rows; with "
+                  f'language_source {source!r} an untrained language reads its typology vector '
+                  "(set 'row')")
+  typology_source = source in ('typology', 'both')
+  if config.new_language_init == 'typology' and not typology_source:
+    errors.append("config.new_language_init: 'typology' needs config.hyperx.language_source "
+                  f"'typology' or 'both', not {source!r}")
+  if source == 'typology' and config.new_languages and config.new_language_init != 'typology':
+    errors.append(f'config.new_language_init: {config.new_language_init!r} sets learned rows; '
+                  "with language_source 'typology' there are none (a new language's vector is "
+                  "its typology vector): set 'typology'")
+  if typology_source and config.method == 'hyperx':
+    for i, lang in enumerate(config.languages):
+      try:
+        typology.resolve(lang)
+      except typology.UnknownLanguageError as e:
+        errors.append(f'config.languages[{i}]: {e} (hyperx.language_source {source!r} reads '
+                      'its URIEL features)')
 
 
 def _source_paths(source: Any) -> Iterable[tuple[str, str]]:
@@ -260,6 +301,7 @@ def check_config(config: Any, device_count: int) -> None:
   _check_model(config, errors)
   _check_max_length(config, errors)
   _check_tasks(config, errors)
+  _check_language_source(config, errors)
   _check_streams(config, 'train_streams', errors)
   _check_streams(config, 'eval_streams', errors)
   _check_mesh_and_batch(config, device_count, errors)
