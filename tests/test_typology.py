@@ -103,6 +103,23 @@ def test_config_check_of_the_options_that_go_with_the_source(workspace):  # noqa
   validation.check_config(config, 8)
 
 
+def test_demo_held_out_languages_have_no_training_data():
+  from configs import demo
+  from hyperx_jax import specs
+  for source in ('learned', 'typology', 'both'):
+    spec = specs.parse(demo.get_config(f'held_out=ja+ru+zh_CN,language_source={source}'), 1)
+    trained = {s.lang for s in spec.train_streams}
+    assert {'ja', 'ru', 'zh_CN'} <= set(spec.languages) - trained
+    assert {('pairs', lang) for lang in ('ja', 'ru', 'zh_CN')} <= spec.zero_shot_pairs()
+    hc = spec.model.hypernet
+    assert hc.language_source == source
+    # The learned source reads the mean of the trained rows for them ('mean init').
+    expected = tuple(spec.languages.index(l) for l in ('ja', 'ru', 'zh_CN'))
+    assert hc.mean_languages == (expected if source == 'learned' else ())
+  with pytest.raises(ValueError, match=r"held_out='de': \['de'\] are not held-out pair"):
+    demo.get_config('held_out=de')
+
+
 def _nets(z):
   """One hypernetwork per source; the typology ones take the learned one's shared parameters
   (the sources draw different numbers of random keys)."""
