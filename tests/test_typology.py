@@ -211,6 +211,8 @@ def test_typology_run_trains_the_projection_resumes_and_exports(workspace, tmp_p
   assert np.abs(after_one).max() > 1e-4
   results = trainer.run()
   assert trainer.state.step == 2 and results['pair:ja']['zero_shot']
+  from hyperx_jax import diagnostics
+  assert diagnostics.group_of('adapters/typology_projection') == 'typology_projection'
 
   model = trainer.parts.merge(trainer.state.trainable)
   projection = np.asarray(model.adapters.typology_projection[...])
