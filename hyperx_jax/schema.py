@@ -41,6 +41,7 @@ PLACEMENTS = ('ffn_output', 'layer_output')
 # Where Hyper-X's language vector comes from (docs/method.md, section 2): a learned row per
 # language, a learned projection of the language's URIEL typology vector, or their sum.
 LANGUAGE_SOURCES = ('learned', 'typology', 'both')
+TYPOLOGY_SOURCES = ('typology', 'both')  # the sources that read URIEL features
 # A new language's row in few-shot (`init_from`): the mean of the other rows, its fresh N(0, 1)
 # row, or zero (with a typology projection: the language vector is then its typology vector).
 NEW_LANGUAGE_INITS = ('mean', 'random', 'typology')

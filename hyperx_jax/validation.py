@@ -21,7 +21,7 @@ from hyperx_jax.models.xlmr import EncoderConfig
 from hyperx_jax.schema import (DATA_AXES, DTYPES, IOB2_MODES, LANGUAGE_SOURCES, METHODS,
                                METRICS, NEW_LANGUAGE_INITS, PAIR, PLACEMENTS, POOLINGS,
                                REMAT_POLICIES, TASK_KINDS, TOKEN, TYPOLOGY_FEATURE_SETS,
-                               UNTRAINED_LANGUAGE_VECTORS)
+                               TYPOLOGY_SOURCES, UNTRAINED_LANGUAGE_VECTORS)
 from hyperx_jax.sharding import resolve_mesh_shape
 
 # Source keys that name local files or directories (checked for existence).
@@ -124,8 +124,8 @@ def _check_tasks(config: Any, errors: list[str]) -> None:
 
 
 def _check_language_source(config: Any, errors: list[str]) -> None:
-  """hyperx.language_source and what it needs: every language known to URIEL (typology,
-  both); the few-shot and untrained-language options that go with the source."""
+  """hyperx.language_source, its feature sets, and the few-shot and untrained-language options
+  that go with it; with a typology source, every language's code (`_check_uriel_codes`)."""
   h = config.get('hyperx') or {}
   source = h.get('language_source', 'learned')
   if source not in LANGUAGE_SOURCES:
@@ -145,21 +145,25 @@ def _check_language_source(config: Any, errors: list[str]) -> None:
     errors.append(f"config.hyperx.untrained_language: 'mean' reads learned rows; with "
                   f'language_source {source!r} an untrained language reads its typology vector '
                   "(set 'row')")
-  typology_source = source in ('typology', 'both')
-  if config.new_language_init == 'typology' and not typology_source:
+  if config.new_language_init == 'typology' and source not in TYPOLOGY_SOURCES:
     errors.append("config.new_language_init: 'typology' needs config.hyperx.language_source "
                   f"'typology' or 'both', not {source!r}")
   if source == 'typology' and config.new_languages and config.new_language_init != 'typology':
     errors.append(f'config.new_language_init: {config.new_language_init!r} sets learned rows; '
                   "with language_source 'typology' there are none (a new language's vector is "
                   "its typology vector): set 'typology'")
-  if typology_source and config.method == 'hyperx':
-    for i, lang in enumerate(config.languages):
-      try:
-        typology.resolve(lang)
-      except typology.UnknownLanguageError as e:
-        errors.append(f'config.languages[{i}]: {e} (hyperx.language_source {source!r} reads '
-                      'its URIEL features)')
+  if source in TYPOLOGY_SOURCES and config.method == 'hyperx':
+    _check_uriel_codes(config.languages, source, errors)
+
+
+def _check_uriel_codes(languages: Any, source: str, errors: list[str]) -> None:
+  """Every language a code URIEL knows; an unknown one is named with its close matches."""
+  for i, lang in enumerate(languages):
+    try:
+      typology.resolve(lang)
+    except typology.UnknownLanguageError as e:
+      errors.append(f'config.languages[{i}]: {e} (hyperx.language_source {source!r} reads its '
+                    'URIEL features)')
 
 
 def _source_paths(source: Any) -> Iterable[tuple[str, str]]:

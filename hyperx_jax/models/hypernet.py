@@ -40,7 +40,7 @@ from flax import nnx
 
 from hyperx_jax.models.adapters import AdapterWeights, adapter_shapes
 from hyperx_jax.models.layers import param
-from hyperx_jax.schema import LANGUAGE_SOURCES, TYPOLOGY_FEATURE_SETS
+from hyperx_jax.schema import LANGUAGE_SOURCES, TYPOLOGY_FEATURE_SETS, TYPOLOGY_SOURCES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +73,7 @@ class HyperNetConfig:
 
   @property
   def typology(self) -> bool:
-    return self.language_source in ("typology", "both")
+    return self.language_source in TYPOLOGY_SOURCES
 
   @property
   def source_dim(self) -> int:
