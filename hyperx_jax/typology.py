@@ -11,7 +11,8 @@ where missing values were filled in from the language's nearest neighbours (lang
 The files are read directly with numpy: lang2vec's own loader imports `pkg_resources`, which
 current setuptools no longer ships. URIEL / lang2vec data: CC BY-SA 4.0 (Littell et al., 2017).
 
-A code is an ISO 639-3 code, or an ISO 639-1 code (mapped by lang2vec's `letter_codes.json`),
+A code is an ISO 639-3 code, or an ISO 639-1 code (mapped by lang2vec's `letter_codes.json`,
+which also maps two ISO 639-2/B codes: `alb` -> `sqi`, `gre` -> `ell`),
 optionally with a region or script suffix as gettext and BCP 47 write them (`zh_CN`, `pt-BR`,
 `sr@latin`): the part before the first `_`, `-`, `@` or `.` names the language.
 """
@@ -118,7 +119,3 @@ def feature_matrix(codes: Sequence[str], feature_sets: Sequence[str] = ALL_SETS
   """
   mean, std, scale = _standardisation(tuple(feature_sets))
   return ((raw_features(codes, feature_sets) - mean) / std / scale).astype(np.float32)
-
-
-def num_features(feature_sets: Sequence[str] = ALL_SETS) -> int:
-  return len(feature_columns(feature_sets))
