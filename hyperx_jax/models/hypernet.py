@@ -22,7 +22,7 @@ The language vector lang_l (`language_source`, docs/method.md section 2):
 
 W starts at 0, so a fresh network generates the adapters `learned` does up to the language
 part of the source (section 4's near-identity argument is unchanged), and an untrained language
-gets z_l · W where W has learned only along the training languages' z: no random component.
+gets z_l · W with a W shaped only by the training languages' gradients: nothing random.
 
 New languages: the trainer re-initialises a row of `lang_embeddings` in place with
 `set_embedding_row("language", index, value)` (ids are positions in `config.languages`).
