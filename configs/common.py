@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 import ml_collections
 
 from hyperx_jax import sharding
-from hyperx_jax.schema import DEV, HUB_DATASETS, TEST
+from hyperx_jax.schema import DEV, HUB_DATASETS, TEST, TYPOLOGY_FEATURE_SETS
 from hyperx_jax.schema import METHODS, NER_LABELS, UPOS_TAGS, XNLI_LABELS  # noqa: F401 (re-exported)
 
 # Hugging Face checkpoints per XLM-R size, and the mesh each one wants on a pod slice
@@ -142,6 +142,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.hyperx.use_projector = True
   c.hyperx.condition_on_layer = True
   c.hyperx.init_std = 0.01
+  # The language vector: 'learned' rows, 'typology' (a learned projection of the language's
+  # URIEL features) or 'both' (docs/method.md, section 2); the URIEL feature sets read.
+  c.hyperx.language_source = 'learned'
+  c.hyperx.typology_features = tuple(TYPOLOGY_FEATURE_SETS)
+  # Learned rows: a language with no training data reads its own (never trained) 'row', or the
+  # 'mean' of the trained languages' rows.
+  c.hyperx.untrained_language = 'row'
 
   c.tasks = ml_collections.ConfigDict()  # insertion order gives the task ids
   c.languages = []

@@ -13,6 +13,15 @@ Backbone: multilingual-e5-small (XLM-R architecture, pretrained, frozen). Traini
 Evaluated on pos:tr and pairs:de (trained), pairs:tr (a task-language pair never trained; Turkish
 seen only through POS), and pairs:ar, pairs:es (languages seen only through masked-LM).
 
+`held_out=ja+ru+zh_CN` adds the pair task in languages held out completely (no pairs, no MLM,
+nothing: ids with no training stream), evaluated zero-shot. `language_source=learned|typology|
+both` picks the hypernetwork's language vector (docs/method.md, section 2); with held-out
+languages the learned source gives them the mean of the trained languages' rows. The comparison
+(seen and held-out languages, mean ± std over seeds):
+
+  python -m hyperx_jax.experiment --config=configs/demo.py:held_out=ja+ru+zh_CN --methods=hyperx \
+      --language_sources=learned,typology,both --seeds=1,2,3 --workdir=runs/typology
+
 `setting=one_language` is the control: the pair task trained in German only (no POS, no French
 pairs), masked LM in Arabic and Spanish as before; the same evaluation. Shared parameters then
 serve one task, so Hyper-X should be on par with the static task adapters there.
@@ -34,6 +43,7 @@ TRAIN_PAIR_LANGUAGES = ('de', 'fr')
 SETTINGS = ('mixed', 'one_language')
 MLM_LANGUAGES = ('ar', 'es')
 EVAL_PAIR_LANGUAGES = ('de', 'tr', 'ar', 'es')
+HELD_OUT_CHOICES = ('fr', 'ja', 'ru', 'zh_CN')  # gettext pair data not used above
 
 
 def pos_source(split: str) -> dict:
@@ -51,11 +61,18 @@ def mlm_source(lang: str) -> dict:
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, method='hyperx', recipe='per_task', pooling='mean',
-                         setting='mixed', steps=600, batch=16, max_length=48, eval_examples=256)
+                         setting='mixed', steps=600, batch=16, max_length=48, eval_examples=256,
+                         language_source='learned', held_out='')
   if arg.setting not in SETTINGS:
     raise ValueError(f'configs/demo.py: setting={arg.setting!r}; expected one of {SETTINGS}')
   mixed = arg.setting == 'mixed'
   pair_languages = TRAIN_PAIR_LANGUAGES if mixed else TRAIN_PAIR_LANGUAGES[:1]
+  held_out = [lang for lang in arg.held_out.split('+') if lang]
+  choices = [lang for lang in HELD_OUT_CHOICES if lang not in pair_languages]
+  bad = [lang for lang in held_out if lang not in choices]
+  if bad:
+    raise ValueError(f'configs/demo.py: held_out={arg.held_out!r}: {bad} are not held-out pair '
+                     f'languages; choose from {choices}')
   c = common.get_config()
   common.set_method(c, arg.method)
   common.set_recipe(c, arg.recipe)
@@ -76,8 +93,11 @@ def get_config(arg=None):
   c.eval_streams = (
       [common.stream('pos', 'tr', pos_source('test'), arg.eval_examples, role='test')] * mixed
       + [common.stream('pairs', lang, pairs_source(lang, 'test'), arg.eval_examples, role='test')
-         for lang in EVAL_PAIR_LANGUAGES])
+         for lang in EVAL_PAIR_LANGUAGES + tuple(held_out)])
   c.languages = common.languages_of(c.train_streams + c.eval_streams)
+  c.hyperx.language_source = arg.language_source
+  if held_out and arg.language_source == 'learned':
+    c.hyperx.untrained_language = 'mean'
   # Fixed shares (POS 25 %, pairs 60 %, MLM 15 %): the temperature rate would give the big
   # gettext streams most of a short run, and the pair task is the slowest to learn.
   # The control gives the pair task the same 85 % (and MLM the same 15 %).

@@ -6,6 +6,9 @@ and `mlm_<lang>.txt` (tests/test_train.py writes them).
 
   python -m hyperx_jax.main --config=configs/tiny.py:workspace=/tmp/ws,tasks=tag+pair \
     --workdir=/tmp/run
+
+`languages=de+tr+ja` names the workspace's three languages aa, bb, cc in the config (real ISO
+codes, for `hyperx.language_source='typology'`); the files keep the workspace's names.
 """
 
 import os
@@ -17,6 +20,7 @@ TASKS = {
     'pair': {'kind': 'pair_classification', 'labels': ['same', 'diff'], 'metric': 'accuracy'},
     'mlm': {'kind': 'mlm', 'labels': [], 'metric': 'mlm_accuracy'},
 }
+WORKSPACE_LANGUAGES = ('aa', 'bb', 'cc')
 # (task, lang) pairs trained; the eval pairs add zero-shot ones (tag:bb, pair:cc).
 TRAIN_PAIRS = (('tag', 'aa'), ('pair', 'aa'), ('pair', 'bb'), ('mlm', 'cc'))
 EVAL_PAIRS = (('tag', 'aa'), ('tag', 'bb'), ('pair', 'aa'), ('pair', 'cc'))
@@ -33,11 +37,14 @@ def source(workspace: str, task: str, lang: str, split: str) -> dict:
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, workspace='', tasks='tag+pair+mlm', method='hyperx', steps=20,
-                         batch=8, mesh='-1+1+1')
+                         batch=8, mesh='-1+1+1', languages='aa+bb+cc')
   tasks = [t for t in arg.tasks.split('+') if t]
   unknown = [t for t in tasks if t not in TASKS]
   if unknown:
     raise ValueError(f'tiny config tasks={arg.tasks!r}: unknown {unknown}; known: {list(TASKS)}')
+  names = dict(zip(WORKSPACE_LANGUAGES, arg.languages.split('+')))
+  if len(names) != len(WORKSPACE_LANGUAGES) or len(set(names.values())) != len(names):
+    raise ValueError(f'tiny config languages={arg.languages!r}: expected three distinct names')
   c = common.get_config()
   common.set_method(c, arg.method)
   ws = arg.workspace
@@ -49,11 +56,11 @@ def get_config(arg=None):
   c.hyperx.projected_dim = 16
   for name in tasks:
     c.tasks[name] = TASKS[name]
-  c.train_streams = [common.stream(t, l, source(ws, t, l, 'train'))
+  c.train_streams = [common.stream(t, names[l], source(ws, t, l, 'train'))
                      for t, l in TRAIN_PAIRS if t in tasks]
-  c.eval_streams = [common.stream(t, l, source(ws, t, l, 'test'))
+  c.eval_streams = [common.stream(t, names[l], source(ws, t, l, 'test'))
                     for t, l in EVAL_PAIRS if t in tasks]
-  c.languages = ['aa', 'bb', 'cc']
+  c.languages = list(names.values())
   c.data.max_length = 16
   c.data.batch_size = arg.batch
   c.data.eval_batch_size = arg.batch

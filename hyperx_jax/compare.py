@@ -3,7 +3,8 @@
     python -m hyperx_jax.compare RUN_DIR [RUN_DIR ...] [--out DIR]
 
 Each RUN_DIR is a finished training run (`config.json` + `results.json`); its method and seed
-come from its config. Every (task, language) pair is scored by its task's main metric (F1
+come from its config (a Hyper-X run with a typology language source is its own column,
+`hyperx-typology` / `hyperx-both`). Every (task, language) pair is scored by its task's main metric (F1
 where the task reports it, else accuracy, as XTREME does); the "zero-shot average" row
 averages each run's zero-shot pairs first and then takes mean ± std over that method's runs.
 Writes `compare.md`, `compare.csv` and `compare.png` to --out (default: the current directory)
@@ -31,10 +32,15 @@ ZERO_SHOT_AVERAGE = 'zero-shot average'
 SEEN_AVERAGE = 'seen average'
 
 
+def variant_name(method: str, language_source: str = 'learned') -> str:
+  """'hyperx' + 'typology' -> 'hyperx-typology'; the learned source keeps the method's name."""
+  return method if language_source == 'learned' else f'{method}-{language_source}'
+
+
 @dataclasses.dataclass(frozen=True)
 class RunResult:
   directory: str
-  method: str
+  method: str  # variant_name(method, language source)
   seed: int
   results: Mapping[str, Mapping]  # results.json: {'task:lang': {metric: value, 'zero_shot'}}
   provenance: Optional[Mapping] = None  # results.json's, where it has one (report.from_file)
@@ -60,7 +66,9 @@ def load_run(directory: str) -> RunResult:
     results, provenance = report.from_file(loaded['results.json'])
   except ValueError as e:
     raise ValueError(f'{path / "results.json"}: {e}') from None
-  return RunResult(str(directory), config['method'], int(config['seed']), results, provenance)
+  source = (config.get('hyperx') or {}).get('language_source', 'learned')
+  method = variant_name(config['method'], source if config['method'] == 'hyperx' else 'learned')
+  return RunResult(str(directory), method, int(config['seed']), results, provenance)
 
 
 def main_scores(results: Mapping[str, Mapping]) -> dict[str, tuple[float, bool]]:
@@ -116,8 +124,11 @@ def aggregate(runs: Sequence[RunResult]
   return methods, rows, cells, zero_shot
 
 
-def _name(method: str) -> str:
-  return METHOD_NAMES.get(method, method)
+def _name(variant: str) -> str:
+  """'hyperx' -> 'Hyper-X', 'hyperx-typology' -> 'Hyper-X (typology)'."""
+  method, _, source = variant.partition('-')
+  name = METHOD_NAMES.get(method, method)
+  return f'{name} ({source})' if source else name
 
 
 def to_markdown(runs: Sequence[RunResult]) -> str:

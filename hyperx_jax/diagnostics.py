@@ -1,8 +1,8 @@
 """How a shared hypernetwork learns several tasks: measurements a run can log and a report.
 
 With `config.diagnostics = True` every train step also returns, per parameter group (the
-generators, the projector, the task / language / layer embeddings, static adapters, heads, the
-backbone LayerNorms):
+generators, the projector, the task / language / layer embeddings, the typology projection,
+static adapters, heads, the backbone LayerNorms):
 
   diag/grad_norm/<group>      ‖g‖ of this step's gradient on the group
   diag/grad_sq/<group>        Σ g², what this step adds to Adam's second moment (× (1 − b2))
@@ -42,6 +42,7 @@ GROUPS = (
     ('task_embeddings', r'^adapters/task_embeddings'),
     ('lang_embeddings', r'^adapters/lang_embeddings'),
     ('layer_embeddings', r'^adapters/layer_embeddings'),
+    ('typology_projection', r'^adapters/typology_projection'),
     ('static_adapters', r'^adapters/'),
     ('heads', r'^heads/'),
     ('encoder', r'^encoder/'),

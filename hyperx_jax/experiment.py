@@ -1,11 +1,14 @@
 """Methods × seeds on one config, same data and budget, in one table.
 
     python -m hyperx_jax.experiment --config=configs/demo.py --methods=hyperx,task_adapters,madx \\
-        --seeds=1,2,3 --workdir=runs/transfer [--set=optim.b2=0.9 ...]
+        --seeds=1,2,3 --workdir=runs/transfer [--language_sources=learned,typology,both] \\
+        [--set=optim.b2=0.9 ...]
 
 Each (method, seed) trains in its own run directory `WORKDIR/<method>/seed<seed>` with
 `python -m hyperx_jax.main --config=CONFIG:method=<method> --config.seed=<seed>` (plus any
-`--set` overrides, applied to every run). Rerunning the same command resumes: finished runs
+`--set` overrides, applied to every run). `--language_sources` runs Hyper-X once per source
+(`hyperx`, `hyperx-typology`, `hyperx-both`: `CONFIG:...,language_source=<source>`; the config
+must accept that argument, as configs/demo.py does). Rerunning the same command resumes: finished runs
 (with results.json) are kept, an interrupted one resumes from its last checkpoint. Then
 `compare` writes `WORKDIR/compare.{md,csv,png}`: mean ± std over seeds per method and pair,
 zero-shot pairs marked. The config file must accept a `method=` argument (every config in
@@ -22,14 +25,25 @@ import time
 from typing import Optional, Sequence
 
 from hyperx_jax import compare
-from hyperx_jax.schema import METHODS
+from hyperx_jax.schema import LANGUAGE_SOURCES, METHODS
+
+
+def with_arg(config_arg: str, name: str, value: str) -> str:
+  """'configs/demo.py:steps=100' + method=madx -> 'configs/demo.py:steps=100,method=madx'."""
+  path, _, arg = config_arg.partition(':')
+  items = [item for item in arg.split(',') if item and not item.startswith(f'{name}=')]
+  return f'{path}:' + ','.join(items + [f'{name}={value}'])
 
 
 def with_method(config_arg: str, method: str) -> str:
-  """'configs/demo.py:steps=100' + 'madx' -> 'configs/demo.py:steps=100,method=madx'."""
-  path, _, arg = config_arg.partition(':')
-  items = [item for item in arg.split(',') if item and not item.startswith('method=')]
-  return f'{path}:' + ','.join(items + [f'method={method}'])
+  return with_arg(config_arg, 'method', method)
+
+
+def with_variant(config_arg: str, variant: str) -> str:
+  """A variant (compare.variant_name: 'madx', 'hyperx-typology') as config args."""
+  method, _, source = variant.partition('-')
+  config_arg = with_method(config_arg, method)
+  return with_arg(config_arg, 'language_source', source) if source else config_arg
 
 
 def run_dir(workdir: str, method: str, seed: int) -> str:
@@ -38,7 +52,8 @@ def run_dir(workdir: str, method: str, seed: int) -> str:
 
 def train_command(config_arg: str, method: str, seed: int, workdir: str,
                   overrides: Sequence[str]) -> list[str]:
-  return ([sys.executable, '-m', 'hyperx_jax.main', f'--config={with_method(config_arg, method)}',
+  """`method`: a variant name (a method, or 'hyperx-<language source>')."""
+  return ([sys.executable, '-m', 'hyperx_jax.main', f'--config={with_variant(config_arg, method)}',
            f'--config.seed={seed}', f'--workdir={run_dir(workdir, method, seed)}']
           + [f'--config.{o}' for o in overrides])
 
@@ -53,6 +68,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   parser.add_argument('--config', required=True, help='configs/<name>.py[:arg]')
   parser.add_argument('--methods', default='hyperx,task_adapters,madx')
   parser.add_argument('--seeds', default='1,2,3')
+  parser.add_argument('--language_sources', default='learned',
+                      help=f'Hyper-X language sources, comma-separated: {list(LANGUAGE_SOURCES)}')
   parser.add_argument('--workdir', required=True)
   parser.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
                       help='config override for every run, e.g. optim.b2=0.9 (repeatable)')
@@ -62,16 +79,23 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   unknown = [m for m in methods if m not in METHODS]
   if unknown:
     parser.error(f'unknown methods {unknown}; known: {list(METHODS)}')
+  sources = [s for s in args.language_sources.split(',') if s]
+  unknown = [s for s in sources if s not in LANGUAGE_SOURCES]
+  if unknown or not sources:
+    parser.error(f'--language_sources={args.language_sources!r}: expected some of '
+                 f'{list(LANGUAGE_SOURCES)}')
+  variants = [compare.variant_name(m, s) for m in methods
+              for s in (sources if m == 'hyperx' else ['learned'])]
   try:
     seeds = _ints(args.seeds)
   except ValueError:
     parser.error(f'--seeds={args.seeds!r}: expected comma-separated integers, e.g. 1,2,3')
-  if not methods or not seeds:
+  if not variants or not seeds:
     parser.error('need at least one method and one seed')
   config_file = args.config.partition(':')[0]
   if not os.path.isfile(config_file):
     parser.error(f'--config: {config_file!r} is not a file (expected configs/<name>.py[:arg])')
-  grid = [(m, s) for s in seeds for m in methods]  # seed-major: early rows compare methods
+  grid = [(v, s) for s in seeds for v in variants]  # seed-major: early rows compare methods
   for i, (method, seed) in enumerate(grid, 1):
     directory = run_dir(args.workdir, method, seed)
     command = train_command(args.config, method, seed, args.workdir, args.set)

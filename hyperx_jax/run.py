@@ -274,7 +274,9 @@ def merge_trainable(fresh: Any, saved: Any) -> tuple[Any, list[str]]:
 
 def init_new_languages(spec: specs.RunSpec, trainable: Any) -> Any:
   """Rows of `spec.new_languages` in the hypernetwork's language table, per
-  `spec.new_language_init`: 'mean' of the other rows, or 'random' (kept as initialised)."""
+  `spec.new_language_init`: 'mean' of the other rows, 'random' (kept as initialised), or
+  'typology' (zero: the language vector E[l] + z_l · W is then the typology projection; with
+  language_source 'typology' there is no table and nothing to set)."""
   if not spec.new_languages or spec.new_language_init == 'random':
     return trainable
   new_ids = [spec.languages.index(lang) for lang in spec.new_languages]
@@ -282,6 +284,8 @@ def init_new_languages(spec: specs.RunSpec, trainable: Any) -> Any:
   def init(path: str, table):
     if not path.endswith('lang_embeddings') or table.ndim != 2:
       return table
+    if spec.new_language_init == 'typology':
+      return table.at[np.asarray(new_ids)].set(0)
     old = np.setdiff1d(np.arange(table.shape[0]), new_ids)
     mean = table[old].mean(0)
     return table.at[np.asarray(new_ids)].set(jnp.broadcast_to(mean, (len(new_ids),) + mean.shape))

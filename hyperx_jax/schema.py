@@ -42,7 +42,19 @@ def max_mlm_predictions(max_length: int, mask_rate: float = MLM_RATE) -> int:
 DTYPES = ('float32', 'bfloat16')
 REMAT_POLICIES = ('none', 'full', 'dots')
 PLACEMENTS = ('ffn_output', 'layer_output')
-NEW_LANGUAGE_INITS = ('mean', 'random')
+# Where Hyper-X's language vector comes from (docs/method.md, section 2): a learned row per
+# language, a learned projection of the language's URIEL typology vector, or their sum.
+LANGUAGE_SOURCES = ('learned', 'typology', 'both')
+TYPOLOGY_SOURCES = ('typology', 'both')  # the sources that read URIEL features
+# A new language's row in few-shot (`init_from`): the mean of the other rows, its fresh N(0, 1)
+# row, or zero (with a typology projection: the language vector is then its typology vector).
+NEW_LANGUAGE_INITS = ('mean', 'random', 'typology')
+# Learned source: the vector of a language with no training data at all is its own, never
+# trained row ('row'), or the mean of the trained languages' rows ('mean').
+UNTRAINED_LANGUAGE_VECTORS = ('row', 'mean')
+# URIEL feature sets read from lang2vec's feature_predictions.npz (kNN-imputed, 0/1 values),
+# each with its feature-name prefix there: syntax 103, phonology 28, phoneme inventory 158.
+TYPOLOGY_FEATURE_SETS = {'syntax_knn': 'S_', 'phonology_knn': 'P_', 'inventory_knn': 'INV_'}
 POOLINGS = ('cls', 'mean')  # pair classification reads `<s>`, or the mean over real tokens
 DATA_AXES = ('data', 'fsdp')  # the batch is split over these mesh axes
 

@@ -125,10 +125,23 @@ def encoder_config(config: Any) -> EncoderConfig:
   return EncoderConfig.preset(m.get('preset', 'base'), **options)
 
 
+def untrained_languages(config: Any) -> list[str]:
+  """Languages of config.languages that no training stream has (any task, MLM included)."""
+  trained = {s['lang'] for s in config.train_streams}
+  return [lang for lang in config.languages if lang not in trained]
+
+
 def hypernet_config(config: Any) -> HyperNetConfig:
   """config.hyperx + config.adapter -> HyperNetConfig."""
   fields = {f.name for f in dataclasses.fields(HyperNetConfig)}
-  kwargs = {k: v for k, v in (config.get('hyperx') or {}).items() if k in fields}
+  hyperx = config.get('hyperx') or {}
+  kwargs = {k: v for k, v in hyperx.items() if k in fields}
+  if 'typology_features' in kwargs:
+    kwargs['typology_features'] = tuple(kwargs['typology_features'])
+  if hyperx.get('untrained_language', 'row') == 'mean':
+    languages = list(config.languages)
+    kwargs['mean_languages'] = tuple(languages.index(lang)
+                                     for lang in untrained_languages(config))
   kwargs.update(bottleneck=config.adapter.bottleneck,
                 conditional_layer_norm=config.adapter.get('layer_norm', True))
   return HyperNetConfig(**kwargs)

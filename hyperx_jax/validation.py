@@ -15,12 +15,14 @@ import os
 import re
 from typing import Any, Iterable
 
+from hyperx_jax import typology
 from hyperx_jax.data.sources import SOURCE_TYPES
 from hyperx_jax.metrics import metric_names
 from hyperx_jax.models.xlmr import EncoderConfig
-from hyperx_jax.schema import (DATA_AXES, DEV, DTYPES, EVAL_ROLES, IOB2_MODES, METHODS, METRICS,
-                               NEW_LANGUAGE_INITS, PAIR, PLACEMENTS, POOLINGS, REMAT_POLICIES,
-                               TASK_KINDS, TEST, TOKEN)
+from hyperx_jax.schema import (DATA_AXES, DEV, DTYPES, EVAL_ROLES, IOB2_MODES, LANGUAGE_SOURCES,
+                               METHODS, METRICS, NEW_LANGUAGE_INITS, PAIR, PLACEMENTS, POOLINGS,
+                               REMAT_POLICIES, TASK_KINDS, TEST, TOKEN, TYPOLOGY_FEATURE_SETS,
+                               TYPOLOGY_SOURCES, UNTRAINED_LANGUAGE_VECTORS)
 from hyperx_jax.sharding import resolve_mesh_shape
 
 # Source keys that name local files or directories (checked for existence).
@@ -120,6 +122,49 @@ def _check_tasks(config: Any, errors: list[str]) -> None:
   if config.new_language_init not in NEW_LANGUAGE_INITS:
     errors.append(f'config.new_language_init: {config.new_language_init!r} is not one of '
                   f'{list(NEW_LANGUAGE_INITS)}')
+
+
+def _check_language_source(config: Any, errors: list[str]) -> None:
+  """hyperx.language_source, its feature sets, and the few-shot and untrained-language options
+  that go with it; with a typology source, every language's code (`_check_uriel_codes`)."""
+  h = config.get('hyperx') or {}
+  source = h.get('language_source', 'learned')
+  if source not in LANGUAGE_SOURCES:
+    errors.append(f'config.hyperx.language_source: {source!r} is not one of '
+                  f'{list(LANGUAGE_SOURCES)}')
+    return
+  sets = list(h.get('typology_features', TYPOLOGY_FEATURE_SETS))
+  unknown = [s for s in sets if s not in TYPOLOGY_FEATURE_SETS]
+  if unknown or not sets:
+    errors.append(f'config.hyperx.typology_features: {sets!r}; expected a non-empty list of '
+                  f'{list(TYPOLOGY_FEATURE_SETS)}')
+  untrained = h.get('untrained_language', 'row')
+  if untrained not in UNTRAINED_LANGUAGE_VECTORS:
+    errors.append(f'config.hyperx.untrained_language: {untrained!r} is not one of '
+                  f'{list(UNTRAINED_LANGUAGE_VECTORS)}')
+  elif untrained == 'mean' and source != 'learned':
+    errors.append(f"config.hyperx.untrained_language: 'mean' reads learned rows; with "
+                  f'language_source {source!r} an untrained language reads its typology vector '
+                  "(set 'row')")
+  if config.new_language_init == 'typology' and source not in TYPOLOGY_SOURCES:
+    errors.append("config.new_language_init: 'typology' needs config.hyperx.language_source "
+                  f"'typology' or 'both', not {source!r}")
+  if source == 'typology' and config.new_languages and config.new_language_init != 'typology':
+    errors.append(f'config.new_language_init: {config.new_language_init!r} sets learned rows; '
+                  "with language_source 'typology' there are none (a new language's vector is "
+                  "its typology vector): set 'typology'")
+  if source in TYPOLOGY_SOURCES and config.method == 'hyperx':
+    _check_uriel_codes(config.languages, source, errors)
+
+
+def _check_uriel_codes(languages: Any, source: str, errors: list[str]) -> None:
+  """Every language a code URIEL knows; an unknown one is named with its close matches."""
+  for i, lang in enumerate(languages):
+    try:
+      typology.resolve(lang)
+    except typology.UnknownLanguageError as e:
+      errors.append(f'config.languages[{i}]: {e} (hyperx.language_source {source!r} reads its '
+                    'URIEL features)')
 
 
 def _source_paths(source: Any) -> Iterable[tuple[str, str]]:
@@ -289,6 +334,7 @@ def check_config(config: Any, device_count: int) -> None:
   _check_model(config, errors)
   _check_max_length(config, errors)
   _check_tasks(config, errors)
+  _check_language_source(config, errors)
   _check_streams(config, 'train_streams', errors)
   _check_streams(config, 'eval_streams', errors)
   _check_mesh_and_batch(config, device_count, errors)

@@ -88,3 +88,30 @@ def test_bad_inputs_name_the_file(tmp_path):
     experiment.main(["--config=configs/nope.py", f"--workdir={tmp_path}"])
   with pytest.raises(SystemExit):
     experiment.main(["--config=configs/demo.py", "--seeds=one", f"--workdir={tmp_path}"])
+
+
+def test_language_sources_are_their_own_columns(tmp_path, capsys):
+  dirs = []
+  for source, value in (("learned", 0.6), ("typology", 0.7), ("both", 0.8)):
+    d = tmp_path / source
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(
+        {"method": "hyperx", "seed": 1, "hyperx": {"language_source": source}}))
+    (d / "results.json").write_text(json.dumps(
+        {"pairs:ja": {"accuracy": value, "zero_shot": True}}))
+    dirs.append(str(d))
+  runs = [compare.load_run(d) for d in dirs]
+  assert [r.method for r in runs] == ["hyperx", "hyperx-typology", "hyperx-both"]
+  table = compare.to_markdown(runs)
+  assert "Hyper-X (typology) (seeds 1)" in table and "| 60.0 | 70.0 | **80.0** |" in table
+  assert experiment.with_variant("configs/demo.py:held_out=ja", "hyperx-both") == (
+      "configs/demo.py:held_out=ja,method=hyperx,language_source=both")
+  experiment.main(["--config=configs/demo.py:held_out=ja", "--methods=hyperx,madx",
+                   "--language_sources=learned,typology", "--seeds=1", f"--workdir={tmp_path}",
+                   "--dry_run"])
+  out = capsys.readouterr().out
+  assert "[2/3] hyperx-typology seed 1" in out and "language_source=typology" in out
+  assert f"--workdir={tmp_path}/hyperx-typology/seed1" in out and "[3/3] madx seed 1" in out
+  with pytest.raises(SystemExit):
+    experiment.main(["--config=configs/demo.py", "--language_sources=uriel",
+                     f"--workdir={tmp_path}"])

@@ -13,6 +13,17 @@ comes from the layer embedding; without it the source is [task ; lang] and every
 own generator (weights with a leading `layers` axis). A single doubly-vmapped call produces the
 weights of all L layers for all G (task, language) groups of a batch: leaves [L, G, ...].
 
+The language vector lang_l (`language_source`, docs/method.md section 2):
+
+    learned    lang_l = E[l]                E  `lang_embeddings`  [Λ, dl], N(0, 1)
+    typology   lang_l = z_l · W             z  `lang_features`    [Λ, F], URIEL (constant)
+                                            W  `typology_projection` [F, dl], 0 at init
+    both       lang_l = E[l] + z_l · W      E  0 at init: a learned residual on the typology
+
+W starts at 0, so a fresh network generates the adapters `learned` does up to the language
+part of the source (section 4's near-identity argument is unchanged), and an untrained language
+gets z_l · W with a W shaped only by the training languages' gradients: nothing random.
+
 New languages: the trainer re-initialises a row of `lang_embeddings` in place with
 `set_embedding_row("language", index, value)` (ids are positions in `config.languages`).
 """
@@ -21,12 +32,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from hyperx_jax.models.adapters import AdapterWeights, adapter_shapes
 from hyperx_jax.models.layers import param
+from hyperx_jax.schema import LANGUAGE_SOURCES, TYPOLOGY_FEATURE_SETS, TYPOLOGY_SOURCES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +56,24 @@ class HyperNetConfig:
   use_projector: bool = True
   conditional_layer_norm: bool = True
   init_std: float = 0.01
+  language_source: str = "learned"  # one of LANGUAGE_SOURCES
+  typology_features: tuple[str, ...] = tuple(TYPOLOGY_FEATURE_SETS)  # URIEL sets of z
+  # Learned source: ids of languages with no training data whose vector is the mean of the
+  # other rows (UNTRAINED_LANGUAGE_VECTORS 'mean'); empty: every language reads its own row.
+  mean_languages: tuple[int, ...] = ()
+
+  def __post_init__(self):
+    if self.language_source not in LANGUAGE_SOURCES:
+      raise ValueError(f"language_source {self.language_source!r} is not one of "
+                       f"{LANGUAGE_SOURCES}")
+
+  @property
+  def learned_rows(self) -> bool:
+    return self.language_source in ("learned", "both")
+
+  @property
+  def typology(self) -> bool:
+    return self.language_source in TYPOLOGY_SOURCES
 
   @property
   def source_dim(self) -> int:
@@ -79,19 +111,41 @@ def generate_adapter(generators: dict[str, dict[str, jax.Array]], p: jax.Array,
                            for name, g in generators.items()})
 
 
+class LanguageFeatures(nnx.Variable):
+  """Constant typology vectors z [Λ, F]: not a parameter (never trained, never saved; rebuilt
+  from the language list)."""
+
+
 class HyperNetwork(nnx.Module):
   """Embeddings + source projector + generators; `__call__(task_ids, lang_ids)` -> weights."""
 
   def __init__(self, config: HyperNetConfig, *, hidden_size: int, num_layers: int,
-               num_tasks: int, num_languages: int, param_dtype=jnp.float32, rngs: nnx.Rngs):
+               num_tasks: int, num_languages: int, param_dtype=jnp.float32, rngs: nnx.Rngs,
+               language_features: Optional[jax.Array] = None):
+    """`language_features`: z [num_languages, F], needed by the typology sources."""
     self.config = config
     self.hidden_size = hidden_size
     self.num_layers = num_layers
     c, std = config, config.init_std
     self.task_embeddings = param(rngs, (num_tasks, c.task_dim), ("tasks", None),
                                          std=1.0, dtype=param_dtype)  # [T, dt]
-    self.lang_embeddings = param(rngs, (num_languages, c.lang_dim), ("languages", None),
-                                         std=1.0, dtype=param_dtype)  # [Lg, dl]
+    learned = c.language_source == "learned"  # `both`: rows start at 0 (a residual)
+    self.lang_embeddings = (
+        param(rngs if learned else None, (num_languages, c.lang_dim), ("languages", None),
+              std=1.0 if learned else 0.0, dtype=param_dtype)
+        if c.learned_rows else None)  # [Lg, dl]
+    if c.typology and (language_features is None
+                       or language_features.shape[0] != num_languages):
+      raise ValueError(f"language_source {c.language_source!r} needs language_features "
+                       f"[{num_languages}, F], got "
+                       f"{None if language_features is None else language_features.shape}")
+    self.lang_features = (
+        LanguageFeatures(jnp.asarray(language_features, param_dtype),
+                         out_sharding=("languages", None), eager_sharding=False)
+        if c.typology else None)  # [Lg, F]
+    self.typology_projection = (
+        param(None, (language_features.shape[1], c.lang_dim), (None, None), dtype=param_dtype)
+        if c.typology else None)  # [F, dl]
     self.layer_embeddings = (
         param(rngs, (num_layers, c.layer_dim), ("layers", None), std=1.0,
                       dtype=param_dtype) if c.condition_on_layer else None)  # [L, di]
@@ -112,7 +166,7 @@ class HyperNetwork(nnx.Module):
     """task_ids, lang_ids: [G] int -> AdapterWeights with leaves [L, G, ...] (float32)."""
     c = self.config
     task = jnp.take(self.task_embeddings[...], task_ids, axis=0)  # [G, dt]
-    lang = jnp.take(self.lang_embeddings[...], lang_ids, axis=0)  # [G, dl]
+    lang = jnp.take(self.language_vectors(), lang_ids, axis=0)  # [G, dl]
     if self.layer_embeddings is not None:
       layers = self.layer_embeddings[...]  # [L, di]
     else:
@@ -131,6 +185,20 @@ class HyperNetwork(nnx.Module):
     per_group = jax.vmap(one_adapter, in_axes=(None, None, 0, 0))
     per_layer = jax.vmap(per_group, in_axes=(0, gen_axis, None, None))
     return per_layer(layers, generators, task, lang)  # leaves [L, G, ...]
+
+  def language_vectors(self) -> jax.Array:
+    """lang_l for every language [Λ, dl], per `config.language_source`."""
+    c = self.config
+    vectors = 0.0
+    if self.lang_embeddings is not None:
+      vectors = self.lang_embeddings[...]  # [Lg, dl]
+      if c.mean_languages:  # untrained languages read the mean of the trained rows
+        untrained = jnp.zeros(vectors.shape[0], bool).at[jnp.asarray(c.mean_languages)].set(True)
+        mean = jnp.sum(jnp.where(untrained[:, None], 0.0, vectors), 0) / jnp.sum(~untrained)
+        vectors = jnp.where(untrained[:, None], mean, vectors)
+    if self.typology_projection is not None:
+      vectors = vectors + self.lang_features[...] @ self.typology_projection[...]  # [Lg, dl]
+    return vectors
 
   def embedding_rows(self, kind: str) -> nnx.Param:
     """The embedding table of `kind` ('task' | 'language' | 'layer'), rows = ids."""

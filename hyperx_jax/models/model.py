@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from hyperx_jax import typology
 from hyperx_jax.models.adapters import AdapterWeights
 from hyperx_jax.models.heads import (MLMHead, SequenceClassificationHead,
                                      TokenClassificationHead)
@@ -84,9 +85,11 @@ class HyperXModel(nnx.Module):
                   layer_norm=hc.conditional_layer_norm, init_std=hc.init_std, param_dtype=dtype,
                   rngs=rngs)
     if method == "hyperx":
+      features = (typology.feature_matrix(languages, hc.typology_features) if hc.typology
+                  else None)  # z [Lg, F]
       self.adapters = HyperNetwork(hc, hidden_size=c.hidden_size, num_layers=c.num_layers,
                                    num_tasks=len(tasks), num_languages=len(languages),
-                                   param_dtype=dtype, rngs=rngs)
+                                   param_dtype=dtype, rngs=rngs, language_features=features)
     elif method == "task_adapters":
       self.adapters = StaticAdapters(len(tasks), unit_axis="tasks", **static)
     elif method == "madx":
