@@ -225,7 +225,7 @@ def test_typology_run_trains_the_projection_resumes_and_exports(workspace, tmp_p
   out = str(tmp_path / 'export_ja')
   meta = export.export_from_run(workdir, 'pair', 'ja', out)
   assert meta['step'] == 2 and meta['language'] == 'ja'
-  stack, _, _ = export.load_static_adapter(out)
+  stack = export.load_static_adapter(out).adapters
   expected = model.adapter_weights(jnp.array([model.task_id('pair')]),
                                    jnp.array([model.lang_id('ja')]))
   for name in ('down', 'up', 'ln_scale'):
