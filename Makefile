@@ -12,7 +12,7 @@ INSTALLED := $(VENV)/.installed
 demo: assets
 	$(PY) -m hyperx_jax.main --config=configs/demo.py --workdir=workdirs/demo
 
-test: assets
+test: assets adapters-venv
 	$(PY) -m pytest -q tests
 
 # A no-op (under a second) when ${HYPERX_CACHE:-~/.cache/hyperx_jax} is complete.
