@@ -5,6 +5,10 @@ MLM: the positions with labels != IGNORE_INDEX are gathered to a fixed K =
 position order), so the vocabulary-sized logits are computed at K positions only. The featuriser
 masks at most 15 % of the tokens, so nothing is dropped; masked positions beyond K would be
 counted in aux["mlm_dropped"] and left out of the loss.
+
+Packed rows (`segment_ids`, data.packing): token and MLM labels keep [B, S]; a pair batch's
+labels are [B, K], one per sentence slot, and its logits [B, K, n]. The mean runs over the same
+labelled tokens or sentences as in the unpacked batch, so the two give the same loss.
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ def _targets(model: HyperXModel, batch: Mapping[str, jax.Array], task: str,
     logits = model(batch, task, dropout_rng=dropout_rng, mlm_positions=positions)
     extra["mlm_dropped"] = dropped.sum()
   else:
-    logits = model(batch, task, dropout_rng=dropout_rng, num_segments=segment_slots(model, batch, task))
+    logits = model(batch, task, dropout_rng=dropout_rng,
+                   num_segments=segment_slots(model, batch, task))
   example_mask = batch.get("example_mask")
   weights = labels != IGNORE_INDEX
   if example_mask is not None:
