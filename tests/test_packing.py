@@ -29,6 +29,19 @@ RULES = [(r"^adapters/", True), (r"^heads/", True), (r"(^|/)(ln|attention_ln|out
 
 
 @pytest.fixture(scope="module")
+def models(checkpoint):
+  """method -> model, built once per module."""
+  cache = {}
+
+  def model(method: str) -> HyperXModel:
+    if method not in cache:
+      cache[method] = _model(checkpoint, method)
+    return cache[method]
+
+  return model
+
+
+@pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
   return make_tiny_xlmr_checkpoint(tmp_path_factory.mktemp("packing") / "ckpt", mlm=True,
                                    vocab_size=V, hidden=32, layers=2, heads=4, intermediate=64,
@@ -122,11 +135,11 @@ def _mlm_per_example(logits, batch, rows) -> list[np.ndarray]:
   return [out[e] for e in range(len(LENGTHS))]
 
 
-def _run(model: HyperXModel, batch: dict, task: str):
-  """(loss, logits, trainable gradient) under jit."""
+def _run_both(model: HyperXModel, batches: tuple[dict, dict], task: str):
+  """(loss, logits, trainable gradient) of each batch, both under one jit."""
   graphdef, trainable, frozen = nnx.split(model, trainable_filter(RULES, model)[0], ...)
 
-  def loss_fn(trainable):
+  def loss_fn(trainable, batch):
     m = nnx.merge(graphdef, trainable, frozen)
     loss, _ = compute_loss(m, batch, task)
     if TASKS[task].kind == MLM:
@@ -135,8 +148,10 @@ def _run(model: HyperXModel, batch: dict, task: str):
       return loss, m(batch, task, mlm_positions=positions)
     return loss, m(batch, task, num_segments=segment_slots(m, batch, task))
 
-  (loss, logits), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(trainable)
-  return float(loss), np.asarray(logits), nnx.to_flat_state(grads)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  both = jax.jit(lambda t: tuple(grad_fn(t, b) for b in batches))(trainable)
+  return [(float(loss), np.asarray(logits), nnx.to_flat_state(grads))
+          for (loss, logits), grads in both]
 
 
 KINDS = {"ner": "token", "xnli": "pair", "mlm": "mlm"}
@@ -144,16 +159,16 @@ KINDS = {"ner": "token", "xnli": "pair", "mlm": "mlm"}
 
 @pytest.mark.parametrize("method", ["hyperx", "task_adapters"])
 @pytest.mark.parametrize("task", ["ner", "xnli", "mlm"])
-def test_packed_rows_equal_unpacked(checkpoint, method, task):
-  model = _model(checkpoint, method)
+def test_packed_rows_equal_unpacked(models, method, task):
+  model = models(method)
   kind = KINDS[task]
   examples = _examples(kind)
   task_id = list(TASKS).index(task)
   alone = tuple((e,) for e in range(len(LENGTHS)))
   unpacked = _batch(alone, examples, UNPACKED_S, kind, task_id)
   packed = _batch(ROWS, examples, PACKED_S, kind, task_id)
-  loss_u, logits_u, grads_u = _run(model, unpacked, task)
-  loss_p, logits_p, grads_p = _run(model, packed, task)
+  (loss_u, logits_u, grads_u), (loss_p, logits_p, grads_p) = _run_both(
+      model, (unpacked, packed), task)
   if kind == "mlm":
     per_u, per_p = (_mlm_per_example(logits_u, unpacked, alone),
                     _mlm_per_example(logits_p, packed, ROWS))
@@ -171,9 +186,9 @@ def test_packed_rows_equal_unpacked(checkpoint, method, task):
   assert nonzero > 3  # the gradient reaches adapters, head and LayerNorms
 
 
-def test_packing_without_restarting_positions_or_block_mask_differs(checkpoint, monkeypatch):
+def test_packing_without_restarting_positions_or_block_mask_differs(models, monkeypatch):
   """The equality above depends on both per-segment positions and the block-diagonal mask."""
-  model = _model(checkpoint, "hyperx")
+  model = models("hyperx")
   examples = _examples("token")
   alone = tuple((e,) for e in range(len(LENGTHS)))
   reference = _per_example(np.asarray(model(_batch(alone, examples, UNPACKED_S, "token", 1),
