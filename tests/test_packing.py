@@ -228,3 +228,10 @@ def test_packed_pair_head_needs_segment_slots():
   head = heads.SequenceClassificationHead(4, 3, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="num_segments >= 1"):
     head(jnp.zeros((1, 5, 4)), segment_ids=jnp.ones((1, 5), jnp.int32))
+
+
+def test_segment_ids_of_another_shape_are_refused(models):
+  encoder = models("hyperx").encoder
+  ids = jnp.zeros((2, 8), jnp.int32)
+  with pytest.raises(ValueError, match=r"segment_ids \(2, 7\) must match input_ids \(2, 8\)"):
+    encoder(ids, jnp.ones_like(ids), segment_ids=jnp.ones((2, 7), jnp.int32))

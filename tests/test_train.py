@@ -149,6 +149,8 @@ def test_packed_training_takes_several_sentences_per_row(workspace, tmp_path):
   losses = [r['scalars']['loss'] for r in read_metrics(trainer.workdir) if 'loss' in r['scalars']]
   assert losses and np.isfinite(losses).all()
   assert set(results) == {'tag:aa', 'tag:bb', 'pair:aa', 'pair:cc'}
+  # The packed data state (positions and batches per stream) comes back with the checkpoint.
+  assert train.Trainer(config, trainer.workdir).train_iter.get_state() == state
 
 
 def test_new_language_rows_start_from_the_mean_of_the_trained_ones(workspace):
