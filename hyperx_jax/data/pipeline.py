@@ -108,7 +108,7 @@ class TrainBatch(dict):
   """This host's rows of one global training batch, all from one (task, language) stream.
 
   A dict of numpy arrays (input_ids [b, S], attention_mask, token_type_ids, labels, task_id
-  [b], lang_id, example_mask) that also carries `task`, `lang`, `kind` (static for the train
+  [b], lang_id, example_mask; packed: segment_ids [b, S]) that also carries `task`, `lang`, `kind` (static for the train
   step: one compile per task kind) and the global `step` that drew it.
   """
 

@@ -221,7 +221,8 @@ def attention_mask_4d(attention_mask: jax.Array,
                       segment_ids: Optional[jax.Array]) -> jax.Array:
   """Which keys each query sees, [B, 1, S or 1, S] bool: the real tokens ([B, 1, 1, S]), or
   with `segment_ids` its own segment only (block-diagonal [B, 1, S, S]; padding sees padding,
-  so no row is empty)."""
+  so no row is empty). The XLA path of `jax.nn.dot_product_attention` (its default) takes any
+  boolean mask broadcastable to [B, N, S, S]."""
   if segment_ids is None:
     return attention_mask.astype(bool)[:, None, None, :]
   return (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
