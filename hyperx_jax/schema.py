@@ -31,6 +31,7 @@ TOKEN_METRICS = ('entity_f1', 'pos')
 
 IGNORE_INDEX = -100  # a label position that no loss or metric counts
 MLM_RATE = 0.15  # share of tokens masked per MLM example (80 % <mask>, 10 % random, 10 % kept)
+PACKING_OFF = 0  # data.packing: one example per training row (k >= 2: up to k sentences per row)
 
 
 def max_mlm_predictions(max_length: int, mask_rate: float = MLM_RATE) -> int:
@@ -166,6 +167,7 @@ class DataSpec:
   temperature: float = 5.0
   weights: Optional[tuple[float, ...]] = None  # one per train stream; overrides temperature
   prefetch: int = 0
+  packing: int = PACKING_OFF  # sentences per training row at most; PACKING_OFF = one, padded
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,8 +18,8 @@ from hyperx_jax.models.hypernet import HyperNetConfig
 from hyperx_jax.models.model import ModelSpec
 from hyperx_jax.models.weights import encoder_config_from_checkpoint
 from hyperx_jax.models.xlmr import EncoderConfig
-from hyperx_jax.schema import (DEV, MLM, TEST, CheckpointSpec, DataSpec, MeshSpec, OptimSpec, Pair,
-                               StreamSpec, TaskSpec)
+from hyperx_jax.schema import (DEV, MLM, PACKING_OFF, TEST, CheckpointSpec, DataSpec, MeshSpec,
+                               OptimSpec, Pair, StreamSpec, TaskSpec)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +154,8 @@ def data_spec(config: Any) -> DataSpec:
                   eval_batch_size=int(d.eval_batch_size),
                   temperature=float(d.get('temperature', 5.0)),
                   weights=None if weights is None else tuple(float(w) for w in weights),
-                  prefetch=int(d.get('prefetch', 0)))
+                  prefetch=int(d.get('prefetch', 0)),
+                  packing=int(d.get('packing', PACKING_OFF)))
 
 
 def model_spec(config: Any) -> ModelSpec:

@@ -20,9 +20,9 @@ from hyperx_jax.data.sources import SOURCE_TYPES
 from hyperx_jax.metrics import metric_names
 from hyperx_jax.models.xlmr import EncoderConfig
 from hyperx_jax.schema import (DATA_AXES, DEV, DTYPES, EVAL_ROLES, IOB2_MODES, LANGUAGE_SOURCES,
-                               METHODS, METRICS, NEW_LANGUAGE_INITS, PAIR, PLACEMENTS, POOLINGS,
-                               REMAT_POLICIES, TASK_KINDS, TEST, TOKEN, TYPOLOGY_FEATURE_SETS,
-                               TYPOLOGY_SOURCES, UNTRAINED_LANGUAGE_VECTORS)
+                               METHODS, METRICS, NEW_LANGUAGE_INITS, PACKING_OFF, PAIR, PLACEMENTS,
+                               POOLINGS, REMAT_POLICIES, TASK_KINDS, TEST, TOKEN,
+                               TYPOLOGY_FEATURE_SETS, TYPOLOGY_SOURCES, UNTRAINED_LANGUAGE_VECTORS)
 from hyperx_jax.sharding import resolve_mesh_shape
 
 # Source keys that name local files or directories (checked for existence).
@@ -86,6 +86,13 @@ def _known_encoder(config: Any) -> tuple[EncoderConfig, str] | None:
   except (ValueError, OSError):
     return None  # reported where the model is built
   return None
+
+
+def _check_packing(config: Any, errors: list[str]) -> None:
+  k = config.data.get('packing', PACKING_OFF)
+  if isinstance(k, bool) or not isinstance(k, int) or (k != PACKING_OFF and k < 2):
+    errors.append(f'config.data.packing: {k!r} is not {PACKING_OFF} (off: one example per row) '
+                  'or an int >= 2 (the most sentences a training row holds)')
 
 
 def _check_max_length(config: Any, errors: list[str]) -> None:
@@ -333,6 +340,7 @@ def check_config(config: Any, device_count: int) -> None:
     errors.append(f'config.method: unknown method {config.method!r}; known: {list(METHODS)}')
   _check_model(config, errors)
   _check_max_length(config, errors)
+  _check_packing(config, errors)
   _check_tasks(config, errors)
   _check_language_source(config, errors)
   _check_streams(config, 'train_streams', errors)

@@ -242,3 +242,115 @@ def test_prefetch_yields_the_same_batches_and_state(tokenizer):
   _assert_batches_equal([next(ahead) for _ in range(8)], want[6:])
   ahead.close()
   restored.close()
+
+
+# ------------------------------------------------------------------------------- packing
+
+
+def _segments(batch) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+  """Every sentence of a packed batch as (its token ids, its token labels or pair label)."""
+  out = []
+  for r, seg in enumerate(batch["segment_ids"]):
+    for k in range(1, seg.max() + 1):
+      at = np.flatnonzero(seg == k)
+      assert (np.diff(at) == 1).all()  # contiguous
+      labels = (batch["labels"][r, k - 1:k] if batch["labels"].shape[1] != seg.size
+                else batch["labels"][r, at])
+      out.append((tuple(batch["input_ids"][r, at]), tuple(labels)))
+  return out
+
+
+def _unpacked_examples(batch) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+  """Every row of an unpacked batch as `_segments` gives a packed one."""
+  out = []
+  for r, mask in enumerate(batch["attention_mask"]):
+    at = np.flatnonzero(mask)
+    labels = batch["labels"][r:r + 1] if batch["labels"].ndim == 1 else batch["labels"][r, at]
+    out.append((tuple(batch["input_ids"][r, at]), tuple(labels)))
+  return out
+
+
+@pytest.mark.parametrize("weights,kind", [([1, 0, 0], "token_classification"),
+                                          ([0, 1, 0], "pair_classification"),
+                                          ([0, 0, 1], "mlm")])
+def test_packed_rows_hold_the_stream_in_order(tokenizer, weights, kind):
+  packed = _train_pipeline(_config(weights=weights, packing=3), tokenizer)
+  one_by_one = _train_pipeline(_config(weights=weights, batch_size=1), tokenizer)
+  k_mlm = schema.max_mlm_predictions(32)
+  for step in range(6):
+    b = next(packed)
+    assert b.kind == kind and b.step == step
+    seg = b["segment_ids"]
+    assert seg.shape == b["input_ids"].shape == (4, 32) and seg.dtype == np.int32
+    assert b["labels"].shape == ((4, 3) if kind == "pair_classification" else (4, 32))
+    np.testing.assert_array_equal(b["attention_mask"], seg > 0)
+    assert (b["input_ids"][seg == 0] == tokenizer.pad_token_id).all()
+    assert (1 <= seg.max(1)).all() and (seg.max(1) <= 3).all()
+    for row in seg:  # sentences 1..k, in order, then padding
+      n = (row > 0).sum()
+      assert (row[n:] == 0).all() and (np.diff(row[:n]) >= 0).all()
+    if kind == "mlm":
+      assert ((b["labels"] != schema.IGNORE_INDEX).sum(1) <= k_mlm).all()
+    if kind == "pair_classification":  # a label per sentence, -100 for empty slots
+      slots = np.arange(1, 4)[None] <= seg.max(1)[:, None]
+      assert ((b["labels"] != schema.IGNORE_INDEX) == slots).all()
+    got = _segments(b)
+    # This batch's sentences are the stream's next examples, each once.
+    want = [_unpacked_examples(next(one_by_one))[0] for _ in got]
+    assert sorted(got) == sorted(want)
+  assert packed.get_state()["positions"] == one_by_one.get_state()["positions"]
+  assert packed.realized_shares()[("pos", "tr")] == (1.0 if weights[0] else 0.0)
+
+
+def test_packed_pipeline_resumes_exactly_and_slices_hosts(tokenizer):
+  reference = _train_pipeline(_config(packing=4), tokenizer)
+  want = [next(reference) for _ in range(16)]
+  run = _train_pipeline(_config(packing=4), tokenizer)
+  for _ in range(7):
+    next(run)
+  state = json.loads(json.dumps(run.get_state()))
+  assert sum(state["batches"].values()) == 7
+  restored = _train_pipeline(_config(packing=4, prefetch=2), tokenizer)
+  restored.set_state(state)
+  _assert_batches_equal([next(restored) for _ in range(9)], want[7:])
+  assert restored.get_state() == reference.get_state()
+  restored.close()
+  assert {b.task for b in want[7:]} == {"pos", "xnli", "mlm"}
+  hosts = [_train_pipeline(_config(packing=4), tokenizer, process_index=p, process_count=2)
+           for p in range(2)]
+  for w in want[:6]:
+    parts = [next(h) for h in hosts]
+    for k, v in w.items():
+      np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), v)
+  unpacked = _train_pipeline(_config(), tokenizer)
+  with pytest.raises(ValueError, match="saved mixture state is packed, this mixture is unpacked"):
+    unpacked.set_state(state)
+
+
+def test_packer_first_fit_by_hand():
+  def example(n, label):
+    return {"input_ids": np.r_[np.full(n, 7 + label), np.ones(8 - n)].astype(np.int32),
+            "attention_mask": (np.arange(8) < n).astype(np.int32),
+            "token_type_ids": np.zeros(8, np.int32), "labels": np.asarray(label, np.int32),
+            "task_id": np.asarray(2, np.int32)}
+  lengths = [5, 4, 3, 2, 2, 6, 1]
+  packer = features.Packer(8, 2, pad_id=1)
+  rows, taken = packer.fill(lambda i: example(lengths[i], i), 2)
+  # 5 -> row 0; 4 -> row 1; 3 -> row 0 (full); 2 -> row 1 (two sentences); the next 2 fits no row.
+  assert taken == 4
+  np.testing.assert_array_equal(rows[0]["segment_ids"], [1] * 5 + [2] * 3)
+  np.testing.assert_array_equal(rows[1]["segment_ids"], [1] * 4 + [2] * 2 + [0] * 2)
+  np.testing.assert_array_equal(rows[1]["input_ids"], [8] * 4 + [10] * 2 + [1] * 2)
+  np.testing.assert_array_equal(rows[0]["labels"], [0, 2])
+  np.testing.assert_array_equal(rows[1]["attention_mask"], [1] * 6 + [0] * 2)
+  assert int(rows[1]["task_id"]) == 2
+  with pytest.raises(ValueError, match="at least 2 sentences"):
+    features.Packer(8, 1, pad_id=1)
+
+
+@pytest.mark.parametrize("value", [1, -2, True, 2.5])
+def test_bad_packing_is_a_config_error(value):
+  with pytest.raises(validation.ConfigError, match=r"config.data.packing: .* an int >= 2"):
+    validation.check_config(_config(packing=value), 1)
+  assert specs.data_spec(_config(packing=3)).packing == 3
+  assert specs.data_spec(_config()).packing == schema.PACKING_OFF

@@ -135,6 +135,24 @@ def test_loss_falls_over_20_steps_and_each_task_compiles_once(workspace, tmp_pat
   assert results['pair:cc']['zero_shot'] and not results['pair:aa']['zero_shot']
 
 
+def test_packed_training_takes_several_sentences_per_row(workspace, tmp_path):
+  from hyperx_jax import train
+  config = tiny_config(workspace, tasks='tag+pair', steps=4)
+  config.data.packing = 4
+  trainer = train.Trainer(config, run_dir(tmp_path))
+  results = trainer.run()
+  state = trainer.train_iter.get_state()
+  assert sum(state['batches'].values()) == 4
+  assert {name.split('/')[0] for name, n in state['batches'].items() if n} == {'tag', 'pair'}
+  # More examples than rows went through the 4 steps (batch 8, up to 4 sentences a row).
+  assert sum(state['positions'].values()) > 4 * config.data.batch_size
+  losses = [r['scalars']['loss'] for r in read_metrics(trainer.workdir) if 'loss' in r['scalars']]
+  assert losses and np.isfinite(losses).all()
+  assert set(results) == {'tag:aa', 'tag:bb', 'pair:aa', 'pair:cc'}
+  # The packed data state (positions and batches per stream) comes back with the checkpoint.
+  assert train.Trainer(config, trainer.workdir).train_iter.get_state() == state
+
+
 def test_new_language_rows_start_from_the_mean_of_the_trained_ones(workspace):
   import dataclasses
   import jax.numpy as jnp

@@ -17,7 +17,7 @@ dropped silently.
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -240,3 +240,77 @@ def make_featurizer(kind: str, tokenizer, max_length: int,
   if kind == MLM:
     return MLMFeaturizer(tokenizer, max_length)
   raise ValueError(f"Unknown task kind {kind!r}; known: {list(TASK_KINDS)}")
+
+
+# ------------------------------------------------------------------------------- packing
+
+
+class Packer:
+  """Several featurised examples per row (`segment_ids`: 0 = padding, k = the k-th sentence).
+
+  First fit in stream order: each example goes into the first row with room for its tokens, for
+  another sentence (at most `max_segments`) and, for MLM, for its masked positions (the row's
+  loss gathers `max_mlm_predictions(S)`). The batch ends at the first example that fits no row;
+  that example opens the next batch, so every example is used once per epoch, in order.
+  A packed row keeps each sentence's tokens and labels; a pair row's labels are [max_segments]
+  (one per sentence slot, -100 for empty slots); the stream ids come from its first sentence.
+  """
+
+  def __init__(self, max_length: int, max_segments: int, pad_id: int, mlm: bool = False):
+    if max_segments < 2:
+      raise ValueError(f"packing needs at least 2 sentences per row, got {max_segments}")
+    self.max_length = max_length
+    self.max_segments = max_segments
+    self.pad_id = pad_id
+    self.max_masked = max_mlm_predictions(max_length) if mlm else max_length
+
+  def fill(self, example_at: Callable[[int], Features], num_rows: int
+           ) -> tuple[list[Features], int]:
+    """Rows built from examples example_at(0), example_at(1), ...; and how many it took."""
+    rows: list[list[Features]] = [[] for _ in range(num_rows)]
+    tokens, masked = [0] * num_rows, [0] * num_rows
+    taken = 0
+    while True:
+      example = example_at(taken)
+      n, m = length(example), labelled(example)
+      fit = next((r for r in range(num_rows)
+                  if tokens[r] + n <= self.max_length and masked[r] + m <= self.max_masked
+                  and len(rows[r]) < self.max_segments), None)
+      if fit is None:
+        return [self.row(r) for r in rows], taken
+      rows[fit].append(example)
+      tokens[fit] += n
+      masked[fit] += m
+      taken += 1
+
+  def row(self, members: Sequence[Features]) -> Features:
+    """One packed row [S] from examples whose tokens fit in it."""
+    s = self.max_length
+    out = {**members[0], "input_ids": np.full([s], self.pad_id, np.int32),
+           "segment_ids": np.zeros([s], np.int32)}
+    pair = members[0]["labels"].ndim == 0
+    labels = np.full([self.max_segments] if pair else [s], IGNORE_INDEX, np.int32)
+    at = 0
+    for k, example in enumerate(members):
+      n = length(example)
+      out["input_ids"][at:at + n] = example["input_ids"][:n]
+      out["segment_ids"][at:at + n] = k + 1
+      if pair:
+        labels[k] = example["labels"]
+      else:
+        labels[at:at + n] = example["labels"][:n]
+      at += n
+    out.update(labels=labels, attention_mask=(out["segment_ids"] > 0).astype(np.int32),
+               token_type_ids=np.zeros([s], np.int32))
+    return out
+
+
+def length(example: Features) -> int:
+  """Real tokens of a featurised example (its `<s> … </s>`)."""
+  return int(example["attention_mask"].sum())
+
+
+def labelled(example: Features) -> int:
+  """Labelled positions of a per-token example (an MLM row's loss gathers them); 0 for pairs."""
+  labels = example["labels"]
+  return 0 if labels.ndim == 0 else int((labels != IGNORE_INDEX).sum())

@@ -9,6 +9,11 @@ A stream is a `grain.MapDataset` read by position: position `pos` of a stream of
 belongs to epoch `pos // n` and maps to an example through grain's index shuffle, reseeded per
 epoch from a seed folded with the stream's name. The mixture's state is therefore tiny and
 JSON-able: the step and one position per stream.
+
+With a `Packer` on the streams (data.packing) a row holds several examples: the global batch of
+step t takes the drawn stream's examples from its position on until one fits no row (every host
+packs the whole global batch, so all agree on how many it took, and keeps its own rows). The
+state then also counts each stream's batches, since positions no longer advance by a batch.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import Any
 
 import grain
 import numpy as np
+
+from hyperx_jax.data.features import Packer
 
 Example = dict[str, np.ndarray]
 # (raw example, rng that depends only on (seed, stream, epoch, example index)) -> features,
@@ -77,6 +84,7 @@ class Stream:
   examples: Sequence[Any]
   featurize: FeaturizeFn
   max_examples: int | None = None
+  packer: Packer | None = None  # several examples per row (data.packing)
 
   @property
   def name(self) -> str:
@@ -166,8 +174,10 @@ class MixtureIterator:
                   else normalize_weights(weights, len(streams)))
     self._cumulative = np.cumsum(self.rates)
     self._datasets = [stream_dataset(s, self.seed) for s in streams]
+    self.packed = any(s.packer is not None for s in streams)
     self.step = 0
     self.positions = [0] * len(streams)
+    self.batches = [0] * len(streams)
     for s, n, p in zip(names, sizes, self.rates):
       logging.info("mixture stream %-24s examples %8d  rate %.4f", s, n, p)
 
@@ -176,18 +186,29 @@ class MixtureIterator:
 
   def __next__(self) -> MixtureBatch:
     sid = draw_stream(self._cumulative, self.seed, self.step)
-    start = self.positions[sid] + self.process_index * self.local_batch_size
-    rows = [self._datasets[sid][start + j] for j in range(self.local_batch_size)]
+    dataset, position = self._datasets[sid], self.positions[sid]
+    first = self.process_index * self.local_batch_size
     stream = self.streams[sid]
+    if stream.packer is None:
+      rows = [dataset[position + first + j] for j in range(self.local_batch_size)]
+      taken = self.global_batch_size
+    else:
+      rows, taken = stream.packer.fill(lambda i: dataset[position + i], self.global_batch_size)
+      rows = rows[first:first + self.local_batch_size]
     batch = MixtureBatch(stack_examples(rows), sid, stream.task, stream.lang, self.step)
-    self.positions[sid] += self.global_batch_size
+    self.positions[sid] += taken
+    self.batches[sid] += 1
     self.step += 1
     return batch
 
   def get_state(self) -> dict[str, Any]:
-    """JSON-serialisable state: the step and every stream's next global position."""
-    return {"version": STATE_VERSION, "step": self.step,
-            "positions": {s.name: p for s, p in zip(self.streams, self.positions)}}
+    """JSON-serialisable state: the step and every stream's next global position (packed:
+    and every stream's batches so far)."""
+    state = {"version": STATE_VERSION, "step": self.step,
+             "positions": {s.name: p for s, p in zip(self.streams, self.positions)}}
+    if self.packed:
+      state["batches"] = {s.name: b for s, b in zip(self.streams, self.batches)}
+    return state
 
   def set_state(self, state: Mapping[str, Any]) -> None:
     if state.get("version") != STATE_VERSION:
@@ -198,8 +219,13 @@ class MixtureIterator:
     if sorted(positions) != sorted(names):
       raise ValueError(f"saved state has streams {sorted(positions)}, this mixture has "
                        f"{sorted(names)}")
+    if self.packed != ("batches" in state):
+      packed = lambda on: "packed" if on else "unpacked"
+      raise ValueError(f"saved mixture state is {packed('batches' in state)}, this mixture is "
+                       f"{packed(self.packed)} (data.packing changed?)")
     self.step = int(state["step"])
     self.positions = [int(positions[n]) for n in names]
+    self.batches = [int(b) for b in self._batches_of(state)]
 
   def epochs(self) -> dict[str, float]:
     """Epochs consumed so far per stream (global positions / examples per epoch)."""
@@ -208,9 +234,15 @@ class MixtureIterator:
   def realized_shares(self, state: Mapping[str, Any] | None = None) -> dict[str, float]:
     """Share of the steps so far (or up to a saved `state`) that each stream received."""
     state = state or self.get_state()
-    batches = [state["positions"][s.name] // self.global_batch_size for s in self.streams]
+    batches = self._batches_of(state)
     total = max(sum(batches), 1)
     return {s.name: b / total for s, b in zip(self.streams, batches)}
+
+  def _batches_of(self, state: Mapping[str, Any]) -> list[int]:
+    """Each stream's batches up to `state` (unpacked: its position over the batch size)."""
+    if "batches" in state:
+      return [state["batches"][s.name] for s in self.streams]
+    return [state["positions"][s.name] // self.global_batch_size for s in self.streams]
 
   def log_shares(self, state: Mapping[str, Any] | None = None) -> None:
     state = state or self.get_state()

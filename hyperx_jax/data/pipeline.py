@@ -20,7 +20,8 @@ import jax
 import numpy as np
 
 from hyperx_jax.data import features, mixture, sources
-from hyperx_jax.schema import IGNORE_INDEX, MLM, TOKEN, DataSpec, Pair, StreamSpec
+from hyperx_jax.schema import (IGNORE_INDEX, MLM, PACKING_OFF, TOKEN, DataSpec, Pair,
+                               StreamSpec)
 
 Batch = dict[str, np.ndarray]
 
@@ -107,7 +108,7 @@ class TrainBatch(dict):
   """This host's rows of one global training batch, all from one (task, language) stream.
 
   A dict of numpy arrays (input_ids [b, S], attention_mask, token_type_ids, labels, task_id
-  [b], lang_id, example_mask) that also carries `task`, `lang`, `kind` (static for the train
+  [b], lang_id, example_mask; packed: segment_ids [b, S]) that also carries `task`, `lang`, `kind` (static for the train
   step: one compile per task kind) and the global `step` that drew it.
   """
 
@@ -229,7 +230,8 @@ def build_train_pipeline(specs: Sequence[StreamSpec], data: DataSpec, seed: int,
                          prefetch: int | None = None,
                          examples: Sequence[Sequence[Any]] | None = None) -> TrainIterator:
   """One stream per spec, mixed with temperature `data.temperature` (or fixed `data.weights`);
-  yields rows [p*b, (p+1)*b) of each global batch on host p. `prefetch` (default
+  yields rows [p*b, (p+1)*b) of each global batch on host p; with `data.packing` = k each row
+  holds up to k examples (`features.Packer`). `prefetch` (default
   `data.prefetch`) batches are featurised ahead in a background thread. `examples`: each
   spec's raw examples when already read (`read_streams`), else they are read here."""
   if not specs:
@@ -239,8 +241,10 @@ def build_train_pipeline(specs: Sequence[StreamSpec], data: DataSpec, seed: int,
   for spec, raw in zip(specs, examples):
     featurizer, featurize = make_example_fn(spec, tokenizer, data.max_length)
     featurizers.append(featurizer)
+    packer = (None if data.packing == PACKING_OFF else features.Packer(
+        data.max_length, data.packing, tokenizer.pad_token_id, mlm=spec.kind == MLM))
     streams.append(mixture.Stream(spec.task, spec.lang, list(raw), featurize,
-                                  spec.max_examples))
+                                  spec.max_examples, packer))
   mix = mixture.MixtureIterator(
       streams, global_batch_size=data.batch_size, seed=seed, temperature=data.temperature,
       weights=None if data.weights is None else list(data.weights),

@@ -47,10 +47,17 @@ class SequenceClassificationHead(nnx.Module):
                                  rngs=rngs)
 
   def __call__(self, hidden: jax.Array, *, dropout_rng: Optional[jax.Array] = None,
-               mask: Optional[jax.Array] = None) -> jax.Array:
-    """hidden [B, S, H] (mask [B, S]: real tokens, for mean pooling) -> logits [B, n] f32."""
+               mask: Optional[jax.Array] = None, segment_ids: Optional[jax.Array] = None,
+               num_segments: int = 0) -> jax.Array:
+    """hidden [B, S, H] (mask [B, S]: real tokens, for mean pooling) -> logits [B, n] f32;
+    packed rows (segment_ids [B, S]) -> [B, num_segments, n], one row per segment."""
+    if segment_ids is not None and num_segments < 1:
+      raise ValueError("SequenceClassificationHead: packed rows (segment_ids) need "
+                       f"num_segments >= 1, got {num_segments}")
     rngs = (None, None) if dropout_rng is None else tuple(jax.random.split(dropout_rng))
-    x = dropout(pool(hidden, mask, self.pooling), self.dropout_rate, rngs[0])  # [B, H]
+    pooled = (pool(hidden, mask, self.pooling) if segment_ids is None
+              else pool_segments(hidden, segment_ids, num_segments, self.pooling))
+    x = dropout(pooled, self.dropout_rate, rngs[0])  # [B, H] or [B, K, H]
     x = jnp.tanh(self.dense(x))
     return self.out_proj(dropout(x, self.dropout_rate, rngs[1])).astype(jnp.float32)
 
@@ -62,6 +69,18 @@ def pool(hidden: jax.Array, mask: Optional[jax.Array], pooling: str) -> jax.Arra
     return hidden[:, 0]
   m = (jnp.ones(hidden.shape[:2]) if mask is None else mask).astype(hidden.dtype)[..., None]
   return (hidden * m).sum(1) / jnp.maximum(m.sum(1), 1)
+
+
+def pool_segments(hidden: jax.Array, segment_ids: jax.Array, num_segments: int,
+                  pooling: str) -> jax.Array:
+  """[B, S, H] -> [B, K, H]: `pool` applied to each of the K segments of packed rows (its first
+  token, its `<s>`, for 'cls'; the mean over its tokens for 'mean'). Absent segments give 0."""
+  members = segment_ids[:, None, :] == jnp.arange(1, num_segments + 1)[None, :, None]  # [B, K, S]
+  if pooling == "cls":
+    members = members & (jnp.cumsum(members, axis=-1) == 1)  # the segment's first token only
+  weights = members.astype(hidden.dtype)
+  return jnp.einsum("bks,bsh->bkh", weights, hidden) / jnp.maximum(
+      weights.sum(-1, keepdims=True), 1)
 
 
 class MLMHead(nnx.Module):

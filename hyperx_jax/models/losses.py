@@ -5,6 +5,10 @@ MLM: the positions with labels != IGNORE_INDEX are gathered to a fixed K =
 position order), so the vocabulary-sized logits are computed at K positions only. The featuriser
 masks at most 15 % of the tokens, so nothing is dropped; masked positions beyond K would be
 counted in aux["mlm_dropped"] and left out of the loss.
+
+Packed rows (`segment_ids`, data.packing): token and MLM labels keep [B, S]; a pair batch's
+labels are [B, K], one per sentence slot, and its logits [B, K, n]. The mean runs over the same
+labelled tokens or sentences as in the unpacked batch, so the two give the same loss.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from hyperx_jax.models.model import HyperXModel
-from hyperx_jax.schema import IGNORE_INDEX, MLM, max_mlm_predictions
+from hyperx_jax.schema import IGNORE_INDEX, MLM, PAIR, max_mlm_predictions
 
 
 def select_mlm_positions(labels: jax.Array, k: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -33,6 +37,13 @@ def select_mlm_positions(labels: jax.Array, k: int) -> tuple[jax.Array, jax.Arra
   return positions.astype(jnp.int32), picked, dropped
 
 
+def segment_slots(model: HyperXModel, batch: Mapping[str, jax.Array], task: str) -> int:
+  """K, the segment slots of a packed pair batch (its labels are [B, K]); 0 otherwise."""
+  if "segment_ids" not in batch or model.task_kind(task) != PAIR:
+    return 0
+  return batch["labels"].shape[1]
+
+
 def _targets(model: HyperXModel, batch: Mapping[str, jax.Array], task: str,
              dropout_rng: Optional[jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array, dict]:
   """(logits [..., n], labels [...], weights [...], extra aux) for any task kind."""
@@ -44,7 +55,8 @@ def _targets(model: HyperXModel, batch: Mapping[str, jax.Array], task: str,
     logits = model(batch, task, dropout_rng=dropout_rng, mlm_positions=positions)
     extra["mlm_dropped"] = dropped.sum()
   else:
-    logits = model(batch, task, dropout_rng=dropout_rng)
+    logits = model(batch, task, dropout_rng=dropout_rng,
+                   num_segments=segment_slots(model, batch, task))
   example_mask = batch.get("example_mask")
   weights = labels != IGNORE_INDEX
   if example_mask is not None:
@@ -74,5 +86,5 @@ def predict(model: HyperXModel, batch: Mapping[str, jax.Array], task: str) -> ja
     positions, _, _ = select_mlm_positions(labels, max_mlm_predictions(labels.shape[1]))
     logits = model(batch, task, mlm_positions=positions)
   else:
-    logits = model(batch, task)
+    logits = model(batch, task, num_segments=segment_slots(model, batch, task))
   return logits.argmax(-1).astype(jnp.int32)

@@ -132,12 +132,17 @@ class HyperXModel(nnx.Module):
     is_mlm = self.task_kind(task) == MLM
     adapters = self.adapter_weights(task_ids, lang_ids, skip_task_adapter=is_mlm)
     return self.encoder(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
-                        adapters=adapters, group_ids=group_ids, dropout_rng=dropout_rng)
+                        adapters=adapters, group_ids=group_ids, dropout_rng=dropout_rng,
+                        segment_ids=batch.get("segment_ids"))
 
   def __call__(self, batch: Mapping[str, jax.Array], task: str, *,
                dropout_rng: Optional[jax.Array] = None, mlm_positions: Optional[jax.Array] = None,
-               mixed_pairs: bool = False) -> jax.Array:
-    """Logits: pair [B, n]; token [B, S, n]; mlm [B, K, V] at `mlm_positions` [B, K]."""
+               mixed_pairs: bool = False, num_segments: int = 0) -> jax.Array:
+    """Logits: pair [B, n]; token [B, S, n]; mlm [B, K, V] at `mlm_positions` [B, K].
+
+    Packed rows (`segment_ids` in the batch): pair logits [B, num_segments, n], one row per
+    segment slot; token and mlm logits keep their shapes.
+    """
     enc_rng = head_rng = None
     if dropout_rng is not None:
       enc_rng, head_rng = jax.random.split(dropout_rng)
@@ -148,7 +153,8 @@ class HyperXModel(nnx.Module):
         raise ValueError(f"task {task!r} is mlm: pass mlm_positions [B, K]")
       return head(hidden, mlm_positions, self.encoder.embeddings.word[...])
     if isinstance(head, SequenceClassificationHead):
-      return head(hidden, dropout_rng=head_rng, mask=batch["attention_mask"])
+      return head(hidden, dropout_rng=head_rng, mask=batch["attention_mask"],
+                  segment_ids=batch.get("segment_ids"), num_segments=num_segments)
     return head(hidden, dropout_rng=head_rng)
 
 

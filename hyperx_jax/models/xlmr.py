@@ -207,9 +207,30 @@ def position_ids_from_input_ids(input_ids: jax.Array, pad_id: int) -> jax.Array:
   return jnp.cumsum(not_pad, axis=1) * not_pad + pad_id
 
 
+def segment_position_ids(segment_ids: jax.Array, pad_id: int) -> jax.Array:
+  """Positions of packed rows: each segment counts from pad_id + 1 as RoBERTa counts a sentence
+  of its own; padding (segment 0) keeps pad_id. segment_ids [B, S] -> [B, S]."""
+  index = jnp.arange(segment_ids.shape[1])
+  starts = jnp.concatenate([jnp.ones_like(segment_ids[:, :1], bool),
+                            segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)  # [B, S]
+  first = jax.lax.cummax(jnp.where(starts, index, 0), axis=1)  # each token's segment start
+  return jnp.where(segment_ids > 0, index - first + 1 + pad_id, pad_id).astype(jnp.int32)
+
+
+def attention_mask_4d(attention_mask: jax.Array,
+                      segment_ids: Optional[jax.Array]) -> jax.Array:
+  """Which keys each query sees, [B, 1, S or 1, S] bool: the real tokens ([B, 1, 1, S]), or
+  with `segment_ids` its own segment only (block-diagonal [B, 1, S, S]; padding sees padding,
+  so no row is empty). The XLA path of `jax.nn.dot_product_attention` (its default) takes any
+  boolean mask broadcastable to [B, N, S, S]."""
+  if segment_ids is None:
+    return attention_mask.astype(bool)[:, None, None, :]
+  return (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
+
+
 def self_attention(x: jax.Array, p: Mapping[str, Any], mask: jax.Array, rate: float,
                    key: Optional[jax.Array]) -> jax.Array:
-  """x: [B, S, H]; mask: [B, 1, 1, S] bool (True = attend). Returns [B, S, H] (before out)."""
+  """x: [B, S, H]; mask: [B, 1, 1 or S, S] bool (True = attend). Returns [B, S, H] (before out)."""
   q = dense(x, p["query"], "bsh,hnd->bsnd")  # [B, S, N, D]
   k = dense(x, p["key"], "bsh,hnd->bsnd")
   v = dense(x, p["value"], "bsh,hnd->bsnd")
@@ -268,12 +289,13 @@ class XLMREncoder(nnx.Module):
     self.final_ln = LayerNorm(config.hidden_size, dtype=dtype) if config.pre_layer_norm else None
 
   def embed(self, input_ids: jax.Array, token_type_ids: Optional[jax.Array],
-            key: Optional[jax.Array]) -> jax.Array:
+            key: Optional[jax.Array], segment_ids: Optional[jax.Array] = None) -> jax.Array:
     """[B, S] ids -> [B, S, H] in the compute dtype."""
     c, e = self.config, self.embeddings
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
-    positions = position_ids_from_input_ids(input_ids, c.pad_token_id)
+    positions = (position_ids_from_input_ids(input_ids, c.pad_token_id) if segment_ids is None
+                 else segment_position_ids(segment_ids, c.pad_token_id))
     x = (jnp.take(e.word[...], input_ids, axis=0) + jnp.take(e.position[...], positions, axis=0)
          + jnp.take(e.token_type[...], token_type_ids, axis=0))
     if e.ln is not None:
@@ -283,16 +305,21 @@ class XLMREncoder(nnx.Module):
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
                token_type_ids: Optional[jax.Array] = None, *,
                adapters: tuple[AdapterWeights, ...] = (), group_ids: Optional[jax.Array] = None,
-               dropout_rng: Optional[jax.Array] = None) -> jax.Array:
+               dropout_rng: Optional[jax.Array] = None,
+               segment_ids: Optional[jax.Array] = None) -> jax.Array:
     """input_ids, attention_mask, token_type_ids: [B, S]. Returns hidden states [B, S, H].
 
     `adapters`: AdapterWeights with leaves [L, G, ...]; `group_ids` [B] picks each example's
-    group. `dropout_rng=None` disables dropout.
+    group. `dropout_rng=None` disables dropout. `segment_ids` [B, S] (packed rows: 0 = padding,
+    k = the row's k-th sentence): attention stays within a segment and positions restart.
     """
     c = self.config
     if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
       raise ValueError(f"XLMREncoder: input_ids {input_ids.shape} and attention_mask "
                        f"{attention_mask.shape} must both be [batch, seq]")
+    if segment_ids is not None and segment_ids.shape != input_ids.shape:
+      raise ValueError(f"XLMREncoder: segment_ids {segment_ids.shape} must match input_ids "
+                       f"{input_ids.shape}")
     if input_ids.shape[1] > c.longest_sequence:
       raise ValueError(f"XLMREncoder: sequence length {input_ids.shape[1]} exceeds the "
                        f"{c.longest_sequence} positions of this encoder "
@@ -308,8 +335,8 @@ class XLMREncoder(nnx.Module):
       emb_key = jax.random.fold_in(dropout_rng, c.num_layers)
       layer_keys = jax.vmap(lambda i: jax.random.fold_in(dropout_rng, i))(
           jnp.arange(c.num_layers))  # layer i's key = fold_in(rng, i)
-    x = self.embed(input_ids, token_type_ids, emb_key)  # [B, S, H]
-    mask = attention_mask.astype(bool)[:, None, None, :]  # [B, 1, 1, S]
+    x = self.embed(input_ids, token_type_ids, emb_key, segment_ids)  # [B, S, H]
+    mask = attention_mask_4d(attention_mask, segment_ids)
     params = _values(self.layers)  # leaves [L, ...]
 
     def body(x, per_layer):
