@@ -119,10 +119,7 @@ def read_text(path: str) -> Document:
 
 def _pair_row(path: str, number: int, line: str) -> tuple[dict[str, Any], dict[str, str]]:
   """(the row as read, {'premise', 'hypothesis'})."""
-  try:
-    row = json.loads(line)
-  except json.JSONDecodeError as e:
-    raise sources.bad_line(path, number, line, f'a JSON object ({e.msg})') from e
+  row = sources.json_row(path, number, line)
   for a, b in PAIR_FIELDS:
     if isinstance(row, dict) and isinstance(row.get(a), str) and isinstance(row.get(b), str):
       return row, {'premise': row[a], 'hypothesis': row[b]}

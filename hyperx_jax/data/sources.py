@@ -253,7 +253,7 @@ NLI_FIELDS = ("sentence1", "sentence2", "gold_label")
 NO_GOLD_LABEL = "-"  # MultiNLI: annotators reached no consensus (the row is skipped)
 
 
-def _json_row(path, number: int, line: str) -> Any:
+def json_row(path, number: int, line: str) -> Any:
   try:
     return json.loads(line)
   except json.JSONDecodeError as e:
@@ -269,7 +269,7 @@ def read_jsonl_pairs(path: str | os.PathLike, fields: Mapping[str, str] | None =
   official MultiNLI / XNLI names (NLI_FIELDS). `language` keeps the rows whose "language" is
   that (the official XNLI files hold every language). Rows labelled "-" are skipped, counted.
   """
-  rows = [(n, line, _json_row(path, n, line))
+  rows = [(n, line, json_row(path, n, line))
           for n, line in enumerate(read_lines(path), start=1) if line.strip()]
   if fields is not None:
     names = tuple(fields[k] for k in PAIR_FIELDS)
