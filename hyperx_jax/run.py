@@ -16,8 +16,10 @@ beyond `RESUMABLE_CHANGES` (how long and how often, not what is trained).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import re
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import jax
@@ -39,6 +41,7 @@ from hyperx_jax.validation import ConfigError
 CONFIG_FILE = 'config.json'
 # Fields a run may change when it continues in a workdir: they set how long it trains and how
 # often it logs, evaluates and saves, never what a step computes.
+ABSENT = '<absent>'  # a config field that one of two configs lacks
 RESUMABLE_CHANGES = ('total_steps', 'eval_every_steps', 'log_every_steps',
                      'checkpoint.every_steps', 'checkpoint.keep', 'checkpoint.async_save',
                      'data.prefetch')
@@ -141,23 +144,46 @@ def config_leaves(tree: Any, prefix: str = '') -> dict[str, Any]:
 
 
 def config_differences(saved: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple]:
-  """field -> (saved value, new value) for every leaf that differs ('<absent>' if missing)."""
+  """field -> (saved value, new value) for every leaf that differs (ABSENT if missing)."""
   a, b = config_leaves(saved), config_leaves(new)
-  absent = '<absent>'
-  return {k: (a.get(k, absent), b.get(k, absent)) for k in sorted(set(a) | set(b))
-          if a.get(k, absent) != b.get(k, absent)}
+  return {k: (a.get(k, ABSENT), b.get(k, ABSENT)) for k in sorted(set(a) | set(b))
+          if a.get(k, ABSENT) != b.get(k, ABSENT)}
+
+
+def _without_leaf(tree: Any, path: str) -> Any:
+  """A copy of a JSON-like tree without the leaf at `path` ('data.packing', 'x[0].role')."""
+  tree = copy.deepcopy(tree)
+  keys = [int(k) if k.isdigit() else k for k in re.findall(r'[^.\[\]]+', path)]
+  parent = tree
+  for key in keys[:-1]:
+    parent = parent[key]
+  del parent[keys[-1]]
+  return tree
+
+
+def _means_default(new: Mapping[str, Any], path: str) -> bool:
+  """Whether the leaf at `path` of the config `new` has the value its absence means: the run
+  spec decoded without it is the same. (A field added to the config after a run started then
+  resumes that run when left at the behaviour the run was trained with.)"""
+  try:
+    reduced = specs.decode(ml_collections.ConfigDict(_without_leaf(new, path)))
+  except (AttributeError, KeyError, TypeError, ValueError):  # absence is invalid: a change
+    return False
+  return reduced == specs.decode(ml_collections.ConfigDict(new))
 
 
 def check_saved_config(config: ml_collections.ConfigDict, workdir: str, *,
                        allow_change: bool = False) -> None:
   """A ConfigError listing each field where `config` differs from the workdir's config.json
-  outside RESUMABLE_CHANGES (none without a config.json, or with `allow_change`)."""
+  outside RESUMABLE_CHANGES (none without a config.json, or with `allow_change`). A field the
+  saved config lacks (added since) is no change while it keeps the meaning of its absence."""
   path = epath.Path(workdir) / CONFIG_FILE
   if allow_change or not path.exists():
     return
   new = json.loads(config.to_json_best_effort())  # the form save_config writes
   differences = {k: v for k, v in config_differences(json.loads(path.read_text()), new).items()
-                 if k not in RESUMABLE_CHANGES}
+                 if k not in RESUMABLE_CHANGES
+                 and not (v[0] == ABSENT and _means_default(new, k))}
   if differences:
     lines = [f'  config.{k}: {old!r} (saved) -> {value!r}'
              for k, (old, value) in differences.items()]
