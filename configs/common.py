@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 import ml_collections
 
 from hyperx_jax import sharding
-from hyperx_jax.schema import DEV, HUB_DATASETS, TEST, TYPOLOGY_FEATURE_SETS
+from hyperx_jax.schema import DEV, HUB_DATASETS, PACKING_OFF, TEST, TYPOLOGY_FEATURE_SETS
 from hyperx_jax.schema import METHODS, NER_LABELS, UPOS_TAGS, XNLI_LABELS  # noqa: F401 (re-exported)
 
 # Hugging Face checkpoints per XLM-R size, and the mesh each one wants on a pod slice
@@ -161,6 +161,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.eval_batch_size = 64
   c.data.temperature = 5.0
   c.data.weights = ml_collections.config_dict.placeholder(tuple)  # one per train stream
+  # Sentences per training row at most (PACKING_OFF: one per padded row). Off by default: a
+  # packed step takes more sentences than batch_size, which changes the recipe.
+  c.data.packing = PACKING_OFF
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 1e-3
