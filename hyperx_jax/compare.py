@@ -1,10 +1,13 @@
 """Several runs in one table: mean ± std over seeds per (method, task:lang), zero-shot marked.
 
-    python -m hyperx_jax.compare RUN_DIR [RUN_DIR ...] [--out DIR]
+    python -m hyperx_jax.compare [LABEL=]RUN_DIR [[LABEL=]RUN_DIR ...] [--out DIR]
 
 Each RUN_DIR is a finished training run (`config.json` + `results.json`); its method and seed
-come from its config (a Hyper-X run with a typology language source is its own column,
-`hyperx-typology` / `hyperx-both`). Every (task, language) pair is scored by its task's main metric (F1
+come from its config. Runs form one column per method (a Hyper-X run with a typology language
+source is its own column, `hyperx-typology` / `hyperx-both`), or per LABEL where given
+(`paper=runs/p/hyperx/seed1`). The runs of one column must have the same config apart from
+the seed and bookkeeping (COLUMN_IGNORES); otherwise it is an error naming the fields, so that
+runs of different recipes are never averaged together. Every (task, language) pair is scored by its task's main metric (F1
 where the task reports it, else accuracy, as XTREME does); the "zero-shot average" row
 averages each run's zero-shot pairs first and then takes mean ± std over that method's runs.
 Writes `compare.md`, `compare.csv` and `compare.png` to --out (default: the current directory)
@@ -29,6 +32,9 @@ from hyperx_jax import fileio, report
 from hyperx_jax.schema import METHOD_NAMES
 
 ZERO_SHOT_AVERAGE = 'zero-shot average'
+# Config fields that may differ inside one column: the seed, and what changes no result.
+COLUMN_IGNORES = ('seed', 'eval_every_steps', 'log_every_steps', 'checkpoint.every_steps',
+                  'checkpoint.keep', 'checkpoint.async_save', 'data.prefetch', 'diagnostics')
 SEEN_AVERAGE = 'seen average'
 
 
@@ -44,9 +50,23 @@ class RunResult:
   seed: int
   results: Mapping[str, Mapping]  # results.json: {'task:lang': {metric: value, 'zero_shot'}}
   provenance: Optional[Mapping] = None  # results.json's, where it has one (report.from_file)
+  label: Optional[str] = None  # the column's name, given as LABEL=RUN_DIR
+  config: Optional[Mapping] = None  # config.json
+
+  @property
+  def column(self) -> str:
+    return self.label or self.method
 
 
-def load_run(directory: str) -> RunResult:
+def split_label(arg: str) -> tuple[Optional[str], str]:
+  """'paper=runs/x' -> ('paper', 'runs/x'); an existing directory (or no '=') is unlabelled."""
+  label, sep, directory = arg.partition('=')
+  if not sep or not label or epath.Path(arg).exists():
+    return None, arg
+  return label, directory
+
+
+def load_run(directory: str, label: Optional[str] = None) -> RunResult:
   """A finished run's method, seed and results (clear errors for an unfinished one)."""
   path = epath.Path(directory)
   missing = [n for n in ('config.json', 'results.json') if not (path / n).exists()]
@@ -68,7 +88,26 @@ def load_run(directory: str) -> RunResult:
     raise ValueError(f'{path / "results.json"}: {e}') from None
   source = (config.get('hyperx') or {}).get('language_source', 'learned')
   method = variant_name(config['method'], source if config['method'] == 'hyperx' else 'learned')
-  return RunResult(str(directory), method, int(config['seed']), results, provenance)
+  return RunResult(str(directory), method, int(config['seed']), results, provenance, label,
+                   config)
+
+
+def check_columns(runs: Sequence[RunResult]) -> None:
+  """A ValueError where two runs of one column differ in config beyond COLUMN_IGNORES."""
+  from hyperx_jax.run import config_differences  # pylint: disable=g-import-not-at-top (jax)
+  first: dict[str, RunResult] = {}
+  for r in runs:
+    ref = first.setdefault(r.column, r)
+    if r is ref or r.config is None or ref.config is None:
+      continue
+    fields = {k: v for k, v in config_differences(ref.config, r.config).items()
+              if k not in COLUMN_IGNORES}
+    if fields:
+      listed = '; '.join(f'{k}: {a!r} vs {b!r}' for k, (a, b) in list(fields.items())[:6])
+      raise ValueError(
+          f'{ref.directory} and {r.directory} would share the column {_name(r.column)!r}, but '
+          f'their configs differ beyond the seed ({listed}); name each group with '
+          'LABEL=RUN_DIR.')
 
 
 def main_scores(results: Mapping[str, Mapping]) -> dict[str, tuple[float, bool]]:
@@ -107,10 +146,10 @@ def aggregate(runs: Sequence[RunResult]
   zero_shot: dict[str, bool] = {}
   methods: list[str] = []
   for r in runs:
-    if r.method not in methods:
-      methods.append(r.method)
+    if r.column not in methods:
+      methods.append(r.column)
     for row, (value, z) in main_scores(r.results).items():
-      values[r.method, row].append((r.seed, value))
+      values[r.column, row].append((r.seed, value))
       zero_shot.setdefault(row, z)
   rows = [k for k in zero_shot if k not in (SEEN_AVERAGE, ZERO_SHOT_AVERAGE)]
   rows = (sorted(rows, key=lambda k: zero_shot[k])
@@ -125,15 +164,17 @@ def aggregate(runs: Sequence[RunResult]
 
 
 def _name(variant: str) -> str:
-  """'hyperx' -> 'Hyper-X', 'hyperx-typology' -> 'Hyper-X (typology)'."""
+  """'hyperx' -> 'Hyper-X', 'hyperx-typology' -> 'Hyper-X (typology)'; a label as it is."""
   method, _, source = variant.partition('-')
+  if method not in METHOD_NAMES:
+    return variant
   name = METHOD_NAMES.get(method, method)
   return f'{name} ({source})' if source else name
 
 
 def to_markdown(runs: Sequence[RunResult]) -> str:
   methods, rows, cells, zero_shot = aggregate(runs)
-  seeds = {m: sorted({r.seed for r in runs if r.method == m}) for m in methods}
+  seeds = {m: sorted({r.seed for r in runs if r.column == m}) for m in methods}
   header = ['task:lang', 'setting'] + [f'{_name(m)} (seeds {",".join(map(str, seeds[m]))})'
                                        for m in methods]
   lines = [header, ['---', '---'] + ['---:'] * len(methods)]
@@ -202,7 +243,8 @@ def plot(runs: Sequence[RunResult]) -> bytes:
 
 
 def write(runs: Sequence[RunResult], out_dir: str) -> str:
-  """compare.{md,csv,png} in out_dir; returns the Markdown."""
+  """compare.{md,csv,png} in out_dir, once check_columns passes; returns the Markdown."""
+  check_columns(runs)
   out = epath.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   markdown = to_markdown(runs)
@@ -216,14 +258,15 @@ def write(runs: Sequence[RunResult], out_dir: str) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> None:
   parser = argparse.ArgumentParser(prog='python -m hyperx_jax.compare', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('runs', nargs='+', help='finished run directories')
+  parser.add_argument('runs', nargs='+', help='finished run directories, each [LABEL=]RUN_DIR')
   parser.add_argument('--out', default='.', help='where compare.{md,csv,png} go')
   args = parser.parse_args(argv)
   try:
-    runs = [load_run(d) for d in args.runs]
+    runs = [load_run(d, label) for label, d in map(split_label, args.runs)]
+    markdown = write(runs, args.out)  # checks the columns before writing
   except (FileNotFoundError, ValueError) as e:
     parser.error(str(e))  # exit 2, one line naming the file; nothing written
-  print(write(runs, args.out))
+  print(markdown)
 
 
 if __name__ == '__main__':

@@ -115,3 +115,28 @@ def test_language_sources_are_their_own_columns(tmp_path, capsys):
   with pytest.raises(SystemExit):
     experiment.main(["--config=configs/demo.py", "--language_sources=uriel",
                      f"--workdir={tmp_path}"])
+
+
+def test_labels_name_columns_and_a_column_holds_one_config(tmp_path, capsys):
+  def run(name, seed, per_task_state, value):
+    d = tmp_path / name
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(
+        {"method": "hyperx", "seed": seed, "log_every_steps": seed,
+         "optim": {"per_task_state": per_task_state}}))
+    (d / "results.json").write_text(json.dumps({"pairs:tr": {"accuracy": value,
+                                                              "zero_shot": True}}))
+    return str(d)
+  default = [run("a1", 1, "^adapters/", 0.6), run("a2", 2, "^adapters/", 0.8)]
+  paper = [run("p1", 1, None, 0.5), run("p2", 2, None, 0.7)]
+  with pytest.raises(SystemExit):  # one column, two recipes: refused, nothing written
+    compare.main(default + paper + [f"--out={tmp_path / 'out'}"])
+  error = capsys.readouterr().err
+  assert "share the column 'Hyper-X'" in error and "optim.per_task_state" in error
+  assert "log_every_steps" not in error and not (tmp_path / "out").exists()
+  assert compare.split_label("paper=runs/x") == ("paper", "runs/x")
+  assert compare.split_label(default[0]) == (None, default[0])
+  compare.main(default + [f"paper={d}" for d in paper] + [f"--out={tmp_path / 'out'}"])
+  table = capsys.readouterr().out
+  assert "Hyper-X (seeds 1,2) | paper (seeds 1,2) |" in table
+  assert "| pairs:tr | zero-shot | **70.0 ± 14.1** | 60.0 ± 14.1 |" in table
