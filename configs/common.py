@@ -124,6 +124,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.param_dtype = 'float32'
   c.model.scan_layers = True
   c.model.remat = 'none'
+  # The attention kernel: 'auto' (cuDNN's fused attention on NVIDIA GPUs with bfloat16 compute,
+  # XLA's elsewhere), 'xla' or 'cudnn' (hyperx_jax/models/attention.py).
+  c.model.attention = 'auto'
   c.model.hidden_dropout = 0.1
   c.model.attention_dropout = 0.1
   c.model.classifier_dropout = 0.1

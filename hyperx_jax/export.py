@@ -379,7 +379,7 @@ def export_from_run(workdir: str, task: str, lang: str, out_dir: str, *,
   _check_format(format)
   check_names(workdir, task, lang)
   if format == "adapterhub":
-    check_adapterhub(specs.decode(run.load_config(workdir)), task)
+    check_adapterhub(specs.decode(run.load_config(workdir), strict_attention=False), task)
   trained = run.restore(workdir, step=step, allow_fallback=allow_fallback)
   return export_adapter(trained.model(), trained.spec, task, lang, out_dir, step=trained.step,
                         workdir=os.path.abspath(workdir), format=format)

@@ -176,7 +176,7 @@ def input_format(path: str, fmt: Optional[str], kind: str) -> str:
 def check_request(workdir: str, task: str, lang: str, input_path: str, out_path: str,
                   fmt: Optional[str] = None) -> Request:
   """Reads the run's config and the input; every error here comes before any model work."""
-  spec = specs.decode(run.load_config(workdir))
+  spec = specs.decode(run.load_config(workdir), strict_attention=False)
   _choose('task', task, list(spec.tasks))
   _choose('lang', lang, spec.languages)
   kind = spec.tasks[task].kind

@@ -39,12 +39,13 @@ from hyperx_jax.tree import flat_paths, map_params, path_str
 from hyperx_jax.validation import ConfigError
 
 CONFIG_FILE = 'config.json'
-# Fields a run may change when it continues in a workdir: they set how long it trains and how
-# often it logs, evaluates and saves, never what a step computes.
 ABSENT = '<absent>'  # a config field that one of two configs lacks
+# Fields a run may change when it continues in a workdir: they set how long it trains, how
+# often it logs, evaluates and saves, and which kernel computes attention; never what a step
+# computes.
 RESUMABLE_CHANGES = ('total_steps', 'eval_every_steps', 'log_every_steps',
                      'checkpoint.every_steps', 'checkpoint.keep', 'checkpoint.async_save',
-                     'data.prefetch')
+                     'data.prefetch', 'model.attention')
 
 
 class ModelParts(NamedTuple):
@@ -240,7 +241,9 @@ def restore(workdir: str, *, step: Optional[int] = None, mesh: Optional[Mesh] = 
   source (`load_pretrained=False` leaves it randomly initialised, when only the trainable
   parameters are wanted). `mesh` defaults to the run's configured mesh on this machine."""
   config = load_config(workdir)
-  spec = specs.decode(config)  # checked when the run started; its data need not be here now
+  # Checked when the run started (its data need not be here now); the attention kernel is
+  # this machine's: a run trained with 'cudnn' evaluates on a CPU with 'xla'.
+  spec = specs.decode(config, strict_attention=False)
   mesh = mesh if mesh is not None else sharding.make_mesh(spec.mesh)
   parts, _ = create_model(spec, mesh, load_pretrained=load_pretrained)
   ckpt = checkpoint.Checkpointer(workdir, read_only=True, async_save=False)

@@ -43,6 +43,12 @@ def max_mlm_predictions(max_length: int, mask_rate: float = MLM_RATE) -> int:
 DTYPES = ('float32', 'bfloat16')
 REMAT_POLICIES = ('none', 'full', 'dots')
 PLACEMENTS = ('ffn_output', 'layer_output')
+# model.attention: which kernel computes softmax(q k^T / sqrt(d) + mask) v. 'xla': XLA's own
+# (einsum + softmax, any backend); 'cudnn': cuDNN's fused (flash) attention, NVIDIA GPUs with
+# bfloat16 compute only; 'auto': cudnn where it can run (models/attention.py), xla otherwise.
+XLA_ATTENTION, CUDNN_ATTENTION, AUTO_ATTENTION = 'xla', 'cudnn', 'auto'
+ATTENTION_IMPLEMENTATIONS = (XLA_ATTENTION, CUDNN_ATTENTION)
+ATTENTION_CHOICES = (AUTO_ATTENTION, *ATTENTION_IMPLEMENTATIONS)
 # Where Hyper-X's language vector comes from (docs/method.md, section 2): a learned row per
 # language, a learned projection of the language's URIEL typology vector, or their sum.
 LANGUAGE_SOURCES = ('learned', 'typology', 'both')

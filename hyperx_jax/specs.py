@@ -14,12 +14,13 @@ import dataclasses
 from typing import Any, Mapping, Optional
 
 from hyperx_jax import validation
+from hyperx_jax.models import attention
 from hyperx_jax.models.hypernet import HyperNetConfig
 from hyperx_jax.models.model import ModelSpec
 from hyperx_jax.models.weights import encoder_config_from_checkpoint
 from hyperx_jax.models.xlmr import EncoderConfig
-from hyperx_jax.schema import (DEV, MLM, PACKING_OFF, TEST, CheckpointSpec, DataSpec, MeshSpec,
-                               OptimSpec, Pair, StreamSpec, TaskSpec)
+from hyperx_jax.schema import (AUTO_ATTENTION, DEV, MLM, PACKING_OFF, TEST, CheckpointSpec,
+                               DataSpec, MeshSpec, OptimSpec, Pair, StreamSpec, TaskSpec)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,16 +114,25 @@ def stream_specs(config: Any, field: str, tasks: Mapping[str, TaskSpec]) -> tupl
   return tuple(specs)
 
 
-def encoder_config(config: Any) -> EncoderConfig:
+def encoder_config(config: Any, *, strict_attention: bool = True) -> EncoderConfig:
   """config.model (+ config.adapter.placement) -> EncoderConfig: sizes from the checkpoint's
-  config.json (or the XLM-R preset without a checkpoint), options from the config."""
+  config.json (or the XLM-R preset without a checkpoint), options from the config, and
+  model.attention resolved for this process's device (`attention.resolve`)."""
   m = config.model
   options = {k: m[k] for k in ('dtype', 'param_dtype', 'scan_layers', 'remat', 'hidden_dropout',
                                'attention_dropout') if m.get(k) is not None}
   options['adapter_placement'] = config.adapter.placement
   if m.checkpoint:
-    return encoder_config_from_checkpoint(m.checkpoint, **options)
-  return EncoderConfig.preset(m.get('preset', 'base'), **options)
+    encoder = encoder_config_from_checkpoint(m.checkpoint, **options)
+  else:
+    encoder = EncoderConfig.preset(m.get('preset', 'base'), **options)
+  kernel = attention.resolve(m.get('attention', AUTO_ATTENTION), attention.local_device(),
+                             dtype=encoder.dtype, head_dim=encoder.head_dim,
+                             max_length=int(config.data.max_length),
+                             packed=config.data.get('packing', PACKING_OFF) != PACKING_OFF,
+                             attention_dropout=encoder.attention_dropout,
+                             strict=strict_attention)
+  return dataclasses.replace(encoder, attention=kernel)
 
 
 def untrained_languages(config: Any) -> list[str]:
@@ -158,8 +168,9 @@ def data_spec(config: Any) -> DataSpec:
                   packing=int(d.get('packing', PACKING_OFF)))
 
 
-def model_spec(config: Any) -> ModelSpec:
-  return ModelSpec(method=config.method, encoder=encoder_config(config),
+def model_spec(config: Any, *, strict_attention: bool = True) -> ModelSpec:
+  return ModelSpec(method=config.method,
+                   encoder=encoder_config(config, strict_attention=strict_attention),
                    hypernet=hypernet_config(config), tasks=task_specs(config),
                    languages=tuple(config.languages),
                    classifier_dropout=float(config.model.get('classifier_dropout', 0.1)))
@@ -171,10 +182,11 @@ def parse(config: Any, device_count: int) -> RunSpec:
   return decode(config)
 
 
-def decode(config: Any) -> RunSpec:
+def decode(config: Any, *, strict_attention: bool = True) -> RunSpec:
   """The RunSpec of a config assumed valid (`parse` checks first; benchmarks that build a model
-  without data streams call this directly)."""
-  model = model_spec(config)
+  without data streams call this directly). `strict_attention=False`: an explicit
+  model.attention that cannot run on this device falls back to xla (`attention.resolve`)."""
+  model = model_spec(config, strict_attention=strict_attention)
   tasks = {t.name: t for t in model.tasks}
   o, c = config.optim, config.checkpoint
   return RunSpec(

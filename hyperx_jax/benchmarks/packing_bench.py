@@ -26,16 +26,29 @@ from hyperx_jax.tokenizer import load_tokenizer  # noqa: E402
 PAIR_LABELS = ("translation", "unrelated")
 
 
+def treebank() -> tuple[str, tuple[str, ...], list]:
+  """The offline Turkish treebank's POS training set: (task kind, labels, raw examples)."""
+  path = os.path.join(assets.asset_path("tr_pos"), "train.conllu")
+  return TOKEN, tuple(common.UPOS_TAGS), sources.read_source(
+      {"type": "conllu", "path": path, "tag_map": "google_universal_to_upos"})
+
+
 def datasets(lang: str) -> dict[str, tuple[str, tuple[str, ...], list]]:
   """name -> (task kind, labels, raw examples)."""
-  treebank = os.path.join(assets.asset_path("tr_pos"), "train.conllu")
   pairs = os.path.join(assets.asset_path("pairs"), lang, "train.jsonl")
   return {
-      "pos (tr treebank)": (TOKEN, tuple(common.UPOS_TAGS), sources.read_source(
-          {"type": "conllu", "path": treebank, "tag_map": "google_universal_to_upos"})),
+      "pos (tr treebank)": treebank(),
       f"pairs ({lang} gettext)": (PAIR, PAIR_LABELS, sources.read_source(
           {"type": "jsonl", "path": pairs})),
   }
+
+
+def featurised(kind: str, labels, raw: list, tokenizer, length: int
+               ) -> tuple[list[features.Features], np.ndarray, features.Featurizer]:
+  """The examples featurised at `length`, their real tokens each, and the featuriser."""
+  featurizer = features.make_featurizer(kind, tokenizer, length, labels)
+  examples = [f for f in (featurizer(ex) for ex in raw) if f is not None]
+  return examples, np.array([features.length(f) for f in examples]), featurizer
 
 
 def packed_rows(examples: list[features.Features], packer: features.Packer,
@@ -52,9 +65,7 @@ def packed_rows(examples: list[features.Features], packer: features.Packer,
 
 def report(name: str, kind: str, labels, raw: list, tokenizer, length: int,
            packing: list[int], batch_size: int) -> None:
-  featurizer = features.make_featurizer(kind, tokenizer, length, labels)
-  examples = [f for f in (featurizer(ex) for ex in raw) if f is not None]
-  tokens = np.array([features.length(f) for f in examples])
+  examples, tokens, featurizer = featurised(kind, labels, raw, tokenizer, length)
   stats = featurizer.stats()
   print(f"\n{name}, max_length {length}: {len(examples)} examples, tokens per example "
         f"mean {tokens.mean():.1f} / median {np.median(tokens):.0f} / max {tokens.max()}, "

@@ -16,12 +16,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -74,6 +75,16 @@ def random_batch(batch: int, length: int, vocab: int, kind: str, seed: int = 0) 
           'example_mask': np.ones(batch, np.int32)}
 
 
+@contextlib.contextmanager
+def encoder_dir(encoder: Mapping[str, Any]) -> Iterator[str]:
+  """A temporary checkpoint directory holding only `encoder` as its config.json (random
+  weights: `run.create_model(..., load_pretrained=False)`)."""
+  with tempfile.TemporaryDirectory() as ckpt:
+    with open(os.path.join(ckpt, 'config.json'), 'w') as f:
+      json.dump(dict(encoder), f)
+    yield ckpt
+
+
 def _step_fn(mesh: Mesh, parts, tx, opt_state):
   shardings = (run.shardings_of(parts.trainable), run.shardings_of(opt_state),
                run.shardings_of(parts.frozen))
@@ -81,20 +92,19 @@ def _step_fn(mesh: Mesh, parts, tx, opt_state):
 
 
 class SpeedRun:
-  """One method's compiled trainer step on the small encoder; `step()` runs one update."""
+  """A spec's compiled trainer step on one device and one fixed batch (random weights);
+  `step()` runs one update."""
 
-  def __init__(self, method: str, checkpoint: str, batch: int, length: int):
-    spec = specs.decode(bench_config(method, checkpoint, batch, length))
+  def __init__(self, name: str, spec: specs.RunSpec, local_batch: Mapping[str, np.ndarray]):
     mesh = one_device_mesh()
     parts, _ = run.create_model(spec, mesh, load_pretrained=False)
-    self.method, self.batch = method, batch
+    self.method, self.batch = name, int(local_batch['input_ids'].shape[0])
     self.trainable_params = int(sum(x.size for x in jax.tree.leaves(parts.trainable)))
     tx = optim.make_optimizer(spec.optim, parts.trainable)
     opt_state = train.init_optimizer(tx, parts.trainable, mesh)
     step_fn = _step_fn(mesh, parts, tx, opt_state)
     self.frozen = parts.frozen
-    self.batch_arrays = train.global_batch(
-        random_batch(batch, length, SMALL_ENCODER['vocab_size'], 'token_classification'), mesh)
+    self.batch_arrays = train.global_batch(dict(local_batch), mesh)
     self.rng = jax.random.key(0)
     t0 = time.perf_counter()
     self.compiled = step_fn.lower(parts.trainable, opt_state, self.frozen, self.batch_arrays,
@@ -103,6 +113,7 @@ class SpeedRun:
     self.state = (parts.trainable, opt_state)
     self.i = 0
     self.times: list[float] = []
+    self.losses: list[float] = []
 
   def step(self, timed: bool = True) -> None:
     t0 = time.perf_counter()
@@ -112,23 +123,35 @@ class SpeedRun:
     if timed:
       self.times.append(time.perf_counter() - t0)
     self.state, self.i = (trainable, opt_state), self.i + 1
+    self.losses.append(float(m['loss']) if bool(m['finite']) else float('nan'))
 
   def result(self) -> dict[str, Any]:
+    """Median step time and rates; the first and last loss (the same batch every step, so it
+    falls; NaN for a step whose loss or gradient was not finite)."""
     step_s = float(np.median(self.times))
     return {'method': self.method, 'trainable_params': self.trainable_params,
             'compile_s': self.compile_s, 'step_s': step_s, 'steps_per_s': 1 / step_s,
-            'examples_per_s': self.batch / step_s}
+            'examples_per_s': self.batch / step_s, 'first_loss': self.losses[0],
+            'last_loss': self.losses[-1]}
 
 
-def speed(checkpoint: str, steps: int, batch: int, length: int) -> list[dict[str, Any]]:
-  """Every method's step, timed interleaved (one step of each per round; median)."""
-  runs = [SpeedRun(m, checkpoint, batch, length) for m in SPEED_METHODS]
-  for r in runs:
-    r.step(timed=False)  # warm-up
+def interleaved(runs: list[SpeedRun], steps: int, warmup: int = 1) -> list[dict[str, Any]]:
+  """Each run's `result()` after `warmup` untimed steps, then `steps` rounds that run one
+  step of each (so a slow spell of the machine costs every run alike)."""
+  for _ in range(warmup):
+    for r in runs:
+      r.step(timed=False)
   for _ in range(steps):
     for r in runs:
       r.step()
   return [r.result() for r in runs]
+
+
+def speed(checkpoint: str, steps: int, batch: int, length: int) -> list[dict[str, Any]]:
+  """Every method's step, timed interleaved (one step of each per round; median)."""
+  local = random_batch(batch, length, SMALL_ENCODER['vocab_size'], 'token_classification')
+  return interleaved([SpeedRun(m, specs.decode(bench_config(m, checkpoint, batch, length)), local)
+                      for m in SPEED_METHODS], steps)
 
 
 def memory(size: str, method: str = 'hyperx', batch: int = 32, length: int = 256
@@ -186,9 +209,7 @@ def main(argv=None) -> None:
   jax.config.update('jax_threefry_partitionable', True)
   out: dict[str, Any] = {'device': str(jax.devices()[0].device_kind), 'speed': [], 'memory': []}
   if not args.skip_speed:
-    with tempfile.TemporaryDirectory() as ckpt:
-      with open(os.path.join(ckpt, 'config.json'), 'w') as f:
-        json.dump(SMALL_ENCODER, f)
+    with encoder_dir(SMALL_ENCODER) as ckpt:
       out['speed'] = speed(ckpt, args.steps, args.batch, args.length)
     base = out['speed'][0]
     print(f'\ntrain step, encoder h={SMALL_ENCODER["hidden_size"]} '

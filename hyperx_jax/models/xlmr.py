@@ -39,9 +39,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hyperx_jax.models.adapters import AdapterWeights, apply_adapter_stack, layer_slice
+from hyperx_jax.models.attention import AttentionMask, dot_product_attention, row_lengths
 from hyperx_jax.models.layers import (INIT_STD, Dense, LayerNorm, dense, dropout, layer_norm,
                                       param)
-from hyperx_jax.schema import DTYPES, PLACEMENTS, REMAT_POLICIES
+from hyperx_jax.schema import (ATTENTION_IMPLEMENTATIONS, DTYPES, PLACEMENTS, REMAT_POLICIES,
+                               XLA_ATTENTION)
 
 # Hugging Face `config.json` key -> EncoderConfig field.
 _HF_CONFIG_KEYS = {
@@ -94,6 +96,7 @@ class EncoderConfig:
   remat: str = "none"  # "none" | "full" | "dots"
   adapter_placement: str = "ffn_output"  # or "layer_output"
   pre_layer_norm: bool = False  # True for XLM-R XL/XXL (HF model_type "xlm-roberta-xl")
+  attention: str = XLA_ATTENTION  # the kernel (models/attention.py; 'auto' is resolved before)
 
   def __post_init__(self):
     if self.hidden_size % self.num_heads:
@@ -101,6 +104,7 @@ class EncoderConfig:
                        f"num_heads={self.num_heads}")
     for field, value, known in (("remat", self.remat, REMAT_POLICIES),
                                 ("adapter_placement", self.adapter_placement, PLACEMENTS),
+                                ("attention", self.attention, ATTENTION_IMPLEMENTATIONS),
                                 ("dtype", self.dtype, DTYPES),
                                 ("param_dtype", self.param_dtype, DTYPES)):
       if value not in known:
@@ -221,31 +225,31 @@ def attention_mask_4d(attention_mask: jax.Array,
                       segment_ids: Optional[jax.Array]) -> jax.Array:
   """Which keys each query sees, [B, 1, S or 1, S] bool: the real tokens ([B, 1, 1, S]), or
   with `segment_ids` its own segment only (block-diagonal [B, 1, S, S]; padding sees padding,
-  so no row is empty). The XLA path of `jax.nn.dot_product_attention` (its default) takes any
-  boolean mask broadcastable to [B, N, S, S]."""
+  so no row is empty). `attention.dot_product_attention` takes it in the form its kernel
+  needs."""
   if segment_ids is None:
     return attention_mask.astype(bool)[:, None, None, :]
   return (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
 
 
-def self_attention(x: jax.Array, p: Mapping[str, Any], mask: jax.Array, rate: float,
-                   key: Optional[jax.Array]) -> jax.Array:
-  """x: [B, S, H]; mask: [B, 1, 1 or S, S] bool (True = attend). Returns [B, S, H] (before out)."""
+def self_attention(x: jax.Array, p: Mapping[str, Any], mask: AttentionMask, implementation: str,
+                   rate: float, key: Optional[jax.Array]) -> jax.Array:
+  """x: [B, S, H]; mask.dense: [B, 1, 1 or S, S] bool (True = attend). Returns [B, S, H]."""
   q = dense(x, p["query"], "bsh,hnd->bsnd")  # [B, S, N, D]
   k = dense(x, p["key"], "bsh,hnd->bsnd")
   v = dense(x, p["value"], "bsh,hnd->bsnd")
   if key is None or rate == 0.0:
-    ctx = jax.nn.dot_product_attention(q, k, v, mask=mask)  # softmax in fp32
+    ctx = dot_product_attention(q, k, v, mask, implementation)  # softmax in fp32
   else:  # attention-probability dropout is not offered by the fused op
     logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
     logits = logits / jnp.sqrt(jnp.float32(q.shape[-1]))
-    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    logits = jnp.where(mask.dense, logits, jnp.finfo(jnp.float32).min)
     probs = dropout(jax.nn.softmax(logits, axis=-1), rate, key).astype(v.dtype)
     ctx = jnp.einsum("bnqk,bknd->bqnd", probs, v)
   return dense(ctx, p["out"], "bsnd,ndh->bsh")
 
 
-def encoder_layer(c: EncoderConfig, p: Mapping[str, Any], x: jax.Array, mask: jax.Array,
+def encoder_layer(c: EncoderConfig, p: Mapping[str, Any], x: jax.Array, mask: AttentionMask,
                   adapters: tuple[AdapterWeights, ...], group_ids: Optional[jax.Array],
                   key: Optional[jax.Array]) -> jax.Array:
   """One layer; p holds this layer's parameter slices, adapters leaves [G, ...].
@@ -256,7 +260,7 @@ def encoder_layer(c: EncoderConfig, p: Mapping[str, Any], x: jax.Array, mask: ja
   k_probs, k_attn, k_ffn = (None,) * 3 if key is None else jax.random.split(key, 3)
   ln = lambda y, name: layer_norm(y, p[name]["scale"], p[name]["bias"], c.layer_norm_eps)
   pre = c.pre_layer_norm
-  attn = self_attention(ln(x, "attention_ln") if pre else x, p["attention"], mask,
+  attn = self_attention(ln(x, "attention_ln") if pre else x, p["attention"], mask, c.attention,
                         c.attention_dropout, k_probs)
   attn_out = dropout(attn, c.hidden_dropout, k_attn) + x  # [B, S, H]
   attn_out = attn_out if pre else ln(attn_out, "attention_ln")
@@ -336,7 +340,9 @@ class XLMREncoder(nnx.Module):
       layer_keys = jax.vmap(lambda i: jax.random.fold_in(dropout_rng, i))(
           jnp.arange(c.num_layers))  # layer i's key = fold_in(rng, i)
     x = self.embed(input_ids, token_type_ids, emb_key, segment_ids)  # [B, S, H]
-    mask = attention_mask_4d(attention_mask, segment_ids)
+    lengths = (row_lengths(attention_mask)  # cuDNN takes right-padded rows as lengths
+               if c.attention != XLA_ATTENTION and segment_ids is None else None)
+    mask = AttentionMask(attention_mask_4d(attention_mask, segment_ids), lengths)
     params = _values(self.layers)  # leaves [L, ...]
 
     def body(x, per_layer):
