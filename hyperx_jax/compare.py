@@ -34,7 +34,8 @@ from hyperx_jax.schema import METHOD_NAMES
 ZERO_SHOT_AVERAGE = 'zero-shot average'
 # Config fields that may differ inside one column: the seed, and what changes no result.
 COLUMN_IGNORES = ('seed', 'eval_every_steps', 'log_every_steps', 'checkpoint.every_steps',
-                  'checkpoint.keep', 'checkpoint.async_save', 'data.prefetch', 'diagnostics')
+                  'checkpoint.keep', 'checkpoint.async_save', 'data.prefetch', 'diagnostics',
+                  'model.attention')
 SEEN_AVERAGE = 'seen average'
 
 
