@@ -42,6 +42,7 @@ SMALL_ENCODER = {'model_type': 'xlm-roberta', 'vocab_size': 8000, 'hidden_size':
                  'max_position_embeddings': 514, 'type_vocab_size': 1, 'layer_norm_eps': 1e-5,
                  'pad_token_id': 1}
 NUM_LABELS = 17
+TASK = 'task'  # the one task of `bench_config`
 
 
 def one_device_mesh() -> Mesh:
@@ -56,7 +57,7 @@ def bench_config(method: str, checkpoint: str | None, batch: int, length: int, *
   c.model.checkpoint, c.model.preset = checkpoint, preset
   c.tokenizer = 'unused'
   labels = [f'L{i}' for i in range(NUM_LABELS if kind == 'token_classification' else 3)]
-  c.tasks.task = {'kind': kind, 'labels': labels, 'metric': 'accuracy'}
+  c.tasks[TASK] = {'kind': kind, 'labels': labels, 'metric': 'accuracy'}
   c.languages = ['en', 'tr']
   c.data.batch_size, c.data.max_length = batch, length
   c.total_steps, c.optim.warmup_steps = 1000, 10
@@ -81,28 +82,34 @@ def _step_fn(mesh: Mesh, parts, tx, opt_state):
 
 
 class SpeedRun:
-  """One method's compiled trainer step on the small encoder; `step()` runs one update."""
+  """One config's compiled trainer step on one device; `step()` runs one update.
 
-  def __init__(self, method: str, checkpoint: str, batch: int, length: int):
-    spec = specs.decode(bench_config(method, checkpoint, batch, length))
+  `local_batch`: the numpy batch every step trains on (task `TASK`). `load_pretrained`: the
+  encoder weights from `config.model.checkpoint` (else random; speed does not depend on them).
+  Before the first step, `state` holds the initial (trainable, opt_state); steps donate it.
+  """
+
+  def __init__(self, config, local_batch: dict, *, load_pretrained: bool = False):
+    self.spec = spec = specs.decode(config)
     mesh = one_device_mesh()
-    parts, _ = run.create_model(spec, mesh, load_pretrained=False)
-    self.method, self.batch = method, batch
+    parts, _ = run.create_model(spec, mesh, load_pretrained=load_pretrained)
+    self.method, self.batch = spec.method, spec.data.batch_size
+    self.graphdef = parts.graphdef
     self.trainable_params = int(sum(x.size for x in jax.tree.leaves(parts.trainable)))
     tx = optim.make_optimizer(spec.optim, parts.trainable)
     opt_state = train.init_optimizer(tx, parts.trainable, mesh)
     step_fn = _step_fn(mesh, parts, tx, opt_state)
     self.frozen = parts.frozen
-    self.batch_arrays = train.global_batch(
-        random_batch(batch, length, SMALL_ENCODER['vocab_size'], 'token_classification'), mesh)
+    self.batch_arrays = train.global_batch(local_batch, mesh)
     self.rng = jax.random.key(0)
     t0 = time.perf_counter()
     self.compiled = step_fn.lower(parts.trainable, opt_state, self.frozen, self.batch_arrays,
-                                  np.int32(0), self.rng, 'task').compile()
+                                  np.int32(0), self.rng, TASK).compile()
     self.compile_s = time.perf_counter() - t0
     self.state = (parts.trainable, opt_state)
     self.i = 0
     self.times: list[float] = []
+    self.metrics: dict[str, Any] = {}
 
   def step(self, timed: bool = True) -> None:
     t0 = time.perf_counter()
@@ -111,7 +118,7 @@ class SpeedRun:
     jax.block_until_ready((trainable, m['loss']))
     if timed:
       self.times.append(time.perf_counter() - t0)
-    self.state, self.i = (trainable, opt_state), self.i + 1
+    self.state, self.i, self.metrics = (trainable, opt_state), self.i + 1, m
 
   def result(self) -> dict[str, Any]:
     step_s = float(np.median(self.times))
@@ -120,14 +127,22 @@ class SpeedRun:
             'examples_per_s': self.batch / step_s}
 
 
-def speed(checkpoint: str, steps: int, batch: int, length: int) -> list[dict[str, Any]]:
-  """Every method's step, timed interleaved (one step of each per round; median)."""
-  runs = [SpeedRun(m, checkpoint, batch, length) for m in SPEED_METHODS]
-  for r in runs:
-    r.step(timed=False)  # warm-up
+def interleaved(runs, steps: int, warmup: int = 1) -> None:
+  """`warmup` untimed steps of each run, then `steps` rounds of one timed step of each, so that
+  drift in the machine's load hits every run alike. A run: `.step(timed: bool)`."""
+  for _ in range(warmup):
+    for r in runs:
+      r.step(timed=False)
   for _ in range(steps):
     for r in runs:
       r.step()
+
+
+def speed(checkpoint: str, steps: int, batch: int, length: int) -> list[dict[str, Any]]:
+  """Every method's step, timed interleaved (one step of each per round; median)."""
+  local = random_batch(batch, length, SMALL_ENCODER['vocab_size'], 'token_classification')
+  runs = [SpeedRun(bench_config(m, checkpoint, batch, length), local) for m in SPEED_METHODS]
+  interleaved(runs, steps)
   return [r.result() for r in runs]
 
 
@@ -152,7 +167,7 @@ def memory(size: str, method: str = 'hyperx', batch: int = 32, length: int = 256
   rng_abs = jax.eval_shape(lambda: jax.random.key(0))
   t0 = time.perf_counter()
   lowered = step_fn.lower(trainable, opt_abs, frozen, batch_abs,
-                          jax.ShapeDtypeStruct((), jnp.int32), rng_abs, 'task')
+                          jax.ShapeDtypeStruct((), jnp.int32), rng_abs, TASK)
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
   mem = compiled.memory_analysis()
