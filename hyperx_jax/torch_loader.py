@@ -15,24 +15,37 @@ The model is `transformers.XLMRobertaModel` (the base checkpoint) with
 - the task head: pair (`cls` or `mean` pooling, dense, tanh, out_proj) or token (one dense).
 
 Each adapter is A(z) = LN(U · ReLU(D · z + bD) + bU) + z with the adapter LN's eps from the
-config (1e-5). Only post-LayerNorm encoders (`model_type` xlm-roberta / roberta) are built here.
-This module imports torch, transformers and safetensors, never jax or flax (the package's
-`__init__` imports flax only when it is installed).
+config (1e-5). `adapter_forward` (the adapter body) and `place_adapters` (the placement) also
+serve weights that are not stored, such as generated ones (benchmarks/torch_bench.py). Only
+post-LayerNorm encoders (`model_type` xlm-roberta / roberta) are built here. This module
+imports torch, transformers and safetensors, never jax or flax (the package's `__init__` imports
+flax only when it is installed).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import NamedTuple, Optional
+from typing import Mapping, NamedTuple, Optional, Sequence
 
 import torch
 import transformers
 from safetensors.torch import load_file
 from torch import nn
+from torch.nn import functional as F
 
 from hyperx_jax.schema import (EXPORT_ADAPTER_FILE, EXPORT_CONFIG_FILE, EXPORT_FORMAT, PAIR,
-                               TOKEN)
+                               PLACEMENTS, TOKEN)
+
+
+def adapter_forward(z: torch.Tensor, w: Mapping[str, torch.Tensor], eps: float) -> torch.Tensor:
+  """A(z) = LN(ReLU(z · D + bD) · U + bU) + z, z [B, S, h]. `w` in our layout: down [h, b],
+  up [b, h] ([in, out]), down_bias [b], up_bias [h], and ln_scale / ln_bias [h] when the adapter
+  has its LayerNorm (`eps` is its epsilon)."""
+  out = F.linear(torch.relu(F.linear(z, w["down"].T, w["down_bias"])), w["up"].T, w["up_bias"])
+  if w.get("ln_scale") is not None:
+    out = F.layer_norm(out, out.shape[-1:], w["ln_scale"], w["ln_bias"], eps)
+  return out + z
 
 
 class Adapter(nn.Module):
@@ -41,6 +54,7 @@ class Adapter(nn.Module):
   def __init__(self, tensors: dict[str, torch.Tensor], eps: float):
     super().__init__()
     hidden, bottleneck = tensors["down"].shape  # ours: [in, out]
+    self.eps = eps
     self.down = nn.Linear(hidden, bottleneck)
     self.up = nn.Linear(bottleneck, hidden)
     self.ln = nn.LayerNorm(hidden, eps=eps) if "ln_scale" in tensors else None
@@ -54,8 +68,11 @@ class Adapter(nn.Module):
         self.ln.bias.copy_(tensors["ln_bias"])
 
   def forward(self, z: torch.Tensor) -> torch.Tensor:
-    out = self.up(torch.relu(self.down(z)))
-    return (out if self.ln is None else self.ln(out)) + z
+    w = {"down": self.down.weight.T, "down_bias": self.down.bias, "up": self.up.weight.T,
+         "up_bias": self.up.bias}
+    if self.ln is not None:
+      w.update(ln_scale=self.ln.weight, ln_bias=self.ln.bias)
+    return adapter_forward(z, w, self.eps)
 
 
 class AfterOutput(nn.Module):
@@ -141,17 +158,31 @@ def _layer_adapters(tensors: dict[str, torch.Tensor], config: dict, layer: int) 
   return nn.Sequential(*stack)
 
 
-def insert_adapters(encoder: transformers.XLMRobertaModel, tensors: dict[str, torch.Tensor],
-                    config: dict) -> None:
-  """Puts each layer's adapter stack at the export's placement (see the module docstring)."""
-  for i, layer in enumerate(encoder.encoder.layer):
-    adapters = _layer_adapters(tensors, config, i)
-    if config["placement"] == "ffn_output":
+def place_adapters(encoder: transformers.XLMRobertaModel, stacks: Sequence[nn.Module],
+                   placement: str) -> None:
+  """Puts `stacks[i]` (a module z [B, S, H] -> [B, S, H]) into layer i at `placement`:
+  'ffn_output' or 'layer_output' (see the module docstring)."""
+  layers = encoder.encoder.layer
+  if len(stacks) != len(layers):
+    raise ValueError(f"{len(stacks)} adapter stacks for {len(layers)} encoder layers")
+  for layer, adapters in zip(layers, stacks):
+    if placement == "ffn_output":
       layer.output.dropout = nn.Sequential(layer.output.dropout, adapters)
-    elif config["placement"] == "layer_output":
+    elif placement == "layer_output":
       layer.output = AfterOutput(layer.output, adapters)
     else:
-      raise ValueError(f"{EXPORT_CONFIG_FILE}: unknown placement {config['placement']!r}")
+      raise ValueError(f"unknown adapter placement {placement!r}; known: "
+                       f"{', '.join(PLACEMENTS)}")
+
+
+def insert_adapters(encoder: transformers.XLMRobertaModel, tensors: dict[str, torch.Tensor],
+                    config: dict) -> None:
+  """Puts each layer's exported adapter stack at the export's placement."""
+  stacks = [_layer_adapters(tensors, config, i) for i in range(len(encoder.encoder.layer))]
+  try:
+    place_adapters(encoder, stacks, config["placement"])
+  except ValueError as e:
+    raise ValueError(f"{EXPORT_CONFIG_FILE}: {e}") from None
 
 
 def build_head(tensors: dict[str, torch.Tensor], config: dict) -> nn.Module:

@@ -273,3 +273,11 @@ def test_config_errors(tiny):
   with pytest.raises(ValueError, match="hidden_act='relu'"):
     xlmr.EncoderConfig.from_hf(dict(vocab_size=5, hidden_size=8, num_hidden_layers=1,
                                     num_attention_heads=2, intermediate_size=8, hidden_act="relu"))
+
+
+@pytest.mark.parametrize("name", ["base", "xl"])
+def test_hf_config_round_trip(name):
+  cfg = xlmr.EncoderConfig.preset(name, hidden_dropout=0.0, layer_norm_eps=1e-12)
+  hf = cfg.to_hf()
+  assert hf["model_type"] == ("xlm-roberta-xl" if name == "xl" else "xlm-roberta")
+  assert xlmr.EncoderConfig.from_hf(hf) == cfg

@@ -161,13 +161,14 @@ def check(args: argparse.Namespace, checkpoint: Optional[str]) -> dict[str, Any]
   runs, arms = [], []
   for kernel, spec in kernels.items():
     for layout, batch in layouts.items():
-      runs.append(train_bench.SpeedRun(f"{layout} / {kernel}", spec, batch))
+      runs.append(train_bench.SpeedRun(spec, batch, name=f"{layout} / {kernel}"))
       arms.append({"layout": layout, "attention": kernel,
                    "sentences": int(batch["segment_ids"].max(1).sum()) if "segment_ids" in batch
                    else args.batch, "useful_tokens": int(batch["attention_mask"].sum())})
   flops = train_step_flops(base.model, args.batch, args.length, train_bench.NUM_LABELS)
   total = sum(flops.values())
-  for arm, r in zip(arms, train_bench.interleaved(runs, args.steps, warmup=2)):
+  train_bench.interleaved(runs, args.steps, warmup=2)
+  for arm, r in zip(arms, (speed_run.result() for speed_run in runs)):
     arm.update(compile_s=r["compile_s"], step_s=r["step_s"], first_loss=r["first_loss"],
                last_loss=r["last_loss"], useful_tokens_per_s=arm["useful_tokens"] / r["step_s"],
                mfu=total / r["step_s"] / peak if peak else None)

@@ -120,8 +120,9 @@ def time_layouts(kind: str, examples: list[features.Features], length: int, k: i
   config = train_bench.bench_config("hyperx", assets.asset_path("e5-small"), rows, length,
                                     kind=kind)
   spec = specs.decode(config)
-  runs = [train_bench.SpeedRun(name, spec, batch) for name, batch in batches.items()]
-  results = train_bench.interleaved(runs, rounds)
+  runs = [train_bench.SpeedRun(spec, batch, name=name) for name, batch in batches.items()]
+  train_bench.interleaved(runs, rounds)
+  results = [r.result() for r in runs]
   print(f"  Hyper-X train step, e5-small shape, {rows} rows x {length}, median of {rounds}:")
   print(f"  {'layout':<22}{'sentences':>10}{'useful tokens':>15}{'step s':>9}"
         f"{'useful tokens/s':>17}")

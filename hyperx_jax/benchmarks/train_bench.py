@@ -22,7 +22,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +43,7 @@ SMALL_ENCODER = {'model_type': 'xlm-roberta', 'vocab_size': 8000, 'hidden_size':
                  'max_position_embeddings': 514, 'type_vocab_size': 1, 'layer_norm_eps': 1e-5,
                  'pad_token_id': 1}
 NUM_LABELS = 17
+TASK = 'task'  # the one task of `bench_config`
 
 
 def one_device_mesh() -> Mesh:
@@ -57,7 +58,7 @@ def bench_config(method: str, checkpoint: str | None, batch: int, length: int, *
   c.model.checkpoint, c.model.preset = checkpoint, preset
   c.tokenizer = 'unused'
   labels = [f'L{i}' for i in range(NUM_LABELS if kind == 'token_classification' else 3)]
-  c.tasks.task = {'kind': kind, 'labels': labels, 'metric': 'accuracy'}
+  c.tasks[TASK] = {'kind': kind, 'labels': labels, 'metric': 'accuracy'}
   c.languages = ['en', 'tr']
   c.data.batch_size, c.data.max_length = batch, length
   c.total_steps, c.optim.warmup_steps = 1000, 10
@@ -92,13 +93,21 @@ def _step_fn(mesh: Mesh, parts, tx, opt_state):
 
 
 class SpeedRun:
-  """A spec's compiled trainer step on one device and one fixed batch (random weights);
-  `step()` runs one update."""
+  """A spec's compiled trainer step on one device and one fixed batch; `step()` runs one
+  update.
 
-  def __init__(self, name: str, spec: specs.RunSpec, local_batch: Mapping[str, np.ndarray]):
+  `local_batch`: the numpy batch every step trains on (task `TASK`). `load_pretrained`: the
+  encoder weights from the spec's checkpoint (else random; speed does not depend on them).
+  Before the first step, `state` holds the initial (trainable, opt_state); steps donate it.
+  """
+
+  def __init__(self, spec: specs.RunSpec, local_batch: Mapping[str, np.ndarray], *,
+               name: Optional[str] = None, load_pretrained: bool = False):
+    self.spec = spec
     mesh = one_device_mesh()
-    parts, _ = run.create_model(spec, mesh, load_pretrained=False)
-    self.method, self.batch = name, int(local_batch['input_ids'].shape[0])
+    parts, _ = run.create_model(spec, mesh, load_pretrained=load_pretrained)
+    self.method, self.batch = name or spec.method, int(local_batch['input_ids'].shape[0])
+    self.graphdef = parts.graphdef
     self.trainable_params = int(sum(x.size for x in jax.tree.leaves(parts.trainable)))
     tx = optim.make_optimizer(spec.optim, parts.trainable)
     opt_state = train.init_optimizer(tx, parts.trainable, mesh)
@@ -108,12 +117,13 @@ class SpeedRun:
     self.rng = jax.random.key(0)
     t0 = time.perf_counter()
     self.compiled = step_fn.lower(parts.trainable, opt_state, self.frozen, self.batch_arrays,
-                                  np.int32(0), self.rng, 'task').compile()
+                                  np.int32(0), self.rng, TASK).compile()
     self.compile_s = time.perf_counter() - t0
     self.state = (parts.trainable, opt_state)
     self.i = 0
     self.times: list[float] = []
     self.losses: list[float] = []
+    self.metrics: dict[str, Any] = {}
 
   def step(self, timed: bool = True) -> None:
     t0 = time.perf_counter()
@@ -122,7 +132,7 @@ class SpeedRun:
     jax.block_until_ready((trainable, m['loss']))
     if timed:
       self.times.append(time.perf_counter() - t0)
-    self.state, self.i = (trainable, opt_state), self.i + 1
+    self.state, self.i, self.metrics = (trainable, opt_state), self.i + 1, m
     self.losses.append(float(m['loss']) if bool(m['finite']) else float('nan'))
 
   def result(self) -> dict[str, Any]:
@@ -135,23 +145,24 @@ class SpeedRun:
             'last_loss': self.losses[-1]}
 
 
-def interleaved(runs: list[SpeedRun], steps: int, warmup: int = 1) -> list[dict[str, Any]]:
-  """Each run's `result()` after `warmup` untimed steps, then `steps` rounds that run one
-  step of each (so a slow spell of the machine costs every run alike)."""
+def interleaved(runs, steps: int, warmup: int = 1) -> None:
+  """`warmup` untimed steps of each run, then `steps` rounds of one timed step of each, so that
+  drift in the machine's load hits every run alike. A run: `.step(timed: bool)`."""
   for _ in range(warmup):
     for r in runs:
       r.step(timed=False)
   for _ in range(steps):
     for r in runs:
       r.step()
-  return [r.result() for r in runs]
 
 
 def speed(checkpoint: str, steps: int, batch: int, length: int) -> list[dict[str, Any]]:
   """Every method's step, timed interleaved (one step of each per round; median)."""
   local = random_batch(batch, length, SMALL_ENCODER['vocab_size'], 'token_classification')
-  return interleaved([SpeedRun(m, specs.decode(bench_config(m, checkpoint, batch, length)), local)
-                      for m in SPEED_METHODS], steps)
+  runs = [SpeedRun(specs.decode(bench_config(m, checkpoint, batch, length)), local)
+          for m in SPEED_METHODS]
+  interleaved(runs, steps)
+  return [r.result() for r in runs]
 
 
 def memory(size: str, method: str = 'hyperx', batch: int = 32, length: int = 256
@@ -175,7 +186,7 @@ def memory(size: str, method: str = 'hyperx', batch: int = 32, length: int = 256
   rng_abs = jax.eval_shape(lambda: jax.random.key(0))
   t0 = time.perf_counter()
   lowered = step_fn.lower(trainable, opt_abs, frozen, batch_abs,
-                          jax.ShapeDtypeStruct((), jnp.int32), rng_abs, 'task')
+                          jax.ShapeDtypeStruct((), jnp.int32), rng_abs, TASK)
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
   mem = compiled.memory_analysis()

@@ -18,8 +18,9 @@ large models.) Pre-LayerNorm XLM-R XL/XXL checkpoints (`model_type: xlm-roberta-
 `PRE_LN_PARAM_MAP`.
 
 The same map runs backwards: `to_hf_tensors` names any of our encoder parameters as in
-`XLMRobertaModel.state_dict()` (PyTorch layout, one tensor per layer), and `apply_hf_tensors`
-puts such tensors (e.g. an export's trained LayerNorms) back into an encoder.
+`XLMRobertaModel.state_dict()` (PyTorch layout, one tensor per layer), `from_hf_tensors` reads
+such tensors back into our layout, and `apply_hf_tensors` puts them (e.g. an export's trained
+LayerNorms) back into an encoder.
 """
 
 from __future__ import annotations
@@ -492,19 +493,17 @@ def load_mlm_head_weights(name_or_dir: PathLike) -> Optional[dict[str, np.ndarra
   return out
 
 
-def apply_hf_tensors(encoder: XLMREncoder, tensors: Mapping[str, np.ndarray], *,
-                     source: str = "<tensors>") -> list[str]:
-  """Replaces the encoder parameters named by `tensors` (`XLMRobertaModel.state_dict()` names,
-  PyTorch layout, as `to_hf_tensors` writes them); returns our paths that changed. A stacked
-  parameter needs all of its layers. `source` names the tensors in errors."""
-  config = encoder.config
+def from_hf_tensors(tensors: Mapping[str, np.ndarray], config: EncoderConfig,
+                    like: Mapping[str, Any], *, source: str = "<tensors>") -> dict[str, np.ndarray]:
+  """The inverse of `to_hf_tensors`: tensors under `XLMRobertaModel.state_dict()` names, PyTorch
+  layout -> our encoder parameters (path -> array), each shaped and typed as `like[path]` (an
+  array or ShapeDtypeStruct of our layout). A stacked parameter needs all of its layers.
+  `source` names the tensors in errors."""
   owner = {name: path for path in param_map_of(config) for name in hf_names(path, config)}
   unknown = sorted(set(tensors) - set(owner))
   if unknown:
     raise ValueError(f"{source}: {unknown} are not parameters of this encoder (XLMRobertaModel "
                      f"names, e.g. {next(iter(owner))!r})")
-  state = nnx.state(encoder, nnx.Param)
-  params = _flat(state)
   src = ArraySource(tensors, source)
   values = {}
   for path in sorted({owner[name] for name in tensors}):
@@ -512,8 +511,18 @@ def apply_hf_tensors(encoder: XLMREncoder, tensors: Mapping[str, np.ndarray], *,
     absent = [n for n in names if n not in tensors]
     if absent:
       raise ValueError(f"{source}: has part of {path} but lacks {absent}")
-    target = _Target(path, tuple(params[path].shape), params[path].dtype, names, layout)
+    target = _Target(path, tuple(like[path].shape), like[path].dtype, names, layout)
     _check_shapes(src, target)
-    values[path] = jnp.asarray(target.read(src, ()))
-  _replace(encoder, state, values)
+    values[path] = target.read(src, ())
+  return values
+
+
+def apply_hf_tensors(encoder: XLMREncoder, tensors: Mapping[str, np.ndarray], *,
+                     source: str = "<tensors>") -> list[str]:
+  """Replaces the encoder parameters named by `tensors` (`XLMRobertaModel.state_dict()` names,
+  PyTorch layout, as `to_hf_tensors` writes them); returns our paths that changed. A stacked
+  parameter needs all of its layers. `source` names the tensors in errors."""
+  state = nnx.state(encoder, nnx.Param)
+  values = from_hf_tensors(tensors, encoder.config, _flat(state), source=source)
+  _replace(encoder, state, {path: jnp.asarray(v) for path, v in values.items()})
   return sorted(values)

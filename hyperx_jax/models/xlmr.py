@@ -152,6 +152,13 @@ class EncoderConfig:
     kwargs.update(overrides)
     return cls(**kwargs)
 
+  def to_hf(self) -> dict[str, Any]:
+    """The Hugging Face `config.json` of this encoder (the inverse of `from_hf`)."""
+    config = {theirs: getattr(self, ours) for theirs, ours in _HF_CONFIG_KEYS.items()}
+    model_type = _PRE_LN_MODEL_TYPES[0] if self.pre_layer_norm else "xlm-roberta"
+    return {"model_type": model_type, "hidden_act": "gelu",
+            "position_embedding_type": "absolute", **config}
+
   @classmethod
   def preset(cls, name: str, **overrides) -> "EncoderConfig":
     """XLM-R sizes: "base", "large", "xl", "xxl"."""

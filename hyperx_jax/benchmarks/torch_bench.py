@@ -1,0 +1,453 @@
+"""Our Hyper-X train step against the same step in PyTorch, side by side in one process.
+
+    python -m hyperx_jax.benchmarks.torch_bench [--batch 16] [--length 128] [--steps 10]
+        [--warmup 2] [--method hyperx|task_adapters] [--tiny] [--profile DIR]
+
+Both sides run the same math on the same numbers (docs/method.md):
+
+- encoder: multilingual-e5-small's XLM-R shape (12 layers, h 384, 12 heads, FFN 1536,
+  vocabulary 250,037): the offline asset's config and weights when prepared
+  (`python -m hyperx_jax.assets prepare`), else that shape with random weights. PyTorch runs it
+  as `transformers.XLMRobertaModel` (its default attention implementation);
+- adapters of `--method` after each layer's FFN output dense (section 5): in PyTorch hooked into
+  `XLMRobertaOutput` by `torch_loader.place_adapters` and computed by
+  `torch_loader.adapter_forward`. Hyper-X generates them at every step from the task, language
+  and layer embeddings through the source projector and the generators (sections 2-4);
+- trainable: the hypernetwork (or static adapters), the backbone LayerNorms and the token head,
+  by our config's rules (section 6); the rest of the backbone is frozen and gets no gradients;
+- loss: cross-entropy over the labelled pieces, with the configured dropout;
+- optimiser: ours (`optim.make_optimizer`) as torch.optim.AdamW (fused) param groups, one per
+  (lr multiplier, weight decay) pair, global-norm clipping, and a LambdaLR that reads our
+  warm-up + linear-decay schedule. Both also report the trainer's metrics (loss, accuracy,
+  gradient and parameter norms) and skip a non-finite step. float32 throughout.
+
+The PyTorch modules start from a copy of our initial parameters; tests/test_torch_bench.py
+checks at a tiny shape that the first steps' loss, gradients and updated parameters agree.
+
+Timing: `--warmup` untimed steps of each, then `--steps` rounds of one step of ours and one of
+PyTorch's, interleaved so that load drift hits both; median, quartiles and range per framework,
+and the ratio ours / PyTorch of the medians. PyTorch gets one intra-op thread per core of this
+process (XLA's CPU client uses them all by default). Inputs look like tokenised sentences: rows
+of varied length padded to `--length`, Zipf-distributed pieces, labels on word-initial pieces.
+
+`--profile DIR` then traces `--profile_steps` of our steps with jax.profiler and prints XLA's
+cost analysis of the step and the HLO ops that took the most time (see `profiling.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import tempfile
+import time
+from typing import Any, Iterator, Mapping
+
+import jax
+import numpy as np
+import torch
+import transformers
+from flax import nnx
+from torch import nn
+from torch.nn import functional as F
+
+from hyperx_jax import optim, specs, torch_loader
+from hyperx_jax.assets import asset_path
+from hyperx_jax.benchmarks import profiling
+from hyperx_jax.benchmarks.train_bench import (NUM_LABELS, TASK, SpeedRun, bench_config,
+                                               interleaved)
+from hyperx_jax.models import weights
+from hyperx_jax.models.adapters import adapter_shapes
+from hyperx_jax.models.hypernet import HyperNetConfig
+from hyperx_jax.models.xlmr import EncoderConfig
+from hyperx_jax.schema import ADAPTER_LN_EPS, IGNORE_INDEX
+from hyperx_jax.specs import RunSpec
+from hyperx_jax.tree import flat_paths, path_str
+
+MIRRORED_METHODS = ('hyperx', 'task_adapters')  # the methods the PyTorch side builds
+E5_SMALL = {'model_type': 'xlm-roberta', 'vocab_size': 250037, 'hidden_size': 384,
+            'num_hidden_layers': 12, 'num_attention_heads': 12, 'intermediate_size': 1536,
+            'max_position_embeddings': 514, 'type_vocab_size': 2, 'layer_norm_eps': 1e-12,
+            'pad_token_id': 1}  # multilingual-e5-small's config.json, when the asset is absent
+TINY_ENCODER = {**E5_SMALL, 'vocab_size': 512, 'hidden_size': 32, 'num_hidden_layers': 2,
+                'num_attention_heads': 4, 'intermediate_size': 64}
+TINY_BOTTLENECK, TINY_PROJECTED = 16, 32  # --tiny: adapter.bottleneck, hyperx.projected_dim
+CLS_ID, SEP_ID = 0, 2  # XLM-R's <s> and </s>
+FIRST_PIECE = 5  # ids below are special tokens
+ENCODER, ADAPTERS = 'encoder/', 'adapters/'
+
+
+# ------------------------------------------------------------------------- config and inputs
+
+
+@contextlib.contextmanager
+def encoder_checkpoint(tiny: bool) -> Iterator[tuple[str, bool]]:
+  """(checkpoint directory, whether it has weights): the e5-small asset when prepared, else a
+  temporary directory holding only a config.json of its shape (or the tiny one)."""
+  asset = asset_path('e5-small')
+  if not tiny and os.path.exists(os.path.join(asset, 'config.json')):
+    yield asset, os.path.exists(os.path.join(asset, weights.SAFETENSORS))
+    return
+  with tempfile.TemporaryDirectory() as directory:
+    with open(os.path.join(directory, 'config.json'), 'w') as f:
+      json.dump(TINY_ENCODER if tiny else E5_SMALL, f)
+    yield directory, False
+
+
+def torch_bench_config(method: str, checkpoint: str, batch: int, length: int, *,
+                       tiny: bool = False):
+  """train_bench's config (one token task, our default optimiser and trainable rules)."""
+  c = bench_config(method, checkpoint, batch, length)
+  if tiny:
+    c.adapter.bottleneck, c.hyperx.projected_dim = TINY_BOTTLENECK, TINY_PROJECTED
+  return c
+
+
+def text_like_batch(batch: int, length: int, vocab: int, pad_id: int, seed: int = 0) -> dict:
+  """A token-classification batch shaped like tokenised sentences: `<s> pieces </s>` rows of
+  a quarter to all of `length` tokens, padded; pieces Zipf-distributed over the vocabulary; a
+  label on each word-initial piece (60 %; mostly label 0, as NER's `O`), -100 elsewhere."""
+  rng = np.random.default_rng(seed)
+  ids = np.full((batch, length), pad_id, np.int32)
+  labels = np.full((batch, length), IGNORE_INDEX, np.int32)
+  for row, n in enumerate(rng.integers(max(3, length // 4), length + 1, batch)):
+    pieces = FIRST_PIECE + rng.zipf(1.3, n - 2) % (vocab - FIRST_PIECE)
+    ids[row, :n] = [CLS_ID, *pieces, SEP_ID]
+    tags = np.where(rng.random(n - 2) < 0.8, 0, rng.integers(1, NUM_LABELS, n - 2))
+    labels[row, 1:n - 1] = np.where(rng.random(n - 2) < 0.6, tags, IGNORE_INDEX)
+  ones = np.ones(batch, np.int32)
+  return {'input_ids': ids, 'attention_mask': (ids != pad_id).astype(np.int32),
+          'token_type_ids': np.zeros_like(ids), 'labels': labels, 'task_id': 0 * ones,
+          'lang_id': ones, 'example_mask': ones}
+
+
+# ------------------------------------------------------------------------ the name map
+
+
+def our_params(state: Any) -> dict[str, np.ndarray]:
+  """The `nnx.Param`s of a state, path -> numpy array."""
+  return {path_str(p): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(state)
+          if isinstance(v, nnx.Param)}
+
+
+def _torch_name(path: str) -> tuple[str, bool]:
+  """A head or adapter path -> (PyTorch name, transposed?): a head's `kernel` [in, out] is
+  torch's `weight` [out, in]; adapters keep our names (`/` -> `.`) and layouts."""
+  name = path.replace('/', '.')
+  if path.startswith('heads/') and path.endswith('/kernel'):
+    return name[:-len('kernel')] + 'weight', True
+  return name, False
+
+
+def torch_tensors(params: Mapping[str, np.ndarray], encoder: EncoderConfig
+                  ) -> dict[str, np.ndarray]:
+  """Our parameters (path -> array) under the PyTorch model's names and layouts; the encoder's
+  by the XLMRobertaModel name map (`weights.to_hf_tensors`), one tensor per layer."""
+  backbone = {p[len(ENCODER):]: v for p, v in params.items() if p.startswith(ENCODER)}
+  out = {f'encoder.{n}': v for n, v in weights.to_hf_tensors(backbone, encoder).items()}
+  for path, value in params.items():
+    if not path.startswith(ENCODER):
+      name, transposed = _torch_name(path)
+      out[name] = value.T if transposed else value
+  return out
+
+
+def ours_from_torch(tensors: Mapping[str, np.ndarray], like: Mapping[str, Any],
+                    encoder: EncoderConfig) -> dict[str, np.ndarray]:
+  """The inverse of `torch_tensors`: the PyTorch tensors of exactly the paths of `like` (path ->
+  array of our shape) -> path -> array in our layout."""
+  hf = {n[len('encoder.'):]: v for n, v in tensors.items() if n.startswith('encoder.')}
+  backbone = {p[len(ENCODER):]: v for p, v in like.items() if p.startswith(ENCODER)}
+  out = {ENCODER + p: v for p, v in weights.from_hf_tensors(hf, encoder, backbone).items()}
+  for path in like:
+    if not path.startswith(ENCODER):
+      name, transposed = _torch_name(path)
+      out[path] = tensors[name].T if transposed else tensors[name]
+  return out
+
+
+# ------------------------------------------------------------------------ the PyTorch model
+
+
+class WeightSlot:
+  """This step's adapter weights (name -> [L, ...]): set by `TorchModel.forward`, read by every
+  layer's `LayerAdapter`."""
+
+  def __init__(self):
+    self.weights: dict[str, torch.Tensor] = {}
+
+
+class LayerAdapter(nn.Module):
+  """Layer `layer`'s adapter A(z) with this step's weights."""
+
+  def __init__(self, slot: WeightSlot, layer: int):
+    super().__init__()
+    self.slot, self.layer = slot, layer
+
+  def forward(self, z: torch.Tensor) -> torch.Tensor:
+    w = {name: value[self.layer] for name, value in self.slot.weights.items()}
+    return torch_loader.adapter_forward(z, w, ADAPTER_LN_EPS)
+
+
+def _empty(shape: tuple[int, ...]) -> nn.Parameter:
+  return nn.Parameter(torch.empty(shape))
+
+
+class HyperNet(nn.Module):
+  """The hypernetwork for one (task, language) pair, every layer at once (docs/method.md 2-4):
+
+      s = [task ; lang ; layer_i]                       [L, source]
+      p = ReLU(s · W1 + b1) · W2 + b2                    [L, P]
+      X_i = reshape(p · K_X + g_X)                       [L, *shape_X] per adapter tensor X
+  """
+
+  def __init__(self, shapes: Mapping[str, tuple[int, ...]], adapter_shapes: Mapping[str, tuple]):
+    """`shapes`: our `adapters/…` parameter shapes without the prefix; `adapter_shapes`: one
+    layer's adapter tensor shapes (`adapters.adapter_shapes`)."""
+    super().__init__()
+    self.task_embeddings = _empty(shapes['task_embeddings'])  # [T, dt]
+    self.lang_embeddings = _empty(shapes['lang_embeddings'])  # [Λ, dl]
+    self.layer_embeddings = _empty(shapes['layer_embeddings'])  # [L, di]
+    self.projector = nn.ParameterDict({k: _empty(shapes[f'projector/{k}']) for k in (
+        'hidden_kernel', 'hidden_bias', 'out_kernel', 'out_bias')})
+    self.generators = nn.ModuleDict({name: nn.ParameterDict({
+        part: _empty(shapes[f'generators/{name}/{part}']) for part in ('kernel', 'bias')})
+        for name in adapter_shapes})
+    self.adapter_shapes = dict(adapter_shapes)
+
+  def forward(self, task_ids: torch.Tensor, lang_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The batch's pair is (task_ids[0], lang_ids[0]) -> name -> [L, *shape]."""
+    layers = self.layer_embeddings.shape[0]
+    s = torch.cat([self.task_embeddings[task_ids[:1]].expand(layers, -1),
+                   self.lang_embeddings[lang_ids[:1]].expand(layers, -1),
+                   self.layer_embeddings], dim=-1)  # [L, source]
+    pj = self.projector
+    hidden = torch.relu(torch.addmm(pj['hidden_bias'], s, pj['hidden_kernel']))
+    p = torch.addmm(pj['out_bias'], hidden, pj['out_kernel'])  # [L, P]
+    return {name: torch.addmm(g['bias'], p, g['kernel']).view(layers, *self.adapter_shapes[name])
+            for name, g in self.generators.items()}
+
+
+class StaticTables(nn.Module):
+  """`task_adapters`: stored adapters, tables [T, L, *shape]; the batch's task's rows."""
+
+  def __init__(self, shapes: Mapping[str, tuple[int, ...]]):
+    super().__init__()
+    self.names = tuple(shapes)
+    for name, shape in shapes.items():
+      self.register_parameter(name, _empty(shape))
+
+  def forward(self, task_ids: torch.Tensor, lang_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    del lang_ids
+    return {name: getattr(self, name)[task_ids[0]] for name in self.names}
+
+
+class TorchModel(nn.Module):
+  """XLMRobertaModel + the adapter source of the run's method + the token head; parameters are
+  named as `torch_tensors` names ours, so `load_state_dict(torch_tensors(…))` fills them all."""
+
+  def __init__(self, spec: RunSpec, shapes: Mapping[str, tuple[int, ...]]):
+    """`shapes`: every parameter of our model, path -> shape."""
+    super().__init__()
+    enc, hc = spec.model.encoder, spec.model.hypernet
+    self.encoder_config = enc
+    self.encoder = transformers.XLMRobertaModel(transformers.XLMRobertaConfig(**enc.to_hf()),
+                                                add_pooling_layer=False)
+    adapter = {p[len(ADAPTERS):]: s for p, s in shapes.items() if p.startswith(ADAPTERS)}
+    if spec.method == 'hyperx':
+      _check_default_hyperx(hc)
+      self.adapters = HyperNet(adapter, adapter_shapes(enc.hidden_size, hc.bottleneck,
+                                                       hc.conditional_layer_norm))
+    else:
+      self.adapters = StaticTables(adapter)
+    self.heads = nn.ModuleDict({TASK: torch_loader.TokenHead(enc.hidden_size,
+                                                             spec.tasks[TASK].num_labels)})
+    self.classifier_dropout = spec.model.classifier_dropout
+    self.slot = WeightSlot()
+    torch_loader.place_adapters(self.encoder, [LayerAdapter(self.slot, i)
+                                               for i in range(enc.num_layers)],
+                                enc.adapter_placement)
+
+  def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Logits [B, S, n]."""
+    self.slot.weights = self.adapters(batch['task_id'], batch['lang_id'])
+    hidden = self.encoder(input_ids=batch['input_ids'], attention_mask=batch['attention_mask'],
+                          token_type_ids=batch['token_type_ids']).last_hidden_state
+    hidden = F.dropout(hidden, self.classifier_dropout, self.training)
+    return self.heads[TASK](hidden, batch['attention_mask'])
+
+
+def _check_default_hyperx(hc: HyperNetConfig) -> None:
+  """The PyTorch hypernetwork is the default one: learned language rows, layer embeddings, a
+  source projector."""
+  if (hc.language_source != 'learned' or not hc.condition_on_layer or not hc.use_projector
+      or hc.mean_languages):
+    raise ValueError(f'torch_bench mirrors the default Hyper-X only (learned language rows, '
+                     f'layer conditioning, projector), not {hc}')
+
+
+# ------------------------------------------------------------------------ the PyTorch step
+
+
+def torch_optimizer(model: nn.Module, spec: RunSpec, trainable: Any
+                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+  """Our optimiser as AdamW param groups, one per (lr multiplier, decayed?) pair, and a
+  LambdaLR on our schedule (`optim.learning_rate_fn`); `trainable`: our trainable state."""
+  o = spec.optim
+  if o.per_task_state or o.per_task_grad_norm:
+    raise ValueError('torch_bench mirrors one shared Adam state (recipe=paper)')
+  params = our_params(trainable)
+  multipliers = flat_paths(optim.lr_multipliers(o.lr_multipliers, trainable))
+  decayed = flat_paths(optim.decay_mask(trainable))
+  groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+  for path, value in params.items():
+    names = torch_tensors({path: value}, spec.model.encoder)
+    groups.setdefault((multipliers[path], decayed[path]), []).extend(
+        model.get_parameter(n) for n in names)
+  optimizer = torch.optim.AdamW(
+      [{'params': ps, 'lr': o.lr * m, 'weight_decay': o.weight_decay if d else 0.0}
+       for (m, d), ps in groups.items()], lr=o.lr, betas=(o.b1, o.b2), eps=o.eps, fused=True)
+  rates = np.asarray(optim.learning_rate_fn(o)(np.arange(o.total_steps + 1))) / o.lr
+  schedule = torch.optim.lr_scheduler.LambdaLR(
+      optimizer, lambda i: float(rates[min(i, len(rates) - 1)]))
+  return optimizer, schedule
+
+
+def torch_batch(local: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+  return {k: torch.from_numpy(np.asarray(v, np.int64)) for k, v in local.items()}
+
+
+class TorchRun:
+  """The train step in PyTorch from `ours`' initial state (take it before `ours` steps);
+  `step()` and `times` as `SpeedRun`'s."""
+
+  def __init__(self, ours: SpeedRun, local_batch: Mapping[str, np.ndarray]):
+    spec, (trainable, _) = ours.spec, ours.state
+    params = {**our_params(ours.frozen), **our_params(trainable)}
+    self.model = TorchModel(spec, {p: v.shape for p, v in params.items()})
+    self.model.load_state_dict({n: torch.from_numpy(np.array(v)) for n, v in
+                                torch_tensors(params, spec.model.encoder).items()}, strict=True)
+    names = set(torch_tensors(our_params(trainable), spec.model.encoder))
+    for name, p in self.model.named_parameters():
+      p.requires_grad_(name in names)
+    self.params = [p for p in self.model.parameters() if p.requires_grad]
+    self.optimizer, self.schedule = torch_optimizer(self.model, spec, trainable)
+    self.clip_norm = spec.optim.clip_norm
+    self.batch = torch_batch(local_batch)
+    self.model.train()
+    self.times: list[float] = []
+    self.metrics: dict[str, float] = {}
+
+  def loss(self) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward: (loss, accuracy); the gradients are in `.grad`."""
+    self.optimizer.zero_grad(set_to_none=True)
+    b = self.batch
+    logits = self.model(b)  # [B, S, n]
+    labels = torch.where(b['example_mask'][:, None].bool(), b['labels'], IGNORE_INDEX)
+    loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+    loss.backward()
+    labelled = labels != IGNORE_INDEX
+    accuracy = ((logits.argmax(-1) == labels) & labelled).sum() / labelled.sum().clamp(min=1)
+    return loss.detach(), accuracy
+
+  def step(self, timed: bool = True) -> None:
+    t0 = time.perf_counter()
+    loss, accuracy = self.loss()
+    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.params])
+    if bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):  # else keep the state, as ours
+      if self.clip_norm:
+        torch.nn.utils.clip_grads_with_norm_(self.params, self.clip_norm, grad_norm)
+      self.optimizer.step()
+      self.schedule.step()
+    param_norm = torch.nn.utils.get_total_norm(self.params)
+    if timed:
+      self.times.append(time.perf_counter() - t0)
+    self.metrics = {'loss': float(loss), 'accuracy': float(accuracy),
+                    'grad_norm': float(grad_norm), 'param_norm': float(param_norm)}
+
+
+# ------------------------------------------------------------------------------ reporting
+
+
+def spread(times: list[float]) -> dict[str, float]:
+  """Median, quartiles and range of step times, in ms."""
+  q = np.percentile(1e3 * np.asarray(times), [0, 25, 50, 75, 100])
+  return dict(zip(('min', 'p25', 'median', 'p75', 'max'), map(float, q)))
+
+
+def report(ours: SpeedRun, theirs: TorchRun) -> str:
+  rows = {'ours (JAX)': spread(ours.times), 'PyTorch': spread(theirs.times)}
+  lines = [f'{"framework":<12}{"median ms":>11}{"p25-p75 ms":>17}{"min-max ms":>17}']
+  for name, s in rows.items():
+    lines.append(f'{name:<12}{s["median"]:>11.1f}{s["p25"]:>9.1f}-{s["p75"]:<7.1f}'
+                 f'{s["min"]:>9.1f}-{s["max"]:<7.1f}')
+  ratio = rows['ours (JAX)']['median'] / rows['PyTorch']['median']
+  lines.append(f'ours / PyTorch (median step time): {ratio:.2f}x')
+  return '\n'.join(lines)
+
+
+def profile(ours: SpeedRun, directory: str, steps: int) -> None:
+  trace_file = profiling.trace(lambda: ours.step(timed=False), directory, steps)
+  print(f'\njax.profiler trace of {steps} steps: {directory} (TensorBoard profile plugin; '
+        f'Perfetto: {trace_file})')
+  print(profiling.cost_summary(ours.compiled))
+  print(profiling.op_summary(trace_file, ours.compiled, steps))
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--batch', type=int, default=16)
+  parser.add_argument('--length', type=int, default=128)
+  parser.add_argument('--steps', type=int, default=10, help='timed steps of each framework')
+  parser.add_argument('--warmup', type=int, default=2, help='untimed steps of each first')
+  parser.add_argument('--method', choices=MIRRORED_METHODS, default='hyperx')
+  parser.add_argument('--tiny', action='store_true',
+                      help='smoke run: 2-layer h 32 encoder, vocab 512, batch 2 x 16, 2 steps')
+  parser.add_argument('--profile', default=None, metavar='DIR',
+                      help='write a jax.profiler trace of our step here and summarise it')
+  parser.add_argument('--profile_steps', type=int, default=3)
+  parser.add_argument('--torch_threads', type=int, default=None,
+                      help='PyTorch intra-op threads (default: the cores of this process)')
+  return parser
+
+
+def build_runs(args: argparse.Namespace) -> tuple[SpeedRun, TorchRun, str]:
+  """Our compiled step and the PyTorch one from the same initial state; a line saying what."""
+  with encoder_checkpoint(args.tiny) as (checkpoint, pretrained):
+    config = torch_bench_config(args.method, checkpoint, args.batch, args.length, tiny=args.tiny)
+    enc = EncoderConfig.from_hf(checkpoint)
+    local = text_like_batch(args.batch, args.length, enc.vocab_size, enc.pad_token_id)
+    ours = SpeedRun(specs.decode(config), local, load_pretrained=pretrained)
+  what = (f'{args.method} train step, encoder h={enc.hidden_size} L={enc.num_layers} '
+          f'V={enc.vocab_size} ({"pretrained" if pretrained else "random"} weights), batch '
+          f'{args.batch} x {args.length}, fp32, {ours.trainable_params:,} trainable parameters')
+  return ours, TorchRun(ours, local), what
+
+
+def main(argv=None) -> dict[str, Any]:
+  args = _parser().parse_args(argv)
+  if args.tiny:
+    args.batch, args.length, args.steps, args.warmup = 2, 16, 2, 1
+  jax.config.update('jax_threefry_partitionable', True)
+  cores = len(os.sched_getaffinity(0))
+  threads = args.torch_threads or cores
+  torch.set_num_threads(threads)
+  ours, theirs, what = build_runs(args)
+  print(what)
+  print(f'ours: {jax.devices()[0].device_kind} via XLA, compiled in {ours.compile_s:.1f}s; '
+        f'PyTorch {torch.__version__}: torch.set_num_threads({threads}) ({cores} cores in this '
+        f'process), attention {theirs.model.encoder.config._attn_implementation}, AdamW fused')
+  interleaved([ours, theirs], args.steps, args.warmup)
+  print(f'{args.warmup} warm-up + {args.steps} timed steps each, interleaved:')
+  print(report(ours, theirs))
+  print(f'last step loss: ours {float(ours.metrics["loss"]):.4f}, PyTorch '
+        f'{theirs.metrics["loss"]:.4f}')
+  if args.profile:
+    profile(ours, args.profile, args.profile_steps)
+  return {'ours': spread(ours.times), 'torch': spread(theirs.times)}
+
+
+if __name__ == '__main__':
+  main()
