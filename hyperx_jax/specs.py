@@ -126,10 +126,11 @@ def encoder_config(config: Any, *, strict_attention: bool = True) -> EncoderConf
     encoder = encoder_config_from_checkpoint(m.checkpoint, **options)
   else:
     encoder = EncoderConfig.preset(m.get('preset', 'base'), **options)
+  data = config.get('data') or {}  # a model-only config has none: lengths unchecked
   kernel = attention.resolve(m.get('attention', AUTO_ATTENTION), attention.local_device(),
                              dtype=encoder.dtype, head_dim=encoder.head_dim,
-                             max_length=int(config.data.max_length),
-                             packed=config.data.get('packing', PACKING_OFF) != PACKING_OFF,
+                             max_length=data.get('max_length'),
+                             packed=data.get('packing', PACKING_OFF) != PACKING_OFF,
                              attention_dropout=encoder.attention_dropout,
                              strict=strict_attention)
   return dataclasses.replace(encoder, attention=kernel)
