@@ -34,7 +34,7 @@ import numpy as np
 
 from hyperx_jax import assets, specs
 from hyperx_jax.benchmarks import packing_bench, train_bench
-from hyperx_jax.data import features, mixture
+from hyperx_jax.data import features
 from hyperx_jax.models import attention
 from hyperx_jax.models.adapters import adapter_shapes
 from hyperx_jax.models.model import ModelSpec
@@ -112,8 +112,7 @@ def sentence(n: int, length: int, vocab: int, num_labels: int, rng) -> features.
   labels = np.full([length], IGNORE_INDEX, np.int32)
   labels[1:n - 1] = rng.integers(0, num_labels, n - 2)
   return {"input_ids": ids, "attention_mask": (np.arange(length) < n).astype(np.int32),
-          "token_type_ids": np.zeros([length], np.int32), "labels": labels,
-          "task_id": np.int32(0), "lang_id": np.int32(1), "example_mask": np.int32(1)}
+          "token_type_ids": np.zeros([length], np.int32), "labels": labels}
 
 
 def batches(lengths: np.ndarray, rows: int, length: int, packing: int, vocab: int,
@@ -121,10 +120,8 @@ def batches(lengths: np.ndarray, rows: int, length: int, packing: int, vocab: in
   """'padded' (the first `rows` sentences) and 'packed, k = …' (as many as fit `rows`)."""
   rng = np.random.default_rng(0)
   examples = [sentence(int(n), length, vocab, num_labels, rng) for n in lengths]
-  packer = features.Packer(length, packing, PAD_ID)
-  packed, _ = packer.fill(lambda i: examples[i % len(examples)], rows)
-  return {"padded": mixture.stack_examples(examples[:rows]),
-          f"packed, k = {packing}": mixture.stack_examples(packed)}
+  layouts = packing_bench.timed_batches(examples, features.Packer(length, packing, PAD_ID), rows)
+  return {"padded": layouts["padded"], f"packed, k = {packing}": layouts["packed"]}
 
 
 # ----------------------------------------------------------------------------- the check
@@ -163,8 +160,8 @@ def check(args: argparse.Namespace, checkpoint: Optional[str]) -> dict[str, Any]
     for layout, batch in layouts.items():
       runs.append(train_bench.SpeedRun(spec, batch, name=f"{layout} / {kernel}"))
       arms.append({"layout": layout, "attention": kernel,
-                   "sentences": int(batch["segment_ids"].max(1).sum()) if "segment_ids" in batch
-                   else args.batch, "useful_tokens": int(batch["attention_mask"].sum())})
+                   "sentences": packing_bench.sentences_in(batch),
+                   "useful_tokens": packing_bench.useful_tokens(batch)})
   flops = train_step_flops(base.model, args.batch, args.length, train_bench.NUM_LABELS)
   total = sum(flops.values())
   train_bench.interleaved(runs, args.steps, warmup=2)
