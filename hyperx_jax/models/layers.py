@@ -86,9 +86,35 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> j
   return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(x.dtype)
 
 
+MASK_BITS = 16  # random bits per dropout decision: the keep rate is a multiple of 2**-16
+
+
+def keep_threshold(rate: float) -> int:
+  """The 16-bit threshold below which an element is kept: round((1 - rate) * 2**16)."""
+  if not 0.0 <= rate < 1.0:
+    raise ValueError(f"dropout rate {rate} must be in [0, 1)")
+  return min(round((1.0 - rate) * 2**MASK_BITS), 2**MASK_BITS - 1)
+
+
+def keep_mask(key: jax.Array, rate: float, shape: Sequence[int]) -> jax.Array:
+  """Bool mask, True with probability keep_threshold(rate) / 2**16 (1 - rate to within 2**-17).
+
+  Each 32-bit random word decides two elements (its two 16-bit halves): half the random bits
+  of `jax.random.bernoulli`, which spends a 32-bit float per element, and threefry's bits are
+  most of dropout's cost on CPU. The words are drawn in `shape`'s leading axes, so a mask of a
+  batch-sharded activation is drawn sharded like it."""
+  *lead, last = shape
+  words = jax.random.bits(key, (*lead, -(-last // 2)), jnp.uint32)  # [..., ceil(last / 2)]
+  halves = jax.lax.bitcast_convert_type(words, jnp.uint16)  # [..., ceil(last / 2), 2]
+  halves = halves.reshape(*lead, -1)[..., :last]
+  return halves < jnp.uint16(keep_threshold(rate))
+
+
 def dropout(x: jax.Array, rate: float, key: Optional[jax.Array]) -> jax.Array:
-  """Inverted dropout; the identity when `key` is None (evaluation) or rate is 0."""
+  """Inverted dropout; the identity when `key` is None (evaluation) or rate is 0. Kept
+  elements are scaled by 2**16 / keep_threshold(rate), so the expectation is exactly x."""
   if key is None or rate == 0.0:
     return x
-  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-  return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+  threshold = keep_threshold(rate)
+  keep = keep_mask(key, rate, x.shape)
+  return jnp.where(keep, x * (2**MASK_BITS / threshold), 0).astype(x.dtype)
