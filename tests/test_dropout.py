@@ -47,3 +47,14 @@ def test_dropout_scales_kept_elements_and_keeps_the_mean():
   np.testing.assert_allclose(np.unique(y), [0.0, 2.0 * scale], rtol=1e-6)
   p = 58982 / 2**16
   assert abs(y.mean() - 2.0) < 5 * 2.0 * scale * np.sqrt(p * (1 - p) / N)
+
+
+def test_dropout_bench_smoke(capsys):
+  from hyperx_jax.benchmarks import dropout_bench
+  results = dropout_bench.main(['--batch', '2', '--length', '8', '--repeats', '2'])
+  assert set(results) == {'attention probs', 'hidden states'}
+  assert all(ms > 0 for r in results.values() for ms in r.values())
+  assert 'ratio' in capsys.readouterr().out
+  x = jnp.ones((4, 8))
+  dropped = dropout_bench.bernoulli_dropout(x, 0.5, jax.random.key(0))
+  assert set(np.unique(dropped)) <= {0.0, 2.0}
