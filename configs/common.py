@@ -125,7 +125,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.scan_layers = True
   c.model.remat = 'none'
   # The attention kernel: 'auto' (cuDNN's fused attention on NVIDIA GPUs with bfloat16 compute,
-  # XLA's elsewhere), 'xla' or 'cudnn' (hyperx_jax/models/attention.py).
+  # splash attention on TPUs, XLA's elsewhere), 'xla', 'cudnn' or 'splash'
+  # (hyperx_jax/models/attention.py).
   c.model.attention = 'auto'
   c.model.hidden_dropout = 0.1
   c.model.attention_dropout = 0.1

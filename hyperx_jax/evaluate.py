@@ -59,7 +59,8 @@ def make_eval_step(graphdef: Any, mesh: Mesh, trainable_sh: Any, frozen_sh: Any)
 
   def eval_step(trainable, frozen, batch, task: str):
     model = nnx.merge(graphdef, trainable, frozen)
-    predictions = losses.predict(model, batch, task)
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):  # for splash's shard_map
+      predictions = losses.predict(model, batch, task)
     labels = batch['labels']
     if model.task_kind(task) == MLM:
       _, labels, _ = losses.select_mlm_positions(labels, max_mlm_predictions(labels.shape[1]))

@@ -45,9 +45,11 @@ REMAT_POLICIES = ('none', 'full', 'dots')
 PLACEMENTS = ('ffn_output', 'layer_output')
 # model.attention: which kernel computes softmax(q k^T / sqrt(d) + mask) v. 'xla': XLA's own
 # (einsum + softmax, any backend); 'cudnn': cuDNN's fused (flash) attention, NVIDIA GPUs with
-# bfloat16 compute only; 'auto': cudnn where it can run (models/attention.py), xla otherwise.
-XLA_ATTENTION, CUDNN_ATTENTION, AUTO_ATTENTION = 'xla', 'cudnn', 'auto'
-ATTENTION_IMPLEMENTATIONS = (XLA_ATTENTION, CUDNN_ATTENTION)
+# bfloat16 compute only; 'splash': the Pallas splash-attention kernel, TPUs; 'auto': the
+# device's fused kernel where it can run (models/attention.py), xla otherwise.
+XLA_ATTENTION, CUDNN_ATTENTION, SPLASH_ATTENTION = 'xla', 'cudnn', 'splash'
+AUTO_ATTENTION = 'auto'
+ATTENTION_IMPLEMENTATIONS = (XLA_ATTENTION, CUDNN_ATTENTION, SPLASH_ATTENTION)
 ATTENTION_CHOICES = (AUTO_ATTENTION, *ATTENTION_IMPLEMENTATIONS)
 # Where Hyper-X's language vector comes from (docs/method.md, section 2): a learned row per
 # language, a learned projection of the language's URIEL typology vector, or their sum.
@@ -64,6 +66,7 @@ UNTRAINED_LANGUAGE_VECTORS = ('row', 'mean')
 TYPOLOGY_FEATURE_SETS = {'syntax_knn': 'S_', 'phonology_knn': 'P_', 'inventory_knn': 'INV_'}
 POOLINGS = ('cls', 'mean')  # pair classification reads `<s>`, or the mean over real tokens
 DATA_AXES = ('data', 'fsdp')  # the batch is split over these mesh axes
+TENSOR_AXIS = 'tensor'  # attention heads and FFN columns are split over this mesh axis
 
 # An exported (task, language) (`python -m hyperx_jax.export`; read by export.load_static_adapter
 # and, without JAX, by torch_loader.load_exported).

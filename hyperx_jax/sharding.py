@@ -28,6 +28,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from hyperx_jax.schema import DATA_AXES, TENSOR_AXIS
 from hyperx_jax.tree import is_variable
 
 MeshAxes = Union[str, tuple[str, ...], None]
@@ -44,11 +45,11 @@ Rules = Sequence[tuple[str, MeshAxes]]
 #   (hyper_out = h*b + b + b*h + 3h, the big dimension) go on 'fsdp' so large models do not
 #   replicate the biggest hypernetwork matrices. The generated adapters are tiny and replicated.
 DEFAULT_LOGICAL_AXIS_RULES: tuple[tuple[str, MeshAxes], ...] = (
-    ("batch", ("data", "fsdp")),
+    ("batch", DATA_AXES),
     ("embed", "fsdp"),
-    ("mlp", "tensor"),
-    ("heads", "tensor"),
-    ("vocab", "tensor"),
+    ("mlp", TENSOR_AXIS),
+    ("heads", TENSOR_AXIS),
+    ("vocab", TENSOR_AXIS),
     ("kv", None),
     ("layers", None),
     ("length", None),
@@ -170,10 +171,15 @@ def state_shardings(abstract_state: Any, mesh: Mesh, rules: Rules) -> Any:
   return jax.tree.map(one, abstract_state, is_leaf=is_variable)
 
 
+def batch_axes(mesh: Union[Mesh, jax.sharding.AbstractMesh]) -> Optional[tuple[str, ...]]:
+  """The data-parallel axes present in the mesh (None: none)."""
+  axes = tuple(a for a in DATA_AXES if a in mesh.axis_names)
+  return axes or None
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Leading (batch) axis split over the data-parallel axes present in the mesh."""
-  axes = tuple(a for a in ("data", "fsdp") if a in mesh.shape)
-  return NamedSharding(mesh, PartitionSpec(axes if axes else None))
+  return NamedSharding(mesh, PartitionSpec(batch_axes(mesh)))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

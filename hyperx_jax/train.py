@@ -77,7 +77,8 @@ def make_train_step(graphdef: Any, tx: optax.GradientTransformation,
 
     def loss_fn(params):
       model = nnx.merge(graphdef, params, frozen)
-      return losses.compute_loss(model, batch, task, dropout_rng)
+      with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):  # for splash's shard_map
+        return losses.compute_loss(model, batch, task, dropout_rng)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
     updates, new_opt_state = tx.update(grads, opt_state, trainable, task=task)

@@ -20,11 +20,11 @@ from hyperx_jax.data.sources import SOURCE_TYPES
 from hyperx_jax.metrics import metric_names
 from hyperx_jax.models import attention
 from hyperx_jax.models.xlmr import EncoderConfig
-from hyperx_jax.schema import (ATTENTION_CHOICES, AUTO_ATTENTION, CUDNN_ATTENTION, DATA_AXES, DEV,
+from hyperx_jax.schema import (ATTENTION_CHOICES, AUTO_ATTENTION, DATA_AXES, DEV,
                                DTYPES, EVAL_ROLES, IOB2_MODES, LANGUAGE_SOURCES, METHODS, METRICS,
                                NEW_LANGUAGE_INITS, PACKING_OFF, PAIR, PLACEMENTS, POOLINGS,
                                REMAT_POLICIES, TASK_KINDS, TEST, TOKEN, TYPOLOGY_FEATURE_SETS,
-                               TYPOLOGY_SOURCES, UNTRAINED_LANGUAGE_VECTORS)
+                               TYPOLOGY_SOURCES, UNTRAINED_LANGUAGE_VECTORS, XLA_ATTENTION)
 from hyperx_jax.sharding import resolve_mesh_shape
 
 # Source keys that name local files or directories (checked for existence).
@@ -98,26 +98,27 @@ def _check_packing(config: Any, errors: list[str]) -> None:
 
 
 def _check_attention(config: Any, errors: list[str]) -> None:
-  """model.attention is known; an explicit 'cudnn' must be able to run on this process's
-  device (`attention.cudnn_blockers`; the head dim when the encoder is known already) and
-  must serve every call, so attention-probability dropout (which cuDNN lacks) must be off."""
+  """model.attention is known; an explicit fused kernel ('cudnn', 'splash') must be able to run
+  on this process's device (`attention.blockers`; the head dim when the encoder is known
+  already) and must serve every call, so attention-probability dropout (which neither fused
+  kernel has) must be off."""
   m = config.model
   choice = m.get('attention', AUTO_ATTENTION)
   if choice not in ATTENTION_CHOICES:
     errors.append(f'config.model.attention: {choice!r} is not one of {list(ATTENTION_CHOICES)}')
     return
-  if choice != CUDNN_ATTENTION:
+  if choice in (AUTO_ATTENTION, XLA_ATTENTION):
     return
   known = _known_encoder(config)
-  blockers = attention.cudnn_blockers(
-      attention.local_device(), dtype=m.dtype, head_dim=known[0].head_dim if known else None,
-      max_length=config.data.max_length,
+  blockers = attention.blockers(
+      choice, attention.local_device(), dtype=m.dtype,
+      head_dim=known[0].head_dim if known else None, max_length=config.data.max_length,
       packed=config.data.get('packing', PACKING_OFF) != PACKING_OFF)
   if m.get('attention_dropout', 0.0):
-    blockers.append(f'cuDNN attention has no attention-probability dropout; '
+    blockers.append(f'{choice!r} attention has no attention-probability dropout; '
                     f'config.model.attention_dropout is {m.attention_dropout} (set it to 0, or '
-                    f"use {AUTO_ATTENTION!r}: cuDNN wherever no dropout applies)")
-  errors.extend(f"config.model.attention: 'cudnn' cannot run here: {b}" for b in blockers)
+                    f"use {AUTO_ATTENTION!r}: the fused kernel wherever no dropout applies)")
+  errors.extend(f"config.model.attention: {choice!r} cannot run here: {b}" for b in blockers)
 
 
 def _check_max_length(config: Any, errors: list[str]) -> None:

@@ -1,5 +1,6 @@
 """The attention kernel switch: resolution by hand, today's XLA outputs on CPU, the mask forms
-handed to cuDNN, and the config errors."""
+handed to cuDNN, splash attention (Pallas' interpreter on CPU) against XLA, and the config
+errors."""
 
 import dataclasses
 
@@ -23,7 +24,9 @@ H100 = attention.Device("gpu", "NVIDIA H100 80GB HBM3", "9.0")
 
 RESOLVED = [  # device, dtype, head dim, max_length, packed -> what 'auto' picks
     (CPU, "bfloat16", 64, 128, False, "xla"),
-    (TPU, "bfloat16", 64, 128, False, "xla"),
+    (TPU, "bfloat16", 64, 128, False, "splash"),
+    (TPU, "float32", 64, 256, True, "splash"),
+    (TPU, "bfloat16", 64, 48, False, "xla"),  # splash tiles the sequence in blocks of 128
     (ROCM, "bfloat16", 64, 128, False, "xla"),
     (V100, "bfloat16", 64, 128, False, "xla"),  # flash attention: Ampere and later
     (A100, "bfloat16", 64, 128, False, "cudnn"),
@@ -43,12 +46,17 @@ def test_auto_resolves_by_hand(device, dtype, head_dim, max_length, packed, expe
   shape = dict(dtype=dtype, head_dim=head_dim, max_length=max_length, packed=packed)
   assert attention.resolve("auto", device, **shape) == expected
   assert attention.resolve("xla", device, **shape) == "xla"
-  if expected == "cudnn":
-    assert attention.resolve("cudnn", device, **shape) == "cudnn"
-  else:  # an explicit cudnn that cannot run: an error, or xla for a restored run
-    with pytest.raises(ValueError, match="'cudnn' cannot run here"):
-      attention.resolve("cudnn", device, **shape)
-    assert attention.resolve("cudnn", device, strict=False, **shape) == "xla"
+  fused = "splash" if device is TPU else "cudnn"
+  assert attention.fused_kernel(device) == fused
+  if expected == fused:
+    assert attention.resolve(fused, device, **shape) == fused
+  else:  # an explicit fused kernel that cannot run: an error, or xla for a restored run
+    with pytest.raises(ValueError, match=f"'{fused}' cannot run here"):
+      attention.resolve(fused, device, **shape)
+    assert attention.resolve(fused, device, strict=False, **shape) == "xla"
+  other = "cudnn" if fused == "splash" else "splash"  # the other device's kernel
+  with pytest.raises(ValueError, match=f"'{other}' cannot run here"):
+    attention.resolve(other, device, **shape)
 
 
 def test_blockers_name_each_reason():
@@ -60,6 +68,10 @@ def test_blockers_name_each_reason():
       ["cuDNN", "flash", "attention"], ["cuDNN", "attention", "takes"],
       ["cuDNN", "attention", "needs"], ["packed", "rows", "reach"]]
   assert "has 7.0" in reasons[0] and "'float32'" in reasons[1] and "at most 128" in reasons[2]
+  assert attention.splash_blockers(H100, max_length=200) == [
+      "splash attention is a TPU kernel; this process runs on gpu (NVIDIA H100 80GB HBM3)",
+      "splash attention tiles the sequence in blocks of 128; data.max_length is 200"]
+  assert attention.blockers("splash", TPU, dtype="float32", max_length=384) == []
   with pytest.raises(ValueError, match="'flash' is not one of"):
     attention.resolve("flash", H100, dtype="bfloat16", head_dim=64)
 
@@ -158,7 +170,7 @@ def test_config_errors_before_anything_is_built(workspace, monkeypatch):  # noqa
   config = tiny_config(workspace)
   config.model.attention = "flash"
   with pytest.raises(ConfigError, match=r"config.model.attention: 'flash' is not one of "
-                     r"\['auto', 'xla', 'cudnn'\]"):
+                     r"\['auto', 'xla', 'cudnn', 'splash'\]"):
     validation.check_config(config, 8)
 
   config.model.attention = "cudnn"
@@ -179,3 +191,86 @@ def test_config_errors_before_anything_is_built(workspace, monkeypatch):  # noqa
   config.model.attention_dropout = 0.0
   validation.check_config(config, 8)
   assert specs.decode(config).model.encoder.attention == "cudnn"
+
+  config.model.attention = "splash"
+  with pytest.raises(ConfigError, match="'splash' cannot run here: splash attention is a TPU "
+                     "kernel; this process runs on gpu"):
+    validation.check_config(config, 8)
+  monkeypatch.setattr(attention, "local_device", lambda: TPU)
+  config.data.max_length = 48
+  with pytest.raises(ConfigError, match="blocks of 128; data.max_length is 48"):
+    validation.check_config(config, 8)
+  config.data.max_length = 128  # past this tiny encoder's positions: decoded, not validated
+  assert specs.decode(config).model.encoder.attention == "splash"
+
+
+# ------------------------------------------------------------------ splash, interpreted on CPU
+
+SPLASH_S = 128  # one splash block
+SPLASH_SEGMENTS = np.zeros((4, SPLASH_S), np.int32)  # packed rows: 1, 2, 3 ...; 0 = padding
+SPLASH_SEGMENTS[0, :50], SPLASH_SEGMENTS[0, 50:90] = 1, 2
+SPLASH_SEGMENTS[1, :] = 1
+SPLASH_SEGMENTS[2, :7], SPLASH_SEGMENTS[2, 7:100], SPLASH_SEGMENTS[2, 100:] = 1, 2, 3
+SPLASH_SEGMENTS[3, :3] = 1  # a short row; an all-padding row is rows[...] = 0 in the eval tail
+
+
+def _splash_inputs(packed: bool):
+  """q, k, v [4, 128, N=4, D=32] and the two kernels' masks for the same rows."""
+  q, k, v = (jnp.asarray(np.random.default_rng(i).normal(size=(4, SPLASH_S, 4, 32)),
+                         jnp.float32) for i in range(3))
+  segments = jnp.asarray(SPLASH_SEGMENTS if packed else (SPLASH_SEGMENTS > 0).astype(np.int32))
+  mask = xlmr.attention_mask_for("splash", (segments > 0).astype(jnp.int32),
+                                 segments if packed else None)
+  return q, k, v, mask, np.asarray(segments) > 0
+
+
+def _attend_and_grad(kernel, q, k, v, mask, real):
+  """Outputs, and the gradient w.r.t. q, k, v of their sum over real query positions."""
+  attend = lambda q, k, v: attention.dot_product_attention(q, k, v, mask, kernel)
+  loss = lambda q, k, v: (attend(q, k, v) * real[:, :, None, None]).sum()
+  return attend(q, k, v), jax.grad(loss, (0, 1, 2))(q, k, v)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_splash_equals_xla_values_and_gradients(packed):
+  q, k, v, mask, real = _splash_inputs(packed)
+  assert mask.segments.dtype == jnp.int32 and mask.lengths is None
+  want, want_grads = _attend_and_grad("xla", q, k, v, mask, real)
+  got, got_grads = jax.jit(lambda *a: _attend_and_grad("splash", *a, mask, real))(q, k, v)
+  np.testing.assert_allclose(got[real], want[real], atol=2e-6, rtol=0)
+  assert np.isfinite(got).all()
+  for g, w in zip(got_grads, want_grads):
+    np.testing.assert_allclose(g, w, atol=2e-6, rtol=0)
+
+
+def test_splash_under_a_mesh_runs_sharded_and_agrees():
+  """Rows over 'data', heads over 'tensor': the kernel runs inside shard_map per shard."""
+  q, k, v, mask, real = _splash_inputs(packed=True)
+  want, _ = _attend_and_grad("xla", q, k, v, mask, real)
+  mesh = jax.make_mesh((2, 2, 2), ("data", "fsdp", "tensor"),
+                       axis_types=(jax.sharding.AxisType.Auto,) * 3)
+  rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
+
+  def step(q, k, v, segments):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return attention.dot_product_attention(q, k, v, mask._replace(segments=segments),
+                                             "splash")
+
+  lowered = jax.jit(step, in_shardings=(rows,) * 4).lower(q, k, v, mask.segments)
+  assert "shard_map" in lowered.as_text() or "sdy.manual_computation" in lowered.as_text()
+  got = lowered.compile()(q, k, v, mask.segments)
+  np.testing.assert_allclose(np.asarray(got)[real], np.asarray(want)[real], atol=2e-6, rtol=0)
+
+
+def test_encoder_with_splash_matches_xla():
+  config = dataclasses.replace(CONFIG, max_positions=SPLASH_S + 2)
+  ids = np.random.default_rng(0).integers(3, CONFIG.vocab_size, (4, SPLASH_S)).astype(np.int32)
+  segments = jnp.asarray(SPLASH_SEGMENTS)
+  mask = (segments > 0).astype(jnp.int32)
+  ids = jnp.where(mask > 0, ids, 1)
+  outputs = {}
+  for kernel in ("xla", "splash"):
+    encoder = xlmr.XLMREncoder(dataclasses.replace(config, attention=kernel), rngs=nnx.Rngs(0))
+    outputs[kernel] = np.asarray(encoder(ids, mask, segment_ids=segments))
+  real = np.asarray(mask) > 0
+  np.testing.assert_allclose(outputs["splash"][real], outputs["xla"][real], atol=2e-5, rtol=0)

@@ -42,8 +42,8 @@ from hyperx_jax.models.adapters import AdapterWeights, apply_adapter_stack, laye
 from hyperx_jax.models.attention import AttentionMask, dot_product_attention, row_lengths
 from hyperx_jax.models.layers import (INIT_STD, Dense, LayerNorm, dense, dropout, layer_norm,
                                       param)
-from hyperx_jax.schema import (ATTENTION_IMPLEMENTATIONS, DTYPES, PLACEMENTS, REMAT_POLICIES,
-                               XLA_ATTENTION)
+from hyperx_jax.schema import (ATTENTION_IMPLEMENTATIONS, CUDNN_ATTENTION, DTYPES, PLACEMENTS,
+                               REMAT_POLICIES, SPLASH_ATTENTION, XLA_ATTENTION)
 
 # Hugging Face `config.json` key -> EncoderConfig field.
 _HF_CONFIG_KEYS = {
@@ -239,6 +239,20 @@ def attention_mask_4d(attention_mask: jax.Array,
   return (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
 
 
+def attention_mask_for(kernel: str, attention_mask: jax.Array,
+                       segment_ids: Optional[jax.Array]) -> AttentionMask:
+  """[B, S] attention mask (and segment ids of packed rows) in the forms `kernel` reads: the
+  dense mask always (the dropout path); cuDNN takes one right-padded sentence per row as its
+  lengths, splash takes segment ids (one sentence per row: 1 real, 0 padding)."""
+  dense = attention_mask_4d(attention_mask, segment_ids)
+  if kernel == CUDNN_ATTENTION and segment_ids is None:
+    return AttentionMask(dense, lengths=row_lengths(attention_mask))
+  if kernel == SPLASH_ATTENTION:
+    segments = attention_mask if segment_ids is None else segment_ids
+    return AttentionMask(dense, segments=segments.astype(jnp.int32))
+  return AttentionMask(dense)
+
+
 def self_attention(x: jax.Array, p: Mapping[str, Any], mask: AttentionMask, implementation: str,
                    rate: float, key: Optional[jax.Array]) -> jax.Array:
   """x: [B, S, H]; mask.dense: [B, 1, 1 or S, S] bool (True = attend). Returns [B, S, H]."""
@@ -347,9 +361,7 @@ class XLMREncoder(nnx.Module):
       layer_keys = jax.vmap(lambda i: jax.random.fold_in(dropout_rng, i))(
           jnp.arange(c.num_layers))  # layer i's key = fold_in(rng, i)
     x = self.embed(input_ids, token_type_ids, emb_key, segment_ids)  # [B, S, H]
-    lengths = (row_lengths(attention_mask)  # cuDNN takes right-padded rows as lengths
-               if c.attention != XLA_ATTENTION and segment_ids is None else None)
-    mask = AttentionMask(attention_mask_4d(attention_mask, segment_ids), lengths)
+    mask = attention_mask_for(c.attention, attention_mask, segment_ids)
     params = _values(self.layers)  # leaves [L, ...]
 
     def body(x, per_layer):
