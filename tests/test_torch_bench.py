@@ -95,3 +95,12 @@ def test_main_tiny(tmp_path, capsys):
   assert "ours / PyTorch (median step time):" in out
   assert "XLA cost analysis" in out and "HLO ops by self time" in out
   assert list(tmp_path.glob("plugins/profile/*/perfetto_trace.json.gz"))
+  assert "dropout 0.1," in out
+
+
+def test_dropout_option_sets_every_rate_on_both_sides():
+  with tb.encoder_checkpoint(tiny=True) as (checkpoint, _):
+    spec = tb.specs.decode(tb.torch_bench_config("hyperx", checkpoint, 2, 16, tiny=True,
+                                                 dropout=0.0))
+  enc = spec.model.encoder
+  assert (enc.hidden_dropout, enc.attention_dropout, spec.model.classifier_dropout) == (0, 0, 0)

@@ -1,7 +1,7 @@
 """Our Hyper-X train step against the same step in PyTorch, side by side in one process.
 
     python -m hyperx_jax.benchmarks.torch_bench [--batch 16] [--length 128] [--steps 10]
-        [--warmup 2] [--method hyperx|task_adapters] [--tiny] [--profile DIR]
+        [--warmup 2] [--method hyperx|task_adapters] [--dropout RATE] [--tiny] [--profile DIR]
 
 Both sides run the same math on the same numbers (docs/method.md):
 
@@ -42,7 +42,7 @@ import json
 import os
 import tempfile
 import time
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Optional
 
 import jax
 import numpy as np
@@ -96,11 +96,14 @@ def encoder_checkpoint(tiny: bool) -> Iterator[tuple[str, bool]]:
 
 
 def torch_bench_config(method: str, checkpoint: str, batch: int, length: int, *,
-                       tiny: bool = False):
-  """train_bench's config (one token task, our default optimiser and trainable rules)."""
+                       tiny: bool = False, dropout: Optional[float] = None):
+  """train_bench's config (one token task, our default optimiser and trainable rules);
+  `dropout` (None: the defaults) sets the hidden, attention and classifier rates."""
   c = bench_config(method, checkpoint, batch, length)
   if tiny:
     c.adapter.bottleneck, c.hyperx.projected_dim = TINY_BOTTLENECK, TINY_PROJECTED
+  if dropout is not None:
+    c.model.hidden_dropout = c.model.attention_dropout = c.model.classifier_dropout = dropout
   return c
 
 
@@ -408,6 +411,8 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument('--profile', default=None, metavar='DIR',
                       help='write a jax.profiler trace of our step here and summarise it')
   parser.add_argument('--profile_steps', type=int, default=3)
+  parser.add_argument('--dropout', type=float, default=None,
+                      help='hidden, attention and classifier dropout of both (default: 0.1 each)')
   parser.add_argument('--torch_threads', type=int, default=None,
                       help='PyTorch intra-op threads (default: the cores of this process)')
   return parser
@@ -416,13 +421,15 @@ def _parser() -> argparse.ArgumentParser:
 def build_runs(args: argparse.Namespace) -> tuple[SpeedRun, TorchRun, str]:
   """Our compiled step and the PyTorch one from the same initial state; a line saying what."""
   with encoder_checkpoint(args.tiny) as (checkpoint, pretrained):
-    config = torch_bench_config(args.method, checkpoint, args.batch, args.length, tiny=args.tiny)
+    config = torch_bench_config(args.method, checkpoint, args.batch, args.length, tiny=args.tiny,
+                                dropout=args.dropout)
     enc = EncoderConfig.from_hf(checkpoint)
     local = text_like_batch(args.batch, args.length, enc.vocab_size, enc.pad_token_id)
     ours = SpeedRun(specs.decode(config), local, load_pretrained=pretrained)
   what = (f'{args.method} train step, encoder h={enc.hidden_size} L={enc.num_layers} '
           f'V={enc.vocab_size} ({"pretrained" if pretrained else "random"} weights), batch '
-          f'{args.batch} x {args.length}, fp32, {ours.trainable_params:,} trainable parameters')
+          f'{args.batch} x {args.length}, fp32, dropout {ours.spec.model.encoder.hidden_dropout}, '
+          f'{ours.trainable_params:,} trainable parameters')
   return ours, TorchRun(ours, local), what
 
 
