@@ -19,6 +19,7 @@ from hyperx_jax import typology
 from hyperx_jax.data.sources import SOURCE_TYPES
 from hyperx_jax.metrics import metric_names
 from hyperx_jax.models import attention
+from hyperx_jax.models.layers import is_dropout_rate
 from hyperx_jax.models.xlmr import EncoderConfig
 from hyperx_jax.schema import (ATTENTION_CHOICES, AUTO_ATTENTION, DATA_AXES, DEV,
                                DTYPES, EVAL_ROLES, IOB2_MODES, LANGUAGE_SOURCES, METHODS, METRICS,
@@ -73,6 +74,9 @@ def _check_model(config: Any, errors: list[str]) -> None:
     errors.append(f'config.model.remat: {m.remat!r} is not one of {list(REMAT_POLICIES)}')
   if config.adapter.bottleneck <= 0:
     errors.append(f'config.adapter.bottleneck: must be positive, got {config.adapter.bottleneck}')
+  for field in ('hidden_dropout', 'attention_dropout', 'classifier_dropout'):
+    if field in m and not is_dropout_rate(m[field]):
+      errors.append(f'config.model.{field}: {m[field]!r} is not a dropout rate in [0, 1)')
 
 
 def _known_encoder(config: Any) -> tuple[EncoderConfig, str] | None:

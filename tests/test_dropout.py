@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from hyperx_jax.models.layers import dropout, keep_mask, keep_threshold
+from hyperx_jax.validation import ConfigError, check_config
+from test_train import tiny_config, workspace  # noqa: F401  (fixture)
 
 N = 1 << 20  # elements in the statistical checks
 
@@ -47,6 +49,16 @@ def test_dropout_scales_kept_elements_and_keeps_the_mean():
   np.testing.assert_allclose(np.unique(y), [0.0, 2.0 * scale], rtol=1e-6)
   p = 58982 / 2**16
   assert abs(y.mean() - 2.0) < 5 * 2.0 * scale * np.sqrt(p * (1 - p) / N)
+
+
+def test_bad_dropout_rate_is_a_config_error_before_any_build(workspace):  # noqa: F811
+  config = tiny_config(workspace)
+  config.model.hidden_dropout, config.model.classifier_dropout = 1.0, -0.1
+  with pytest.raises(ConfigError) as e:
+    check_config(config, 8)
+  assert "config.model.hidden_dropout: 1.0 is not a dropout rate in [0, 1)" in str(e.value)
+  assert "config.model.classifier_dropout: -0.1 is not a dropout rate" in str(e.value)
+  assert "attention_dropout" not in str(e.value)
 
 
 def test_dropout_bench_smoke(capsys):

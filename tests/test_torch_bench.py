@@ -104,3 +104,7 @@ def test_dropout_option_sets_every_rate_on_both_sides():
                                                  dropout=0.0))
   enc = spec.model.encoder
   assert (enc.hidden_dropout, enc.attention_dropout, spec.model.classifier_dropout) == (0, 0, 0)
+  hf = tb.transformers.XLMRobertaConfig(**enc.to_hf())  # what TorchModel builds its encoder from
+  assert (hf.hidden_dropout_prob, hf.attention_probs_dropout_prob) == (0, 0)
+  with pytest.raises(SystemExit):
+    tb.main(["--tiny", "--dropout", "1.0"])

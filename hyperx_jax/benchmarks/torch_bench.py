@@ -58,6 +58,7 @@ from hyperx_jax.benchmarks import profiling
 from hyperx_jax.benchmarks.train_bench import (NUM_LABELS, TASK, SpeedRun, bench_config,
                                                interleaved)
 from hyperx_jax.models import weights
+from hyperx_jax.models.layers import is_dropout_rate
 from hyperx_jax.models.adapters import adapter_shapes
 from hyperx_jax.models.hypernet import HyperNetConfig
 from hyperx_jax.models.xlmr import EncoderConfig
@@ -434,7 +435,10 @@ def build_runs(args: argparse.Namespace) -> tuple[SpeedRun, TorchRun, str]:
 
 
 def main(argv=None) -> dict[str, Any]:
-  args = _parser().parse_args(argv)
+  parser = _parser()
+  args = parser.parse_args(argv)
+  if args.dropout is not None and not is_dropout_rate(args.dropout):
+    parser.error(f'--dropout {args.dropout}: expected a rate in [0, 1)')
   if args.tiny:
     args.batch, args.length, args.steps, args.warmup = 2, 16, 2, 1
   jax.config.update('jax_threefry_partitionable', True)

@@ -89,9 +89,14 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> j
 MASK_BITS = 16  # random bits per dropout decision: the keep rate is a multiple of 2**-16
 
 
+def is_dropout_rate(rate: object) -> bool:
+  """A rate dropout takes: a number in [0, 1)."""
+  return isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0.0 <= rate < 1.0
+
+
 def keep_threshold(rate: float) -> int:
   """The 16-bit threshold below which an element is kept: round((1 - rate) * 2**16)."""
-  if not 0.0 <= rate < 1.0:
+  if not is_dropout_rate(rate):
     raise ValueError(f"dropout rate {rate} must be in [0, 1)")
   return min(round((1.0 - rate) * 2**MASK_BITS), 2**MASK_BITS - 1)
 
