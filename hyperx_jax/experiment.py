@@ -6,9 +6,10 @@
 
 Each (method, seed) trains in its own run directory `WORKDIR/<method>/seed<seed>` with
 `python -m hyperx_jax.main --config=CONFIG:method=<method> --config.seed=<seed>` (plus any
-`--set` overrides, applied to every run). `--language_sources` runs Hyper-X once per source
-(`hyperx`, `hyperx-typology`, `hyperx-both`: `CONFIG:...,language_source=<source>`; the config
-must accept that argument, as configs/demo.py does). Rerunning the same command resumes: finished runs
+`--set` overrides, applied to every run). Hyper-X takes the config's own language source unless
+`--language_sources` is given: then it runs once per source (`hyperx` = learned,
+`hyperx-typology`, `hyperx-both`: `CONFIG:...,language_source=<source>`; the config must accept
+that argument, as configs/demo.py does). Rerunning the same command resumes: finished runs
 (with results.json) are kept, an interrupted one resumes from its last checkpoint. Then
 `compare` writes `WORKDIR/compare.{md,csv,png}`: mean ± std over seeds per method and pair,
 zero-shot pairs marked. The config file must accept a `method=` argument (every config in
@@ -39,11 +40,15 @@ def with_method(config_arg: str, method: str) -> str:
   return with_arg(config_arg, 'method', method)
 
 
-def with_variant(config_arg: str, variant: str) -> str:
-  """A variant (compare.variant_name: 'madx', 'hyperx-typology') as config args."""
+def with_variant(config_arg: str, variant: str, explicit_source: bool = False) -> str:
+  """A variant (compare.variant_name: 'madx', 'hyperx', 'hyperx-typology') as config args;
+  Hyper-X's language source is passed when the name has one, or always if `explicit_source`
+  ('hyperx' = learned), else the config's default stands."""
   method, _, source = variant.partition('-')
   config_arg = with_method(config_arg, method)
-  return with_arg(config_arg, 'language_source', source) if source else config_arg
+  if method == 'hyperx' and (source or explicit_source):
+    config_arg = with_arg(config_arg, 'language_source', source or 'learned')
+  return config_arg
 
 
 def run_dir(workdir: str, method: str, seed: int) -> str:
@@ -51,9 +56,10 @@ def run_dir(workdir: str, method: str, seed: int) -> str:
 
 
 def train_command(config_arg: str, method: str, seed: int, workdir: str,
-                  overrides: Sequence[str]) -> list[str]:
+                  overrides: Sequence[str], explicit_source: bool = False) -> list[str]:
   """`method`: a variant name (a method, or 'hyperx-<language source>')."""
-  return ([sys.executable, '-m', 'hyperx_jax.main', f'--config={with_variant(config_arg, method)}',
+  config_arg = with_variant(config_arg, method, explicit_source)
+  return ([sys.executable, '-m', 'hyperx_jax.main', f'--config={config_arg}',
            f'--config.seed={seed}', f'--workdir={run_dir(workdir, method, seed)}']
           + [f'--config.{o}' for o in overrides])
 
@@ -68,8 +74,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   parser.add_argument('--config', required=True, help='configs/<name>.py[:arg]')
   parser.add_argument('--methods', default='hyperx,task_adapters,madx')
   parser.add_argument('--seeds', default='1,2,3')
-  parser.add_argument('--language_sources', default='learned',
-                      help=f'Hyper-X language sources, comma-separated: {list(LANGUAGE_SOURCES)}')
+  parser.add_argument('--language_sources', default=None,
+                      help='Hyper-X language sources, comma-separated, some of '
+                      f"{list(LANGUAGE_SOURCES)} (default: the config's own)")
   parser.add_argument('--workdir', required=True)
   parser.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
                       help='config override for every run, e.g. optim.b2=0.9 (repeatable)')
@@ -79,7 +86,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   unknown = [m for m in methods if m not in METHODS]
   if unknown:
     parser.error(f'unknown methods {unknown}; known: {list(METHODS)}')
-  sources = [s for s in args.language_sources.split(',') if s]
+  explicit = args.language_sources is not None
+  sources = [s for s in (args.language_sources or 'learned').split(',') if s]
   unknown = [s for s in sources if s not in LANGUAGE_SOURCES]
   if unknown or not sources:
     parser.error(f'--language_sources={args.language_sources!r}: expected some of '
@@ -98,7 +106,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   grid = [(v, s) for s in seeds for v in variants]  # seed-major: early rows compare methods
   for i, (method, seed) in enumerate(grid, 1):
     directory = run_dir(args.workdir, method, seed)
-    command = train_command(args.config, method, seed, args.workdir, args.set)
+    command = train_command(args.config, method, seed, args.workdir, args.set, explicit)
     if os.path.exists(os.path.join(directory, 'results.json')):
       print(f'[{i}/{len(grid)}] {method} seed {seed}: done ({directory})', flush=True)
       continue

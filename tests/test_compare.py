@@ -69,7 +69,8 @@ def test_experiment_commands_set_method_and_seed(tmp_path, capsys):
                      "--config.seed=3", "--workdir=w/madx/seed3", "--config.optim.b2=0.9"]
   experiment.main(["--config=configs/demo.py", "--methods=hyperx,madx", "--seeds=1",
                    f"--workdir={tmp_path}", "--dry_run"])
-  assert "[2/2] madx seed 1" in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert "[2/2] madx seed 1" in out and "language_source" not in out  # the config's own
   with pytest.raises(SystemExit):
     experiment.main(["--config=c.py", "--methods=lora", f"--workdir={tmp_path}"])
 
@@ -110,6 +111,7 @@ def test_language_sources_are_their_own_columns(tmp_path, capsys):
                    "--language_sources=learned,typology", "--seeds=1", f"--workdir={tmp_path}",
                    "--dry_run"])
   out = capsys.readouterr().out
+  assert "method=hyperx,language_source=learned --config.seed=1" in out  # explicit
   assert "[2/3] hyperx-typology seed 1" in out and "language_source=typology" in out
   assert f"--workdir={tmp_path}/hyperx-typology/seed1" in out and "[3/3] madx seed 1" in out
   with pytest.raises(SystemExit):

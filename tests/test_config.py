@@ -175,3 +175,26 @@ def test_fields_added_since_a_run_started_resume_at_their_old_meaning(workspace,
     run.check_saved_config(config, str(tmp_path))
   assert "config.data.packing: '<absent>' (saved) -> 4" in str(error.value)
   assert f"config.tasks.{pair_task}.pooling: '<absent>' (saved) -> 'mean'" in str(error.value)
+
+
+def test_demo_selects_on_german_dev_pairs_and_drops_mlm_on_request():
+  from configs import demo
+  c = demo.get_config()
+  (dev,) = [s for s in c.eval_streams if s.get('role') == 'dev']
+  assert (dev['task'], dev['lang']) == ('pairs', 'de')
+  assert dev['source']['path'].endswith(os.path.join('de', 'dev.jsonl'))
+  assert c.checkpoint.best_metric == 'pairs:de/accuracy'
+  assert c.eval_every_steps == c.checkpoint.every_steps == 100
+  assert c.hyperx.language_source == 'typology'
+  assert [s['lang'] for s in c.train_streams if s['task'] == 'mlm'] == ['ar', 'es']
+  assert c.data.weights == (0.25, 0.3, 0.3, 0.075, 0.075)
+  validation.check_config(c, 1)
+  # mlm= (none): the same languages, ar and es now untrained; the learned source reads the mean.
+  bare = demo.get_config('mlm=,language_source=learned')
+  assert not [s for s in bare.train_streams if s['task'] == 'mlm']
+  assert bare.languages == c.languages and bare.data.weights == (0.25, 0.3, 0.3)
+  assert bare.hyperx.untrained_language == 'mean'
+  validation.check_config(bare, 1)
+  assert demo.get_config('setting=one_language,mlm=es').data.weights == (0.85, 0.15)
+  with pytest.raises(ValueError, match=r"mlm='fr': \['fr'\] have no masked-LM text"):
+    demo.get_config('mlm=fr')
