@@ -41,7 +41,7 @@ tables (methods x seeds, the control, the paper recipe, the ablations): README.m
 import os
 
 from configs import common
-from hyperx_jax import assets
+from hyperx_jax import assets, schema
 
 PAIR_LABELS = ['translation', 'unrelated']
 TRAIN_PAIR_LANGUAGES = ('de', 'fr')
@@ -110,7 +110,7 @@ def get_config(arg=None):
   c.languages = common.languages_of(c.train_streams + c.eval_streams)
   c.hyperx.language_source = arg.language_source
   trained = {s['lang'] for s in c.train_streams}
-  if arg.language_source == 'learned' and set(c.languages) - trained:
+  if arg.language_source == schema.LEARNED_SOURCE and set(c.languages) - trained:
     c.hyperx.untrained_language = 'mean'
   # Fixed shares (POS 25 %, pairs 60 %, MLM 15 %): the temperature rate would give the big
   # gettext streams most of a short run, and the pair task is the slowest to learn.

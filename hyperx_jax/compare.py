@@ -29,7 +29,7 @@ import numpy as np
 from etils import epath
 
 from hyperx_jax import fileio, report
-from hyperx_jax.schema import METHOD_NAMES
+from hyperx_jax.schema import LEARNED_SOURCE, METHOD_NAMES
 
 ZERO_SHOT_AVERAGE = 'zero-shot average'
 # Config fields that may differ inside one column: the seed, and what changes no result.
@@ -39,9 +39,9 @@ COLUMN_IGNORES = ('seed', 'eval_every_steps', 'log_every_steps', 'checkpoint.eve
 SEEN_AVERAGE = 'seen average'
 
 
-def variant_name(method: str, language_source: str = 'learned') -> str:
+def variant_name(method: str, language_source: str = LEARNED_SOURCE) -> str:
   """'hyperx' + 'typology' -> 'hyperx-typology'; the learned source keeps the method's name."""
-  return method if language_source == 'learned' else f'{method}-{language_source}'
+  return method if language_source == LEARNED_SOURCE else f'{method}-{language_source}'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,8 +87,8 @@ def load_run(directory: str, label: Optional[str] = None) -> RunResult:
     results, provenance = report.from_file(loaded['results.json'])
   except ValueError as e:
     raise ValueError(f'{path / "results.json"}: {e}') from None
-  source = (config.get('hyperx') or {}).get('language_source', 'learned')
-  method = variant_name(config['method'], source if config['method'] == 'hyperx' else 'learned')
+  source = (config.get('hyperx') or {}).get('language_source', LEARNED_SOURCE)
+  method = variant_name(config['method'], source if config['method'] == 'hyperx' else LEARNED_SOURCE)
   return RunResult(str(directory), method, int(config['seed']), results, provenance, label,
                    config)
 

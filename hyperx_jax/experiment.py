@@ -26,7 +26,7 @@ import time
 from typing import Optional, Sequence
 
 from hyperx_jax import compare
-from hyperx_jax.schema import LANGUAGE_SOURCES, METHODS
+from hyperx_jax.schema import LANGUAGE_SOURCES, LEARNED_SOURCE, METHODS
 
 
 def with_arg(config_arg: str, name: str, value: str) -> str:
@@ -47,7 +47,7 @@ def with_variant(config_arg: str, variant: str, explicit_source: bool = False) -
   method, _, source = variant.partition('-')
   config_arg = with_method(config_arg, method)
   if method == 'hyperx' and (source or explicit_source):
-    config_arg = with_arg(config_arg, 'language_source', source or 'learned')
+    config_arg = with_arg(config_arg, 'language_source', source or LEARNED_SOURCE)
   return config_arg
 
 
@@ -87,13 +87,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   if unknown:
     parser.error(f'unknown methods {unknown}; known: {list(METHODS)}')
   explicit = args.language_sources is not None
-  sources = [s for s in (args.language_sources or 'learned').split(',') if s]
+  sources = [s for s in (args.language_sources or LEARNED_SOURCE).split(',') if s]
   unknown = [s for s in sources if s not in LANGUAGE_SOURCES]
   if unknown or not sources:
     parser.error(f'--language_sources={args.language_sources!r}: expected some of '
                  f'{list(LANGUAGE_SOURCES)}')
   variants = [compare.variant_name(m, s) for m in methods
-              for s in (sources if m == 'hyperx' else ['learned'])]
+              for s in (sources if m == 'hyperx' else [LEARNED_SOURCE])]
   try:
     seeds = _ints(args.seeds)
   except ValueError:

@@ -53,7 +53,8 @@ ATTENTION_IMPLEMENTATIONS = (XLA_ATTENTION, CUDNN_ATTENTION, SPLASH_ATTENTION)
 ATTENTION_CHOICES = (AUTO_ATTENTION, *ATTENTION_IMPLEMENTATIONS)
 # Where Hyper-X's language vector comes from (docs/method.md, section 2): a learned row per
 # language, a learned projection of the language's URIEL typology vector, or their sum.
-LANGUAGE_SOURCES = ('learned', 'typology', 'both')
+LEARNED_SOURCE = 'learned'  # hyperx.language_source: the paper's embedding table
+LANGUAGE_SOURCES = (LEARNED_SOURCE, 'typology', 'both')
 TYPOLOGY_SOURCES = ('typology', 'both')  # the sources that read URIEL features
 # A new language's row in few-shot (`init_from`): the mean of the other rows, its fresh N(0, 1)
 # row, or zero (with a typology projection: the language vector is then its typology vector).

@@ -22,7 +22,8 @@ from hyperx_jax.models import attention
 from hyperx_jax.models.layers import is_dropout_rate
 from hyperx_jax.models.xlmr import EncoderConfig
 from hyperx_jax.schema import (ATTENTION_CHOICES, AUTO_ATTENTION, DATA_AXES, DEV,
-                               DTYPES, EVAL_ROLES, IOB2_MODES, LANGUAGE_SOURCES, METHODS, METRICS,
+                               DTYPES, EVAL_ROLES, IOB2_MODES, LANGUAGE_SOURCES, LEARNED_SOURCE,
+                               METHODS, METRICS,
                                NEW_LANGUAGE_INITS, PACKING_OFF, PAIR, PLACEMENTS, POOLINGS,
                                REMAT_POLICIES, TASK_KINDS, TEST, TOKEN, TYPOLOGY_FEATURE_SETS,
                                TYPOLOGY_SOURCES, UNTRAINED_LANGUAGE_VECTORS, XLA_ATTENTION)
@@ -165,7 +166,7 @@ def _check_language_source(config: Any, errors: list[str]) -> None:
   """hyperx.language_source, its feature sets, and the few-shot and untrained-language options
   that go with it; with a typology source, every language's code (`_check_uriel_codes`)."""
   h = config.get('hyperx') or {}
-  source = h.get('language_source', 'learned')
+  source = h.get('language_source', LEARNED_SOURCE)
   if source not in LANGUAGE_SOURCES:
     errors.append(f'config.hyperx.language_source: {source!r} is not one of '
                   f'{list(LANGUAGE_SOURCES)}')
@@ -179,7 +180,7 @@ def _check_language_source(config: Any, errors: list[str]) -> None:
   if untrained not in UNTRAINED_LANGUAGE_VECTORS:
     errors.append(f'config.hyperx.untrained_language: {untrained!r} is not one of '
                   f'{list(UNTRAINED_LANGUAGE_VECTORS)}')
-  elif untrained == 'mean' and source != 'learned':
+  elif untrained == 'mean' and source != LEARNED_SOURCE:
     errors.append(f"config.hyperx.untrained_language: 'mean' reads learned rows; with "
                   f'language_source {source!r} an untrained language reads its typology vector '
                   "(set 'row')")
