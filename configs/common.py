@@ -146,6 +146,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.hyperx.use_projector = True
   c.hyperx.condition_on_layer = True
   c.hyperx.init_std = 0.01
+  # Generators read p / ‖p‖ (docs/method.md, section 3); the paper's run reads p as it is.
+  c.hyperx.unit_projection = False
   # The language vector: 'learned' rows, 'typology' (a learned projection of the language's
   # URIEL features) or 'both' (docs/method.md, section 2); the URIEL feature sets read.
   c.hyperx.language_source = 'learned'

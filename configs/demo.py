@@ -68,7 +68,8 @@ def mlm_source(lang: str) -> dict:
 def get_config(arg=None):
   arg = common.parse_arg(arg, method='hyperx', recipe='per_task', pooling='mean',
                          setting='mixed', steps=600, batch=16, max_length=48, eval_examples=256,
-                         language_source='typology', held_out='', mlm='+'.join(MLM_LANGUAGES))
+                         language_source='typology', unit_projection=True, held_out='',
+                         mlm='+'.join(MLM_LANGUAGES))
   if arg.setting not in SETTINGS:
     raise ValueError(f'configs/demo.py: setting={arg.setting!r}; expected one of {SETTINGS}')
   mixed = arg.setting == 'mixed'
@@ -109,6 +110,7 @@ def get_config(arg=None):
                        arg.eval_examples, role='dev')])
   c.languages = common.languages_of(c.train_streams + c.eval_streams)
   c.hyperx.language_source = arg.language_source
+  c.hyperx.unit_projection = arg.unit_projection
   trained = {s['lang'] for s in c.train_streams}
   if arg.language_source == schema.LEARNED_SOURCE and set(c.languages) - trained:
     c.hyperx.untrained_language = 'mean'

@@ -4,6 +4,7 @@ For task t, language l and layer i:
 
     s_{t,l,i} = [task_t ; lang_l ; layer_i]                      source       [192]
     p         = W2 · ReLU(W1 · s + b1) + b2                        projector    [P]
+    p         = p / ‖p‖                       with `unit_projection` (off in the paper's run)
     D_i, bD_i, U_i, bU_i, γ_i, β_i = G · p + g                     generators
 
 and layer i's adapter is A_i(z) = LN_i(U_i · ReLU(D_i · z + bD_i) + bU_i) + z (`adapters.py`).
@@ -42,6 +43,8 @@ from hyperx_jax.models.adapters import AdapterWeights, adapter_shapes
 from hyperx_jax.models.layers import param
 from hyperx_jax.schema import LANGUAGE_SOURCES, TYPOLOGY_FEATURE_SETS, TYPOLOGY_SOURCES
 
+UNIT_EPS = 1e-12
+
 
 @dataclasses.dataclass(frozen=True)
 class HyperNetConfig:
@@ -56,6 +59,9 @@ class HyperNetConfig:
   use_projector: bool = True
   conditional_layer_norm: bool = True
   init_std: float = 0.01
+  # p / ‖p‖ before the generators: a generated tensor's step is then bounded by the generator's
+  # own step, as a directly trained adapter's is (docs/method.md, section 3).
+  unit_projection: bool = False
   language_source: str = "learned"  # one of LANGUAGE_SOURCES
   typology_features: tuple[str, ...] = tuple(TYPOLOGY_FEATURE_SETS)  # URIEL sets of z
   # Learned source: ids of languages with no training data whose vector is the mean of the
@@ -99,6 +105,11 @@ def project_source(projector: dict[str, jax.Array], s: jax.Array) -> jax.Array:
     return s
   hidden = jax.nn.relu(s @ projector["hidden_kernel"] + projector["hidden_bias"])
   return hidden @ projector["out_kernel"] + projector["out_bias"]
+
+
+def unit_vector(p: jax.Array) -> jax.Array:
+  """p / ‖p‖ over the last axis (ε inside the root keeps the gradient finite at p = 0)."""
+  return p * jax.lax.rsqrt(jnp.sum(jnp.square(p), axis=-1, keepdims=True) + UNIT_EPS)
 
 
 def generate_adapter(generators: dict[str, dict[str, jax.Array]], p: jax.Array,
@@ -179,6 +190,8 @@ class HyperNetwork(nnx.Module):
 
     def one_adapter(layer_emb, gens, task_emb, lang_emb):  # one (layer, group)
       p = project_source(projector, source_vector(task_emb, lang_emb, layer_emb))
+      if c.unit_projection:
+        p = unit_vector(p)
       return generate_adapter(gens, p, shapes)
 
     gen_axis = None if c.condition_on_layer else 0  # shared generator vs one per layer
