@@ -33,6 +33,8 @@ def _numpy_weights(net: HyperNetwork, task: int, lang: int, layer: int) -> dict:
     pr = net.projector
     s = np.maximum(s @ np_(pr["hidden_kernel"]) + np_(pr["hidden_bias"]), 0)
     s = s @ np_(pr["out_kernel"]) + np_(pr["out_bias"])
+  if c.unit_projection:
+    s = s / np.linalg.norm(s)
   out = {}
   for name, gen in net.generators.items():
     kernel, bias = np_(gen["kernel"]), np_(gen["bias"])
@@ -42,12 +44,13 @@ def _numpy_weights(net: HyperNetwork, task: int, lang: int, layer: int) -> dict:
   return out
 
 
-@pytest.mark.parametrize("condition_on_layer", [True, False])
-@pytest.mark.parametrize("use_projector", [True, False])
-def test_generated_weights_match_numpy(condition_on_layer, use_projector):
+@pytest.mark.parametrize("condition_on_layer,use_projector,unit_projection",
+                         [(True, True, False), (True, False, False), (False, True, False),
+                          (False, False, False), (True, True, True), (False, False, True)])
+def test_generated_weights_match_numpy(condition_on_layer, use_projector, unit_projection):
   config = HyperNetConfig(task_dim=6, lang_dim=5, layer_dim=4, projected_dim=7,
                           bottleneck=B_NECK, condition_on_layer=condition_on_layer,
-                          use_projector=use_projector)
+                          use_projector=use_projector, unit_projection=unit_projection)
   net = HyperNetwork(config, hidden_size=H, num_layers=L, num_tasks=T, num_languages=LANGS,
                      rngs=nnx.Rngs(0))
   _randomise(net, 1)
@@ -66,6 +69,31 @@ def test_generated_weights_match_numpy(condition_on_layer, use_projector):
         np.testing.assert_allclose(getattr(w, name)[layer, g], ref[name], rtol=1e-4, atol=1e-4)
   # Layers differ (layer embedding, or per-layer generators).
   assert not np.allclose(w.down[0, 0], w.down[1, 0])
+
+
+def test_unit_projection_bounds_generated_weights_by_the_generators():
+  """With p / ‖p‖, a projector 100x larger generates the same adapters, and a generated tensor
+  is never larger than ‖K‖ + ‖g‖ (without it, it grows with the projector)."""
+  def generated(unit: bool, projector_scale: float):
+    net = HyperNetwork(HyperNetConfig(bottleneck=B_NECK, projected_dim=7, unit_projection=unit),
+                       hidden_size=H, num_layers=L, num_tasks=T, num_languages=LANGS,
+                       rngs=nnx.Rngs(0))
+    _randomise(net, 2)
+    out = net.projector["out_kernel"]
+    out[...] = out[...] * projector_scale
+    net.projector["out_bias"][...] = net.projector["out_bias"][...] * projector_scale
+    gen = net.generators["down"]
+    bound = float(jnp.linalg.norm(gen["kernel"][...], 2) + jnp.linalg.norm(gen["bias"][...]))
+    down = net(jnp.array([0, 1]), jnp.array([2, 3])).down  # [L, G, H, b]
+    return np.asarray(down), bound
+
+  unit, bound = generated(True, 1.0)
+  np.testing.assert_allclose(generated(True, 100.0)[0], unit, rtol=1e-5, atol=1e-6)
+  norms = np.linalg.norm(unit.reshape(L, 2, -1), axis=-1)
+  assert norms.max() <= bound + 1e-5
+  raw, _ = generated(False, 1.0)
+  raw_scaled, _ = generated(False, 100.0)
+  assert np.linalg.norm(raw_scaled) > 10 * np.linalg.norm(raw)
 
 
 def test_layer_conditioning_shares_one_generator():
