@@ -9,7 +9,7 @@ import os
 import pytest
 
 from configs import common, fewshot, mixed, ner, pos, tiny, xnli
-from hyperx_jax import schema, sharding, train, validation
+from hyperx_jax import schema, sharding, specs, train, validation
 from hyperx_jax.validation import ConfigError
 from test_train import tiny_config, workspace  # noqa: F401  (fixture)
 
@@ -186,6 +186,10 @@ def test_demo_selects_on_german_dev_pairs_and_drops_mlm_on_request():
   assert c.checkpoint.best_metric == 'pairs:de/accuracy'
   assert c.eval_every_steps == c.checkpoint.every_steps == 100
   assert c.hyperx.language_source == 'typology'
+  assert specs.hypernet_config(c).unit_projection  # the paper's run: off (common.get_config)
+  assert not specs.hypernet_config(
+      demo.get_config('recipe=paper,pooling=cls,unit_projection=false')).unit_projection
+  assert not common.get_config().hyperx.unit_projection
   assert [s['lang'] for s in c.train_streams if s['task'] == 'mlm'] == ['ar', 'es']
   assert c.data.weights == (0.25, 0.3, 0.3, 0.075, 0.075)
   validation.check_config(c, 1)

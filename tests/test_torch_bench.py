@@ -2,6 +2,8 @@
 the PyTorch step started from our initial parameters gives our loss, our gradient for every
 trainable tensor and, after two AdamW steps, our parameters and loss; and `main --tiny` runs."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from hyperx_jax.benchmarks import torch_bench as tb  # noqa: E402
 from hyperx_jax.benchmarks.train_bench import TASK, SpeedRun  # noqa: E402
 from hyperx_jax import specs  # noqa: E402
 from hyperx_jax.models import losses  # noqa: E402
+from hyperx_jax.models.hypernet import HyperNetConfig  # noqa: E402
 
 TOLERANCE = 1e-4  # of each tensor's largest magnitude
 # Updates (new - initial parameters): Adam divides by sqrt(v), which turns the last-bit
@@ -108,3 +111,12 @@ def test_dropout_option_sets_every_rate_on_both_sides():
   assert (hf.hidden_dropout_prob, hf.attention_probs_dropout_prob) == (0, 0)
   with pytest.raises(SystemExit):
     tb.main(["--tiny", "--dropout", "1.0"])
+
+
+@pytest.mark.parametrize('change', [{'unit_projection': True}, {'language_source': 'typology'},
+                                    {'use_projector': False}])
+def test_other_hypernetworks_are_refused(change):
+  """The PyTorch side mirrors the default hypernetwork only: anything else is an error, not a
+  silently different comparison."""
+  with pytest.raises(ValueError, match='mirrors the default Hyper-X only'):
+    tb._check_default_hyperx(dataclasses.replace(HyperNetConfig(), **change))

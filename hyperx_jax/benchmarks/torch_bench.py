@@ -284,11 +284,11 @@ class TorchModel(nn.Module):
 
 def _check_default_hyperx(hc: HyperNetConfig) -> None:
   """The PyTorch hypernetwork is the default one: learned language rows, layer embeddings, a
-  source projector."""
+  source projector read as it is (no unit projection)."""
   if (hc.language_source != 'learned' or not hc.condition_on_layer or not hc.use_projector
-      or hc.mean_languages):
+      or hc.mean_languages or hc.unit_projection):
     raise ValueError(f'torch_bench mirrors the default Hyper-X only (learned language rows, '
-                     f'layer conditioning, projector), not {hc}')
+                     f'layer conditioning, projector, no unit projection), not {hc}')
 
 
 # ------------------------------------------------------------------------ the PyTorch step
