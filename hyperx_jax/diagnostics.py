@@ -7,7 +7,9 @@ static adapters, heads, the backbone LayerNorms):
   diag/grad_norm/<group>      ‖g‖ of this step's gradient on the group
   diag/grad_sq/<group>        Σ g², what this step adds to Adam's second moment (× (1 − b2))
   diag/adapter/<stat>         scale of this batch's adapters (mean over layers): ‖D‖_F, ‖U‖_F
-                              and mean |γ| of the adapter LayerNorm
+                              and mean |γ| of the adapter LayerNorm; for Hyper-X also
+                              ‖p‖, the projector's output the generators read (before any
+                              unit projection), mean over layers: `projection_norm`
 
 The trainer logs them per task (`diag/grad_norm/generators/pairs`, ...) and, per logging
 interval, each task's share of the second-moment inflow (`diag/nu_share/<group>/<task>`): the
@@ -79,6 +81,12 @@ def adapter_stats(stack: Sequence[Any]) -> dict[str, jax.Array]:
   if w.ln_scale is not None:
     out[f'{PREFIX}adapter/ln_scale_abs'] = jnp.abs(w.ln_scale.astype(jnp.float32)).mean()
   return out
+
+
+def projection_stats(p: jax.Array) -> dict[str, jax.Array]:
+  """Mean ‖p‖ over the layers and groups of p [L, G, P] (HyperNetwork.projections)."""
+  norms = jnp.sqrt(jnp.sum(jnp.square(p.astype(jnp.float32)), axis=-1))  # [L, G]
+  return {f'{PREFIX}adapter/projection_norm': norms.mean()}
 
 
 def interval_summary(tasks: Sequence[str], metrics: Sequence[Mapping[str, Any]]

@@ -98,6 +98,9 @@ def make_train_step(graphdef: Any, tx: optax.GradientTransformation,
                                     skip_task_adapter=model.task_kind(task) == MLM)
       metrics.update(diag.gradient_stats(grads))
       metrics.update(diag.adapter_stats(stack))
+      if model.method == 'hyperx':
+        metrics.update(diag.projection_stats(
+            model.adapters.projections(batch['task_id'][:1], batch['lang_id'][:1])))
     return new_trainable, new_opt_state, metrics
 
   return jax.jit(train_step, static_argnums=(6,),

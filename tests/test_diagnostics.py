@@ -35,6 +35,12 @@ def test_interval_shares_and_means_by_hand():
   assert "diag/grad_sq/generators/a" not in out
 
 
+def test_projection_norm_by_hand():
+  p = jnp.array([[[3.0, 4.0], [0.0, 1.0]], [[6.0, 8.0], [0.0, 0.0]]])  # [L 2, G 2, P 2]
+  out = diag.projection_stats(p)
+  assert float(out["diag/adapter/projection_norm"]) == pytest.approx((5 + 1 + 10 + 0) / 4)
+
+
 def test_loss_onsets_from_logged_losses():
   chance = {"pairs": math.log(2), "pos": math.log(17)}
   records = [{"step": 25, "scalars": {"loss/pairs": 0.70, "loss/pos": 2.8}},
@@ -58,5 +64,6 @@ def test_a_per_task_recipe_run_logs_diagnostics_per_task(workspace, tmp_path):  
   for t in tasks:
     assert scalars[f"diag/grad_norm/generators/{t}"] > 0
     assert scalars[f"diag/adapter/up_norm/{t}"] > 0
+    assert scalars[f"diag/adapter/projection_norm/{t}"] > 0
   text = diag.report(workdir)
   assert "loss leaves chance" in text and "diag/nu_share/generators" in text

@@ -176,6 +176,20 @@ class HyperNetwork(nnx.Module):
   def __call__(self, task_ids: jax.Array, lang_ids: jax.Array) -> AdapterWeights:
     """task_ids, lang_ids: [G] int -> AdapterWeights with leaves [L, G, ...] (float32)."""
     c = self.config
+    p = self.projections(task_ids, lang_ids)  # [L, G, P]
+    if c.unit_projection:
+      p = unit_vector(p)
+    shapes = adapter_shapes(self.hidden_size, c.bottleneck, c.conditional_layer_norm)
+    generators = {name: {"kernel": g["kernel"][...], "bias": g["bias"][...]}
+                  for name, g in self.generators.items()}
+    per_group = jax.vmap(lambda gens, p_g: generate_adapter(gens, p_g, shapes),
+                         in_axes=(None, 0))
+    gen_axis = None if c.condition_on_layer else 0  # shared generator vs one per layer
+    return jax.vmap(per_group, in_axes=(gen_axis, 0))(generators, p)  # leaves [L, G, ...]
+
+  def projections(self, task_ids: jax.Array, lang_ids: jax.Array) -> jax.Array:
+    """p of every (layer, group) [L, G, P], as the projector gives it (before any unit
+    projection): what the generators read."""
     task = jnp.take(self.task_embeddings[...], task_ids, axis=0)  # [G, dt]
     lang = jnp.take(self.language_vectors(), lang_ids, axis=0)  # [G, dl]
     if self.layer_embeddings is not None:
@@ -184,20 +198,10 @@ class HyperNetwork(nnx.Module):
       layers = jnp.zeros((self.num_layers, 0), task.dtype)  # [L, 0]
     projector = ({k: v[...] for k, v in self.projector.items()} if self.projector is not None
                  else {})
-    shapes = adapter_shapes(self.hidden_size, c.bottleneck, c.conditional_layer_norm)
-    generators = {name: {"kernel": g["kernel"][...], "bias": g["bias"][...]}
-                  for name, g in self.generators.items()}
-
-    def one_adapter(layer_emb, gens, task_emb, lang_emb):  # one (layer, group)
-      p = project_source(projector, source_vector(task_emb, lang_emb, layer_emb))
-      if c.unit_projection:
-        p = unit_vector(p)
-      return generate_adapter(gens, p, shapes)
-
-    gen_axis = None if c.condition_on_layer else 0  # shared generator vs one per layer
-    per_group = jax.vmap(one_adapter, in_axes=(None, None, 0, 0))
-    per_layer = jax.vmap(per_group, in_axes=(0, gen_axis, None, None))
-    return per_layer(layers, generators, task, lang)  # leaves [L, G, ...]
+    one = lambda layer_emb, task_emb, lang_emb: project_source(
+        projector, source_vector(task_emb, lang_emb, layer_emb))
+    per_group = jax.vmap(one, in_axes=(None, 0, 0))
+    return jax.vmap(per_group, in_axes=(0, None, None))(layers, task, lang)  # [L, G, P]
 
   def language_vectors(self) -> jax.Array:
     """lang_l for every language [Λ, dl], per `config.language_source`."""
