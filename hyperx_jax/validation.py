@@ -176,6 +176,9 @@ def _check_language_source(config: Any, errors: list[str]) -> None:
   if unknown or not sets:
     errors.append(f'config.hyperx.typology_features: {sets!r}; expected a non-empty list of '
                   f'{list(TYPOLOGY_FEATURE_SETS)}')
+  unit = h.get('unit_projection', False)
+  if not isinstance(unit, bool):
+    errors.append(f'config.hyperx.unit_projection: {unit!r}; expected True or False')
   untrained = h.get('untrained_language', 'row')
   if untrained not in UNTRAINED_LANGUAGE_VECTORS:
     errors.append(f'config.hyperx.untrained_language: {untrained!r} is not one of '

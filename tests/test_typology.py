@@ -91,8 +91,13 @@ def test_config_check_of_the_options_that_go_with_the_source(workspace):  # noqa
   config.new_language_init = 'typology'
   config.hyperx.untrained_language = 'mean'
   config.hyperx.typology_features = ('syntax_knn', 'geo')
+  del config.hyperx['unit_projection']  # as a config built without common's bool default
+  config.hyperx.unit_projection = 'yes'  # a string would read as True: refused
   with pytest.raises(validation.ConfigError) as e:
     validation.check_config(config, 8)
+  assert "config.hyperx.unit_projection: 'yes'; expected True or False" in str(e.value)
+  del config.hyperx['unit_projection']
+  config.hyperx.unit_projection = True
   assert "config.new_language_init: 'typology' needs" in str(e.value)
   assert "config.hyperx.typology_features: ['syntax_knn', 'geo']" in str(e.value)
   config.hyperx.typology_features = ('syntax_knn',)
