@@ -88,7 +88,8 @@ def load_run(directory: str, label: Optional[str] = None) -> RunResult:
   except ValueError as e:
     raise ValueError(f'{path / "results.json"}: {e}') from None
   source = (config.get('hyperx') or {}).get('language_source', LEARNED_SOURCE)
-  method = variant_name(config['method'], source if config['method'] == 'hyperx' else LEARNED_SOURCE)
+  method = variant_name(config['method'],
+                        source if config['method'] == 'hyperx' else LEARNED_SOURCE)
   return RunResult(str(directory), method, int(config['seed']), results, provenance, label,
                    config)
 
