@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from jax import ad_checkpoint
 
 import hf_fixtures
-from hyperx_jax.models import weights, xlmr
+from hyperx_jax.models import layers, weights, xlmr
 from hyperx_jax.models.adapters import AdapterWeights
 
 VOCAB = 100
@@ -202,6 +203,24 @@ def test_remat_same_values_and_grads(tiny):
     l1, g1 = loss_and_grad(make(cfg, remat=remat))
     np.testing.assert_allclose(l0, l1, rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), g0, g1)
+
+
+def test_gelu_keeps_only_its_input_for_the_backward_pass(capsys):
+  x = jnp.linspace(-4.0, 4.0, 24).reshape(2, 3, 4)
+  np.testing.assert_array_equal(layers.gelu(x), jax.nn.gelu(x, approximate=False))
+  np.testing.assert_allclose(jax.grad(lambda x: layers.gelu(x).sum())(x),
+                             jax.grad(lambda x: jax.nn.gelu(x, approximate=False).sum())(x),
+                             rtol=1e-6)
+  w = jnp.ones((4, 5))  # the frozen FFN output dense: its gradient needs no residual
+
+  def activation_sized_residuals(act):
+    ad_checkpoint.print_saved_residuals(lambda x: (act(x) @ w).sum(), x)
+    return [line for line in capsys.readouterr().out.splitlines() if line.startswith("f32[2,3,4]")]
+
+  plain = activation_sized_residuals(lambda x: jax.nn.gelu(x, approximate=False))
+  ours = activation_sized_residuals(layers.gelu)
+  assert len(plain) == 3, plain  # autodiff keeps the product, erfc and exp
+  assert ours == ["f32[2,3,4] from the argument x"], ours
 
 
 def test_bf16_compute_close_to_fp32(tiny):

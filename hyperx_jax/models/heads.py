@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from hyperx_jax.models.layers import Dense, LayerNorm, dropout, param
+from hyperx_jax.models.layers import Dense, LayerNorm, dropout, gelu, param
 from hyperx_jax.schema import POOLINGS
 
 
@@ -98,7 +98,7 @@ class MLMHead(nnx.Module):
                word_embeddings: jax.Array) -> jax.Array:
     """hidden [B, S, H], positions [B, K] int, word_embeddings [V, H] -> logits [B, K, V] f32."""
     x = jnp.take_along_axis(hidden, positions[..., None], axis=1)  # [B, K, H]
-    x = jax.nn.gelu(self.dense(x), approximate=False)
+    x = gelu(self.dense(x))
     x = self.ln(x, self.eps)
     logits = jnp.einsum("bkh,vh->bkv", x, word_embeddings.astype(x.dtype))
     return logits.astype(jnp.float32) + self.bias[...].astype(jnp.float32)

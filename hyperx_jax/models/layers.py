@@ -1,5 +1,5 @@
 """Building blocks shared by every model file: parameters with logical axes, Dense, LayerNorm,
-dropout.
+GELU, dropout.
 
 Parameters carry their logical axis names (`('vocab', 'embed')`, ...) as sharding metadata and
 are created without a mesh; `hyperx_jax.sharding` places them. Randomly initialised parameters
@@ -84,6 +84,14 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> j
   var = jnp.square(x32 - mean).mean(-1, keepdims=True)
   y = (x32 - mean) * jax.lax.rsqrt(var + eps)
   return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(x.dtype)
+
+
+@jax.checkpoint
+def gelu(x: jax.Array) -> jax.Array:
+  """Exact (erf) GELU, as XLM-R's `hidden_act='gelu'`. Its backward pass recomputes erf and exp
+  from x: plain autodiff keeps them as two more [B, S, F] residuals per layer, the largest
+  activations of the step after the attention probabilities."""
+  return jax.nn.gelu(x, approximate=False)
 
 
 MASK_BITS = 16  # random bits per dropout decision: the keep rate is a multiple of 2**-16

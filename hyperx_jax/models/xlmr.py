@@ -40,8 +40,8 @@ from flax import nnx
 
 from hyperx_jax.models.adapters import AdapterWeights, apply_adapter_stack, layer_slice
 from hyperx_jax.models.attention import AttentionMask, dot_product_attention, row_lengths
-from hyperx_jax.models.layers import (INIT_STD, Dense, LayerNorm, dense, dropout, layer_norm,
-                                      param)
+from hyperx_jax.models.layers import (INIT_STD, Dense, LayerNorm, dense, dropout, gelu,
+                                      layer_norm, param)
 from hyperx_jax.schema import (ATTENTION_IMPLEMENTATIONS, CUDNN_ATTENTION, DTYPES, PLACEMENTS,
                                REMAT_POLICIES, SPLASH_ATTENTION, XLA_ATTENTION)
 
@@ -286,7 +286,7 @@ def encoder_layer(c: EncoderConfig, p: Mapping[str, Any], x: jax.Array, mask: At
   attn_out = dropout(attn, c.hidden_dropout, k_attn) + x  # [B, S, H]
   attn_out = attn_out if pre else ln(attn_out, "attention_ln")
   ffn = dense(ln(attn_out, "output_ln") if pre else attn_out, p["ffn_in"], "bsh,hf->bsf")
-  ffn = dense(jax.nn.gelu(ffn, approximate=False), p["ffn_out"], "bsf,fh->bsh")
+  ffn = dense(gelu(ffn), p["ffn_out"], "bsf,fh->bsh")
   ffn = dropout(ffn, c.hidden_dropout, k_ffn)
   if adapters and c.adapter_placement == "ffn_output":
     ffn = apply_adapter_stack(adapters, ffn, group_ids)
