@@ -205,6 +205,12 @@ def test_remat_same_values_and_grads(tiny):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), g0, g1)
 
 
+def saved_residuals(capsys, f, *args) -> list[str]:
+  """What autodiff keeps from f's forward pass for its backward pass, one line per array."""
+  ad_checkpoint.print_saved_residuals(f, *args)
+  return capsys.readouterr().out.splitlines()
+
+
 def test_gelu_keeps_only_its_input_for_the_backward_pass(capsys):
   x = jnp.linspace(-4.0, 4.0, 24).reshape(2, 3, 4)
   np.testing.assert_array_equal(layers.gelu(x), jax.nn.gelu(x, approximate=False))
@@ -213,14 +219,36 @@ def test_gelu_keeps_only_its_input_for_the_backward_pass(capsys):
                              rtol=1e-6)
   w = jnp.ones((4, 5))  # the frozen FFN output dense: its gradient needs no residual
 
-  def activation_sized_residuals(act):
-    ad_checkpoint.print_saved_residuals(lambda x: (act(x) @ w).sum(), x)
-    return [line for line in capsys.readouterr().out.splitlines() if line.startswith("f32[2,3,4]")]
+  def activation_sized(act):
+    lines = saved_residuals(capsys, lambda x: (act(x) @ w).sum(), x)
+    return [line for line in lines if line.startswith("f32[2,3,4]")]
 
-  plain = activation_sized_residuals(lambda x: jax.nn.gelu(x, approximate=False))
-  ours = activation_sized_residuals(layers.gelu)
-  assert len(plain) == 3, plain  # autodiff keeps the product, erfc and exp
-  assert ours == ["f32[2,3,4] from the argument x"], ours
+  assert len(activation_sized(lambda x: jax.nn.gelu(x, approximate=False))) == 3  # x·, erfc, exp
+  assert activation_sized(layers.gelu) == ["f32[2,3,4] from the argument x"]
+
+
+def test_attention_probabilities_are_kept_once_for_the_backward_pass(capsys):
+  rng = np.random.RandomState(0)
+  logits, v = jnp.asarray(rng.randn(2, 3, 5, 5)), jnp.asarray(rng.randn(2, 5, 3, 4))  # [B,N,S,S]
+  keep = layers.keep_mask(jax.random.key(0), 0.3, logits.shape)
+  g = jnp.asarray(rng.randn(2, 5, 3, 4))
+
+  def attend(softmax, attend_dropped_out):
+    return lambda logits, v: jnp.sum(g * attend_dropped_out(softmax(logits), keep, v, 0.3))
+
+  def plain_dropout_then_einsum(probs, keep, v, rate):
+    return jnp.einsum("bnqk,bknd->bqnd", layers.apply_keep_mask(probs, keep, rate), v)
+
+  plain = attend(lambda x: jax.nn.softmax(x, axis=-1), plain_dropout_then_einsum)
+  ours = attend(layers.softmax, xlmr.attend_dropped_out)
+  np.testing.assert_array_equal(layers.softmax(logits), jax.nn.softmax(logits, axis=-1))
+  np.testing.assert_allclose(ours(logits, v), plain(logits, v), rtol=1e-6)
+  for a, b in zip(jax.grad(ours, (0, 1))(logits, v), jax.grad(plain, (0, 1))(logits, v)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  probs_sized = lambda f: [line.split(" ")[0] for line in saved_residuals(capsys, f, logits, v)
+                           if line.startswith(("f32[2,3,5,5]", "bool[2,3,5,5]"))]
+  assert sorted(probs_sized(plain)) == ["bool[2,3,5,5]"] + ["f32[2,3,5,5]"] * 3, probs_sized(plain)
+  assert sorted(probs_sized(ours)) == ["bool[2,3,5,5]", "f32[2,3,5,5]"]  # probabilities, mask
 
 
 def test_bf16_compute_close_to_fp32(tiny):

@@ -1,5 +1,5 @@
 """Building blocks shared by every model file: parameters with logical axes, Dense, LayerNorm,
-GELU, dropout.
+GELU, softmax, dropout.
 
 Parameters carry their logical axis names (`('vocab', 'embed')`, ...) as sharding metadata and
 are created without a mesh; `hyperx_jax.sharding` places them. Randomly initialised parameters
@@ -94,6 +94,21 @@ def gelu(x: jax.Array) -> jax.Array:
   return jax.nn.gelu(x, approximate=False)
 
 
+@jax.custom_jvp
+def softmax(x: jax.Array) -> jax.Array:
+  """jax.nn.softmax over the last axis whose backward pass keeps only its output y: the
+  gradient y · (g - Σ y g) needs nothing else, while autodiff through exp, sum and divide keeps
+  exp(x - max) as well (one more [B, N, S, S] array per attention layer)."""
+  return jax.nn.softmax(x, axis=-1)
+
+
+@softmax.defjvp
+def _softmax_jvp(primals, tangents):
+  (x,), (x_dot,) = primals, tangents
+  y = softmax(x)
+  return y, y * (x_dot - jnp.sum(y * x_dot, axis=-1, keepdims=True))
+
+
 MASK_BITS = 16  # random bits per dropout decision: the keep rate is a multiple of 2**-16
 
 
@@ -128,6 +143,10 @@ def dropout(x: jax.Array, rate: float, key: Optional[jax.Array]) -> jax.Array:
   elements are scaled by 2**16 / keep_threshold(rate), so the expectation is exactly x."""
   if key is None or rate == 0.0:
     return x
-  threshold = keep_threshold(rate)
-  keep = keep_mask(key, rate, x.shape)
-  return jnp.where(keep, x * (2**MASK_BITS / threshold), 0).astype(x.dtype)
+  return apply_keep_mask(x, keep_mask(key, rate, x.shape), rate)
+
+
+def apply_keep_mask(x: jax.Array, keep: jax.Array, rate: float) -> jax.Array:
+  """x where `keep` (a `keep_mask(..., rate, ...)`), scaled by 2**16 / keep_threshold(rate); 0
+  elsewhere."""
+  return jnp.where(keep, x * (2**MASK_BITS / keep_threshold(rate)), 0).astype(x.dtype)

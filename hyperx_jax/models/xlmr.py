@@ -30,6 +30,7 @@ Every backbone LayerNorm's path matches `(^|/)([a-z_]*ln)/`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 from typing import Any, Mapping, Optional, Union
@@ -40,8 +41,8 @@ from flax import nnx
 
 from hyperx_jax.models.adapters import AdapterWeights, apply_adapter_stack, layer_slice
 from hyperx_jax.models.attention import AttentionMask, dot_product_attention, row_lengths
-from hyperx_jax.models.layers import (INIT_STD, Dense, LayerNorm, dense, dropout, gelu,
-                                      layer_norm, param)
+from hyperx_jax.models.layers import (INIT_STD, Dense, LayerNorm, apply_keep_mask, dense,
+                                      dropout, gelu, keep_mask, layer_norm, param, softmax)
 from hyperx_jax.schema import (ATTENTION_IMPLEMENTATIONS, CUDNN_ATTENTION, DTYPES, PLACEMENTS,
                                REMAT_POLICIES, SPLASH_ATTENTION, XLA_ATTENTION)
 
@@ -265,9 +266,20 @@ def self_attention(x: jax.Array, p: Mapping[str, Any], mask: AttentionMask, impl
     logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
     logits = logits / jnp.sqrt(jnp.float32(q.shape[-1]))
     logits = jnp.where(mask.dense, logits, jnp.finfo(jnp.float32).min)
-    probs = dropout(jax.nn.softmax(logits, axis=-1), rate, key).astype(v.dtype)
-    ctx = jnp.einsum("bnqk,bknd->bqnd", probs, v)
+    probs = softmax(logits)  # [B, N, S, S]
+    ctx = attend_dropped_out(probs, keep_mask(key, rate, probs.shape), v, rate)
   return dense(ctx, p["out"], "bsnd,ndh->bsh")
+
+
+@functools.partial(jax.checkpoint, static_argnums=(3,))
+def attend_dropped_out(probs: jax.Array, keep: jax.Array, v: jax.Array,
+                       rate: float) -> jax.Array:
+  """dropout(probs) @ v: probs [B, N, S, S] fp32, keep its mask, v [B, S, N, D] -> [B, S, N, D].
+  The backward pass recomputes the dropped-out probabilities from probs and keep, which it
+  keeps anyway (softmax's and dropout's own gradients), instead of storing a third
+  [B, N, S, S] array per layer."""
+  dropped = apply_keep_mask(probs, keep, rate).astype(v.dtype)
+  return jnp.einsum("bnqk,bknd->bqnd", dropped, v)
 
 
 def encoder_layer(c: EncoderConfig, p: Mapping[str, Any], x: jax.Array, mask: AttentionMask,
