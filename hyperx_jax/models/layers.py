@@ -94,19 +94,13 @@ def gelu(x: jax.Array) -> jax.Array:
   return jax.nn.gelu(x, approximate=False)
 
 
-@jax.custom_jvp
 def softmax(x: jax.Array) -> jax.Array:
-  """jax.nn.softmax over the last axis whose backward pass keeps only its output y: the
-  gradient y · (g - Σ y g) needs nothing else, while autodiff through exp, sum and divide keeps
-  exp(x - max) as well (one more [B, N, S, S] array per attention layer)."""
-  return jax.nn.softmax(x, axis=-1)
-
-
-@softmax.defjvp
-def _softmax_jvp(primals, tangents):
-  (x,), (x_dot,) = primals, tangents
-  y = softmax(x)
-  return y, y * (x_dot - jnp.sum(y * x_dot, axis=-1, keepdims=True))
+  """jax.nn.softmax over the last axis under JAX's own output-only derivative rule
+  (`jax.softmax_custom_jvp`, off by default): the backward pass keeps only y, as y · (g - Σ y g)
+  needs nothing else, where plain autodiff through exp, sum and divide keeps exp(x - max) as
+  well (one more [B, N, S, S] array per attention layer)."""
+  with jax.softmax_custom_jvp(True):
+    return jax.nn.softmax(x, axis=-1)
 
 
 MASK_BITS = 16  # random bits per dropout decision: the keep rate is a multiple of 2**-16
