@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 import ml_collections
 
 from hyperx_jax import sharding
-from hyperx_jax.schema import DEV, HUB_DATASETS, PACKING_OFF, TEST, TYPOLOGY_FEATURE_SETS
+from hyperx_jax.schema import DEV, HUB_DATASETS, PACKING_OFF, TEST, TOKEN, TYPOLOGY_FEATURE_SETS
 from hyperx_jax.schema import METHODS, NER_LABELS, UPOS_TAGS, XNLI_LABELS  # noqa: F401 (re-exported)
 
 # Hugging Face checkpoints per XLM-R size, and the mesh each one wants on a pod slice
@@ -36,6 +36,11 @@ ENCODER_LAYER_NORMS = r'^encoder/(.+/)?[a-z_]*ln/(scale|bias)$'
 # its own gradient statistics rather than by those of the task with the largest gradients
 # (masked LM). See docs/method.md, "Optimiser".
 SHARED_PARAMETERS = r'^(adapters|encoder)/'
+# Packed token-task batches give each sentence this many tokens of row on average: 2.2x the
+# Turkish treebank's mean (28.7 with an XLM-R tokenizer), so at length 128 a batch of 32 fits
+# 16 rows in every batch of an epoch (python -m hyperx_jax.benchmarks.packing_bench).
+PACKING_ROOM = 64
+PACKED_SENTENCES = 8  # data.packing where set_packing packs
 RECIPES = {'paper': None, 'per_task': SHARED_PARAMETERS}
 
 
@@ -167,9 +172,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.eval_batch_size = 64
   c.data.temperature = 5.0
   c.data.weights = ml_collections.config_dict.placeholder(tuple)  # one per train stream
-  # Sentences per training row at most (PACKING_OFF: one per padded row). Off by default: a
-  # packed step takes more sentences than batch_size, which changes the recipe.
+  # Sentences per training row at most (PACKING_OFF: one per padded row). Packed, a batch's
+  # batch_size sentences fill packed_rows rows (fewer sentences when they do not fit).
   c.data.packing = PACKING_OFF
+  c.data.packed_rows = 0  # set with packing: the rows of a packed batch
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 1e-3
@@ -243,7 +249,18 @@ def english_to_many(arg: Optional[str], task: str, spec: dict[str, Any], source:
   c.checkpoint.best_metric = best_metric
   if arg.runlocal:
     runlocal(c)
+  if spec['kind'] == TOKEN:
+    set_packing(c)
   return c
+
+
+def set_packing(c: ml_collections.ConfigDict, room: int = PACKING_ROOM) -> None:
+  """Packs training batches of short sentences: up to 8 a row, the batch's batch_size sentences
+  in batch_size * room // max_length rows (off where that saves no row). Set it after the
+  batch size and length, and again after changing them."""
+  rows = c.data.batch_size * room // c.data.max_length
+  on = 1 <= rows < c.data.batch_size
+  c.data.packing, c.data.packed_rows = (PACKED_SENTENCES, rows) if on else (PACKING_OFF, 0)
 
 
 def set_method(c: ml_collections.ConfigDict, method: str) -> None:

@@ -178,6 +178,7 @@ class DataSpec:
   weights: Optional[tuple[float, ...]] = None  # one per train stream; overrides temperature
   prefetch: int = 0
   packing: int = PACKING_OFF  # sentences per training row at most; PACKING_OFF = one, padded
+  packed_rows: int = 0  # packed: rows of a global batch, which holds <= batch_size sentences
 
 
 @dataclasses.dataclass(frozen=True)

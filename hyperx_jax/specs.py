@@ -166,7 +166,8 @@ def data_spec(config: Any) -> DataSpec:
                   temperature=float(d.get('temperature', 5.0)),
                   weights=None if weights is None else tuple(float(w) for w in weights),
                   prefetch=int(d.get('prefetch', 0)),
-                  packing=int(d.get('packing', PACKING_OFF)))
+                  packing=int(d.get('packing', PACKING_OFF)),
+                  packed_rows=int(d.get('packed_rows', 0)))
 
 
 def model_spec(config: Any, *, strict_attention: bool = True) -> ModelSpec:

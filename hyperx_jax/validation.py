@@ -96,10 +96,22 @@ def _known_encoder(config: Any) -> tuple[EncoderConfig, str] | None:
 
 
 def _check_packing(config: Any, errors: list[str]) -> None:
-  k = config.data.get('packing', PACKING_OFF)
+  """data.packing is off or k >= 2; packed, data.packed_rows is in [1, batch_size] (the mesh
+  check divides it); unpacked, it stays 0."""
+  d = config.data
+  k, rows = d.get('packing', PACKING_OFF), d.get('packed_rows', 0)
   if isinstance(k, bool) or not isinstance(k, int) or (k != PACKING_OFF and k < 2):
     errors.append(f'config.data.packing: {k!r} is not {PACKING_OFF} (off: one example per row) '
                   'or an int >= 2 (the most sentences a training row holds)')
+  elif k == PACKING_OFF and rows != 0:
+    errors.append(f'config.data.packed_rows: {rows!r} is set but config.data.packing is off '
+                  f'({PACKING_OFF}); set both or neither')
+  elif k != PACKING_OFF and (isinstance(rows, bool) or not isinstance(rows, int)
+                             or not 1 <= rows <= d.batch_size):
+    errors.append(f'config.data.packed_rows: {rows!r} is not an int in [1, batch_size = '
+                  f'{d.batch_size}] (the rows that hold a packed batch of up to batch_size '
+                  'sentences; python -m hyperx_jax.benchmarks.packing_bench shows how many a '
+                  'dataset needs)')
 
 
 def _check_attention(config: Any, errors: list[str]) -> None:
@@ -291,7 +303,10 @@ def _check_mesh_and_batch(config: Any, device_count: int, errors: list[str]) -> 
                   '(at most one -1; the product must equal the device count)')
     return
   dp = math.prod(n for n, a in zip(resolved, axes) if a in DATA_AXES)
-  for field in ('batch_size', 'eval_batch_size'):
+  fields = ['batch_size', 'eval_batch_size']
+  if config.data.get('packing', PACKING_OFF) != PACKING_OFF:
+    fields.append('packed_rows')  # a packed batch's rows are what the mesh splits
+  for field in fields:
     value = config.data[field]
     if value <= 0 or value % dp:
       errors.append(f'config.data.{field}: {value} is not divisible by the data-parallel '

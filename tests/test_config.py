@@ -43,6 +43,18 @@ def test_xnli_has_the_paper_hyperparameters():
   assert c.checkpoint.best_metric == 'xnli:en/accuracy'
 
 
+@pytest.mark.parametrize('module,arg,packing,rows', [
+    (pos, None, 8, 16), (ner, 'size=large', 8, 16), (pos, 'runlocal', 0, 0), (xnli, None, 0, 0),
+    (mixed, None, 0, 0)])
+def test_token_tasks_pack_where_it_saves_rows(module, arg, packing, rows):
+  """32 sentences x 64 tokens of room / 128 = 16 rows; runlocal's 8 x 64 / 64 = 8 saves none."""
+  c = module.get_config(arg)
+  assert (c.data.packing, c.data.packed_rows) == (packing, rows)
+  c.data.max_length = 256  # 64 tokens of room a sentence: a quarter of the rows
+  common.set_packing(c)
+  assert (c.data.packing, c.data.packed_rows) == (8, c.data.batch_size // 4)
+
+
 @pytest.mark.parametrize('module', [ner, pos, mixed])
 def test_selection_is_on_english_dev_data(module):
   c = module.get_config()

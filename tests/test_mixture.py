@@ -1,11 +1,13 @@
 """Temperature rates, stream sampling, per-epoch shuffles and exact resume of the mixture."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
 from hyperx_jax.data import mixture
+from hyperx_jax.data.features import Packer
 
 
 def _featurize(example, rng):
@@ -144,6 +146,10 @@ def test_realized_shares_and_state_errors():
     other.set_state(it.get_state())
   with pytest.raises(ValueError, match="not divisible"):
     _mix(_streams(), global_batch_size=5, process_count=2)
+  packed = [dataclasses.replace(s, packer=Packer(8, 2, pad_id=1)) for s in _streams()]
+  for rows in (0, 5, 3):  # none, more than the batch, not divisible by the hosts
+    with pytest.raises(ValueError, match=rf"packed rows per batch {rows} must be in \[1, 4\]"):
+      _mix(packed, global_rows=rows, process_count=2)
 
 
 def test_skipped_example_takes_next_in_source_order():

@@ -270,11 +270,16 @@ def _unpacked_examples(batch) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
   return out
 
 
+def _packed(**data):
+  """Up to 16 sentences a batch in 4 rows of length 32 (too few: batches fall short)."""
+  return _config(**{"packing": 4, "batch_size": 16, "packed_rows": 4, **data})
+
+
 @pytest.mark.parametrize("weights,kind", [([1, 0, 0], "token_classification"),
                                           ([0, 1, 0], "pair_classification"),
                                           ([0, 0, 1], "mlm")])
 def test_packed_rows_hold_the_stream_in_order(tokenizer, weights, kind):
-  packed = _train_pipeline(_config(weights=weights, packing=3), tokenizer)
+  packed = _train_pipeline(_packed(weights=weights, packing=3), tokenizer)
   one_by_one = _train_pipeline(_config(weights=weights, batch_size=1), tokenizer)
   k_mlm = schema.max_mlm_predictions(32)
   for step in range(6):
@@ -295,6 +300,7 @@ def test_packed_rows_hold_the_stream_in_order(tokenizer, weights, kind):
       slots = np.arange(1, 4)[None] <= seg.max(1)[:, None]
       assert ((b["labels"] != schema.IGNORE_INDEX) == slots).all()
     got = _segments(b)
+    assert len(got) <= 16
     # This batch's sentences are the stream's next examples, each once.
     want = [_unpacked_examples(next(one_by_one))[0] for _ in got]
     assert sorted(got) == sorted(want)
@@ -302,21 +308,36 @@ def test_packed_rows_hold_the_stream_in_order(tokenizer, weights, kind):
   assert packed.realized_shares()[("pos", "tr")] == (1.0 if weights[0] else 0.0)
 
 
+def test_packed_batches_take_the_padded_batches_sentences_when_they_fit(tokenizer):
+  """With rows to spare, packing changes the layout only: each step holds exactly the
+  sentences of the padded step, and the streams advance alike."""
+  padded = _train_pipeline(_config(batch_size=8, max_length=64), tokenizer)
+  packed = _train_pipeline(_config(batch_size=8, max_length=64, packing=8, packed_rows=4),
+                           tokenizer)
+  for _ in range(12):
+    p, q = next(padded), next(packed)
+    assert (q.task, q.lang, q.step) == (p.task, p.lang, p.step)
+    assert q["input_ids"].shape == (4, 64)
+    assert sorted(_segments(q)) == sorted(_unpacked_examples(p))
+    assert (q["example_mask"] == (q["segment_ids"].max(1) > 0)).all()  # empty rows: padding
+  assert packed.get_state()["positions"] == padded.get_state()["positions"]
+
+
 def test_packed_pipeline_resumes_exactly_and_slices_hosts(tokenizer):
-  reference = _train_pipeline(_config(packing=4), tokenizer)
+  reference = _train_pipeline(_packed(), tokenizer)
   want = [next(reference) for _ in range(16)]
-  run = _train_pipeline(_config(packing=4), tokenizer)
+  run = _train_pipeline(_packed(), tokenizer)
   for _ in range(7):
     next(run)
   state = json.loads(json.dumps(run.get_state()))
   assert sum(state["batches"].values()) == 7
-  restored = _train_pipeline(_config(packing=4, prefetch=2), tokenizer)
+  restored = _train_pipeline(_packed(prefetch=2), tokenizer)
   restored.set_state(state)
   _assert_batches_equal([next(restored) for _ in range(9)], want[7:])
   assert restored.get_state() == reference.get_state()
   restored.close()
   assert {b.task for b in want[7:]} == {"pos", "xnli", "mlm"}
-  hosts = [_train_pipeline(_config(packing=4), tokenizer, process_index=p, process_count=2)
+  hosts = [_train_pipeline(_packed(), tokenizer, process_index=p, process_count=2)
            for p in range(2)]
   for w in want[:6]:
     parts = [next(h) for h in hosts]
@@ -344,6 +365,15 @@ def test_packer_first_fit_by_hand():
   np.testing.assert_array_equal(rows[0]["labels"], [0, 2])
   np.testing.assert_array_equal(rows[1]["attention_mask"], [1] * 6 + [0] * 2)
   assert int(rows[1]["task_id"]) == 2
+  # At most 3 examples: 5 -> row 0, 4 -> row 1, 3 -> row 0; a third row stays empty padding.
+  rows, taken = packer.fill(lambda i: {**example(lengths[i], i), "example_mask": np.int32(1)},
+                            3, max_examples=3)
+  assert taken == 3
+  np.testing.assert_array_equal(rows[1]["segment_ids"], [1] * 4 + [0] * 4)
+  np.testing.assert_array_equal(rows[2]["segment_ids"], [0] * 8)
+  np.testing.assert_array_equal(rows[2]["input_ids"], [1] * 8)
+  np.testing.assert_array_equal(rows[2]["labels"], [schema.IGNORE_INDEX] * 2)
+  assert [int(r["example_mask"]) for r in rows] == [1, 1, 0] and int(rows[2]["task_id"]) == 2
   with pytest.raises(ValueError, match="at least 2 sentences"):
     features.Packer(8, 1, pad_id=1)
 
@@ -354,5 +384,20 @@ def test_bad_packing_is_a_config_error(value):
     validation.check_config(_config(packing=value), 1)
   with pytest.raises(TypeError):  # configs/common.py's int default refuses a float outright
     _config(packing=2.5)
-  assert specs.data_spec(_config(packing=3)).packing == 3
+  assert specs.data_spec(_packed(packing=3)).packing == 3
   assert specs.data_spec(_config()).packing == schema.PACKING_OFF
+
+
+@pytest.mark.parametrize("data,expected", [
+    ({"packing": 4}, r"packed_rows: 0 is not an int in \[1, batch_size = 4\]"),
+    ({"packing": 4, "packed_rows": 5}, r"packed_rows: 5 is not an int in \[1, batch_size"),
+    ({"packed_rows": 2}, r"packed_rows: 2 is set but config.data.packing is off"),
+    ({"packing": 4, "batch_size": 16, "packed_rows": 6},
+     r"packed_rows: 6 is not divisible by the data-parallel mesh size 4"),
+])
+def test_bad_packed_rows_are_config_errors(data, expected):
+  config = _config(**data)
+  config.mesh.shape = (4, 1, 1)
+  with pytest.raises(validation.ConfigError, match=expected):
+    validation.check_config(config, 4)
+  assert specs.data_spec(_packed()).packed_rows == 4

@@ -135,22 +135,36 @@ def test_loss_falls_over_20_steps_and_each_task_compiles_once(workspace, tmp_pat
   assert results['pair:cc']['zero_shot'] and not results['pair:aa']['zero_shot']
 
 
-def test_packed_training_takes_several_sentences_per_row(workspace, tmp_path):
+def test_packed_training_follows_the_padded_run_in_fewer_rows(workspace, tmp_path):
+  """16 sentences a step in 8 rows instead of 16 (8 devices): each step takes the padded step's
+  sentences (every one fits), so the losses, gradient norms and results are the padded run's
+  (dropout off: its masks follow the layout)."""
   from hyperx_jax import train
-  config = tiny_config(workspace, tasks='tag+pair', steps=4)
-  config.data.packing = 4
-  trainer = train.Trainer(config, run_dir(tmp_path))
-  results = trainer.run()
-  state = trainer.train_iter.get_state()
+  trainers = {}
+  for name, packing, rows in (('padded', 0, 0), ('packed', 8, 8)):
+    config = tiny_config(workspace, tasks='tag+pair', steps=4, batch=16)
+    config.model.hidden_dropout = config.model.attention_dropout = 0.0
+    config.model.classifier_dropout = 0.0
+    config.log_every_steps = 1
+    config.data.max_length = 38  # the encoder's most: room for every batch in 8 rows
+    config.data.packing, config.data.packed_rows = packing, rows
+    trainers[name] = trainer = train.Trainer(config, run_dir(tmp_path, name))
+    trainer.results = trainer.run()
+  padded, packed = trainers['padded'], trainers['packed']
+  state = packed.train_iter.get_state()
   assert sum(state['batches'].values()) == 4
   assert {name.split('/')[0] for name, n in state['batches'].items() if n} == {'tag', 'pair'}
-  # More examples than rows went through the 4 steps (batch 8, up to 4 sentences a row).
-  assert sum(state['positions'].values()) > 4 * config.data.batch_size
-  losses = [r['scalars']['loss'] for r in read_metrics(trainer.workdir) if 'loss' in r['scalars']]
-  assert losses and np.isfinite(losses).all()
-  assert set(results) == {'tag:aa', 'tag:bb', 'pair:aa', 'pair:cc'}
+  assert state['positions'] == padded.train_iter.get_state()['positions']
+  metrics = {n: [r['scalars'] for r in read_metrics(t.workdir) if 'loss' in r['scalars']]
+             for n, t in trainers.items()}
+  assert len(metrics['packed']) == 4
+  for key in ('loss', 'grad_norm', 'param_norm'):
+    np.testing.assert_allclose([m[key] for m in metrics['packed']],
+                               [m[key] for m in metrics['padded']], rtol=1e-5, err_msg=key)
+  for pair, row in padded.results.items():
+    assert packed.results[pair]['accuracy'] == pytest.approx(row['accuracy'], abs=1e-6)
   # The packed data state (positions and batches per stream) comes back with the checkpoint.
-  assert train.Trainer(config, trainer.workdir).train_iter.get_state() == state
+  assert train.Trainer(packed.config, packed.workdir).train_iter.get_state() == state
 
 
 def test_new_language_rows_start_from_the_mean_of_the_trained_ones(workspace):

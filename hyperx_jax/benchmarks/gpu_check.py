@@ -9,10 +9,11 @@ The step is `train.make_train_step` on a model built by `run.create_model` (rand
 hub access needed): XLM-R base (h 768, 12 layers, 12 heads, FFN 3072, vocabulary 250,002),
 Hyper-X (b 256, P 192), a 17-tag token classification task (UPOS), bfloat16 compute, attention
 dropout 0 (cuDNN has none; both arms alike). Rows are `--batch` x `--length` either way:
-padded holds one sentence per row, packed up to `--packing` (`features.Packer`, as
-`data.packing`). Sentence lengths in tokens are the Turkish treebank's POS training sentences
-featurised with the e5-small tokenizer (`python -m hyperx_jax.assets prepare`), or, where that
-asset is missing or `--lengths synthetic`, a log-normal fitted to them: exp(N(3.22, 0.52²))
+padded holds one sentence per row, packed as many sentences as fit, up to `--packing` a row
+(`features.Packer`): a throughput check at one shape, where training instead puts
+`data.batch_size` sentences into fewer rows (`data.packed_rows`). Sentence lengths in tokens
+are the Turkish treebank's POS training sentences featurised with the e5-small tokenizer
+(`python -m hyperx_jax.assets prepare`), or, where that asset is missing or `--lengths synthetic`, a log-normal fitted to them: exp(N(3.22, 0.52²))
 rounded, clipped to [3, length] (treebank: mean 28.7 tokens, median 25, 95th percentile 59).
 
 Every arm is compiled ahead of time and timed interleaved with the others (median of `--steps`
@@ -120,7 +121,8 @@ def batches(lengths: np.ndarray, rows: int, length: int, packing: int, vocab: in
   """'padded' (the first `rows` sentences) and 'packed, k = …' (as many as fit `rows`)."""
   rng = np.random.default_rng(0)
   examples = [sentence(int(n), length, vocab, num_labels, rng) for n in lengths]
-  layouts = packing_bench.timed_batches(examples, features.Packer(length, packing, PAD_ID), rows)
+  packer = features.Packer(length, packing, PAD_ID)
+  layouts = packing_bench.padded_and_packed(examples, packer, rows)
   return {"padded": layouts["padded"], f"packed, k = {packing}": layouts["packed"]}
 
 

@@ -250,10 +250,12 @@ class Packer:
 
   First fit in stream order: each example goes into the first row with room for its tokens, for
   another sentence (at most `max_segments`) and, for MLM, for its masked positions (the row's
-  loss gathers `max_mlm_predictions(S)`). The batch ends at the first example that fits no row;
-  that example opens the next batch, so every example is used once per epoch, in order.
+  loss gathers `max_mlm_predictions(S)`). The batch ends after `max_examples` examples, or
+  earlier at the first example that fits no row; the next example opens the next batch, so every
+  example is used once per epoch, in order.
   A packed row keeps each sentence's tokens and labels; a pair row's labels are [max_segments]
-  (one per sentence slot, -100 for empty slots); the stream ids come from its first sentence.
+  (one per sentence slot, -100 for empty slots); the stream ids come from the batch's first
+  example.
   """
 
   def __init__(self, max_length: int, max_segments: int, pad_id: int, mlm: bool = False):
@@ -264,31 +266,37 @@ class Packer:
     self.pad_id = pad_id
     self.max_masked = max_mlm_predictions(max_length) if mlm else max_length
 
-  def fill(self, example_at: Callable[[int], Features], num_rows: int
-           ) -> tuple[list[Features], int]:
-    """Rows built from examples example_at(0), example_at(1), ...; and how many it took."""
+  def fill(self, example_at: Callable[[int], Features], num_rows: int,
+           max_examples: int | None = None) -> tuple[list[Features], int]:
+    """`num_rows` rows built from examples example_at(0), example_at(1), ... (at most
+    `max_examples` of them); and how many it took."""
     rows: list[list[Features]] = [[] for _ in range(num_rows)]
     tokens, masked = [0] * num_rows, [0] * num_rows
     taken = 0
-    while True:
+    while max_examples is None or taken < max_examples:
       example = example_at(taken)
       n, m = length(example), labelled(example)
       fit = next((r for r in range(num_rows)
                   if tokens[r] + n <= self.max_length and masked[r] + m <= self.max_masked
                   and len(rows[r]) < self.max_segments), None)
       if fit is None:
-        return [self.row(r) for r in rows], taken
+        break
       rows[fit].append(example)
       tokens[fit] += n
       masked[fit] += m
       taken += 1
+    first = example_at(0)
+    return [self.row(r, first) for r in rows], taken
 
-  def row(self, members: Sequence[Features]) -> Features:
-    """One packed row [S] from examples whose tokens fit in it."""
+  def row(self, members: Sequence[Features], template: Features) -> Features:
+    """One packed row [S] from examples whose tokens fit in it; the stream ids come from
+    `template` (an example of the stream). A row left empty is padding (example_mask 0)."""
     s = self.max_length
-    out = {**members[0], "input_ids": np.full([s], self.pad_id, np.int32),
+    out = {**template, "input_ids": np.full([s], self.pad_id, np.int32),
            "segment_ids": np.zeros([s], np.int32)}
-    pair = members[0]["labels"].ndim == 0
+    if not members and "example_mask" in out:
+      out["example_mask"] = np.zeros_like(out["example_mask"])
+    pair = template["labels"].ndim == 0
     labels = np.full([self.max_segments] if pair else [s], IGNORE_INDEX, np.int32)
     at = 0
     for k, example in enumerate(members):

@@ -11,9 +11,10 @@ epoch from a seed folded with the stream's name. The mixture's state is therefor
 JSON-able: the step and one position per stream.
 
 With a `Packer` on the streams (data.packing) a row holds several examples: the global batch of
-step t takes the drawn stream's examples from its position on until one fits no row (every host
-packs the whole global batch, so all agree on how many it took, and keeps its own rows). The
-state then also counts each stream's batches, since positions no longer advance by a batch.
+step t is `global_rows` rows that take the drawn stream's next `global_batch_size` examples, or
+fewer when one fits no row (every host packs the whole global batch, so all agree on how many it
+took, and keeps its own rows). The state then also counts each stream's batches, since positions
+no longer advance by a whole batch.
 """
 
 from __future__ import annotations
@@ -149,11 +150,13 @@ class MixtureIterator:
 
   The global batch of step t holds positions [pos_s, pos_s + global_batch) of the drawn
   stream s; host p featurises only rows [p * b, (p + 1) * b), b = global_batch // hosts.
+  Packed streams lay those examples out in `global_rows` rows (default: global_batch).
   """
 
   def __init__(self, streams: Sequence[Stream], *, global_batch_size: int, seed: int,
                temperature: float = 5.0, weights: Sequence[float] | None = None,
-               process_index: int = 0, process_count: int = 1):
+               process_index: int = 0, process_count: int = 1,
+               global_rows: int | None = None):
     if not streams:
       raise ValueError("a mixture needs at least one stream")
     names = [s.name for s in streams]
@@ -164,9 +167,17 @@ class MixtureIterator:
                        f"process_count {process_count}")
     if not 0 <= process_index < process_count:
       raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+    self.packed = any(s.packer is not None for s in streams)
+    global_rows = global_batch_size if global_rows is None else global_rows
+    if self.packed and not (0 < global_rows <= global_batch_size
+                            and global_rows % process_count == 0):
+      raise ValueError(f"packed rows per batch {global_rows} must be in [1, "
+                       f"{global_batch_size}] and divisible by process_count {process_count}")
     self.streams = list(streams)
     self.global_batch_size = global_batch_size
     self.local_batch_size = global_batch_size // process_count
+    self.global_rows = global_rows
+    self.local_rows = global_rows // process_count
     self.process_index = process_index
     self.seed = int(seed)
     sizes = [s.size for s in streams]
@@ -174,7 +185,6 @@ class MixtureIterator:
                   else normalize_weights(weights, len(streams)))
     self._cumulative = np.cumsum(self.rates)
     self._datasets = [stream_dataset(s, self.seed) for s in streams]
-    self.packed = any(s.packer is not None for s in streams)
     self.step = 0
     self.positions = [0] * len(streams)
     self.batches = [0] * len(streams)
@@ -187,14 +197,16 @@ class MixtureIterator:
   def __next__(self) -> MixtureBatch:
     sid = draw_stream(self._cumulative, self.seed, self.step)
     dataset, position = self._datasets[sid], self.positions[sid]
-    first = self.process_index * self.local_batch_size
     stream = self.streams[sid]
     if stream.packer is None:
+      first = self.process_index * self.local_batch_size
       rows = [dataset[position + first + j] for j in range(self.local_batch_size)]
       taken = self.global_batch_size
     else:
-      rows, taken = stream.packer.fill(lambda i: dataset[position + i], self.global_batch_size)
-      rows = rows[first:first + self.local_batch_size]
+      rows, taken = stream.packer.fill(lambda i: dataset[position + i], self.global_rows,
+                                       max_examples=self.global_batch_size)
+      first = self.process_index * self.local_rows
+      rows = rows[first:first + self.local_rows]
     batch = MixtureBatch(stack_examples(rows), sid, stream.task, stream.lang, self.step)
     self.positions[sid] += taken
     self.batches[sid] += 1
@@ -248,5 +260,13 @@ class MixtureIterator:
     state = state or self.get_state()
     shares = self.realized_shares(state)
     for s, p in zip(self.streams, self.rates):
-      logging.info("mixture stream %-24s rate %.4f  realised %.4f  (step %d)",
-                   s.name, p, shares[s.name], state["step"])
+      logging.info("mixture stream %-24s rate %.4f  realised %.4f  (step %d)%s",
+                   s.name, p, shares[s.name], state["step"], self._fill_note(s.name, state))
+
+  def _fill_note(self, name: str, state: Mapping[str, Any]) -> str:
+    """Packed: the examples a batch of the stream took on average, of the batch size (fewer
+    when the next example fit no row: data.packed_rows is then tight for this stream)."""
+    if not self.packed or not state["batches"][name]:
+      return ""
+    mean = state["positions"][name] / state["batches"][name]
+    return f"  examples/batch {mean:.1f} of {self.global_batch_size}"

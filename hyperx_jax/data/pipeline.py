@@ -230,8 +230,9 @@ def build_train_pipeline(specs: Sequence[StreamSpec], data: DataSpec, seed: int,
                          prefetch: int | None = None,
                          examples: Sequence[Sequence[Any]] | None = None) -> TrainIterator:
   """One stream per spec, mixed with temperature `data.temperature` (or fixed `data.weights`);
-  yields rows [p*b, (p+1)*b) of each global batch on host p; with `data.packing` = k each row
-  holds up to k examples (`features.Packer`). `prefetch` (default
+  yields rows [p*b, (p+1)*b) of each global batch on host p; with `data.packing` = k the
+  batch's examples fill `data.packed_rows` rows of up to k examples each (`features.Packer`).
+  `prefetch` (default
   `data.prefetch`) batches are featurised ahead in a background thread. `examples`: each
   spec's raw examples when already read (`read_streams`), else they are read here."""
   if not specs:
@@ -248,7 +249,8 @@ def build_train_pipeline(specs: Sequence[StreamSpec], data: DataSpec, seed: int,
   mix = mixture.MixtureIterator(
       streams, global_batch_size=data.batch_size, seed=seed, temperature=data.temperature,
       weights=None if data.weights is None else list(data.weights),
-      process_index=process_index, process_count=process_count)
+      process_index=process_index, process_count=process_count,
+      global_rows=None if data.packing == PACKING_OFF else data.packed_rows)
   return TrainIterator(specs, streams, featurizers, mix,
                        data.prefetch if prefetch is None else prefetch)
 
