@@ -170,22 +170,25 @@ def test_tiny_config_rejects_unknown_tasks():
 
 
 def test_fields_added_since_a_run_started_resume_at_their_old_meaning(workspace, tmp_path):  # noqa: F811
-  """config.json written before `data.packing` and a pair task's `pooling` existed: the same run
-  resumes with them at the values their absence meant, and is refused at any other value."""
+  """config.json written before `data.packing`, `data.packed_rows` and a pair task's `pooling`
+  existed: the same run resumes with them at the values their absence meant, and is refused at
+  any other value."""
   from hyperx_jax import run
   config = tiny_config(workspace)
   pair_task = next(name for name, t in config.tasks.items() if t['kind'] == schema.PAIR)
   config.data.packing = schema.PACKING_OFF
   config.tasks[pair_task]['pooling'] = 'cls'
   saved = json.loads(config.to_json_best_effort())
-  del saved['data']['packing'], saved['tasks'][pair_task]['pooling']
+  del saved['data']['packing'], saved['data']['packed_rows']
+  del saved['tasks'][pair_task]['pooling']
   (tmp_path / run.CONFIG_FILE).write_text(json.dumps(saved))
   run.check_saved_config(config, str(tmp_path))  # their old meaning: no change
-  config.data.packing = 4
+  config.data.packing, config.data.packed_rows = 4, 4
   config.tasks[pair_task]['pooling'] = 'mean'
   with pytest.raises(ConfigError) as error:
     run.check_saved_config(config, str(tmp_path))
   assert "config.data.packing: '<absent>' (saved) -> 4" in str(error.value)
+  assert "config.data.packed_rows: '<absent>' (saved) -> 4" in str(error.value)
   assert f"config.tasks.{pair_task}.pooling: '<absent>' (saved) -> 'mean'" in str(error.value)
 
 
