@@ -232,9 +232,9 @@ def build_train_pipeline(specs: Sequence[StreamSpec], data: DataSpec, seed: int,
   """One stream per spec, mixed with temperature `data.temperature` (or fixed `data.weights`);
   yields rows [p*b, (p+1)*b) of each global batch on host p; with `data.packing` = k the
   batch's examples fill `data.packed_rows` rows of up to k examples each (`features.Packer`).
-  `prefetch` (default
-  `data.prefetch`) batches are featurised ahead in a background thread. `examples`: each
-  spec's raw examples when already read (`read_streams`), else they are read here."""
+  `prefetch` (default `data.prefetch`) batches are featurised ahead in a background thread.
+  `examples`: each spec's raw examples when already read (`read_streams`), else they are read
+  here."""
   if not specs:
     raise ValueError("no training streams; add at least one {task, lang, source}.")
   examples = read_streams(specs) if examples is None else examples
