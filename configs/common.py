@@ -247,17 +247,17 @@ def english_to_many(arg: Optional[str], task: str, spec: dict[str, Any], source:
       stream(task, lang, source(lang, 'test', arg.data_dir), role=TEST)
       for lang in eval_languages]
   c.checkpoint.best_metric = best_metric
-  if arg.runlocal:
-    runlocal(c)
   if spec['kind'] == TOKEN:
     set_packing(c)
+  if arg.runlocal:
+    runlocal(c)
   return c
 
 
 def set_packing(c: ml_collections.ConfigDict, room: int = PACKING_ROOM) -> None:
   """Packs training batches of short sentences: up to 8 a row, the batch's batch_size sentences
   in batch_size * room // max_length rows (off where that saves no row). Set it after the
-  batch size and length, and again after changing them."""
+  batch size and length, and again after changing them (`runlocal` does)."""
   rows = c.data.batch_size * room // c.data.max_length
   on = 1 <= rows < c.data.batch_size
   c.data.packing, c.data.packed_rows = (PACKED_SENTENCES, rows) if on else (PACKING_OFF, 0)
@@ -306,6 +306,8 @@ def runlocal(c: ml_collections.ConfigDict, total_steps: int = 20) -> None:
   c.data.batch_size = 8
   c.data.eval_batch_size = 8
   c.data.max_length = 64
+  if c.data.packing != PACKING_OFF:
+    set_packing(c)  # for the smaller batch and length
   c.log_every_steps = 5
   c.eval_every_steps = total_steps
   c.checkpoint.every_steps = total_steps

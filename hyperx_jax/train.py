@@ -298,6 +298,8 @@ class Trainer:
     self._stop_on_nonfinite(stats)
     scalars = stats.summary()
     scalars['lr'] = float(self.lr_fn(step - 1))
+    if self.train_iter.packed:  # below data.batch_size where packed_rows is too few
+      scalars['examples_per_batch'] = self.train_iter.examples_per_batch()
     self.writer.write_scalars(step, scalars)
     self.writer.flush()
     if self.is_primary:

@@ -106,12 +106,19 @@ def _check_packing(config: Any, errors: list[str]) -> None:
   elif k == PACKING_OFF and rows != 0:
     errors.append(f'config.data.packed_rows: {rows!r} is set but config.data.packing is off '
                   f'({PACKING_OFF}); set both or neither')
-  elif k != PACKING_OFF and (isinstance(rows, bool) or not isinstance(rows, int)
-                             or not 1 <= rows <= d.batch_size):
+  elif k != PACKING_OFF and not _packed_rows_valid(d):
     errors.append(f'config.data.packed_rows: {rows!r} is not an int in [1, batch_size = '
                   f'{d.batch_size}] (the rows that hold a packed batch of up to batch_size '
                   'sentences; python -m hyperx_jax.benchmarks.packing_bench shows how many a '
                   'dataset needs)')
+  elif k != PACKING_OFF and rows * k < d.batch_size:
+    errors.append(f'config.data.packed_rows: {rows} rows of at most {k} sentences '
+                  f'(data.packing) never hold a batch of batch_size = {d.batch_size}')
+
+
+def _packed_rows_valid(data: Any) -> bool:
+  rows = data.get('packed_rows', 0)
+  return not isinstance(rows, bool) and isinstance(rows, int) and 1 <= rows <= data.batch_size
 
 
 def _check_attention(config: Any, errors: list[str]) -> None:
@@ -304,13 +311,15 @@ def _check_mesh_and_batch(config: Any, device_count: int, errors: list[str]) -> 
     return
   dp = math.prod(n for n, a in zip(resolved, axes) if a in DATA_AXES)
   fields = ['batch_size', 'eval_batch_size']
-  if config.data.get('packing', PACKING_OFF) != PACKING_OFF:
+  if config.data.get('packing', PACKING_OFF) != PACKING_OFF and _packed_rows_valid(config.data):
     fields.append('packed_rows')  # a packed batch's rows are what the mesh splits
   for field in fields:
     value = config.data[field]
     if value <= 0 or value % dp:
+      hint = ('; set it to a multiple of that, or unpack: --config.data.packing=0 '
+              '--config.data.packed_rows=0' if field == 'packed_rows' else '')
       errors.append(f'config.data.{field}: {value} is not divisible by the data-parallel '
-                    f'mesh size {dp} (mesh {dict(zip(axes, resolved))})')
+                    f'mesh size {dp} (mesh {dict(zip(axes, resolved))}){hint}')
   mesh_axes = set(axes)
   for i, (name, target) in enumerate(config.logical_axis_rules):
     targets = () if target is None else (target,) if isinstance(target, str) else tuple(target)

@@ -214,8 +214,9 @@ class ProgressLogger:
       parts.append(f"lr={lr:.2e}")
     if math.isfinite(steps_per_s):
       rate = f"{steps_per_s:.2f} steps/s"
-      if self.batch_size:
-        rate += f" {steps_per_s * self.batch_size:.1f} ex/s"
+      examples = scalars.get("examples_per_batch", self.batch_size)  # packed: measured
+      if examples:
+        rate += f" {steps_per_s * to_float(examples):.1f} ex/s"
       parts.append(rate)
       parts.append(f"ETA {_format_duration((self.total_steps - step) / steps_per_s)}")
     return " | ".join(parts)

@@ -17,6 +17,7 @@ from test_train import tiny_config, workspace  # noqa: F401  (fixture)
 @pytest.mark.parametrize('module,arg', [
     (xnli, None), (xnli, 'size=large,method=task_adapters,runlocal'), (ner, 'method=madx'),
     (pos, 'size=xl'), (ner, 'size=xxl'), (mixed, None), (fewshot, 'init_from=/tmp,task=pos,lang=yo,k=10'),
+    (fewshot, 'init_from=/tmp,task=ner,runlocal'), (pos, 'runlocal'),
 ])
 def test_configs_build_and_validate(module, arg):
   config = module.get_config(arg)

@@ -393,11 +393,23 @@ def test_bad_packing_is_a_config_error(value):
     ({"packing": 4, "packed_rows": 5}, r"packed_rows: 5 is not an int in \[1, batch_size"),
     ({"packed_rows": 2}, r"packed_rows: 2 is set but config.data.packing is off"),
     ({"packing": 4, "batch_size": 16, "packed_rows": 6},
-     r"packed_rows: 6 is not divisible by the data-parallel mesh size 4"),
+     r"packed_rows: 6 is not divisible by the data-parallel mesh size 4 .*; set it to a "
+     r"multiple of that, or unpack: --config.data.packing=0 --config.data.packed_rows=0"),
+    ({"packing": 2, "batch_size": 16, "packed_rows": 4},
+     r"packed_rows: 4 rows of at most 2 sentences \(data.packing\) never hold a batch of "
+     r"batch_size = 16"),
 ])
 def test_bad_packed_rows_are_config_errors(data, expected):
   config = _config(**data)
   config.mesh.shape = (4, 1, 1)
-  with pytest.raises(validation.ConfigError, match=expected):
+  with pytest.raises(validation.ConfigError, match=expected) as error:
     validation.check_config(config, 4)
+  assert str(error.value).count("config.data.packed_rows: ") == 1  # one error, not a cascade
   assert specs.data_spec(_packed()).packed_rows == 4
+
+
+def test_packing_without_a_packed_rows_field_is_reported_not_raised():
+  config = _config(packing=4)
+  del config.data["packed_rows"]
+  with pytest.raises(validation.ConfigError, match=r"packed_rows: 0 is not an int in \[1, "):
+    validation.check_config(config, 1)

@@ -158,6 +158,8 @@ def test_packed_training_follows_the_padded_run_in_fewer_rows(workspace, tmp_pat
   metrics = {n: [r['scalars'] for r in read_metrics(t.workdir) if 'loss' in r['scalars']]
              for n, t in trainers.items()}
   assert len(metrics['packed']) == 4
+  assert [m['examples_per_batch'] for m in metrics['packed']] == [16.0] * 4
+  assert 'examples_per_batch' not in metrics['padded'][0]
   for key in ('loss', 'grad_norm', 'param_norm'):
     np.testing.assert_allclose([m[key] for m in metrics['packed']],
                                [m[key] for m in metrics['padded']], rtol=1e-5, err_msg=key)

@@ -79,6 +79,9 @@ def test_progress_line_reports_rates_and_eta_from_the_first_line():
   second = progress.log(150, {"loss": 0.75}, 35.0)
   # 50 steps in 10 s: 5 steps/s, 160 examples/s, 850 steps left -> 170 s.
   assert second == "step 150/1000 (15.0%) | loss=0.75 | 5.00 steps/s 160.0 ex/s | ETA 0:02:50"
+  # Packed batches report the examples they took: 5 steps/s x 30.5 examples a batch.
+  third = progress.log(200, {"loss": 0.5, "examples_per_batch": 30.5}, 45.0)
+  assert third.endswith("| 5.00 steps/s 152.5 ex/s | ETA 0:02:40")
 
 
 def test_training_clock_leaves_out_paused_time():

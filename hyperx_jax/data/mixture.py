@@ -150,7 +150,9 @@ class MixtureIterator:
 
   The global batch of step t holds positions [pos_s, pos_s + global_batch) of the drawn
   stream s; host p featurises only rows [p * b, (p + 1) * b), b = global_batch // hosts.
-  Packed streams lay those examples out in `global_rows` rows (default: global_batch).
+  Packed streams lay those examples out in `global_rows` rows (default: global_batch); every
+  host then featurises the whole global batch and keeps rows [p * r, (p + 1) * r),
+  r = global_rows // hosts.
   """
 
   def __init__(self, streams: Sequence[Stream], *, global_batch_size: int, seed: int,

@@ -182,6 +182,15 @@ class TrainIterator:
     """Logs each stream's configured rate next to its realised share so far."""
     self.mixture.log_shares(self._state)
 
+  @property
+  def packed(self) -> bool:
+    return self.mixture.packed
+
+  def examples_per_batch(self) -> float:
+    """Examples per batch, averaged over all batches handed out so far (packed: at most the
+    batch size, fewer where the next example fit no row)."""
+    return sum(self._state["positions"].values()) / max(self._state["step"], 1)
+
   def stats(self) -> dict[Pair, dict[str, int]]:
     """This host's featuriser counters per stream: examples, truncated, words_lost, skipped."""
     return {s.pair: f.stats() for s, f in zip(self.specs, self.featurizers)}
