@@ -41,7 +41,7 @@ from hyperx_jax import diagnostics as diag
 from hyperx_jax import tokenizer as tokenizers
 from hyperx_jax.data import pipeline
 from hyperx_jax.models import losses
-from hyperx_jax.schema import DEV, MLM
+from hyperx_jax.schema import DEV, MLM, PACKING_OFF
 
 Batch = Mapping[str, Any]
 
@@ -298,7 +298,7 @@ class Trainer:
     self._stop_on_nonfinite(stats)
     scalars = stats.summary()
     scalars['lr'] = float(self.lr_fn(step - 1))
-    if self.train_iter.packed:  # below data.batch_size where packed_rows is too few
+    if self.spec.data.packing != PACKING_OFF:  # below batch_size where packed_rows is too few
       scalars['examples_per_batch'] = self.train_iter.examples_per_batch()
     self.writer.write_scalars(step, scalars)
     self.writer.flush()

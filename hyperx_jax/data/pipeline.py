@@ -182,10 +182,6 @@ class TrainIterator:
     """Logs each stream's configured rate next to its realised share so far."""
     self.mixture.log_shares(self._state)
 
-  @property
-  def packed(self) -> bool:
-    return self.mixture.packed
-
   def examples_per_batch(self) -> float:
     """Examples per batch, averaged over all batches handed out so far (packed: at most the
     batch size, fewer where the next example fit no row)."""
