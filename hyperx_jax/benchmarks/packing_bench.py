@@ -166,6 +166,10 @@ def main() -> None:
   parser.add_argument("--rounds", type=int, default=5, help="timed steps of each layout")
   parser.add_argument("--skip_time", action="store_true", help="counts only")
   args = parser.parse_args()
+  if min(args.batch_size, args.time_batch, args.rounds) < 1:
+    parser.error("--batch_size, --time_batch and --rounds must be >= 1")
+  if not 1 <= args.time_rows <= args.time_batch:
+    parser.error(f"--time_rows {args.time_rows}: expected 1 .. --time_batch ({args.time_batch})")
   tokenizer = load_tokenizer(assets.asset_path("e5-small"))
   packing = [int(k) for k in args.packing.split(",")]
   for name, (kind, labels, raw) in datasets(args.lang).items():

@@ -273,9 +273,9 @@ class Packer:
     rows: list[list[Features]] = [[] for _ in range(num_rows)]
     tokens, masked = [0] * num_rows, [0] * num_rows
     taken = 0
-    first = example = example_at(0)
+    first = example_at(0)
     while max_examples is None or taken < max_examples:
-      example = example if taken == 0 else example_at(taken)
+      example = first if taken == 0 else example_at(taken)
       n, m = length(example), labelled(example)
       fit = next((r for r in range(num_rows)
                   if tokens[r] + n <= self.max_length and masked[r] + m <= self.max_masked

@@ -262,13 +262,5 @@ class MixtureIterator:
     state = state or self.get_state()
     shares = self.realized_shares(state)
     for s, p in zip(self.streams, self.rates):
-      logging.info("mixture stream %-24s rate %.4f  realised %.4f  (step %d)%s",
-                   s.name, p, shares[s.name], state["step"], self._fill_note(s.name, state))
-
-  def _fill_note(self, name: str, state: Mapping[str, Any]) -> str:
-    """Packed: the examples a batch of the stream took on average, of the batch size (fewer
-    when the next example fit no row: data.packed_rows is then tight for this stream)."""
-    if not self.packed or not state["batches"][name]:
-      return ""
-    mean = state["positions"][name] / state["batches"][name]
-    return f"  examples/batch {mean:.1f} of {self.global_batch_size}"
+      logging.info("mixture stream %-24s rate %.4f  realised %.4f  (step %d)",
+                   s.name, p, shares[s.name], state["step"])
