@@ -38,6 +38,7 @@ def get_config(arg=None):
           ('pos', 'tr', pos.xtreme_pos))]
   c.languages = common.languages_of(c.train_streams + c.eval_streams)
   c.checkpoint.best_metric = 'ner:en/f1'
+  common.set_packing(c)  # short sentences and text lines only
   if arg.runlocal:
     common.runlocal(c)
   return c

@@ -46,7 +46,7 @@ def test_xnli_has_the_paper_hyperparameters():
 
 @pytest.mark.parametrize('module,arg,packing,rows', [
     (pos, None, 8, 16), (ner, 'size=large', 8, 16), (pos, 'runlocal', 0, 0), (xnli, None, 0, 0),
-    (mixed, None, 0, 0)])
+    (mixed, None, 8, 16), (mixed, 'runlocal', 0, 0)])
 def test_token_tasks_pack_where_it_saves_rows(module, arg, packing, rows):
   """32 sentences x 64 tokens of room / 128 = 16 rows; runlocal's 8 x 64 / 64 = 8 saves none."""
   c = module.get_config(arg)

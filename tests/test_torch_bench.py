@@ -96,6 +96,7 @@ def test_main_tiny(tmp_path, capsys):
     torch.set_num_threads(threads)
   out = capsys.readouterr().out
   assert "ours / PyTorch (median step time):" in out
+  assert "CPU per step (median, all threads):" in out and "XLA temporaries of our step:" in out
   assert "XLA cost analysis" in out and "HLO ops by self time" in out
   assert list(tmp_path.glob("plugins/profile/*/perfetto_trace.json.gz"))
   assert "dropout 0.1," in out

@@ -1,13 +1,14 @@
 """How much of a padded batch is padding, and how few rows hold the same sentences packed.
 
-The offline Turkish treebank POS training set and the Turkish gettext sentence pairs,
-featurised with the e5-small (XLM-R) tokenizer at each length, then laid out one example per row
-(padded) and packed with `features.Packer` in stream order, batch by batch, as the training
-pipeline does with `data.packing` = k and `data.packed_rows` (needs
-`python -m hyperx_jax.assets prepare`).
+The offline Turkish treebank POS training set, and the gettext sentence pairs and masked-LM
+text (the mixed and demo configs' MLM source) of `--lang`, featurised with the e5-small (XLM-R)
+tokenizer at each length, then laid out one example per row (padded) and packed with
+`features.Packer` in stream order, batch by batch, as the training pipeline does with
+`data.packing` = k and `data.packed_rows` (needs `python -m hyperx_jax.assets prepare`).
 
   python -m hyperx_jax.benchmarks.packing_bench [--lengths 128,256] [--packing 4,8]
-      [--batch_size 32] [--time_batch 16] [--time_rows 4] [--rounds 5] [--skip_time]
+      [--batch_size 32] [--lang tr] [--time_batch 16] [--time_rows 4] [--rounds 5]
+      [--skip_time]
 
 1. Counts, to choose data.packed_rows: the padding share of padded batches; then for each k and
    rows = 1/8 ... 1/2 of `--batch_size`, one epoch packed as training packs it: the share of
@@ -32,7 +33,7 @@ from configs import common  # noqa: E402
 from hyperx_jax import assets, specs  # noqa: E402
 from hyperx_jax.benchmarks import train_bench  # noqa: E402
 from hyperx_jax.data import features, mixture, sources  # noqa: E402
-from hyperx_jax.schema import PAIR, TOKEN  # noqa: E402
+from hyperx_jax.schema import MLM, PAIR, TOKEN  # noqa: E402
 from hyperx_jax.tokenizer import load_tokenizer  # noqa: E402
 
 PAIR_LABELS = ("translation", "unrelated")
@@ -52,14 +53,17 @@ def datasets(lang: str) -> dict[str, tuple[str, tuple[str, ...], list]]:
       "pos (tr treebank)": treebank(),
       f"pairs ({lang} gettext)": (PAIR, PAIR_LABELS, sources.read_source(
           {"type": "jsonl", "path": pairs})),
+      f"mlm ({lang} gettext text)": (MLM, (), sources.read_source({"type": "mo", "lang": lang})),
   }
 
 
 def featurised(kind: str, labels, raw: list, tokenizer, length: int
                ) -> tuple[list[features.Features], np.ndarray, features.Featurizer]:
-  """The examples featurised at `length`, their real tokens each, and the featuriser."""
+  """The examples featurised at `length`, their real tokens each, and the featuriser (MLM
+  masks example i with seed i)."""
   featurizer = features.make_featurizer(kind, tokenizer, length, labels)
-  examples = [f for f in (featurizer(ex) for ex in raw) if f is not None]
+  featurize = (lambda i, ex: featurizer(ex, i)) if kind == MLM else (lambda _, ex: featurizer(ex))
+  examples = [f for f in (featurize(i, ex) for i, ex in enumerate(raw)) if f is not None]
   return examples, np.array([features.length(f) for f in examples]), featurizer
 
 
@@ -158,7 +162,7 @@ def main() -> None:
   parser.add_argument("--lengths", default="128,256", help="max_length values, comma-separated")
   parser.add_argument("--packing", default="4,8", help="data.packing values (sentences/row)")
   parser.add_argument("--batch_size", type=int, default=32, help="sentences per batch")
-  parser.add_argument("--lang", default="tr", help="language of the gettext pairs")
+  parser.add_argument("--lang", default="tr", help="language of the gettext pairs and text")
   parser.add_argument("--time_batch", type=int, default=16,
                       help="sentences of the timed batches (padded: one row each)")
   parser.add_argument("--time_rows", type=int, default=4,

@@ -26,9 +26,11 @@ checks at a tiny shape that the first steps' loss, gradients and updated paramet
 
 Timing: `--warmup` untimed steps of each, then `--steps` rounds of one step of ours and one of
 PyTorch's, interleaved so that load drift hits both; median, quartiles and range per framework,
-and the ratio ours / PyTorch of the medians. PyTorch gets one intra-op thread per core of this
-process (XLA's CPU client uses them all by default). Inputs look like tokenised sentences: rows
-of varied length padded to `--length`, Zipf-distributed pieces, labels on word-initial pieces.
+and the ratio ours / PyTorch of the medians; then each one's CPU per step (user and system
+seconds, minor page faults) and the temporaries XLA allocates for our step. PyTorch gets one
+intra-op thread per core of this process (XLA's CPU client uses them all by default). Inputs
+look like tokenised sentences: rows of varied length padded to `--length`, Zipf-distributed
+pieces, labels on word-initial pieces.
 
 `--profile DIR` then traces `--profile_steps` of our steps with jax.profiler and prints XLA's
 cost analysis of the step and the HLO ops that took the most time (see `profiling.py`).
@@ -40,6 +42,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import tempfile
 import time
 from typing import Any, Iterator, Mapping, Optional
@@ -380,6 +383,38 @@ def spread(times: list[float]) -> dict[str, float]:
   return dict(zip(('min', 'p25', 'median', 'p75', 'max'), map(float, q)))
 
 
+class CpuTime:
+  """A run whose timed steps also record the CPU they cost: user and system seconds and minor
+  page faults of this process (`resource.getrusage`, every thread; the steps run one at a time,
+  so a step's difference is its own). `step()` as the run's."""
+
+  def __init__(self, run: Any):
+    self.run = run
+    self.samples: list[tuple[float, float, int]] = []  # (user s, system s, minor faults)
+
+  def step(self, timed: bool = True) -> None:
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    self.run.step(timed)
+    if timed:
+      after = resource.getrusage(resource.RUSAGE_SELF)
+      self.samples.append((after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime,
+                           after.ru_minflt - before.ru_minflt))
+
+
+def cpu_report(ours: CpuTime, theirs: CpuTime) -> str:
+  """Median CPU per step of each, and the temporaries XLA allocates for each of our steps (on
+  CPU fresh memory each time: one minor fault per 4 KiB page touched)."""
+  lines = [f'CPU per step (median, all threads):{"user s":>9}{"system s":>10}'
+           f'{"minor faults":>14}']
+  for name, run in (('ours (JAX)', ours), ('PyTorch', theirs)):
+    user, system, faults = np.median(np.asarray(run.samples), axis=0)
+    lines.append(f'{name:<35}{user:>9.2f}{system:>10.2f}{faults:>14,.0f}')
+  temp = ours.run.compiled.memory_analysis().temp_size_in_bytes
+  lines.append(f'XLA temporaries of our step: {temp / 2**30:.2f} GiB ({temp / 4096:,.0f} '
+               f'pages of 4 KiB)')
+  return '\n'.join(lines)
+
+
 def report(ours: SpeedRun, theirs: TorchRun) -> str:
   rows = {'ours (JAX)': spread(ours.times), 'PyTorch': spread(theirs.times)}
   lines = [f'{"framework":<12}{"median ms":>11}{"p25-p75 ms":>17}{"min-max ms":>17}']
@@ -450,9 +485,11 @@ def main(argv=None) -> dict[str, Any]:
   print(f'ours: {jax.devices()[0].device_kind} via XLA, compiled in {ours.compile_s:.1f}s; '
         f'PyTorch {torch.__version__}: torch.set_num_threads({threads}) ({cores} cores in this '
         f'process), attention {theirs.model.encoder.config._attn_implementation}, AdamW fused')
-  interleaved([ours, theirs], args.steps, args.warmup)
+  cpu = CpuTime(ours), CpuTime(theirs)
+  interleaved(cpu, args.steps, args.warmup)
   print(f'{args.warmup} warm-up + {args.steps} timed steps each, interleaved:')
   print(report(ours, theirs))
+  print(cpu_report(*cpu))
   print(f'last step loss: ours {float(ours.metrics["loss"]):.4f}, PyTorch '
         f'{theirs.metrics["loss"]:.4f}')
   if args.profile:

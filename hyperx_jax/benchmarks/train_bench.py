@@ -31,6 +31,7 @@ from flax import nnx
 from jax.sharding import AxisType, Mesh
 
 from hyperx_jax import optim, run, sharding, specs, train
+from hyperx_jax.schema import MLM, TOKEN
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if _ROOT not in sys.path:
@@ -52,13 +53,16 @@ def one_device_mesh() -> Mesh:
 
 
 def bench_config(method: str, checkpoint: str | None, batch: int, length: int, *,
-                 kind: str = 'token_classification', preset: str = 'base'):
+                 kind: str = TOKEN, preset: str = 'base'):
   c = common.get_config()
   common.set_method(c, method)
   c.model.checkpoint, c.model.preset = checkpoint, preset
   c.tokenizer = 'unused'
-  labels = [f'L{i}' for i in range(NUM_LABELS if kind == 'token_classification' else 3)]
-  c.tasks[TASK] = {'kind': kind, 'labels': labels, 'metric': 'accuracy'}
+  if kind == MLM:
+    c.tasks[TASK] = {'kind': MLM, 'labels': [], 'metric': 'mlm_accuracy'}
+  else:
+    labels = [f'L{i}' for i in range(NUM_LABELS if kind == TOKEN else 3)]
+    c.tasks[TASK] = {'kind': kind, 'labels': labels, 'metric': 'accuracy'}
   c.languages = ['en', 'tr']
   c.data.batch_size, c.data.max_length = batch, length
   c.total_steps, c.optim.warmup_steps = 1000, 10
@@ -67,7 +71,7 @@ def bench_config(method: str, checkpoint: str | None, batch: int, length: int, *
 
 def random_batch(batch: int, length: int, vocab: int, kind: str, seed: int = 0) -> dict:
   rng = np.random.default_rng(seed)
-  labels_shape = (batch, length) if kind == 'token_classification' else (batch,)
+  labels_shape = (batch, length) if kind == TOKEN else (batch,)
   return {'input_ids': rng.integers(5, vocab, (batch, length), dtype=np.int32),
           'attention_mask': np.ones((batch, length), np.int32),
           'token_type_ids': np.zeros((batch, length), np.int32),
