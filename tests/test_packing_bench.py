@@ -1,5 +1,6 @@
-"""packing_bench's counts: one packed epoch by hand, and masked-LM text featurised as the
-pipeline masks it (a seed per example), so the MLM rows it reports are the training stream's."""
+"""packing_bench's counts: one packed epoch by hand, and masked-LM text masked by the
+pipeline's featuriser (a seed per line), so its MLM rows carry the masked positions a packed
+row must make room for."""
 
 import numpy as np
 import pytest
