@@ -97,9 +97,18 @@ def test_main_tiny(tmp_path, capsys):
   out = capsys.readouterr().out
   assert "ours / PyTorch (median step time):" in out
   assert "CPU per step (median, all threads):" in out and "XLA temporaries of our step:" in out
+  assert "one 32 x 32 @ 32 x 64 matmul (the FFN's first, fp32): ours " in out
   assert "XLA cost analysis" in out and "HLO ops by self time" in out
   assert list(tmp_path.glob("plugins/profile/*/perfetto_trace.json.gz"))
   assert "dropout 0.1," in out
+
+
+def test_matmul_rates_count_two_flops_per_multiply_add(monkeypatch):
+  """2·m·k·n FLOPs over the median time: with every timed call taking 1 ms, 2·4·8·16 / 1e-3 s."""
+  clock = iter(np.arange(0.0, 10.0, 1e-3))
+  monkeypatch.setattr(tb.time, "perf_counter", lambda: float(next(clock)))
+  rates = tb.matmul_rates(4, 8, 16, repeats=3)
+  assert rates == pytest.approx({"ours (JAX)": 1024 / 1e-3 / 1e9, "PyTorch": 1024 / 1e-3 / 1e9})
 
 
 def test_dropout_option_sets_every_rate_on_both_sides():

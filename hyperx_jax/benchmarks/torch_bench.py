@@ -27,7 +27,8 @@ checks at a tiny shape that the first steps' loss, gradients and updated paramet
 Timing: `--warmup` untimed steps of each, then `--steps` rounds of one step of ours and one of
 PyTorch's, interleaved so that load drift hits both; median, quartiles and range per framework,
 and the ratio ours / PyTorch of the medians; then each one's CPU per step (user and system
-seconds, minor page faults) and the temporaries XLA allocates for our step. PyTorch gets one
+seconds, minor page faults), the temporaries XLA allocates for our step, and the GFLOP/s of
+one matmul of the FFN's shape on each side. PyTorch gets one
 intra-op thread per core of this process (XLA's CPU client uses them all by default). Inputs
 look like tokenised sentences: rows of varied length padded to `--length`, Zipf-distributed
 pieces, labels on word-initial pieces.
@@ -48,6 +49,7 @@ import time
 from typing import Any, Iterator, Mapping, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import torch
 import transformers
@@ -415,6 +417,32 @@ def cpu_report(ours: CpuTime, theirs: CpuTime) -> str:
   return '\n'.join(lines)
 
 
+def matmul_rates(m: int, k: int, n: int, repeats: int = 20) -> dict[str, float]:
+  """GFLOP/s of one float32 [m, k] @ [k, n] matmul on each side, timed interleaved (median): the
+  two backends' matrix multiplication alone, which most of a step's time goes to."""
+  rng = np.random.default_rng(0)
+  a, b = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
+  ours_mm, (ja, jb), (ta, tb) = jax.jit(jnp.matmul), map(jnp.asarray, (a, b)), map(
+      torch.from_numpy, (a, b))
+  runs = {'ours (JAX)': lambda: ours_mm(ja, jb).block_until_ready(),
+          'PyTorch': lambda: torch.mm(ta, tb)}
+  times: dict[str, list[float]] = {name: [] for name in runs}
+  for i in range(repeats + 1):  # the first round compiles and warms up
+    for name, run in runs.items():
+      t0 = time.perf_counter()
+      run()
+      if i:
+        times[name].append(time.perf_counter() - t0)
+  return {name: 2 * m * k * n / float(np.median(t)) / 1e9 for name, t in times.items()}
+
+
+def matmul_report(enc: EncoderConfig, batch: int, length: int) -> str:
+  m, k, n = batch * length, enc.hidden_size, enc.intermediate_size
+  rates = matmul_rates(m, k, n)
+  return (f'one {m} x {k} @ {k} x {n} matmul (the FFN\'s first, fp32): ours '
+          f'{rates["ours (JAX)"]:.0f} GFLOP/s, PyTorch {rates["PyTorch"]:.0f} GFLOP/s')
+
+
 def report(ours: SpeedRun, theirs: TorchRun) -> str:
   rows = {'ours (JAX)': spread(ours.times), 'PyTorch': spread(theirs.times)}
   lines = [f'{"framework":<12}{"median ms":>11}{"p25-p75 ms":>17}{"min-max ms":>17}']
@@ -490,6 +518,7 @@ def main(argv=None) -> dict[str, Any]:
   print(f'{args.warmup} warm-up + {args.steps} timed steps each, interleaved:')
   print(report(ours, theirs))
   print(cpu_report(*cpu))
+  print(matmul_report(ours.spec.model.encoder, args.batch, args.length))
   print(f'last step loss: ours {float(ours.metrics["loss"]):.4f}, PyTorch '
         f'{theirs.metrics["loss"]:.4f}')
   if args.profile:
