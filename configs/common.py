@@ -42,6 +42,7 @@ SHARED_PARAMETERS = r'^(adapters|encoder)/'
 # tokens) fill 32 sentences into 16 rows in 98.6-100% of batches
 # (python -m hyperx_jax.benchmarks.packing_bench).
 PACKING_ROOM = 64
+MLM_TASK = {'kind': 'mlm', 'labels': [], 'metric': 'mlm_accuracy'}  # masked LM on raw text
 PACKED_SENTENCES = 8  # data.packing where set_packing packs
 RECIPES = {'paper': None, 'per_task': SHARED_PARAMETERS}
 

@@ -99,7 +99,7 @@ def get_config(arg=None):
                    'metric': 'pos'}
   c.tasks.pairs = {'kind': 'pair_classification', 'labels': PAIR_LABELS, 'metric': 'accuracy',
                    'pooling': arg.pooling}
-  c.tasks.mlm = {'kind': 'mlm', 'labels': [], 'metric': 'mlm_accuracy'}
+  c.tasks.mlm = dict(common.MLM_TASK)
   c.train_streams = (
       [common.stream('pos', 'tr', pos_source('train'))] * mixed
       + [common.stream('pairs', lang, pairs_source(lang, 'train')) for lang in pair_languages]

@@ -20,7 +20,7 @@ def get_config(arg=None):
   c.total_steps = 50_000
   c.tasks.ner = ner.TASK
   c.tasks.pos = pos.TASK
-  c.tasks.mlm = {'kind': 'mlm', 'labels': [], 'metric': 'mlm_accuracy'}
+  c.tasks.mlm = dict(common.MLM_TASK)
   d = arg.data_dir
   c.train_streams = [
       common.stream('ner', 'en', ner.panx('en', 'train', d)),

@@ -18,7 +18,7 @@ from configs import common
 TASKS = {
     'tag': {'kind': 'token_classification', 'labels': ['T0', 'T1', 'T2'], 'metric': 'pos'},
     'pair': {'kind': 'pair_classification', 'labels': ['same', 'diff'], 'metric': 'accuracy'},
-    'mlm': {'kind': 'mlm', 'labels': [], 'metric': 'mlm_accuracy'},
+    'mlm': dict(common.MLM_TASK),
 }
 WORKSPACE_LANGUAGES = ('aa', 'bb', 'cc')
 # (task, lang) pairs trained; the eval pairs add zero-shot ones (tag:bb, pair:cc).

@@ -51,3 +51,10 @@ def test_mlm_text_is_masked_with_a_seed_per_example(tokenizer):
     np.testing.assert_array_equal(example["input_ids"], same["input_ids"])
     alone = features.make_featurizer(MLM, tokenizer, 32)(TEXT[seed], seed)
     np.testing.assert_array_equal(example["labels"], alone["labels"])
+
+
+def test_a_language_without_pairs_is_refused_before_anything_is_read(capsys):
+  with pytest.raises(SystemExit):
+    packing_bench.main(["--lang", "zz", "--skip_time"])
+  err = capsys.readouterr().err
+  assert "--lang zz: no gettext pairs under" in err and "prepared: " in err

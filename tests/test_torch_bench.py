@@ -12,6 +12,7 @@ from flax import nnx
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 from hyperx_jax.benchmarks import torch_bench as tb  # noqa: E402
+from hyperx_jax.benchmarks import train_bench  # noqa: E402
 from hyperx_jax.benchmarks.train_bench import TASK, SpeedRun  # noqa: E402
 from hyperx_jax import specs  # noqa: E402
 from hyperx_jax.models import losses  # noqa: E402
@@ -103,12 +104,29 @@ def test_main_tiny(tmp_path, capsys):
   assert "dropout 0.1," in out
 
 
-def test_matmul_rates_count_two_flops_per_multiply_add(monkeypatch):
+def test_matmul_rates_count_two_flops_per_multiply_add():
   """2·m·k·n FLOPs over the median time: with every timed call taking 1 ms, 2·4·8·16 / 1e-3 s."""
-  clock = iter(np.arange(0.0, 10.0, 1e-3))
-  monkeypatch.setattr(tb.time, "perf_counter", lambda: float(next(clock)))
-  rates = tb.matmul_rates(4, 8, 16, repeats=3)
-  assert rates == pytest.approx({"ours (JAX)": 1024 / 1e-3 / 1e9, "PyTorch": 1024 / 1e-3 / 1e9})
+  ticks = iter(range(1000))
+  rates = tb.matmul_rates(4, 8, 16, repeats=3, clock=lambda: 1e-3 * next(ticks))
+  per_s = 2 * 4 * 8 * 16 / 1e-3 / 1e9
+  assert rates == pytest.approx({"ours (JAX)": per_s, "PyTorch": per_s})
+
+
+def test_time_interleaved_alternates_and_skips_the_warmup_rounds():
+  """Round 0 is untimed; then one call of each per round, in order; each call costs its clock
+  ticks (a's 1, b's 2), so the times are [1, 1] and [2, 2]."""
+  now, order = [0], []
+
+  def call(name, cost):
+    def run(i):
+      order.append((name, i))
+      now[0] += cost
+    return run
+
+  times = train_bench.time_interleaved({"a": call("a", 1), "b": call("b", 2)}, repeats=2,
+                                       clock=lambda: now[0])
+  assert order == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("b", 2)]
+  assert times == {"a": [1, 1], "b": [2, 2]}
 
 
 def test_dropout_option_sets_every_rate_on_both_sides():

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 
+from hyperx_jax.benchmarks import train_bench
 from hyperx_jax.models.layers import dropout
 
 RATE = 0.1
@@ -30,17 +30,12 @@ def bernoulli_dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
   return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 
-def time_interleaved(fns: dict, x: jax.Array, repeats: int) -> dict[str, float]:
-  """Median ms per call of each jitted fn(x, key), one call of each per round."""
-  times = {name: [] for name in fns}
-  for name, fn in fns.items():
-    fn(x, jax.random.key(0)).block_until_ready()  # compile
-  for i in range(repeats):
-    for name, fn in fns.items():
-      key = jax.random.key(i + 1)
-      t0 = time.perf_counter()
-      fn(x, key).block_until_ready()
-      times[name].append(time.perf_counter() - t0)
+def median_ms(fns: dict, x: jax.Array, repeats: int) -> dict[str, float]:
+  """Median ms per call of each jitted fn(x, key), interleaved (key i in round i; round 0
+  compiles)."""
+  times = train_bench.time_interleaved(
+      {name: lambda i, fn=fn: fn(x, jax.random.key(i)).block_until_ready()
+       for name, fn in fns.items()}, repeats)
   return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
@@ -59,7 +54,7 @@ def main(argv=None) -> dict[str, dict[str, float]]:
   print(f'{"shape":<34}{"bernoulli ms":>14}{"16-bit ms":>11}{"ratio":>8}')
   results = {}
   for what, shape in shapes.items():
-    ms = time_interleaved(fns, jnp.ones(shape, jnp.float32), args.repeats)
+    ms = median_ms(fns, jnp.ones(shape, jnp.float32), args.repeats)
     results[what] = ms
     print(f'{what + " " + str(list(shape)):<34}{ms["bernoulli"]:>14.2f}{ms["16-bit mask"]:>11.2f}'
           f'{ms["bernoulli"] / ms["16-bit mask"]:>7.2f}x')

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from hyperx_jax.benchmarks import train_bench
 from hyperx_jax.models.hypernet import HyperNetConfig
 from hyperx_jax.models.losses import compute_loss
 from hyperx_jax.models.model import HyperXModel
@@ -95,12 +96,8 @@ def main(argv=None) -> dict[str, float]:
     t0 = time.perf_counter()
     steps[name], sizes[name] = make_step(*VARIANTS[name], encoder, args.bottleneck, batch)
     print(f"  compiled {name} in {time.perf_counter() - t0:.1f}s", flush=True)
-  times = {name: [] for name in names}
-  for _ in range(args.repeats):  # interleaved: drift in machine load hits every variant alike
-    for name in names:
-      t0 = time.perf_counter()
-      steps[name]()
-      times[name].append(time.perf_counter() - t0)
+  times = train_bench.time_interleaved({name: lambda _, step=steps[name]: step() for name in names},
+                                       args.repeats, warmup=0)  # compiled above
   medians = {name: statistics.median(ts) for name, ts in times.items()}
   print(f"\n{'variant':<16} {'trainable':>12} {'median ms':>10} {'min ms':>8}")
   for name in names:

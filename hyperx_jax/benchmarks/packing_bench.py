@@ -32,8 +32,8 @@ import numpy as np  # noqa: E402
 from configs import common  # noqa: E402
 from hyperx_jax import assets, specs  # noqa: E402
 from hyperx_jax.benchmarks import train_bench  # noqa: E402
-from hyperx_jax.data import features, mixture, sources  # noqa: E402
-from hyperx_jax.schema import MLM, PAIR, TOKEN  # noqa: E402
+from hyperx_jax.data import features, mixture, pipeline, sources  # noqa: E402
+from hyperx_jax.schema import MLM, PAIR, TOKEN, StreamSpec  # noqa: E402
 from hyperx_jax.tokenizer import load_tokenizer  # noqa: E402
 
 PAIR_LABELS = ("translation", "unrelated")
@@ -44,6 +44,13 @@ def treebank() -> tuple[str, tuple[str, ...], list]:
   path = os.path.join(assets.asset_path("tr_pos"), "train.conllu")
   return TOKEN, tuple(common.UPOS_TAGS), sources.read_source(
       {"type": "conllu", "path": path, "tag_map": "google_universal_to_upos"})
+
+
+def pairs_languages() -> list[str]:
+  """The languages with prepared gettext pairs (their text is also the MLM source)."""
+  root = assets.asset_path("pairs")
+  return sorted(lang for lang in (os.listdir(root) if os.path.isdir(root) else ())
+                if os.path.isfile(os.path.join(root, lang, "train.jsonl")))
 
 
 def datasets(lang: str) -> dict[str, tuple[str, tuple[str, ...], list]]:
@@ -59,11 +66,13 @@ def datasets(lang: str) -> dict[str, tuple[str, tuple[str, ...], list]]:
 
 def featurised(kind: str, labels, raw: list, tokenizer, length: int
                ) -> tuple[list[features.Features], np.ndarray, features.Featurizer]:
-  """The examples featurised at `length`, their real tokens each, and the featuriser (MLM
-  masks example i with seed i)."""
-  featurizer = features.make_featurizer(kind, tokenizer, length, labels)
-  featurize = (lambda i, ex: featurizer(ex, i)) if kind == MLM else (lambda _, ex: featurizer(ex))
-  examples = [f for f in (featurize(i, ex) for i, ex in enumerate(raw)) if f is not None]
+  """The examples featurised at `length` as a training stream featurises them (MLM masks line i
+  with seed i), their real tokens each, and the featuriser."""
+  spec = StreamSpec(task=kind, lang="bench", kind=kind, labels=tuple(labels), source={},
+                    task_id=int(BENCH_IDS["task_id"]), lang_id=int(BENCH_IDS["lang_id"]))
+  featurizer, featurize = pipeline.make_example_fn(spec, tokenizer, length)
+  examples = [f for f in (featurize(ex, np.random.default_rng(i)) for i, ex in enumerate(raw))
+              if f is not None]
   return examples, np.array([features.length(f) for f in examples]), featurizer
 
 
@@ -156,7 +165,7 @@ def time_layouts(kind: str, examples: list[features.Features], length: int, k: i
   return rates
 
 
-def main() -> None:
+def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--lengths", default="128,256", help="max_length values, comma-separated")
@@ -169,11 +178,16 @@ def main() -> None:
                       help="rows of the timed packed batch (data.packed_rows)")
   parser.add_argument("--rounds", type=int, default=5, help="timed steps of each layout")
   parser.add_argument("--skip_time", action="store_true", help="counts only")
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   if min(args.batch_size, args.time_batch, args.rounds) < 1:
     parser.error("--batch_size, --time_batch and --rounds must be >= 1")
   if not 1 <= args.time_rows <= args.time_batch:
     parser.error(f"--time_rows {args.time_rows}: expected 1 .. --time_batch ({args.time_batch})")
+  pair_languages = pairs_languages()
+  if args.lang not in pair_languages:
+    prepared = ", ".join(pair_languages) or "none (python -m hyperx_jax.assets prepare)"
+    parser.error(f"--lang {args.lang}: no gettext pairs under {assets.asset_path('pairs')}; "
+                 f"prepared: {prepared}")
   tokenizer = load_tokenizer(assets.asset_path("e5-small"))
   packing = [int(k) for k in args.packing.split(",")]
   for name, (kind, labels, raw) in datasets(args.lang).items():

@@ -46,7 +46,7 @@ import os
 import resource
 import tempfile
 import time
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -61,7 +61,7 @@ from hyperx_jax import optim, specs, torch_loader
 from hyperx_jax.assets import asset_path
 from hyperx_jax.benchmarks import profiling
 from hyperx_jax.benchmarks.train_bench import (NUM_LABELS, TASK, SpeedRun, bench_config,
-                                               interleaved)
+                                               interleaved, time_interleaved)
 from hyperx_jax.models import weights
 from hyperx_jax.models.layers import is_dropout_rate
 from hyperx_jax.models.adapters import adapter_shapes
@@ -417,22 +417,16 @@ def cpu_report(ours: CpuTime, theirs: CpuTime) -> str:
   return '\n'.join(lines)
 
 
-def matmul_rates(m: int, k: int, n: int, repeats: int = 20) -> dict[str, float]:
+def matmul_rates(m: int, k: int, n: int, repeats: int = 20,
+                 clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
   """GFLOP/s of one float32 [m, k] @ [k, n] matmul on each side, timed interleaved (median): the
   two backends' matrix multiplication alone, which most of a step's time goes to."""
   rng = np.random.default_rng(0)
   a, b = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
   ours_mm, (ja, jb), (ta, tb) = jax.jit(jnp.matmul), map(jnp.asarray, (a, b)), map(
       torch.from_numpy, (a, b))
-  runs = {'ours (JAX)': lambda: ours_mm(ja, jb).block_until_ready(),
-          'PyTorch': lambda: torch.mm(ta, tb)}
-  times: dict[str, list[float]] = {name: [] for name in runs}
-  for i in range(repeats + 1):  # the first round compiles and warms up
-    for name, run in runs.items():
-      t0 = time.perf_counter()
-      run()
-      if i:
-        times[name].append(time.perf_counter() - t0)
+  times = time_interleaved({'ours (JAX)': lambda _: ours_mm(ja, jb).block_until_ready(),
+                            'PyTorch': lambda _: torch.mm(ta, tb)}, repeats, clock=clock)
   return {name: 2 * m * k * n / float(np.median(t)) / 1e9 for name, t in times.items()}
 
 

@@ -22,7 +22,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -59,7 +59,7 @@ def bench_config(method: str, checkpoint: str | None, batch: int, length: int, *
   c.model.checkpoint, c.model.preset = checkpoint, preset
   c.tokenizer = 'unused'
   if kind == MLM:
-    c.tasks[TASK] = {'kind': MLM, 'labels': [], 'metric': 'mlm_accuracy'}
+    c.tasks[TASK] = dict(common.MLM_TASK)
   else:
     labels = [f'L{i}' for i in range(NUM_LABELS if kind == TOKEN else 3)]
     c.tasks[TASK] = {'kind': kind, 'labels': labels, 'metric': 'accuracy'}
@@ -158,6 +158,21 @@ def interleaved(runs, steps: int, warmup: int = 1) -> None:
   for _ in range(steps):
     for r in runs:
       r.step()
+
+
+def time_interleaved(calls: Mapping[str, Callable[[int], Any]], repeats: int, warmup: int = 1,
+                     clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+  """Seconds per call of each `call(round)` (which must block until its result is ready):
+  `warmup` untimed rounds (compilation), then `repeats` timed rounds of one call of each, so
+  that drift in the machine's load hits every call alike."""
+  times: dict[str, list[float]] = {name: [] for name in calls}
+  for i in range(warmup + repeats):
+    for name, call in calls.items():
+      t0 = clock()
+      call(i)
+      if i >= warmup:
+        times[name].append(clock() - t0)
+  return times
 
 
 def speed(checkpoint: str, steps: int, batch: int, length: int) -> list[dict[str, Any]]:
