@@ -42,8 +42,8 @@ tables (methods x seeds, the control, the paper recipe, the ablations): README.m
 
 import os
 
-from configs import common
-from hyperx_jax import assets, schema
+from hyperx_jax import assets
+from hyperx_jax.config import common, vocabulary
 
 PAIR_LABELS = ['translation', 'unrelated']
 TRAIN_PAIR_LANGUAGES = ('de', 'fr')
@@ -114,7 +114,7 @@ def get_config(arg=None):
   c.hyperx.language_source = arg.language_source
   c.hyperx.unit_projection = arg.unit_projection
   trained = {s['lang'] for s in c.train_streams}
-  if arg.language_source == schema.LEARNED_SOURCE and set(c.languages) - trained:
+  if arg.language_source == vocabulary.LEARNED_SOURCE and set(c.languages) - trained:
     c.hyperx.untrained_language = 'mean'
   # Fixed shares (POS 25 %, pairs 60 %, MLM 15 %): the temperature rate would give the big
   # gettext streams most of a short run, and the pair task is the slowest to learn.

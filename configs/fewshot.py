@@ -7,18 +7,18 @@ ones); the trainable state comes from `init_from` (another run's workdir).
     --config=configs/fewshot.py:init_from=/runs/ner,task=ner,lang=sw,k=100 --workdir=DIR
 """
 
-from configs import common, ner, pos
-
-SOURCES = {'ner': (ner, ner.panx), 'pos': (pos, pos.xtreme_pos)}
+from hyperx_jax.config import common
 
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, init_from='', task='ner', lang='sw', k=100, steps=500,
                          size='base', method='hyperx', runlocal=False, data_dir='')
-  if arg.task not in SOURCES:
-    raise ValueError(f'fewshot task={arg.task!r} is unknown; known: {sorted(SOURCES)}')
-  module, source = SOURCES[arg.task]
-  c = module.get_config(f'size={arg.size},method={arg.method},data_dir={arg.data_dir}')
+  if arg.task not in common.XTREME_TOKEN_TASKS:
+    raise ValueError(f'fewshot task={arg.task!r} is unknown; known: '
+                     f'{sorted(common.XTREME_TOKEN_TASKS)}')
+  task, source, languages, best_metric = common.XTREME_TOKEN_TASKS[arg.task]
+  c = common.english_to_many(f'size={arg.size},method={arg.method},data_dir={arg.data_dir}',
+                             arg.task, task, source, languages, best_metric)
   c.init_from = arg.init_from or None
   if arg.lang not in c.languages:
     c.languages.append(arg.lang)

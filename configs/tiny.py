@@ -13,7 +13,7 @@ codes, for `hyperx.language_source='typology'`); the files keep the workspace's 
 
 import os
 
-from configs import common
+from hyperx_jax.config import common
 
 TASKS = {
     'tag': {'kind': 'token_classification', 'labels': ['T0', 'T1', 'T2'], 'metric': 'pos'},

@@ -8,18 +8,17 @@ max length 256, seed 123, b = 256, P = 192) on XLM-R.
   python -m hyperx_jax.main --config=configs/xnli.py:runlocal --workdir=DIR
 
 Data: MultiNLI (`nyu-mll/multi_nli`) and XNLI (`facebook/xnli`, one config per language) from
-the Hugging Face hub at the revisions pinned in schema.HUB_DATASETS, or from local copies with
+the Hugging Face hub at the revisions pinned in `hyperx_jax.config.vocabulary.HUB_DATASETS`, or from local copies with
 `:data_dir=DIR` (see common.hub_source).
 """
 
-from configs import common
+from hyperx_jax.config import common
 
 
 def get_config(arg=None):
   arg, c = common.experiment(arg)
   common.set_paper_optim(c)
-  c.tasks.xnli = {'kind': 'pair_classification', 'labels': list(common.XNLI_LABELS),
-                  'metric': 'accuracy'}
+  c.tasks.xnli = dict(common.XNLI_TASK)
   c.languages = list(common.XNLI_LANGUAGES)
   # XNLI ships no training split of its own: the English training data is MultiNLI.
   c.train_streams = [common.stream('xnli', 'en',

@@ -1,12 +1,12 @@
-"""Several runs in one table: mean ± std over seeds per (method, task:lang), zero-shot marked.
+"""Compare runs in one table: mean ± std over seeds per method and task:lang, zero-shot marked.
 
-    python -m hyperx_jax.compare [LABEL=]RUN_DIR [[LABEL=]RUN_DIR ...] [--out DIR]
+    hyperx compare [LABEL=]RUN_DIR [[LABEL=]RUN_DIR ...] [--out=DIR]
 
 Each RUN_DIR is a finished training run (`config.json` + `results.json`); its method and seed
 come from its config. Runs form one column per method (a Hyper-X run with a typology language
 source is its own column, `hyperx-typology` / `hyperx-both`), or per LABEL where given
 (`paper=runs/p/hyperx/seed1`). The runs of one column must have the same config apart from
-the seed and bookkeeping (COLUMN_IGNORES); otherwise it is an error naming the fields, so that
+the seed and bookkeeping (`config.changes.COLUMN_IGNORES`); otherwise it is an error naming the fields, so that
 runs of different recipes are never averaged together. Every (task, language) pair is scored by its task's main metric (F1
 where the task reports it, else accuracy, as XTREME does); the "zero-shot average" row
 averages each run's zero-shot pairs first and then takes mean ± std over that method's runs.
@@ -16,26 +16,25 @@ and prints the Markdown table.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import csv
 import dataclasses
 import io
 import json
 import math
+import sys
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
+from absl import app, flags
 from etils import epath
 
-from hyperx_jax import fileio, report
-from hyperx_jax.schema import LEARNED_SOURCE, METHOD_NAMES
+from hyperx_jax import cli, fileio, report
+from hyperx_jax.config import changes
+from hyperx_jax.errors import UserError
+from hyperx_jax.config.vocabulary import LEARNED_SOURCE, METHOD_NAMES
 
 ZERO_SHOT_AVERAGE = 'zero-shot average'
-# Config fields that may differ inside one column: the seed, and what changes no result.
-COLUMN_IGNORES = ('seed', 'eval_every_steps', 'log_every_steps', 'checkpoint.every_steps',
-                  'checkpoint.keep', 'checkpoint.async_save', 'data.prefetch', 'diagnostics',
-                  'model.attention')
 SEEN_AVERAGE = 'seen average'
 
 
@@ -78,15 +77,15 @@ def load_run(directory: str, label: Optional[str] = None) -> RunResult:
     try:
       loaded[name] = json.loads((path / name).read_text())
     except json.JSONDecodeError as e:
-      raise ValueError(f'{path / name}:{e.lineno}: not valid JSON ({e.msg})') from None
+      raise UserError(f'{path / name}:{e.lineno}: not valid JSON ({e.msg})') from None
   config = loaded['config.json']
   missing = [k for k in ('method', 'seed') if k not in config]
   if missing:
-    raise ValueError(f'{path / "config.json"}: no {missing}; is it a hyperx_jax run config?')
+    raise UserError(f'{path / "config.json"}: no {missing}; is it a hyperx_jax run config?')
   try:
     results, provenance = report.from_file(loaded['results.json'])
   except ValueError as e:
-    raise ValueError(f'{path / "results.json"}: {e}') from None
+    raise UserError(f'{path / "results.json"}: {e}') from None
   source = (config.get('hyperx') or {}).get('language_source', LEARNED_SOURCE)
   method = variant_name(config['method'],
                         source if config['method'] == 'hyperx' else LEARNED_SOURCE)
@@ -95,18 +94,17 @@ def load_run(directory: str, label: Optional[str] = None) -> RunResult:
 
 
 def check_columns(runs: Sequence[RunResult]) -> None:
-  """A ValueError where two runs of one column differ in config beyond COLUMN_IGNORES."""
-  from hyperx_jax.run import config_differences  # pylint: disable=g-import-not-at-top (jax)
+  """A ValueError where two runs of one column differ in config beyond COLUMN_IGNORES (a field
+  one config lacks counts only where the other moves it off its default)."""
   first: dict[str, RunResult] = {}
   for r in runs:
     ref = first.setdefault(r.column, r)
     if r is ref or r.config is None or ref.config is None:
       continue
-    fields = {k: v for k, v in config_differences(ref.config, r.config).items()
-              if k not in COLUMN_IGNORES}
+    fields = changes.changes_beyond(ref.config, r.config, changes.COLUMN_IGNORES)
     if fields:
       listed = '; '.join(f'{k}: {a!r} vs {b!r}' for k, (a, b) in list(fields.items())[:6])
-      raise ValueError(
+      raise UserError(
           f'{ref.directory} and {r.directory} would share the column {_name(r.column)!r}, but '
           f'their configs differ beyond the seed ({listed}); name each group with '
           'LABEL=RUN_DIR.')
@@ -257,19 +255,17 @@ def write(runs: Sequence[RunResult], out_dir: str) -> str:
   return markdown
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-  parser = argparse.ArgumentParser(prog='python -m hyperx_jax.compare', description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('runs', nargs='+', help='finished run directories, each [LABEL=]RUN_DIR')
-  parser.add_argument('--out', default='.', help='where compare.{md,csv,png} go')
-  args = parser.parse_args(argv)
-  try:
-    runs = [load_run(d, label) for label, d in map(split_label, args.runs)]
-    markdown = write(runs, args.out)  # checks the columns before writing
-  except (FileNotFoundError, ValueError) as e:
-    parser.error(str(e))  # exit 2, one line naming the file; nothing written
-  print(markdown)
+def define_flags() -> None:
+  flags.DEFINE_string('out', '.', 'Where compare.{md,csv,png} go.')
+
+
+def main(argv: Sequence[str]) -> None:
+  """argv[1:]: finished run directories, each [LABEL=]RUN_DIR."""
+  if len(argv) < 2:
+    raise app.UsageError('give the finished run directories to compare: [LABEL=]RUN_DIR ...')
+  runs = [load_run(d, label) for label, d in map(split_label, argv[1:])]
+  print(write(runs, flags.FLAGS.out))  # checks the columns before writing anything
 
 
 if __name__ == '__main__':
-  main()
+  cli.run(sys.modules[__name__])

@@ -1,4 +1,6 @@
-"""How a shared hypernetwork learns several tasks: measurements a run can log and a report.
+"""Report how a run's tasks learned: loss onset per task and per-task gradient diagnostics.
+
+How a shared hypernetwork learns several tasks: measurements a run can log and a report.
 
 With `config.diagnostics = True` every train step also returns, per parameter group (the
 generators, the projector, the task / language / layer embeddings, the typology projection,
@@ -16,7 +18,7 @@ interval, each task's share of the second-moment inflow (`diag/nu_share/<group>/
 fraction of Σ g² on that group that came from that task's steps. A task whose share is far above
 its share of steps sets Adam's denominator for every task that shares the group.
 
-    python -m hyperx_jax.diagnostics WORKDIR
+    hyperx diagnostics WORKDIR
 
 reads the run's metrics.jsonl and prints, per task, the first logged step where the training
 loss left chance (below 95 % of ln(#labels)), and the logged diagnostics over training.
@@ -24,17 +26,19 @@ loss left chance (below 95 % of ln(#labels)), and the logged diagnostics over tr
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
+import sys
 from typing import Any, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app
 from etils import epath
 
+from hyperx_jax import cli
 from hyperx_jax.tree import flat_paths
 
 # (group, regex on the parameter path); first match wins, unmatched parameters are not grouped.
@@ -159,12 +163,15 @@ def report(workdir: str) -> str:
   return '\n'.join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-  parser = argparse.ArgumentParser(prog='python -m hyperx_jax.diagnostics', description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('workdir')
-  print(report(parser.parse_args(argv).workdir))
+def define_flags() -> None:
+  """No flags: the run directory is the one argument."""
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) != 2:
+    raise app.UsageError('give one run directory: hyperx diagnostics RUN_DIR')
+  print(report(argv[1]))
 
 
 if __name__ == '__main__':
-  main()
+  cli.run(sys.modules[__name__])

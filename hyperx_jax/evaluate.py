@@ -1,4 +1,4 @@
-"""Evaluation on every configured (task, language) pair, zero-shot pairs marked.
+"""Evaluate a run's checkpoint on its eval pairs (all, or some), zero-shot pairs marked.
 
 Used by the trainer (periodic and final evaluation) and on its own:
 
@@ -16,25 +16,30 @@ readable earlier step instead (and warns).
 
 from __future__ import annotations
 
+import sys
 import logging
 import os
 from typing import Any, Iterable, Mapping, NamedTuple, Optional, Sequence
 
 import jax
 import numpy as np
+from absl import app, flags
 from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from hyperx_jax import aot, distributed, faults, metrics, report, run, sharding, specs, writers
+from hyperx_jax import aot, cli, distributed, faults, metrics, report, run, sharding, writers
+from hyperx_jax.config import RunSpec
+from hyperx_jax.errors import UserError
 from hyperx_jax import tokenizer as tokenizers
 from hyperx_jax.data import pipeline
 from hyperx_jax.models import losses
-from hyperx_jax.schema import (DEV, EVAL_ROLES, MLM, TEST, Pair, TaskSpec, max_mlm_predictions,
-                               pair_key)
+from hyperx_jax.config.vocabulary import (DEV, EVAL_ROLES, MLM, Pair, TEST, max_mlm_predictions,
+                                          pair_key)
+from hyperx_jax.config.sections import TaskSpec
 
 
-def parse_pairs(text: Optional[str], spec: specs.RunSpec) -> Optional[list[Pair]]:
+def parse_pairs(text: Optional[str], spec: RunSpec) -> Optional[list[Pair]]:
   """'ner:tr,pos:ar' -> [('ner', 'tr'), ('pos', 'ar')], each an eval pair of the run."""
   if not text:
     return None
@@ -43,7 +48,7 @@ def parse_pairs(text: Optional[str], spec: specs.RunSpec) -> Optional[list[Pair]
   for item in text.split(','):
     task, _, lang = item.strip().partition(':')
     if (task, lang) not in known:
-      raise ValueError(f'--pairs: {item!r} is not an eval pair of the run; known: '
+      raise UserError(f'--pairs: {item!r} is not an eval pair of the run; known: '
                        f'{[pair_key(*p) for p in known]}')
     pairs.append((task, lang))
   return pairs
@@ -94,7 +99,7 @@ def evaluate_pair(eval_step, trainable: Any, frozen: Any, batches: Iterable[Mapp
 
 
 def evaluate_all(eval_step, trainable: Any, frozen: Any,
-                 datasets: Mapping[Pair, Iterable[Mapping[str, Any]]], spec: specs.RunSpec,
+                 datasets: Mapping[Pair, Iterable[Mapping[str, Any]]], spec: RunSpec,
                  mesh: Mesh, pairs: Optional[Sequence[Pair]] = None) -> dict[str, dict[str, Any]]:
   """{'task:lang': {metric: value, ..., 'zero_shot': bool, 'examples': int}} for every
   (selected) eval pair."""
@@ -116,7 +121,7 @@ def evaluate_all(eval_step, trainable: Any, frozen: Any,
   return results
 
 
-def datasets_by_role(spec: specs.RunSpec, tokenizer,
+def datasets_by_role(spec: RunSpec, tokenizer,
                      examples: Optional[Sequence[Sequence[Any]]] = None
                      ) -> dict[str, pipeline.EvalDatasets]:
   """{'dev': ..., 'test': ...}: each role's eval datasets (`examples`: one list per eval
@@ -135,7 +140,7 @@ class Evaluation(NamedTuple):
 
 
 def evaluate_roles(eval_step, trainable: Any, frozen: Any,
-                   datasets: Mapping[str, pipeline.EvalDatasets], spec: specs.RunSpec,
+                   datasets: Mapping[str, pipeline.EvalDatasets], spec: RunSpec,
                    mesh: Mesh, pairs: Optional[Sequence[Pair]] = None) -> Evaluation:
   """Dev and test pairs of one checkpoint (test pairs are only ever evaluated here, once)."""
   dev = evaluate_all(eval_step, trainable, frozen, datasets[DEV], spec, mesh, pairs)
@@ -171,7 +176,7 @@ def evaluate_checkpoint(workdir: str, *, pairs_text: Optional[str] = None,
   trained = run.restore(workdir, step=step, allow_fallback=allow_fallback)
   spec, parts = trained.spec, trained.parts
   pairs = parse_pairs(pairs_text, spec)
-  tokenizer = tokenizers.load_tokenizer(spec.tokenizer)
+  tokenizer = tokenizers.load_tokenizer(spec.tokenizer_path)
   datasets = datasets_by_role(spec, tokenizer)
   logging.info('evaluating %s at step %d', workdir, trained.step)
   eval_step = make_eval_step(parts.graphdef, trained.mesh, run.shardings_of(parts.trainable),
@@ -195,6 +200,7 @@ def same_directory(a: str, b: str) -> bool:
 
 
 def main(argv: Sequence[str]) -> None:
+  FLAGS = flags.FLAGS
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if FLAGS.replace_run_results and (FLAGS.pairs or FLAGS.out):
@@ -203,7 +209,7 @@ def main(argv: Sequence[str]) -> None:
   if FLAGS.out and same_directory(FLAGS.out, FLAGS.workdir):
     raise app.UsageError(f'--out={FLAGS.out} is the run directory: pass --replace_run_results '
                          "to replace the run's results.*")
-  writers.quiet_library_logs(FLAGS.verbose_libraries)
+  writers.quiet_library_logs(FLAGS.verbose)
   distributed.initialize()  # every host of a pod evaluates its slice; a no-op on one machine
   trained, evaluation = evaluate_checkpoint(FLAGS.workdir, pairs_text=FLAGS.pairs,
                                             step=FLAGS.step, allow_fallback=FLAGS.allow_fallback)
@@ -214,8 +220,7 @@ def main(argv: Sequence[str]) -> None:
                     selection(trained.step, evaluation))
 
 
-if __name__ == '__main__':
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
+def define_flags() -> None:
   flags.DEFINE_string('workdir', None, 'A training run directory (holds config.json).',
                       required=True)
   flags.DEFINE_string('pairs', None, 'Comma-separated task:lang pairs (default: all).')
@@ -226,7 +231,7 @@ if __name__ == '__main__':
                       'WORKDIR/eval/step_<N>[_<pairs>]).')
   flags.DEFINE_bool('replace_run_results', False, "Write to WORKDIR's own results.* instead, "
                     'replacing the table the run wrote (all pairs only).')
-  flags.DEFINE_bool('verbose_libraries', False, "Show other libraries' INFO logs (orbax, jax, "
-                    'absl); default: only this package\'s progress lines and warnings.')
-  FLAGS = flags.FLAGS
-  app.run(main)
+
+
+if __name__ == '__main__':
+  cli.run(sys.modules[__name__])

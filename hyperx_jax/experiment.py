@@ -1,8 +1,8 @@
-"""Methods × seeds on one config, same data and budget, in one table.
+"""Run methods × seeds of one config (same data and budget) and compare them in one table.
 
-    python -m hyperx_jax.experiment --config=configs/demo.py --methods=hyperx,task_adapters,madx \\
+    hyperx experiment --config=configs/demo.py --methods=hyperx,task_adapters,madx \\
         --seeds=1,2,3 --workdir=runs/transfer [--language_sources=learned,typology,both] \\
-        [--set=optim.b2=0.9 ...]
+        [--set=optim.b2=0.9 ...] [--dry_run]
 
 Each (method, seed) trains in its own run directory `WORKDIR/<method>/seed<seed>` with
 `python -m hyperx_jax.main --config=CONFIG:method=<method> --config.seed=<seed>` (plus any
@@ -18,15 +18,16 @@ configs/ does).
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
 import time
-from typing import Optional, Sequence
+from typing import Any, Sequence
 
-from hyperx_jax import compare
-from hyperx_jax.schema import LANGUAGE_SOURCES, LEARNED_SOURCE, METHODS
+from absl import app, flags
+
+from hyperx_jax import cli, compare
+from hyperx_jax.config.vocabulary import LANGUAGE_SOURCES, LEARNED_SOURCE, METHODS
 
 
 def with_arg(config_arg: str, name: str, value: str) -> str:
@@ -68,41 +69,53 @@ def _ints(text: str) -> list[int]:
   return [int(s) for s in text.split(',') if s]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-  parser = argparse.ArgumentParser(prog='python -m hyperx_jax.experiment', description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--config', required=True, help='configs/<name>.py[:arg]')
-  parser.add_argument('--methods', default='hyperx,task_adapters,madx')
-  parser.add_argument('--seeds', default='1,2,3')
-  parser.add_argument('--language_sources', default=None,
-                      help='Hyper-X language sources, comma-separated, some of '
-                      f"{list(LANGUAGE_SOURCES)} (default: the config's own)")
-  parser.add_argument('--workdir', required=True)
-  parser.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
-                      help='config override for every run, e.g. optim.b2=0.9 (repeatable)')
-  parser.add_argument('--dry_run', action='store_true', help='print the commands only')
-  args = parser.parse_args(argv)
-  methods = [m for m in args.methods.split(',') if m]
+def define_flags() -> None:
+  flags.DEFINE_string('config', None, 'configs/<name>.py[:arg] (a path: the file is loaded as '
+                      'it is)', required=True)
+  flags.DEFINE_string('methods', 'hyperx,task_adapters,madx', 'Comma-separated methods.')
+  flags.DEFINE_string('seeds', '1,2,3', 'Comma-separated seeds.')
+  flags.DEFINE_string('language_sources', None, 'Hyper-X language sources, comma-separated, some '
+                      f"of {list(LANGUAGE_SOURCES)} (default: the config's own).")
+  flags.DEFINE_string('workdir', None, 'Root of the runs: WORKDIR/<method>/seed<seed>.',
+                      required=True)
+  flags.DEFINE_multi_string('set', [], 'A config override for every run, FIELD=VALUE, e.g. '
+                            'optim.b2=0.9 (repeatable).')
+  flags.DEFINE_bool('dry_run', False, 'Print the commands only.')
+
+
+def grid_of(f: Any) -> tuple[list[str], list[int], bool]:
+  """(variants, seeds, whether the language source is explicit) of the flags, checked."""
+  methods = [m for m in f.methods.split(',') if m]
   unknown = [m for m in methods if m not in METHODS]
   if unknown:
-    parser.error(f'unknown methods {unknown}; known: {list(METHODS)}')
-  explicit = args.language_sources is not None
-  sources = [s for s in (args.language_sources or LEARNED_SOURCE).split(',') if s]
+    raise app.UsageError(f'unknown methods {unknown}; known: {list(METHODS)}')
+  explicit = f.language_sources is not None
+  sources = [s for s in (f.language_sources or LEARNED_SOURCE).split(',') if s]
   unknown = [s for s in sources if s not in LANGUAGE_SOURCES]
   if unknown or not sources:
-    parser.error(f'--language_sources={args.language_sources!r}: expected some of '
-                 f'{list(LANGUAGE_SOURCES)}')
+    raise app.UsageError(f'--language_sources={f.language_sources!r}: expected some of '
+                         f'{list(LANGUAGE_SOURCES)}')
   variants = [compare.variant_name(m, s) for m in methods
               for s in (sources if m == 'hyperx' else [LEARNED_SOURCE])]
   try:
-    seeds = _ints(args.seeds)
+    seeds = _ints(f.seeds)
   except ValueError:
-    parser.error(f'--seeds={args.seeds!r}: expected comma-separated integers, e.g. 1,2,3')
+    raise app.UsageError(f'--seeds={f.seeds!r}: expected comma-separated integers, e.g. '
+                         '1,2,3') from None
   if not variants or not seeds:
-    parser.error('need at least one method and one seed')
-  config_file = args.config.partition(':')[0]
+    raise app.UsageError('need at least one method and one seed')
+  config_file = f.config.partition(':')[0]
   if not os.path.isfile(config_file):
-    parser.error(f'--config: {config_file!r} is not a file (expected configs/<name>.py[:arg])')
+    raise app.UsageError(f'--config: {config_file!r} is not a file (expected '
+                         'configs/<name>.py[:arg])')
+  return variants, seeds, explicit
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  args = flags.FLAGS
+  variants, seeds, explicit = grid_of(args)
   grid = [(v, s) for s in seeds for v in variants]  # seed-major: early rows compare methods
   for i, (method, seed) in enumerate(grid, 1):
     directory = run_dir(args.workdir, method, seed)
@@ -128,4 +141,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  cli.run(sys.modules[__name__])

@@ -1,4 +1,4 @@
-"""One trained (task, language) as a standalone model: adapters, head and trained backbone.
+"""Export one trained (task, language) as a standalone model: adapters, head, trained backbone.
 
     python -m hyperx_jax.export --workdir=RUN --task=ner --lang=tr --out=DIR [--step=N]
                                 [--format=native|adapterhub] [--allow_fallback]
@@ -62,14 +62,15 @@ from absl import app, flags
 from flax import nnx
 from safetensors.numpy import load_file, save
 
-from hyperx_jax import fileio, run, specs
+from hyperx_jax import cli, fileio, run
+from hyperx_jax.config import RunSpec, decode, environment
+from hyperx_jax.errors import UserError
 from hyperx_jax.models import heads as heads_lib
 from hyperx_jax.models import weights
 from hyperx_jax.models.adapters import AdapterWeights
-from hyperx_jax.models.xlmr import XLMREncoder
-from hyperx_jax.schema import (ADAPTER_LN_EPS, ADAPTERHUB_VERSION, EXPORT_ADAPTER_FILE,
-                               EXPORT_BACKBONE_FILE, EXPORT_CONFIG_FILE, EXPORT_FORMAT,
-                               EXPORT_FORMATS, MLM, PAIR, STACK_NAMES, TOKEN)
+from hyperx_jax.models.xlmr import EncoderConfig, XLMREncoder
+from hyperx_jax.config.vocabulary import MLM, PAIR, TOKEN
+from hyperx_jax import export_format
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
@@ -89,14 +90,15 @@ def adapter_tensors(stack: Sequence[AdapterWeights]) -> dict[str, np.ndarray]:
       if value.shape[1] != 1:
         raise ValueError(f"adapters[{k}].{field} has {value.shape[1]} groups; export takes one "
                          "(task, language) pair")
-      out[f"adapters.{k}.{field}"] = _to_host(value[:, 0])
+      out[export_format.adapter_tensor(k, field)] = _to_host(value[:, 0])
   return out
 
 
 def head_tensors(head: nnx.Module) -> dict[str, np.ndarray]:
   """A head's parameters -> {'head.{path with dots}': array}."""
   flat = nnx.to_flat_state(nnx.state(head, nnx.Param))
-  return {"head." + ".".join(str(k) for k in path): _to_host(v.get_value()) for path, v in flat}
+  return {export_format.HEAD_PREFIX + ".".join(str(k) for k in path): _to_host(v.get_value())
+          for path, v in flat}
 
 
 def backbone_tensors(model: Any, spec: Any) -> dict[str, np.ndarray]:
@@ -110,28 +112,28 @@ def backbone_tensors(model: Any, spec: Any) -> dict[str, np.ndarray]:
   return weights.to_hf_tensors(trained, model.encoder.config)
 
 
-def check_adapterhub(spec: Any, task: str) -> None:
+def check_adapterhub(spec: RunSpec, encoder: EncoderConfig, task: str) -> None:
   """Refuses, before anything loads, what AdapterHub cannot express exactly (the PyTorch loader
   `hyperx_jax.torch_loader.load_exported` is the exact alternative for all of them)."""
-  encoder, spec_task = spec.model.encoder, spec.tasks[task]
+  spec_task = spec.tasks[task]
   alternative = "; use --format=native and hyperx_jax.torch_loader.load_exported"
   if encoder.pre_layer_norm:
-    raise ValueError("--format=adapterhub: AdapterHub's XLM-R is the post-LayerNorm one; this "
+    raise UserError("--format=adapterhub: AdapterHub's XLM-R is the post-LayerNorm one; this "
                      "run's encoder is pre-LN (XL/XXL)" + alternative)
   if encoder.adapter_placement != "ffn_output":
-    raise ValueError(f"--format=adapterhub: placement {encoder.adapter_placement!r} is not "
+    raise UserError(f"--format=adapterhub: placement {encoder.adapter_placement!r} is not "
                      "expressible (under a Stack AdapterHub's original_ln_before re-applies the "
                      "layer's LayerNorm before every adapter); only 'ffn_output'" + alternative)
-  h, b = encoder.hidden_size, spec.model.hypernet.bottleneck
+  h, b = encoder.hidden_size, spec.adapter.bottleneck
   if h % b:
-    raise ValueError(f"--format=adapterhub: AdapterHub sizes the bottleneck as hidden_size // "
+    raise UserError(f"--format=adapterhub: AdapterHub sizes the bottleneck as hidden_size // "
                      f"reduction_factor; bottleneck {b} does not divide hidden_size {h}")
   if spec_task.kind == PAIR and spec_task.pooling != "cls":
-    raise ValueError(f"--format=adapterhub: task {task!r} pools by {spec_task.pooling!r}; "
+    raise UserError(f"--format=adapterhub: task {task!r} pools by {spec_task.pooling!r}; "
                      "AdapterHub's classification head reads the <s> token (or the pooler) only"
                      + alternative)
   if spec_task.kind not in (PAIR, TOKEN):
-    raise ValueError(f"--format=adapterhub: no AdapterHub head for task {task!r} of kind "
+    raise UserError(f"--format=adapterhub: no AdapterHub head for task {task!r} of kind "
                      f"{spec_task.kind!r}" + alternative)
 
 
@@ -164,17 +166,18 @@ def adapterhub_head(meta: dict, tensors: dict[str, np.ndarray], name: str
   label2id = {label: i for i, label in enumerate(meta["labels"])}
   common = {"num_labels": len(label2id), "label2id": label2id, "dropout_prob": None,
             "activation_function": "tanh"}
-  if meta["task_kind"] == PAIR:
+  kind = meta["task_kind"]
+  if kind == PAIR:
     config = {**common, "head_type": "classification", "layers": 2, "use_pooler": False,
               "bias": True}
-    layers = {1: "head.dense", 4: "head.out_proj"}
   else:
     config = {**common, "head_type": "tagging", "layers": 1}
-    layers = {1: "head.out"}
   out = {}
-  for index, ours in layers.items():
-    out[f"heads.{name}.{index}.weight"] = np.ascontiguousarray(tensors[f"{ours}.kernel"].T)
-    out[f"heads.{name}.{index}.bias"] = tensors[f"{ours}.bias"]
+  for index, layer in zip(export_format.ADAPTERHUB_HEAD_INDICES[kind],
+                          export_format.HEAD_LAYERS[kind]):
+    kernel = tensors[export_format.head_tensor(layer, "kernel")]
+    out[f"heads.{name}.{index}.weight"] = np.ascontiguousarray(kernel.T)
+    out[f"heads.{name}.{index}.bias"] = tensors[export_format.head_tensor(layer, "bias")]
   return config, out
 
 
@@ -186,7 +189,7 @@ def adapterhub_adapter(tensors: dict[str, np.ndarray], k: int, name: str) -> dic
              "up": "adapter_up.weight", "up_bias": "adapter_up.bias",
              "ln_scale": "adapter_norm_after.weight", "ln_bias": "adapter_norm_after.bias"}
   for field, theirs in renames.items():
-    value = tensors.get(f"adapters.{k}.{field}")
+    value = tensors.get(export_format.adapter_tensor(k, field))
     if value is None:
       continue
     for i, layer in enumerate(value):
@@ -203,7 +206,7 @@ def _adapterhub_files(meta: dict, tensors: dict[str, np.ndarray]) -> dict[str, b
   head_config, head = adapterhub_head(meta, tensors, names[-1])
   about = {"hidden_size": meta["hidden_size"], "model_class": "XLMRobertaAdapterModel",
            "model_name": meta["checkpoint"], "model_type": "xlm-roberta",
-           "version": ADAPTERHUB_VERSION}
+           "version": export_format.ADAPTERHUB_VERSION}
   files = {}
   for k, name in enumerate(names):
     files[f"adapterhub/{name}/adapter_config.json"] = json.dumps(
@@ -216,8 +219,8 @@ def _adapterhub_files(meta: dict, tensors: dict[str, np.ndarray]) -> dict[str, b
 
 
 def _check_format(format: str) -> None:  # pylint: disable=redefined-builtin
-  if format not in EXPORT_FORMATS:
-    raise ValueError(f"unknown export format {format!r}; known: {', '.join(EXPORT_FORMATS)}")
+  if format not in export_format.FORMATS:
+    raise UserError(f"unknown export format {format!r}; known: {', '.join(export_format.FORMATS)}")
 
 
 def export_adapter(model: Any, spec: Any, task: str, lang: str, out_dir: str, *,
@@ -231,9 +234,9 @@ def export_adapter(model: Any, spec: Any, task: str, lang: str, out_dir: str, *,
   """
   _check_format(format)
   if spec.method == "full_finetune":
-    raise ValueError("method 'full_finetune' has no adapters to export")
+    raise UserError("method 'full_finetune' has no adapters to export")
   if format == "adapterhub":
-    check_adapterhub(spec, task)
+    check_adapterhub(spec, model.encoder.config, task)
   task_id, lang_id = model.task_id(task), model.lang_id(lang)
   kind = model.task_kind(task)
   stack = model.adapter_weights(jnp.array([task_id]), jnp.array([lang_id]),
@@ -241,18 +244,18 @@ def export_adapter(model: Any, spec: Any, task: str, lang: str, out_dir: str, *,
   tensors = {**adapter_tensors(stack), **head_tensors(model.heads[task])}
   backbone = backbone_tensors(model, spec)
   down = tensors["adapters.0.down"]
-  encoder = spec.model.encoder
+  encoder = model.encoder.config
   meta = {
-      "format": EXPORT_FORMAT, "method": spec.method, "task": task, "task_kind": kind,
+      "format": export_format.FORMAT, "method": spec.method, "task": task, "task_kind": kind,
       "labels": list(spec.tasks[task].labels), "language": lang,
       "pooling": spec.tasks[task].pooling if kind == PAIR else None,
       "hidden_size": int(down.shape[1]), "bottleneck": int(down.shape[2]),
       "num_layers": int(down.shape[0]), "placement": encoder.adapter_placement,
-      "layer_norm": stack[0].ln_scale is not None, "adapter_ln_eps": ADAPTER_LN_EPS,
-      "num_adapters": len(stack), "stack": list(STACK_NAMES[spec.method][:len(stack)]),
-      "checkpoint": spec.pretrained, "tokenizer": spec.tokenizer,
+      "layer_norm": stack[0].ln_scale is not None, "adapter_ln_eps": export_format.ADAPTER_LN_EPS,
+      "num_adapters": len(stack), "stack": list(export_format.STACK_NAMES[spec.method][:len(stack)]),
+      "checkpoint": spec.pretrained, "tokenizer": spec.tokenizer_path,
       "head_type": type(model.heads[task]).__name__,
-      "backbone_file": EXPORT_BACKBONE_FILE if backbone else None,
+      "backbone_file": export_format.BACKBONE_FILE if backbone else None,
       "backbone_tensors": sorted(backbone), "adapterhub": None, "step": step,
       "workdir": workdir,
   }
@@ -261,10 +264,10 @@ def export_adapter(model: Any, spec: Any, task: str, lang: str, out_dir: str, *,
     files = _adapterhub_files(meta, tensors)
     meta["adapterhub"] = {"adapters": [f"adapterhub/{n}" for n in meta["stack"]],
                           "head": f"adapterhub/{meta['stack'][-1]}"}
-  files[EXPORT_ADAPTER_FILE] = save(tensors, metadata={"format": EXPORT_FORMAT})
+  files[export_format.ADAPTER_FILE] = save(tensors, metadata={"format": export_format.FORMAT})
   if backbone:
-    files[EXPORT_BACKBONE_FILE] = save(backbone, metadata={"format": EXPORT_FORMAT})
-  files[EXPORT_CONFIG_FILE] = json.dumps(meta, indent=2).encode()  # last: marks it complete
+    files[export_format.BACKBONE_FILE] = save(backbone, metadata={"format": export_format.FORMAT})
+  files[export_format.CONFIG_FILE] = json.dumps(meta, indent=2).encode()  # last: marks it complete
   if jax.process_index() == 0:
     for name, data in files.items():
       path = os.path.join(out_dir, name)
@@ -284,33 +287,27 @@ class Exported(NamedTuple):
 
 def load_static_adapter(directory: str) -> Exported:
   """Reads an export written by `export_adapter`."""
-  config_path = os.path.join(directory, EXPORT_CONFIG_FILE)
-  tensor_path = os.path.join(directory, EXPORT_ADAPTER_FILE)
-  for path in (config_path, tensor_path):
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"{path} not found: is {directory!r} an exported adapter?")
-  with open(config_path) as f:
-    config = json.load(f)
-  if config.get("format") != EXPORT_FORMAT:
-    raise ValueError(f"{config_path}: format {config.get('format')!r}, expected "
-                     f"{EXPORT_FORMAT!r} (older exports lack the trained backbone parameters: "
-                     "export the run again)")
+  config = export_format.read_config(directory)
+  config_path = os.path.join(directory, export_format.CONFIG_FILE)
+  tensor_path = os.path.join(directory, export_format.ADAPTER_FILE)
+  if not os.path.exists(tensor_path):
+    raise FileNotFoundError(f"{tensor_path} not found: is {directory!r} an exported adapter?")
   tensors = load_file(tensor_path)
   stack = []
   for k in range(config["num_adapters"]):
     fields = {}
     for field in AdapterWeights._fields:
-      value = tensors.get(f"adapters.{k}.{field}")
+      value = tensors.get(export_format.adapter_tensor(k, field))
       fields[field] = None if value is None else jnp.asarray(value)[:, None]
-    missing = [f for f in ("down", "down_bias", "up", "up_bias") if fields[f] is None]
+    missing = [f for f in export_format.REQUIRED_ADAPTER_FIELDS if fields[f] is None]
     if missing:
       raise ValueError(f"{tensor_path}: adapter {k} lacks {missing}")
     stack.append(AdapterWeights(**fields))
   head: dict[str, Any] = {}
   for name, value in tensors.items():
-    if name.startswith("head."):
+    if name.startswith(export_format.HEAD_PREFIX):
       node = head
-      *parents, leaf = name[len("head."):].split(".")
+      *parents, leaf = name[len(export_format.HEAD_PREFIX):].split(".")
       for p in parents:
         node = node.setdefault(p, {})
       node[leaf] = jnp.asarray(value)
@@ -365,9 +362,9 @@ def check_names(workdir: str, task: str, lang: str) -> None:
   config = run.load_config(workdir)
   tasks, languages = list(config.tasks), list(config.languages)
   if task not in tasks:
-    raise ValueError(f"{workdir}: unknown task {task!r}; the run's tasks: {', '.join(tasks)}")
+    raise UserError(f"{workdir}: unknown task {task!r}; the run's tasks: {', '.join(tasks)}")
   if lang not in languages:
-    raise ValueError(f"{workdir}: unknown language {lang!r}; the run's languages: "
+    raise UserError(f"{workdir}: unknown language {lang!r}; the run's languages: "
                      f"{', '.join(languages)}")
 
 
@@ -379,20 +376,21 @@ def export_from_run(workdir: str, task: str, lang: str, out_dir: str, *,
   _check_format(format)
   check_names(workdir, task, lang)
   if format == "adapterhub":
-    check_adapterhub(specs.decode(run.load_config(workdir), strict_attention=False), task)
+    spec = decode(run.load_config(workdir))
+    check_adapterhub(spec, environment.encoder_config(spec, strict_attention=False), task)
   trained = run.restore(workdir, step=step, allow_fallback=allow_fallback)
   return export_adapter(trained.model(), trained.spec, task, lang, out_dir, step=trained.step,
                         workdir=os.path.abspath(workdir), format=format)
 
 
-def _define_flags() -> None:
+def define_flags() -> None:
   flags.DEFINE_string("workdir", None, "Training run directory (config.json + checkpoints/).")
   flags.DEFINE_string("task", None, "Task name (a key of the run's config.tasks).")
   flags.DEFINE_string("lang", None, "Language (one of the run's config.languages).")
   flags.DEFINE_string("out", None, "Output directory (adapter.safetensors, backbone.safetensors, "
                       "adapter_config.json).")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-  flags.DEFINE_enum("format", "native", list(EXPORT_FORMATS), "native: ours (JAX and the "
+  flags.DEFINE_enum("format", "native", list(export_format.FORMATS), "native: ours (JAX and the "
                     "PyTorch loader read it); adapterhub: also AdapterHub adapter directories.")
   flags.DEFINE_bool("allow_fallback", False, "If the step is unreadable, export the latest "
                     "readable earlier one (default: stop with an error).")
@@ -400,18 +398,15 @@ def _define_flags() -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
-  try:
-    meta = export_from_run(f.workdir, f.task, f.lang, f.out, step=f.step,
-                           allow_fallback=f.allow_fallback, format=f.format)
-  except (ValueError, FileNotFoundError) as e:
-    sys.exit(f"python -m hyperx_jax.export: error: {e}")  # one line, exit 1; nothing written
+  meta = export_from_run(f.workdir, f.task, f.lang, f.out, step=f.step,
+                         allow_fallback=f.allow_fallback, format=f.format)
   print(f"exported {meta['task']}/{meta['language']} (step {meta['step']}, {meta['num_layers']} "
         f"layers, bottleneck {meta['bottleneck']}, {len(meta['backbone_tensors'])} backbone "
         f"tensors) to {f.out}")
 
 
 if __name__ == "__main__":
-  _define_flags()  # here, not at import: the module is also a library
-  app.run(main)
+  cli.run(sys.modules[__name__])

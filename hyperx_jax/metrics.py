@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from hyperx_jax.schema import IGNORE_INDEX, TASK_KINDS, TOKEN, TOKEN_METRICS
+from hyperx_jax.config.vocabulary import IGNORE_INDEX, TASK_KINDS, TOKEN, TOKEN_METRICS
 
 Entity = Tuple[str, int, int]  # (type, first position, last position) in the flat sequence
 
@@ -187,13 +187,6 @@ def to_tag_sentences(predictions: np.ndarray, labels: np.ndarray, label_names: S
     gold_tags.append(names[row_labels[valid]].tolist())
     pred_tags.append(names[row_pred[valid]].tolist())
   return gold_tags, pred_tags
-
-
-def metric_names(kind: str, metric: Optional[str]) -> tuple[str, ...]:
-  """The metrics an evaluation of a task reports (`MetricAccumulator.result`, without loss)."""
-  if kind == TOKEN:
-    return ("precision", "recall", "f1") if metric == "entity_f1" else ("accuracy", "f1")
-  return ("accuracy",)
 
 
 @dataclasses.dataclass

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from hyperx_jax.schema import OptimSpec
+from hyperx_jax.config.sections import OptimSpec
 from hyperx_jax.tree import map_params, path_str
 
 NO_DECAY_PATTERN = r"embed"
@@ -110,9 +110,9 @@ def trainable_filter(rules: Sequence[tuple[str, bool]], state: Any) -> tuple[Pre
   return predicate, TrainableReport(rules, tuple(arrays), tuple(sizes))
 
 
-def learning_rate_fn(spec: OptimSpec) -> optax.Schedule:
+def learning_rate_fn(spec: OptimSpec, total_steps: int) -> optax.Schedule:
   """Linear warm-up 0 -> lr over warmup_steps, then linear decay to 0 at total_steps."""
-  lr, warmup, total_steps = spec.lr, spec.warmup_steps, spec.total_steps
+  lr, warmup = spec.lr, spec.warmup_steps
   if total_steps <= warmup:
     raise ValueError(f"total_steps ({total_steps}) must exceed optim.warmup_steps ({warmup})")
   return optax.join_schedules(
@@ -202,7 +202,7 @@ def normalize_per_task(tasks: Sequence[str], mask: Any, *, decay: float = 0.99
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def make_optimizer(spec: OptimSpec, trainable_state: Any, *, tasks: Sequence[str] = (),
+def make_optimizer(spec: OptimSpec, total_steps: int, trainable_state: Any, *, tasks: Sequence[str] = (),
                    no_decay_pattern: str = NO_DECAY_PATTERN) -> optax.GradientTransformation:
   """Global-norm clipping -> [per-task gradient normalisation] -> Adam moments (shared, or per
   task on `spec.per_task_state`) -> decoupled weight decay (masked) -> per-group multiplier ->
@@ -223,7 +223,7 @@ def make_optimizer(spec: OptimSpec, trainable_state: Any, *, tasks: Sequence[str
       optax.add_decayed_weights(spec.weight_decay,
                                 mask=decay_mask(trainable_state, no_decay_pattern)),
       scale_by_tree(lr_multipliers(spec.lr_multipliers, trainable_state)),
-      optax.scale_by_learning_rate(learning_rate_fn(spec)),
+      optax.scale_by_learning_rate(learning_rate_fn(spec, total_steps)),
   ]
   return optax.chain(*chain)
 

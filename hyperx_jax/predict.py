@@ -1,4 +1,4 @@
-"""Labels a file with a trained run, for any (task, language) the run knows.
+"""Label a file with a trained run, for any (task, language) the run knows.
 
     python -m hyperx_jax.predict --workdir=RUN --task=pos --lang=tr --input=test.conllu \\
         --out=predicted.conllu [--format=conllu|iob2|text|jsonl] [--step=N] [--batch_size=N]
@@ -24,121 +24,30 @@ tag `_` and are counted in the summary. The output is written whole or not at al
 
 from __future__ import annotations
 
+import sys
 import dataclasses
-import json
 import logging
 import os
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
+from absl import app, flags
 from tqdm import tqdm
 
-from hyperx_jax import evaluate, fileio, run, sharding, specs
+from hyperx_jax import cli, evaluate, fileio, run, sharding
+from hyperx_jax.config import RunSpec, decode, environment
+from hyperx_jax.errors import UserError
 from hyperx_jax import tokenizer as tokenizers
 from hyperx_jax.data import features, mixture, pipeline, sources
-from hyperx_jax.schema import DATA_AXES, IGNORE_INDEX, MLM, PAIR, TOKEN, StreamSpec, pair_key
+from hyperx_jax.config.vocabulary import DATA_AXES, IGNORE_INDEX, MLM, PAIR, TOKEN, pair_key
+from hyperx_jax.config.sections import StreamSpec
 
-FORMAT_OF_SUFFIX = {'.conllu': 'conllu', '.iob2': 'iob2', '.conll': 'iob2', '.tsv': 'iob2',
-                    '.txt': 'text', '.jsonl': 'jsonl'}
-FORMATS_OF_KIND = {TOKEN: ('conllu', 'iob2', 'text'), PAIR: ('jsonl',)}
 NO_PREDICTION = '_'
-PAIR_FIELDS = (sources.PAIR_FIELDS[:2], sources.NLI_FIELDS[:2])  # (first, second) sentence
 
 
-class PredictError(ValueError):
+class PredictError(UserError):
   """A bad request (task, language, format, file); raised before the model is built."""
-
-
-@dataclasses.dataclass
-class Document:
-  """An input file: its examples (as the featurisers take them) and how to write it back.
-
-  `render(predictions)` takes one prediction per example (token tasks: a list of tags, one per
-  word; pair tasks: a label) and returns the output file's text.
-  """
-
-  examples: list[dict[str, Any]]
-  render: Callable[[list[Any]], str]
-
-
-# ------------------------------------------------------------------------- input formats
-
-
-def read_conllu(path: str) -> Document:
-  lines = sources.read_lines(path)
-  examples = sources.read_conllu(path)  # checks every line; each word knows its line
-
-  def render(predictions: list[list[str]]) -> str:
-    out = list(lines)
-    for example, tags in zip(examples, predictions):
-      for number, tag in zip(example[sources.LINES], tags):
-        cols = out[number - 1].split('\t')
-        cols[sources.UPOS_COLUMN] = tag
-        out[number - 1] = '\t'.join(cols)
-    return '\n'.join(out) + '\n'
-
-  return Document(examples, render)
-
-
-def _iob2_token(path: str, number: int, line: str) -> str:
-  cols = line.split('\t') if '\t' in line else line.split()
-  if len(cols) > 2 or not cols[0]:
-    raise sources.bad_line(path, number, line, 'a word, optionally followed by one tag column')
-  return cols[0]
-
-
-def read_iob2(path: str) -> Document:
-  lines = sources.read_lines(path)
-  blocks = list(sources.blocks(lines))
-  examples = [{'tokens': sources.strip_language_prefix([_iob2_token(path, n, line)
-                                                        for n, line in block])}
-              for block in blocks]
-
-  def render(predictions: list[list[str]]) -> str:
-    out = {}
-    for block, tags in zip(blocks, predictions):
-      for (number, line), tag in zip(block, tags):
-        out[number] = f'{_iob2_token(path, number, line)}\t{tag}'
-    return '\n'.join(out.get(n, '') for n in range(1, len(lines) + 1)) + '\n'
-
-  return Document(examples, render)
-
-
-def read_text(path: str) -> Document:
-  lines = sources.read_lines(path)
-  sentences = [line.split() for line in lines if line.strip()]
-
-  def render(predictions: list[list[str]]) -> str:
-    tagged = iter(' '.join(f'{w}/{t}' for w, t in zip(words, tags))
-                  for words, tags in zip(sentences, predictions))
-    return '\n'.join(next(tagged) if line.strip() else '' for line in lines) + '\n'
-
-  return Document([{'tokens': words} for words in sentences], render)
-
-
-def _pair_row(path: str, number: int, line: str) -> tuple[dict[str, Any], dict[str, str]]:
-  """(the row as read, {'premise', 'hypothesis'})."""
-  row = sources.json_row(path, number, line)
-  for a, b in PAIR_FIELDS:
-    if isinstance(row, dict) and isinstance(row.get(a), str) and isinstance(row.get(b), str):
-      return row, {'premise': row[a], 'hypothesis': row[b]}
-  names = ' or '.join(f'"{a}" and "{b}"' for a, b in PAIR_FIELDS)
-  raise sources.bad_line(path, number, line, f'an object with string fields {names}')
-
-
-def read_jsonl(path: str) -> Document:
-  rows = [_pair_row(path, n, line)
-          for n, line in enumerate(sources.read_lines(path), start=1) if line.strip()]
-
-  def render(predictions: list[str]) -> str:
-    return ''.join(json.dumps({**row, 'prediction': label}, ensure_ascii=False) + '\n'
-                   for (row, _), label in zip(rows, predictions))
-
-  return Document([pair for _, pair in rows], render)
-
-
-READERS = {'conllu': read_conllu, 'iob2': read_iob2, 'text': read_text, 'jsonl': read_jsonl}
 
 
 # ------------------------------------------------------------------------------ request
@@ -148,9 +57,9 @@ READERS = {'conllu': read_conllu, 'iob2': read_iob2, 'text': read_text, 'jsonl':
 class Request:
   """A checked prediction request: the run's spec, the stream it predicts for, the input."""
 
-  spec: specs.RunSpec
+  spec: RunSpec
   stream: StreamSpec  # (task, lang) with their ids and labels; no source
-  document: Document
+  document: sources.Document
   input_format: str
 
 
@@ -162,9 +71,9 @@ def _choose(what: str, value: str, known: Sequence[str]) -> str:
 
 def input_format(path: str, fmt: Optional[str], kind: str) -> str:
   """--format, else the one the file's extension names; it must suit the task kind."""
-  allowed = FORMATS_OF_KIND[kind]
+  allowed = [name for name, k in sources.DOCUMENT_FORMATS.items() if k == kind]
   if fmt is None:
-    fmt = FORMAT_OF_SUFFIX.get(os.path.splitext(path)[1].lower())
+    fmt = sources.FORMAT_OF_SUFFIX.get(os.path.splitext(path)[1].lower())
     if fmt is None:
       raise PredictError(f'{path}: cannot tell the format from the extension; pass --format, '
                          f'one of {list(allowed)}')
@@ -176,7 +85,7 @@ def input_format(path: str, fmt: Optional[str], kind: str) -> str:
 def check_request(workdir: str, task: str, lang: str, input_path: str, out_path: str,
                   fmt: Optional[str] = None) -> Request:
   """Reads the run's config and the input; every error here comes before any model work."""
-  spec = specs.decode(run.load_config(workdir), strict_attention=False)
+  spec = decode(run.load_config(workdir))
   _choose('task', task, list(spec.tasks))
   _choose('lang', lang, spec.languages)
   kind = spec.tasks[task].kind
@@ -186,7 +95,7 @@ def check_request(workdir: str, task: str, lang: str, input_path: str, out_path:
   if os.path.abspath(out_path) == os.path.abspath(input_path):
     raise PredictError(f'--out {out_path} is the input file; choose another path')
   fmt = input_format(input_path, fmt, kind)
-  document = READERS[fmt](input_path)
+  document = sources.FORMATS[fmt].read_document(input_path)
   stream = StreamSpec(task=task, lang=lang, kind=kind, labels=spec.tasks[task].labels,
                       task_id=list(spec.tasks).index(task), lang_id=spec.languages.index(lang),
                       source={'path': input_path})
@@ -262,7 +171,7 @@ def predict_file(workdir: str, task: str, lang: str, input_path: str, out_path: 
   data = request.spec.data
   batch_size = batch_size or data.eval_batch_size
   max_length = max_length or data.max_length
-  limit = request.spec.model.encoder.longest_sequence
+  limit = environment.encoder_config(request.spec, strict_attention=False).longest_sequence
   if max_length > limit:
     raise PredictError(f'--max_length={max_length}: the encoder has {limit} positions')
   mesh = sharding.make_mesh(request.spec.mesh)
@@ -271,7 +180,7 @@ def predict_file(workdir: str, task: str, lang: str, input_path: str, out_path: 
     raise PredictError(f'--batch_size={batch_size} is not divisible by the {data_shards} '
                        'data shards of the mesh')
   trained = run.restore(workdir, step=step, mesh=mesh)
-  tokenizer = tokenizers.load_tokenizer(request.spec.tokenizer)
+  tokenizer = tokenizers.load_tokenizer(request.spec.tokenizer_path)
   start = time.perf_counter()
   predictions, counts = predict(request, trained, tokenizer, batch_size=batch_size,
                                 max_length=max_length)
@@ -285,13 +194,11 @@ def predict_file(workdir: str, task: str, lang: str, input_path: str, out_path: 
 
 
 def main(argv: Sequence[str]) -> None:
-  del argv
-  f = FLAGS
-  try:
-    summary = predict_file(f.workdir, f.task, f.lang, f.input, f.out, fmt=f.format, step=f.step,
-                           batch_size=f.batch_size, max_length=f.max_length)
-  except (PredictError, sources.SourceError, FileNotFoundError) as e:
-    raise SystemExit(f'predict: {e}') from None
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  f = flags.FLAGS
+  summary = predict_file(f.workdir, f.task, f.lang, f.input, f.out, fmt=f.format, step=f.step,
+                         batch_size=f.batch_size, max_length=f.max_length)
   lost = summary.get('words_without_prediction')
   print(f"{summary['examples']} examples of {task_label(summary)} -> {summary['out']} in "
         f"{summary['seconds']:.1f} s (step {summary['step']})"
@@ -303,18 +210,19 @@ def task_label(summary: dict[str, Any]) -> str:
   return pair_key(summary['task'], summary['lang']) + note
 
 
-if __name__ == '__main__':
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
+def define_flags() -> None:
   flags.DEFINE_string('workdir', None, 'A training run directory (holds config.json).',
                       required=True)
   flags.DEFINE_string('task', None, 'Task name (one of the run\'s tasks).', required=True)
   flags.DEFINE_string('lang', None, 'Language (one of the run\'s languages).', required=True)
   flags.DEFINE_string('input', None, 'The file to label.', required=True)
   flags.DEFINE_string('out', None, 'Where to write the labelled file.', required=True)
-  flags.DEFINE_enum('format', None, list(READERS), 'Input/output format (default: from the '
+  flags.DEFINE_enum('format', None, list(sources.DOCUMENT_FORMATS), 'Input/output format (default: from the '
                     'input\'s extension).')
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
   flags.DEFINE_integer('batch_size', None, 'Examples per batch (default: data.eval_batch_size).')
   flags.DEFINE_integer('max_length', None, 'Sub-words per example (default: data.max_length).')
-  FLAGS = flags.FLAGS
-  app.run(main)
+
+
+if __name__ == '__main__':
+  cli.run(sys.modules[__name__])

@@ -11,15 +11,13 @@ Everything that trains, evaluates, exports or continues a run goes through this 
 The run directory holds `config.json` (the ConfigDict as given, read back by `restore`),
 `checkpoints/`, the metric logs and `results.{json,md,csv,png}`. A run in an existing directory
 must have its config: `check_saved_config` lists every field that differs from `config.json`
-beyond `RESUMABLE_CHANGES` (how long and how often, not what is trained).
+beyond `changes.RESUMABLE_CHANGES` (how long and how often, not what is trained).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
-import re
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import jax
@@ -30,30 +28,25 @@ from etils import epath
 from flax import nnx
 from jax.sharding import Mesh
 
-from hyperx_jax import checkpoint, fileio, optim, provenance, report, sharding, specs
+from hyperx_jax import checkpoint, fileio, optim, provenance, report, sharding
+from hyperx_jax.config import ConfigError, RunSpec, changes, decode, environment
 from hyperx_jax.models import weights
-from hyperx_jax.models.model import HyperXModel, ModelSpec, build_model
+from hyperx_jax.models.model import HyperXModel, ModelConfig, build_model
 from hyperx_jax.models.parameters import parameter_report
-from hyperx_jax.schema import METHOD_NAMES, MLM, PAIR
+from hyperx_jax.config.vocabulary import METHOD_NAMES, MLM, PAIR
 from hyperx_jax.tree import flat_paths, map_params, path_str
-from hyperx_jax.validation import ConfigError
 
 CONFIG_FILE = 'config.json'
-ABSENT = '<absent>'  # a config field that one of two configs lacks
-# Fields a run may change when it continues in a workdir: they set how long it trains, how
-# often it logs, evaluates and saves, and which kernel computes attention; never what a step
-# computes.
-RESUMABLE_CHANGES = ('total_steps', 'eval_every_steps', 'log_every_steps',
-                     'checkpoint.every_steps', 'checkpoint.keep', 'checkpoint.async_save',
-                     'data.prefetch', 'model.attention')
 
 
 class ModelParts(NamedTuple):
-  """A model split for jit: its structure, the trainable state and the frozen state."""
+  """A model split for jit: its structure, the trainable state and the frozen state, and the
+  configuration it was built with on this machine."""
 
   graphdef: Any
   trainable: Any  # nnx.State of the trainable parameters
   frozen: Any  # nnx.State of everything else (frozen parameters, RNG state, ...)
+  config: ModelConfig
 
   def merge(self, trainable: Any = None) -> HyperXModel:
     return nnx.merge(self.graphdef, self.trainable if trainable is None else trainable,
@@ -63,16 +56,17 @@ class ModelParts(NamedTuple):
 # ------------------------------------------------------------------------------- the model
 
 
-def _model_fn(spec: ModelSpec, seed: int) -> Callable[[], nnx.Module]:
+def _model_fn(spec: ModelConfig, seed: int) -> Callable[[], nnx.Module]:
   return lambda: build_model(spec, rngs=nnx.Rngs(params=seed, dropout=seed))
 
 
-def abstract_model(spec: specs.RunSpec) -> nnx.Module:
+def abstract_model(spec: RunSpec, model_config: Optional[ModelConfig] = None) -> nnx.Module:
   """The model with ShapeDtypeStructs for arrays (nothing allocated)."""
-  return nnx.eval_shape(_model_fn(spec.model, spec.seed))
+  model_config = model_config or environment.model_config(spec)
+  return nnx.eval_shape(_model_fn(model_config, spec.seed))
 
 
-def trainable_predicate(spec: specs.RunSpec, model: nnx.Module):
+def trainable_predicate(spec: RunSpec, model: nnx.Module):
   """The trainable filter and its report; a parameter that no rule matches is a ConfigError
   naming config.trainable (raised on the abstract model, before anything is allocated)."""
   try:
@@ -81,21 +75,25 @@ def trainable_predicate(spec: specs.RunSpec, model: nnx.Module):
     raise ConfigError(str(e)) from None
 
 
-def create_model(spec: specs.RunSpec, mesh: Mesh, *,
-                 load_pretrained: bool = True) -> tuple[ModelParts, str]:
+def create_model(spec: RunSpec, mesh: Mesh, *, load_pretrained: bool = True,
+                 strict_attention: bool = True) -> tuple[ModelParts, str]:
   """Sharded init (+ the pretrained encoder weights), split into (graphdef, trainable, frozen).
+  The model's configuration comes from the checkpoint's sizes and this device
+  (`environment.model_config`; `strict_attention=False`: an explicit attention kernel this
+  device cannot run falls back to XLA's).
 
   Returns the parts and a printable parameter report.
   """
-  predicate, rule_report = trainable_predicate(spec, abstract_model(spec))
-  model = sharding.sharded_init(_model_fn(spec.model, spec.seed), mesh,
-                                spec.mesh.logical_axis_rules)
+  model_config = environment.model_config(spec, strict_attention=strict_attention)
+  predicate, rule_report = trainable_predicate(spec, abstract_model(spec, model_config))
+  model = sharding.sharded_init(_model_fn(model_config, spec.seed), mesh,
+                                spec.logical_axis_rules)
   if load_pretrained and spec.pretrained:
     load_pretrained_weights(model, spec.pretrained)
   graphdef, trainable, frozen = nnx.split(model, predicate, ...)
   trainable_paths = {path_str(p) for p, _ in nnx.to_flat_state(trainable)}
   params = parameter_report(model, lambda path: path in trainable_paths)
-  return ModelParts(graphdef, trainable, frozen), f'{params}\n{rule_report}'
+  return ModelParts(graphdef, trainable, frozen, model_config), f'{params}\n{rule_report}'
 
 
 def load_pretrained_weights(model: HyperXModel, checkpoint_dir: str) -> None:
@@ -133,74 +131,34 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
-def config_leaves(tree: Any, prefix: str = '') -> dict[str, Any]:
-  """{'checkpoint.keep': 3, 'train_streams[0].lang': 'en', ...} of a JSON-like tree."""
-  if isinstance(tree, Mapping):
-    items = [(f'{prefix}.{k}' if prefix else str(k), v) for k, v in tree.items()]
-  elif isinstance(tree, list):
-    items = [(f'{prefix}[{i}]', v) for i, v in enumerate(tree)]
-  else:
-    return {prefix: tree}
-  return {path: leaf for key, value in items for path, leaf in config_leaves(value, key).items()}
-
-
-def config_differences(saved: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple]:
-  """field -> (saved value, new value) for every leaf that differs (ABSENT if missing)."""
-  a, b = config_leaves(saved), config_leaves(new)
-  return {k: (a.get(k, ABSENT), b.get(k, ABSENT)) for k in sorted(set(a) | set(b))
-          if a.get(k, ABSENT) != b.get(k, ABSENT)}
-
-
-def _without_leaf(tree: Any, path: str) -> Any:
-  """A copy of a JSON-like tree without the leaf at `path` ('data.packing', 'x[0].role')."""
-  tree = copy.deepcopy(tree)
-  keys = [int(k) if k.isdigit() else k for k in re.findall(r'[^.\[\]]+', path)]
-  parent = tree
-  for key in keys[:-1]:
-    parent = parent[key]
-  del parent[keys[-1]]
-  return tree
-
-
-def _means_default(new: Mapping[str, Any], path: str) -> bool:
-  """Whether the leaf at `path` of the config `new` has the value its absence means: the run
-  spec decoded without it is the same. (A field added to the config after a run started then
-  resumes that run when left at the behaviour the run was trained with.)"""
-  try:
-    reduced = specs.decode(ml_collections.ConfigDict(_without_leaf(new, path)))
-  except (AttributeError, KeyError, TypeError, ValueError):  # absence is invalid: a change
-    return False
-  return reduced == specs.decode(ml_collections.ConfigDict(new))
-
-
 def check_saved_config(config: ml_collections.ConfigDict, workdir: str, *,
                        allow_change: bool = False) -> None:
   """A ConfigError listing each field where `config` differs from the workdir's config.json
-  outside RESUMABLE_CHANGES (none without a config.json, or with `allow_change`). A field the
-  saved config lacks (added since) is no change while it keeps the meaning of its absence."""
+  outside changes.RESUMABLE_CHANGES (none without a config.json, or with `allow_change`). A
+  field the saved config lacks (added since) is no change while it keeps its default."""
   path = epath.Path(workdir) / CONFIG_FILE
   if allow_change or not path.exists():
     return
   new = json.loads(config.to_json_best_effort())  # the form save_config writes
-  differences = {k: v for k, v in config_differences(json.loads(path.read_text()), new).items()
-                 if k not in RESUMABLE_CHANGES
-                 and not (v[0] == ABSENT and _means_default(new, k))}
+  differences = changes.changes_beyond(json.loads(path.read_text()), new,
+                                       changes.RESUMABLE_CHANGES)
   if differences:
     lines = [f'  config.{k}: {old!r} (saved) -> {value!r}'
              for k, (old, value) in differences.items()]
     raise ConfigError(f'the config differs from {path}, the one this workdir was trained with, '
-                      f'beyond {RESUMABLE_CHANGES}:\n' + '\n'.join(lines) + '\nUse a new '
-                      'workdir, or pass --allow_config_change to continue with the new config.')
+                      f'beyond {changes.RESUMABLE_CHANGES}:\n' + '\n'.join(lines) + '\nUse a '
+                      'new workdir, or pass --allow_config_change to continue with the new '
+                      'config.')
 
 
-def chance_accuracy(spec: specs.RunSpec) -> dict[str, float]:
+def chance_accuracy(spec: RunSpec) -> dict[str, float]:
   """Accuracy of a uniform guess, where the label set fixes it: 1 / labels for pair tasks.
   (Token tasks and MLM have none: their chance depends on the label frequencies.)"""
   return {name: 1 / len(task.labels) for name, task in spec.tasks.items()
           if task.kind == PAIR and task.labels}
 
 
-def write_results(config: ml_collections.ConfigDict, spec: specs.RunSpec, out_dir: str,
+def write_results(config: ml_collections.ConfigDict, spec: RunSpec, out_dir: str,
                   results: Mapping[str, Mapping[str, Any]], step: int,
                   selection: Optional[Mapping[str, Any]] = None) -> None:
   """results.{json,md,csv,png} with their provenance (process 0) and the table on the
@@ -223,13 +181,17 @@ class TrainedRun(NamedTuple):
 
   workdir: str
   config: ml_collections.ConfigDict
-  spec: specs.RunSpec
+  spec: RunSpec
   mesh: Mesh
   parts: ModelParts  # trainable = the restored parameters
   step: int
 
   def model(self) -> HyperXModel:
     return self.parts.merge()
+
+  @property
+  def model_config(self) -> ModelConfig:
+    return self.parts.config
 
 
 def restore(workdir: str, *, step: Optional[int] = None, mesh: Optional[Mesh] = None,
@@ -243,9 +205,9 @@ def restore(workdir: str, *, step: Optional[int] = None, mesh: Optional[Mesh] = 
   config = load_config(workdir)
   # Checked when the run started (its data need not be here now); the attention kernel is
   # this machine's: a run trained with 'cudnn' evaluates on a CPU with 'xla'.
-  spec = specs.decode(config, strict_attention=False)
+  spec = decode(config)
   mesh = mesh if mesh is not None else sharding.make_mesh(spec.mesh)
-  parts, _ = create_model(spec, mesh, load_pretrained=load_pretrained)
+  parts, _ = create_model(spec, mesh, load_pretrained=load_pretrained, strict_attention=False)
   ckpt = checkpoint.Checkpointer(workdir, read_only=True, async_save=False)
   try:
     restored = ckpt.restore(step, abstract_trainable=parts.trainable,
@@ -257,7 +219,7 @@ def restore(workdir: str, *, step: Optional[int] = None, mesh: Optional[Mesh] = 
                     restored['step'])
 
 
-def init_from_run(spec: specs.RunSpec, trainable: Any, mesh: Mesh) -> Any:
+def init_from_run(spec: RunSpec, trainable: Any, mesh: Mesh) -> Any:
   """`spec.init_from`: the fresh trainable state takes another run's trained values
   (`merge_trainable`); new language rows are then initialised per `spec.new_language_init`."""
   source = restore(spec.init_from, mesh=mesh, load_pretrained=False)
@@ -301,7 +263,7 @@ def merge_trainable(fresh: Any, saved: Any) -> tuple[Any, list[str]]:
   return new, lines
 
 
-def init_new_languages(spec: specs.RunSpec, trainable: Any) -> Any:
+def init_new_languages(spec: RunSpec, trainable: Any) -> Any:
   """Rows of `spec.new_languages` in the hypernetwork's language table, per
   `spec.new_language_init`: 'mean' of the other rows, 'random' (kept as initialised), or
   'typology' (zero: the language vector E[l] + z_l · W is then the typology projection; with

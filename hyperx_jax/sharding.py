@@ -28,63 +28,22 @@ import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from hyperx_jax.schema import DATA_AXES, TENSOR_AXIS
+from hyperx_jax.config.sections import MeshSpec
+from hyperx_jax.config.vocabulary import DATA_AXES
 from hyperx_jax.tree import is_variable
 
 MeshAxes = Union[str, tuple[str, ...], None]
 Rules = Sequence[tuple[str, MeshAxes]]
 
-# Choices for XLM-R + Hyper-X (base to XXL):
-# - batch is split over every data-parallel axis ('data' and 'fsdp').
-# - embed (hidden) is the FSDP axis of the frozen backbone: every [embed, *] kernel and the
-#   [vocab, embed] table are split across 'fsdp' and gathered per layer inside the scan.
-# - mlp (FFN), heads (attention heads) and vocab go to 'tensor' (Megatron-style column/row split).
-# - layers (the scanned axis) is never split: the scan slices it.
-# - The hypernetwork is small (~1-3M parameters) and runs once per step for all layers: its
-#   embeddings, projector and generator inputs are replicated, while the generator outputs
-#   (hyper_out = h*b + b + b*h + 3h, the big dimension) go on 'fsdp' so large models do not
-#   replicate the biggest hypernetwork matrices. The generated adapters are tiny and replicated.
-DEFAULT_LOGICAL_AXIS_RULES: tuple[tuple[str, MeshAxes], ...] = (
-    ("batch", DATA_AXES),
-    ("embed", "fsdp"),
-    ("mlp", TENSOR_AXIS),
-    ("heads", TENSOR_AXIS),
-    ("vocab", TENSOR_AXIS),
-    ("kv", None),
-    ("layers", None),
-    ("length", None),
-    ("bottleneck", None),
-    ("hyper_in", None),
-    ("hyper_out", "fsdp"),
-    ("tasks", None),
-    ("languages", None),
-    ("labels", None),
-)
-
-
-def resolve_mesh_shape(shape: Sequence[int], device_count: int) -> Optional[tuple[int, ...]]:
-  """A mesh shape with its one -1 ("all remaining devices") filled in; None when it cannot be
-  laid out on `device_count` devices."""
-  shape = tuple(int(s) for s in shape)
-  known = math.prod(s for s in shape if s != -1)
-  if shape.count(-1) > 1 or known <= 0:
-    return None
-  if -1 in shape:
-    if device_count % known:
-      return None
-    shape = tuple(device_count // known if s == -1 else s for s in shape)
-  return shape if math.prod(shape) == device_count else None
-
-
-def make_mesh(mesh_spec: Any) -> Mesh:
+def make_mesh(mesh_spec: MeshSpec) -> Mesh:
   """A mesh spec (shape with at most one -1, axes) -> a Mesh with Auto (GSPMD) axis types.
 
   `jax.make_mesh` defaults to Explicit axes in current jax; the model code relies on Auto
   propagation from the parameters' and batch's shardings, so every axis is made Auto here.
   """
   shape, axes = tuple(mesh_spec.shape), tuple(mesh_spec.axes)
-  resolved = resolve_mesh_shape(shape, jax.device_count())
-  if len(shape) != len(axes) or resolved is None:
+  resolved = mesh_spec.resolve(jax.device_count())
+  if resolved is None:
     raise ValueError(f"mesh shape {shape} (axes {axes}) cannot be laid out on "
                      f"{jax.device_count()} devices: one entry per axis, at most one -1, and "
                      "the product must equal the device count")

@@ -34,8 +34,8 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 
-from hyperx_jax.schema import (EXPORT_ADAPTER_FILE, EXPORT_CONFIG_FILE, EXPORT_FORMAT, PAIR,
-                               PLACEMENTS, TOKEN)
+from hyperx_jax.config.vocabulary import PAIR, PLACEMENTS, TOKEN
+from hyperx_jax import export_format
 
 
 def adapter_forward(z: torch.Tensor, w: Mapping[str, torch.Tensor], eps: float) -> torch.Tensor:
@@ -133,25 +133,11 @@ class ExportedModel(nn.Module):
     return Output(self.head(hidden, attention_mask), hidden)
 
 
-def read_config(export_dir: str) -> dict:
-  """`adapter_config.json` of an export, checked."""
-  path = os.path.join(export_dir, EXPORT_CONFIG_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: is {export_dir!r} an export of "
-                            "`python -m hyperx_jax.export`?")
-  with open(path) as f:
-    config = json.load(f)
-  if config.get("format") != EXPORT_FORMAT:
-    raise ValueError(f"{path}: format {config.get('format')!r}, expected {EXPORT_FORMAT!r} "
-                     "(export the run again)")
-  return config
-
-
 def _layer_adapters(tensors: dict[str, torch.Tensor], config: dict, layer: int) -> nn.Sequential:
   """Layer `layer`'s adapters, in stack order."""
   stack = []
   for k in range(config["num_adapters"]):
-    prefix = f"adapters.{k}."
+    prefix = export_format.adapter_tensor(k, "")
     fields = {name[len(prefix):]: value[layer] for name, value in tensors.items()
               if name.startswith(prefix)}
     stack.append(Adapter(fields, config["adapter_ln_eps"]))
@@ -182,25 +168,24 @@ def insert_adapters(encoder: transformers.XLMRobertaModel, tensors: dict[str, to
   try:
     place_adapters(encoder, stacks, config["placement"])
   except ValueError as e:
-    raise ValueError(f"{EXPORT_CONFIG_FILE}: {e}") from None
+    raise ValueError(f"{export_format.CONFIG_FILE}: {e}") from None
 
 
 def build_head(tensors: dict[str, torch.Tensor], config: dict) -> nn.Module:
   """The task head with the exported weights (ours are [in, out], torch's [out, in])."""
-  hidden, num_labels = config["hidden_size"], len(config["labels"])
-  if config["task_kind"] == PAIR:
+  hidden, num_labels, kind = config["hidden_size"], len(config["labels"]), config["task_kind"]
+  if kind == PAIR:
     head = PairHead(hidden, num_labels, config["pooling"])
-    layers = {"dense": head.dense, "out_proj": head.out_proj}
-  elif config["task_kind"] == TOKEN:
+  elif kind == TOKEN:
     head = TokenHead(hidden, num_labels)
-    layers = {"out": head.out}
   else:
-    raise ValueError(f"{EXPORT_CONFIG_FILE}: task kind {config['task_kind']!r} has no PyTorch "
+    raise ValueError(f"{export_format.CONFIG_FILE}: task kind {config['task_kind']!r} has no PyTorch "
                      f"head here (pair and token classification only)")
   with torch.no_grad():
-    for name, linear in layers.items():
-      linear.weight.copy_(tensors[f"head.{name}.kernel"].T)
-      linear.bias.copy_(tensors[f"head.{name}.bias"])
+    for name in export_format.HEAD_LAYERS[kind]:
+      linear = getattr(head, name)
+      linear.weight.copy_(tensors[export_format.head_tensor(name, "kernel")].T)
+      linear.bias.copy_(tensors[export_format.head_tensor(name, "bias")])
   return head
 
 
@@ -219,7 +204,7 @@ def load_exported(export_dir: str, base_checkpoint_dir: Optional[str] = None, *,
                   dtype: torch.dtype = torch.float32) -> ExportedModel:
   """The exported (task, language) as an `ExportedModel` in eval mode. `base_checkpoint_dir`:
   the Hugging Face checkpoint the run started from (default: the one the export names)."""
-  config = read_config(export_dir)
+  config = export_format.read_config(export_dir)
   base = base_checkpoint_dir or config["checkpoint"]
   encoder = transformers.XLMRobertaModel.from_pretrained(base, add_pooling_layer=False,
                                                          dtype=dtype)
@@ -227,7 +212,7 @@ def load_exported(export_dir: str, base_checkpoint_dir: Optional[str] = None, *,
     raise ValueError(f"{base}: model_type {encoder.config.model_type!r}; the PyTorch loader "
                      "builds post-LayerNorm XLM-R / RoBERTa encoders only")
   load_backbone(encoder, export_dir, config)
-  tensors = load_file(os.path.join(export_dir, EXPORT_ADAPTER_FILE))
+  tensors = load_file(os.path.join(export_dir, export_format.ADAPTER_FILE))
   insert_adapters(encoder, tensors, config)
   model = ExportedModel(encoder, build_head(tensors, config), config)
   return model.to(dtype).eval()

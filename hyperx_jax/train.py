@@ -35,13 +35,13 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from hyperx_jax import (aot, checkpoint, evaluate, faults, optim, provenance, run, sharding,
-                        specs, writers)
+from hyperx_jax import aot, checkpoint, evaluate, faults, optim, provenance, run, sharding, writers
 from hyperx_jax import diagnostics as diag
 from hyperx_jax import tokenizer as tokenizers
+from hyperx_jax.config import RunSpec, changes, environment
 from hyperx_jax.data import pipeline
 from hyperx_jax.models import losses
-from hyperx_jax.schema import DEV, MLM, PACKING_OFF
+from hyperx_jax.config.vocabulary import DEV, MLM
 
 Batch = Mapping[str, Any]
 
@@ -171,7 +171,7 @@ def tb_names(prefix: str, scalars: Mapping[str, float]) -> dict[str, float]:
 # --------------------------------------------------------------------------- resume order
 
 
-def restore_or_init(spec: specs.RunSpec, ckpt: checkpoint.Checkpointer, parts: run.ModelParts,
+def restore_or_init(spec: RunSpec, ckpt: checkpoint.Checkpointer, parts: run.ModelParts,
                     tx: optax.GradientTransformation, train_iter: Any, mesh: Mesh) -> TrainState:
   """Resume order: checkpoint in workdir > spec.init_from > pretrained init.
 
@@ -203,7 +203,7 @@ class Trainer:
                allow_config_change: bool = False):
     # Checks, data and model first: nothing in `workdir` changes if any of them fails. Every
     # train and eval source is read and its labels checked before the tokenizer and weights.
-    self.spec = spec = specs.parse(config, jax.device_count())
+    self.spec = spec = environment.parse(config, jax.device_count())
     run.check_saved_config(config, workdir, allow_change=allow_config_change)
     raw = pipeline.read_streams(spec.train_streams + spec.eval_streams)
     train_raw, eval_raw = raw[:len(spec.train_streams)], raw[len(spec.train_streams):]
@@ -213,13 +213,14 @@ class Trainer:
     provenance.code_version()  # the code as it starts (git state read once, then kept)
     self.mesh = sharding.make_mesh(spec.mesh)
     self.task_names = list(spec.tasks)
-    self.tokenizer = tokenizers.load_tokenizer(spec.tokenizer)
+    self.tokenizer = tokenizers.load_tokenizer(spec.tokenizer_path)
     self.parts, param_report = run.create_model(spec, self.mesh)
     logging.info('mesh %s', dict(self.mesh.shape))
     if self.is_primary:
       print(param_report, flush=True)
-    self.tx = optim.make_optimizer(spec.optim, self.parts.trainable, tasks=self.task_names)
-    self.lr_fn = optim.learning_rate_fn(spec.optim)
+    self.tx = optim.make_optimizer(spec.optim, spec.total_steps, self.parts.trainable,
+                                   tasks=self.task_names)
+    self.lr_fn = optim.learning_rate_fn(spec.optim, spec.total_steps)
     self.train_iter = pipeline.build_train_pipeline(spec.train_streams, spec.data, spec.seed,
                                                     self.tokenizer, jax.process_index(),
                                                     jax.process_count(), examples=train_raw)
@@ -298,7 +299,7 @@ class Trainer:
     self._stop_on_nonfinite(stats)
     scalars = stats.summary()
     scalars['lr'] = float(self.lr_fn(step - 1))
-    if self.spec.data.packing != PACKING_OFF:  # below batch_size where packed_rows is too few
+    if self.spec.data.packed:  # below batch_size where packed_rows is too few
       scalars['examples_per_batch'] = self.train_iter.examples_per_batch()
     self.writer.write_scalars(step, scalars)
     self.writer.flush()
@@ -384,7 +385,7 @@ def write_config_summary(writer: writers.MetricWriter, config: ml_collections.Co
   (HParams tab, compared by the training loss), at the step the run starts from."""
   text = config.to_json_best_effort(indent=2)
   writer.write_text(step, 'config', '\n'.join('    ' + line for line in text.splitlines()))
-  hparams = {name: value for name, value in run.config_leaves(json.loads(text)).items()
+  hparams = {name: value for name, value in changes.config_leaves(json.loads(text)).items()
              if isinstance(value, (bool, int, float, str))}
   writer.write_hparams(hparams, metrics=['loss'])
   writer.flush()
@@ -396,5 +397,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """Trains per `config` in `workdir` (resuming if it holds a checkpoint), then evaluates every
   (task, language) eval pair and writes results.{json,md,csv,png}. Returns the results, or
   None when a preemption signal stopped the run (after saving). In a workdir trained with
-  another config (beyond run.RESUMABLE_CHANGES) it refuses unless `allow_config_change`."""
+  another config (beyond config.changes.RESUMABLE_CHANGES) it refuses unless `allow_config_change`."""
   return Trainer(config, workdir, allow_config_change=allow_config_change).run()

@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from hyperx_jax.schema import TYPOLOGY_FEATURE_SETS
+from hyperx_jax.config.vocabulary import TYPOLOGY_FEATURE_SETS
 
 PACKAGE = 'lang2vec'
 FEATURES_FILE = 'feature_predictions.npz'  # [languages, features, 1 source ('predicted')]

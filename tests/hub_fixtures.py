@@ -7,7 +7,7 @@ Column names, types and label encodings are those of the datasets' cards (datase
   nyu-mll/multi_nli           promptID int32, pairID string, premise (+ _binary_parse, _parse),
                               hypothesis (+ _binary_parse, _parse), genre string, label int64
 in the repositories' layout (`<config>/<split>-00000-of-00001.parquet`, `data/<split>-...`).
-The label names are written out here as the cards list them, independently of schema.py.
+The label names are written out here as the cards list them, independently of vocabulary.py.
 """
 
 from __future__ import annotations

@@ -56,9 +56,8 @@ def host_rows(n: int, process_index: int, process_count: int) -> slice:
 
 def make_mesh(shape: tuple[int, ...]):
   from hyperx_jax import sharding  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  return sharding.make_mesh(ml_collections.ConfigDict(
-      {"shape": shape, "axes": ("data", "fsdp", "tensor")}))
+  from hyperx_jax.config import MeshSpec  # pylint: disable=g-import-not-at-top
+  return sharding.make_mesh(MeshSpec(shape=shape))
 
 
 def fetch(x: jax.Array) -> np.ndarray:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from hyperx_jax import specs, validation
+from hyperx_jax.config import decode, environment
 from hyperx_jax.models import attention, xlmr
-from hyperx_jax.validation import ConfigError
-from test_train import tiny_config, workspace  # noqa: F401  (fixture)
+from hyperx_jax.config import ConfigError
+from helpers import tiny_config
 
 CPU = attention.Device("cpu", "cpu")
 TPU = attention.Device("tpu", "TPU v5 lite")
@@ -163,7 +163,7 @@ def test_the_encoder_takes_only_resolved_kernels():
 def test_auto_on_this_cpu_is_xla(workspace):  # noqa: F811
   config = tiny_config(workspace)
   assert config.model.attention == "auto"
-  assert specs.decode(config).model.encoder.attention == "xla"
+  assert environment.encoder_config(decode(config)).attention == "xla"
 
 
 def test_config_errors_before_anything_is_built(workspace, monkeypatch):  # noqa: F811
@@ -171,37 +171,37 @@ def test_config_errors_before_anything_is_built(workspace, monkeypatch):  # noqa
   config.model.attention = "flash"
   with pytest.raises(ConfigError, match=r"config.model.attention: 'flash' is not one of "
                      r"\['auto', 'xla', 'cudnn', 'splash'\]"):
-    validation.check_config(config, 8)
+    environment.parse(config, 8)
 
   config.model.attention = "cudnn"
   with pytest.raises(ConfigError) as e:
-    validation.check_config(config, 8)
+    environment.parse(config, 8)
   assert ("config.model.attention: 'cudnn' cannot run here: cuDNN attention needs an NVIDIA "
           "GPU; this process runs on cpu") in str(e.value)
   assert "config.model.attention_dropout is 0.1" in str(e.value)
   with pytest.raises(ValueError, match="'cudnn' cannot run here"):
-    specs.decode(config)  # a config that skipped validation: still refused before any build
-  assert specs.decode(config, strict_attention=False).model.encoder.attention == "xla"
+    environment.encoder_config(decode(config))  # unchecked: still refused before any build
+  assert environment.encoder_config(decode(config), strict_attention=False).attention == "xla"
 
   monkeypatch.setattr(attention, "local_device", lambda: H100)
   with pytest.raises(ConfigError) as e:
-    validation.check_config(config, 8)
+    environment.parse(config, 8)
   assert "takes bfloat16 inputs; the compute dtype is 'float32'" in str(e.value)
   config.model.dtype = "bfloat16"
   config.model.attention_dropout = 0.0
-  validation.check_config(config, 8)
-  assert specs.decode(config).model.encoder.attention == "cudnn"
+  environment.parse(config, 8)
+  assert environment.encoder_config(decode(config)).attention == "cudnn"
 
   config.model.attention = "splash"
   with pytest.raises(ConfigError, match="'splash' cannot run here: splash attention is a TPU "
                      "kernel; this process runs on gpu"):
-    validation.check_config(config, 8)
+    environment.parse(config, 8)
   monkeypatch.setattr(attention, "local_device", lambda: TPU)
   config.data.max_length = 48
   with pytest.raises(ConfigError, match="blocks of 128; data.max_length is 48"):
-    validation.check_config(config, 8)
+    environment.parse(config, 8)
   config.data.max_length = 128  # past this tiny encoder's positions: decoded, not validated
-  assert specs.decode(config).model.encoder.attention == "splash"
+  assert environment.encoder_config(decode(config)).attention == "splash"
 
 
 # ------------------------------------------------------------------ splash, interpreted on CPU

@@ -8,15 +8,15 @@ import signal
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import hyperx_jax  # noqa: F401
+from hyperx_jax.config import MeshSpec
 from hyperx_jax import checkpoint, optim, run, sharding
-from hyperx_jax.schema import OptimSpec
+from hyperx_jax.config.sections import OptimSpec
 
 RULES = (("embed", "fsdp"), ("mlp", "tensor"), ("languages", None))
 
@@ -31,11 +31,10 @@ class Tiny(nnx.Module):
 
 
 def _setup(n_langs=3, seed=0):
-  mesh = sharding.make_mesh(ml_collections.ConfigDict(
-      {"shape": (2, 2, 2), "axes": ("data", "fsdp", "tensor")}))
+  mesh = sharding.make_mesh(MeshSpec(shape=(2, 2, 2)))
   model = sharding.sharded_init(lambda: Tiny(nnx.Rngs(seed), n_langs), mesh, RULES)
   _, trainable = nnx.split(model, nnx.Param)
-  tx = optim.make_optimizer(OptimSpec(lr=1e-2, warmup_steps=0, total_steps=100), trainable)
+  tx = optim.make_optimizer(OptimSpec(lr=1e-2, warmup_steps=0), 100, trainable)
   opt_state = jax.jit(tx.init)(trainable)
   grads = jax.tree.map(lambda x: jnp.ones_like(x) * 0.5, trainable)
   updates, opt_state = tx.update(grads, opt_state, trainable)

@@ -4,8 +4,10 @@ import json
 import math
 
 import pytest
+from absl import app
 
-from hyperx_jax import compare, experiment
+from hyperx_jax import cli, compare, experiment
+from hyperx_jax.errors import UserError
 
 
 def _run(tmp_path, method, seed, pos, pairs_tr, provenance=None):
@@ -67,12 +69,12 @@ def test_experiment_commands_set_method_and_seed(tmp_path, capsys):
   cmd = experiment.train_command("configs/demo.py", "madx", 3, "w", ["optim.b2=0.9"])
   assert cmd[1:] == ["-m", "hyperx_jax.main", "--config=configs/demo.py:method=madx",
                      "--config.seed=3", "--workdir=w/madx/seed3", "--config.optim.b2=0.9"]
-  experiment.main(["--config=configs/demo.py", "--methods=hyperx,madx", "--seeds=1",
+  cli.invoke(experiment, ["--config=configs/demo.py", "--methods=hyperx,madx", "--seeds=1",
                    f"--workdir={tmp_path}", "--dry_run"])
   out = capsys.readouterr().out
   assert "[2/2] madx seed 1" in out and "language_source" not in out  # the config's own
-  with pytest.raises(SystemExit):
-    experiment.main(["--config=c.py", "--methods=lora", f"--workdir={tmp_path}"])
+  with pytest.raises(app.UsageError, match="unknown methods"):
+    cli.invoke(experiment, ["--config=c.py", "--methods=lora", f"--workdir={tmp_path}"])
 
 
 def test_bad_inputs_name_the_file(tmp_path):
@@ -85,10 +87,10 @@ def test_bad_inputs_name_the_file(tmp_path):
   (d / "results.json").write_text('{"pos-tr": {"accuracy": 0.5}}')
   with pytest.raises(ValueError, match=r"results.json: results key 'pos-tr'"):
     compare.load_run(str(d))
-  with pytest.raises(SystemExit):
-    experiment.main(["--config=configs/nope.py", f"--workdir={tmp_path}"])
-  with pytest.raises(SystemExit):
-    experiment.main(["--config=configs/demo.py", "--seeds=one", f"--workdir={tmp_path}"])
+  with pytest.raises(app.UsageError, match="'configs/nope.py' is not a file"):
+    cli.invoke(experiment, ["--config=configs/nope.py", f"--workdir={tmp_path}"])
+  with pytest.raises(app.UsageError, match="--seeds='one'"):
+    cli.invoke(experiment, ["--config=configs/demo.py", "--seeds=one", f"--workdir={tmp_path}"])
 
 
 def test_language_sources_are_their_own_columns(tmp_path, capsys):
@@ -107,15 +109,15 @@ def test_language_sources_are_their_own_columns(tmp_path, capsys):
   assert "Hyper-X (typology) (seeds 1)" in table and "| 60.0 | 70.0 | **80.0** |" in table
   assert experiment.with_variant("configs/demo.py:held_out=ja", "hyperx-both") == (
       "configs/demo.py:held_out=ja,method=hyperx,language_source=both")
-  experiment.main(["--config=configs/demo.py:held_out=ja", "--methods=hyperx,madx",
+  cli.invoke(experiment, ["--config=configs/demo.py:held_out=ja", "--methods=hyperx,madx",
                    "--language_sources=learned,typology", "--seeds=1", f"--workdir={tmp_path}",
                    "--dry_run"])
   out = capsys.readouterr().out
   assert "method=hyperx,language_source=learned --config.seed=1" in out  # explicit
   assert "[2/3] hyperx-typology seed 1" in out and "language_source=typology" in out
   assert f"--workdir={tmp_path}/hyperx-typology/seed1" in out and "[3/3] madx seed 1" in out
-  with pytest.raises(SystemExit):
-    experiment.main(["--config=configs/demo.py", "--language_sources=uriel",
+  with pytest.raises(app.UsageError, match="--language_sources='uriel'"):
+    cli.invoke(experiment, ["--config=configs/demo.py", "--language_sources=uriel",
                      f"--workdir={tmp_path}"])
 
 
@@ -131,14 +133,14 @@ def test_labels_name_columns_and_a_column_holds_one_config(tmp_path, capsys):
     return str(d)
   default = [run("a1", 1, "^adapters/", 0.6), run("a2", 2, "^adapters/", 0.8)]
   paper = [run("p1", 1, None, 0.5), run("p2", 2, None, 0.7)]
-  with pytest.raises(SystemExit):  # one column, two recipes: refused, nothing written
-    compare.main(default + paper + [f"--out={tmp_path / 'out'}"])
-  error = capsys.readouterr().err
+  with pytest.raises(UserError) as e:  # one column, two recipes: refused, nothing written
+    cli.invoke(compare, default + paper + [f"--out={tmp_path / 'out'}"])
+  error = str(e.value)
   assert "share the column 'Hyper-X'" in error and "optim.per_task_state" in error
   assert "log_every_steps" not in error and not (tmp_path / "out").exists()
   assert compare.split_label("paper=runs/x") == ("paper", "runs/x")
   assert compare.split_label(default[0]) == (None, default[0])
-  compare.main(default + [f"paper={d}" for d in paper] + [f"--out={tmp_path / 'out'}"])
+  cli.invoke(compare, default + [f"paper={d}" for d in paper] + [f"--out={tmp_path / 'out'}"])
   table = capsys.readouterr().out
   assert "Hyper-X (seeds 1,2) | paper (seeds 1,2) |" in table
   assert "| pairs:tr | zero-shot | **70.0 ± 14.1** | 60.0 ± 14.1 |" in table

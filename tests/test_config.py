@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import pathlib
 
 import pytest
 
-from configs import common, fewshot, mixed, ner, pos, tiny, xnli
-from hyperx_jax import schema, sharding, specs, train, validation
-from hyperx_jax.validation import ConfigError
-from test_train import tiny_config, workspace  # noqa: F401  (fixture)
+from hyperx_jax.config import common
+from configs import fewshot, mixed, ner, pos, tiny, xnli
+from hyperx_jax import sharding, train
+from hyperx_jax.config import decode, environment, vocabulary
+from hyperx_jax.config import ConfigError
+from helpers import tiny_config
 
 
 @pytest.mark.parametrize('module,arg', [
@@ -23,8 +26,8 @@ def test_configs_build_and_validate(module, arg):
   config = module.get_config(arg)
   fixed = [n for n in config.mesh.shape if n != -1]
   devices = max(8, math.prod(fixed))  # xl / xxl fix fsdp and tensor axes
-  validation.check_config(config, devices)
-  assert config.method in schema.METHODS
+  environment.parse(config, devices)
+  assert config.method in vocabulary.METHODS
   assert config.train_streams and config.eval_streams
 
 
@@ -107,14 +110,14 @@ def test_method_sets_trainable_rules():
 
 def _expect(config, *fields):
   with pytest.raises(ConfigError) as e:
-    validation.check_config(config, 8)
+    environment.parse(config, 8)
   for field in fields:
     assert field in str(e.value), str(e.value)
 
 
 def test_bad_configs_name_the_field(workspace):  # noqa: F811
   c = tiny_config(workspace)
-  validation.check_config(c, 8)
+  environment.parse(c, 8)
 
   bad = tiny_config(workspace)
   bad.train_streams[0]['task'] = 'nope'
@@ -133,7 +136,7 @@ def test_bad_configs_name_the_field(workspace):  # noqa: F811
 
   bad = tiny_config(workspace)
   bad.method = 'lora'
-  _expect(bad, "config.method: unknown method 'lora'")
+  _expect(bad, "config.method: 'lora' is not one of ['hyperx', 'task_adapters', 'madx'")
 
   bad = tiny_config(workspace, mesh='3+1+1')
   _expect(bad, 'config.mesh.shape')
@@ -176,8 +179,8 @@ def test_fields_added_since_a_run_started_resume_at_their_old_meaning(workspace,
   any other value."""
   from hyperx_jax import run
   config = tiny_config(workspace)
-  pair_task = next(name for name, t in config.tasks.items() if t['kind'] == schema.PAIR)
-  config.data.packing = schema.PACKING_OFF
+  pair_task = next(name for name, t in config.tasks.items() if t['kind'] == vocabulary.PAIR)
+  config.data.packing = vocabulary.PACKING_OFF
   config.tasks[pair_task]['pooling'] = 'cls'
   saved = json.loads(config.to_json_best_effort())
   del saved['data']['packing'], saved['data']['packed_rows']
@@ -202,19 +205,28 @@ def test_demo_selects_on_german_dev_pairs_and_drops_mlm_on_request():
   assert c.checkpoint.best_metric == 'pairs:de/accuracy'
   assert c.eval_every_steps == c.checkpoint.every_steps == 100
   assert c.hyperx.language_source == 'typology'
-  assert specs.hypernet_config(c).unit_projection  # the paper's run: off (common.get_config)
-  assert not specs.hypernet_config(
-      demo.get_config('recipe=paper,pooling=cls,unit_projection=false')).unit_projection
+  assert environment.hypernet_config(decode(c)).unit_projection  # the paper's run: off (common.get_config)
+  assert not environment.hypernet_config(decode(
+      demo.get_config('recipe=paper,pooling=cls,unit_projection=false'))).unit_projection
   assert not common.get_config().hyperx.unit_projection
   assert [s['lang'] for s in c.train_streams if s['task'] == 'mlm'] == ['ar', 'es']
   assert c.data.weights == (0.25, 0.3, 0.3, 0.075, 0.075)
-  validation.check_config(c, 1)
+  environment.parse(c, 1)
   # mlm= (none): the same languages, ar and es now untrained; the learned source reads the mean.
   bare = demo.get_config('mlm=,language_source=learned')
   assert not [s for s in bare.train_streams if s['task'] == 'mlm']
   assert bare.languages == c.languages and bare.data.weights == (0.25, 0.3, 0.3)
   assert bare.hyperx.untrained_language == 'mean'
-  validation.check_config(bare, 1)
+  environment.parse(bare, 1)
   assert demo.get_config('setting=one_language,mlm=es').data.weights == (0.85, 0.15)
   with pytest.raises(ValueError, match=r"mlm='fr': \['fr'\] have no masked-LM text"):
     demo.get_config('mlm=fr')
+
+
+def test_the_config_reference_page_is_the_generated_one():
+  """docs/config.md is written from the fields' declarations: a field added, removed or
+  re-documented without regenerating it fails here."""
+  from hyperx_jax.config import reference
+  page = pathlib.Path(__file__).resolve().parent.parent / 'docs' / 'config.md'
+  assert page.read_text() == reference.page(), (
+      'regenerate it: python -m hyperx_jax.config.reference > docs/config.md')

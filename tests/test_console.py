@@ -16,8 +16,7 @@ import sys
 import pytest
 
 import hyperx_jax
-from test_train import workspace  # noqa: F401  (fixture)
-from test_writers import read_events
+from helpers import read_events
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 10
@@ -129,7 +128,7 @@ def test_evaluate_writes_its_own_directory_and_leaves_the_runs_results(tiny_run,
 
   out = tmp_path / 'partial'
   done = cli(env, 'hyperx_jax.evaluate', f'--workdir={workdir}', '--pairs=tag:bb',
-             f'--out={out}', '--verbose_libraries')
+             f'--out={out}', '--verbose')
   assert done.returncode == 0, done.stderr[-3000:]
   partial = json.loads((out / 'results.json').read_text())
   assert partial == {'tag:bb': run_results['tag:bb'], 'provenance': run_results['provenance']}

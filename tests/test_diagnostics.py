@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hyperx_jax import diagnostics as diag
-from test_train import read_metrics, run_dir, tiny_config, workspace  # noqa: F401  (fixture)
+from helpers import read_metrics, run_dir, tiny_config
 
 
 def test_gradient_groups_and_norms_by_hand():

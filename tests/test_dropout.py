@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from hyperx_jax.models.layers import dropout, keep_mask, keep_threshold
-from hyperx_jax.validation import ConfigError, check_config
-from test_train import tiny_config, workspace  # noqa: F401  (fixture)
+from hyperx_jax.config import ConfigError, environment
+from helpers import tiny_config
 
 N = 1 << 20  # elements in the statistical checks
 
@@ -55,7 +55,7 @@ def test_bad_dropout_rate_is_a_config_error_before_any_build(workspace):  # noqa
   config = tiny_config(workspace)
   config.model.hidden_dropout, config.model.classifier_dropout = 1.0, -0.1
   with pytest.raises(ConfigError) as e:
-    check_config(config, 8)
+    environment.parse(config, 8)
   assert "config.model.hidden_dropout: 1.0 is not a dropout rate in [0, 1)" in str(e.value)
   assert "config.model.classifier_dropout: -0.1 is not a dropout rate" in str(e.value)
   assert "attention_dropout" not in str(e.value)

@@ -14,9 +14,10 @@ from flax import nnx
 
 import hyperx_jax  # noqa: F401
 from configs import tiny
-from hyperx_jax import checkpoint, export, specs
+from hyperx_jax import checkpoint, export
+from hyperx_jax.config import decode
 from hyperx_jax import run as run_lib
-from hyperx_jax.schema import EXPORT_CONFIG_FILE
+from hyperx_jax import export_format
 
 HF_CONFIG = {"model_type": "xlm-roberta", "vocab_size": 60, "hidden_size": 16,
              "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 32,
@@ -70,7 +71,7 @@ def _head(head, hidden):
 def _check_static_matches_generated(model, config, task, lang, out):
   meta = export.export_adapter(model, config, task, lang, str(out))
   stack, head_params, _, loaded = export.load_static_adapter(str(out))
-  assert loaded == json.loads((out / EXPORT_CONFIG_FILE).read_text()) == meta
+  assert loaded == json.loads((out / export_format.CONFIG_FILE).read_text()) == meta
   batch = _batch(model.task_id(task), model.lang_id(lang))
   generated, static, bare, logits = _forward(model, batch, stack, task)
   assert float(jnp.abs(generated - bare).max()) > 1e-2  # the adapter matters
@@ -97,8 +98,8 @@ def run(tmp_path_factory):
   run_lib.save_config(config, str(workdir))
   mesh = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), devices=jax.devices()[:1],
                        axis_types=(jax.sharding.AxisType.Auto,) * 3)
-  spec = specs.decode(config)
-  (graphdef, trainable, frozen), _ = run_lib.create_model(spec, mesh)
+  spec = decode(config)
+  (graphdef, trainable, frozen, _), _ = run_lib.create_model(spec, mesh)
   trainable = _randomise(trainable, seed=3)
   ckpt = checkpoint.Checkpointer(str(workdir), keep=1, async_save=False)
   ckpt.save(7, trainable=trainable, opt_state={}, data_state={})
@@ -143,7 +144,7 @@ def test_export_from_run_workdir(run):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """A tiny hyperx run trained 20 steps on tagging (the encoder LayerNorms train at 0.1x lr)."""
-  from test_train import make_workspace, tiny_config  # pylint: disable=g-import-not-at-top
+  from helpers import make_workspace, tiny_config  # pylint: disable=g-import-not-at-top
   from hyperx_jax import train  # pylint: disable=g-import-not-at-top
   tmp = tmp_path_factory.mktemp("trained")
   workspace = make_workspace(tmp / "ws")
@@ -171,7 +172,7 @@ def test_export_reproduces_the_trained_run(trained):
   meta = export.export_from_run(run.workdir, "tag", "aa", str(tmp / "tag_aa"))
   exported = export.load_static_adapter(str(tmp / "tag_aa"))
   # What was written: exactly the encoder LayerNorms, under XLMRobertaModel's names.
-  layers = run.spec.model.encoder.num_layers
+  layers = run.model_config.encoder.num_layers
   expected = {"embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias"} | {
       f"encoder.layer.{i}.{part}.LayerNorm.{w}" for i in range(layers)
       for part in ("attention.output", "output") for w in ("weight", "bias")}

@@ -18,7 +18,8 @@ from flax import nnx
 
 import hyperx_jax  # noqa: F401
 from configs import tiny
-from hyperx_jax import export, specs
+from hyperx_jax import export
+from hyperx_jax.config import decode
 from hyperx_jax import run as run_lib
 from hyperx_jax.assets import AssetError, asset_path
 
@@ -86,8 +87,8 @@ def _make_model(root: pathlib.Path, e5: str, method: str, pooling: str):
   config = tiny.get_config(f"workspace={root / 'ws'},tasks=tag+pair,method={method}")
   config.model.checkpoint = config.tokenizer = e5
   config.tasks.pair.pooling = pooling
-  spec = specs.decode(config)
-  (graphdef, trainable, frozen), _ = run_lib.create_model(spec, _mesh())
+  spec = decode(config)
+  (graphdef, trainable, frozen, _), _ = run_lib.create_model(spec, _mesh())
   return nnx.merge(graphdef, _randomise(trainable, seed=len(method)), frozen), spec
 
 

@@ -28,7 +28,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from test_train import workspace  # noqa: F401  (fixture)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 STEPS = 6
@@ -327,11 +326,11 @@ def test_nan_loss(outcomes, reference):
 
 def test_a_changed_config_is_refused_and_changes_nothing(reference, tmp_path):
   from hyperx_jax import run, train
-  from hyperx_jax.validation import ConfigError
+  from hyperx_jax.config import ConfigError
   workdir = finished_copy(reference, tmp_path)
   before = contents(workdir)
   config = run.load_config(str(workdir))
-  config.total_steps = 8  # allowed: run.RESUMABLE_CHANGES
+  config.total_steps = 8  # allowed: config.changes.RESUMABLE_CHANGES
   config.optim.lr = 0.5
   config.eval_streams[0]['lang'] = 'cc'
   with pytest.raises(ConfigError) as error:

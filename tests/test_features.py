@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from assets_fixtures import turkish_treebank, xlmr_tokenizer_dir
-from hyperx_jax import schema
+from hyperx_jax.config import vocabulary
 from hyperx_jax.data import features as F
 from hyperx_jax.data.sources import read_source
 from hyperx_jax.tokenizer import load_tokenizer
 
-IGN = schema.IGNORE_INDEX
+IGN = vocabulary.IGNORE_INDEX
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_pos_turkish_hand_picked(tok):
   ex = read_source({"type": "conllu", "path": turkish_treebank(),
                     "tag_map": "google_universal_to_upos"})[1]
   assert ex["tokens"][:4] == ["Açık", "la", "nma", "yan"]
-  f = F.TokenFeaturizer(tok, 40, schema.UPOS_TAGS)
+  f = F.TokenFeaturizer(tok, 40, vocabulary.UPOS_TAGS)
   out = f(ex)
   _check_fixed_shapes(out, 40)
   assert _pieces(tok, out) == [
@@ -96,7 +96,7 @@ def test_pos_turkish_hand_picked(tok):
       "▁uygun", "▁ol", "▁up", "▁olma", "▁", "dığını", "▁bil", "▁", "mek", "▁imkan", "▁",
       "sız", "▁", ".", "</s>"]
   # Each word's tag on its first piece with content; bare "▁" pieces carry none.
-  assert _labelled(tok, out, schema.UPOS_TAGS) == [
+  assert _labelled(tok, out, vocabulary.UPOS_TAGS) == [
       ("▁Açık", "NOUN"), ("▁la", "VERB"), ("▁n", "VERB"), ("▁yan", "ADJ"),
       ("▁soruları", "NOUN"), ("▁mü", "NOUN"), ("▁uygun", "ADJ"), ("▁ol", "VERB"),
       ("▁up", "ADV"), ("▁olma", "VERB"), ("dığını", "NOUN"), ("▁bil", "VERB"),
@@ -106,22 +106,22 @@ def test_pos_turkish_hand_picked(tok):
 
 
 def test_japanese_and_chinese_words_label_content_pieces(tok):
-  f = F.TokenFeaturizer(tok, 16, schema.NER_LABELS)
+  f = F.TokenFeaturizer(tok, 16, vocabulary.NER_LABELS)
   ja = f({"tokens": ["東京", "に", "住んで", "います"], "tags": ["B-LOC", "O", "O", "O"]})
   assert _pieces(tok, ja) == ["<s>", "▁", "東京", "▁", "に", "▁", "住", "んで", "▁", "います",
                               "</s>"]
-  assert _labelled(tok, ja, schema.NER_LABELS) == [("東京", "B-LOC"), ("に", "O"), ("住", "O"),
+  assert _labelled(tok, ja, vocabulary.NER_LABELS) == [("東京", "B-LOC"), ("に", "O"), ("住", "O"),
                                               ("います", "O")]
   zh = f({"tokens": ["我", "喜欢", "北京"], "tags": ["O", "O", "B-LOC"]})
-  assert _labelled(tok, zh, schema.NER_LABELS) == [("▁我", "O"), ("喜欢", "O"), ("北京", "B-LOC")]
+  assert _labelled(tok, zh, vocabulary.NER_LABELS) == [("▁我", "O"), ("喜欢", "O"), ("北京", "B-LOC")]
 
 
 def test_ner_file_and_truncation_counts(tok):
   exs = read_source({"type": "iob2", "path": "tests/data/panx_en.iob2"})
-  f = F.TokenFeaturizer(tok, 6, schema.NER_LABELS)  # Room for 4 pieces.
+  f = F.TokenFeaturizer(tok, 6, vocabulary.NER_LABELS)  # Room for 4 pieces.
   out = f(exs[0])  # John Smith lives in New York .
   assert _pieces(tok, out) == ["<s>", "▁John", "▁Smith", "▁lives", "▁in", "</s>"]
-  assert _labelled(tok, out, schema.NER_LABELS) == [("▁John", "B-PER"), ("▁Smith", "I-PER"),
+  assert _labelled(tok, out, vocabulary.NER_LABELS) == [("▁John", "B-PER"), ("▁Smith", "I-PER"),
                                                ("▁lives", "O"), ("▁in", "O")]
   f(exs[1])
   assert f({"tokens": [], "tags": []}) is None
@@ -129,7 +129,7 @@ def test_ner_file_and_truncation_counts(tok):
 
 
 def test_unknown_tag_points_to_tag_map(tok):
-  f = F.TokenFeaturizer(tok, 16, schema.UPOS_TAGS)
+  f = F.TokenFeaturizer(tok, 16, vocabulary.UPOS_TAGS)
   with pytest.raises(ValueError, match=r"Unknown tag 'PRT'.*'ADJ', 'ADP'.*tag_map"):
     f({"tokens": ["da"], "tags": ["PRT"]})
 
@@ -195,6 +195,6 @@ def test_mlm_80_10_10(tok):
 
 def test_make_featurizer(tok):
   assert isinstance(F.make_featurizer("mlm", tok, 16), F.MLMFeaturizer)
-  assert F.make_featurizer("token_classification", tok, 16, schema.NER_LABELS).labels == schema.NER_LABELS
+  assert F.make_featurizer("token_classification", tok, 16, vocabulary.NER_LABELS).labels == vocabulary.NER_LABELS
   with pytest.raises(ValueError, match=r"Unknown task kind 'qa'.*pair_classification"):
     F.make_featurizer("qa", tok, 16)

@@ -8,9 +8,10 @@ import os
 
 import numpy as np
 
-from configs import common, tiny
-from test_methods import flat_params
-from test_train import SPECIALS, tiny_config, workspace  # noqa: F401  (fixture)
+from hyperx_jax.config import common
+from configs import tiny
+from helpers import flat_params
+from helpers import SPECIALS, tiny_config
 
 K = 4
 LANG_TABLE = 'adapters/lang_embeddings'

@@ -7,14 +7,14 @@ import pytest
 
 from hyperx_jax.benchmarks import gpu_check
 from hyperx_jax.models.hypernet import HyperNetConfig
-from hyperx_jax.models.model import ModelSpec
+from hyperx_jax.models.model import ModelConfig
 from hyperx_jax.models.xlmr import EncoderConfig
-from hyperx_jax.schema import TaskSpec
+from hyperx_jax.config.sections import TaskSpec
 
 
 def test_train_step_flops_by_hand():
   # h 4, FFN 8, 1 layer, b 2; source 1 + 1 + 1 = 3, P 2; one row of 2 tokens, 3 labels.
-  model = ModelSpec(
+  model = ModelConfig(
       method="hyperx",
       encoder=EncoderConfig(vocab_size=10, hidden_size=4, num_layers=1, num_heads=1,
                             intermediate_size=8),

@@ -19,12 +19,12 @@ import pyarrow as pa
 import pytest
 
 import hub_fixtures as hub
-from configs import common
-from hyperx_jax import validation
+from hyperx_jax.config import common
+from hyperx_jax.config import ConfigError, environment
 from hyperx_jax.data import pipeline, sources
 from hyperx_jax.data.sources import SourceError, read_source
-from hyperx_jax.schema import HUB_DATASETS
-from test_train import make_workspace, tiny_config
+from hyperx_jax.config.vocabulary import HUB_DATASETS
+from helpers import make_workspace, tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 XTREME, XTREME_REVISION = HUB_DATASETS['xtreme']
@@ -165,26 +165,26 @@ def workspace(tmp_path_factory):
 def test_max_length_is_checked_against_the_checkpoints_positions(workspace):
   config = tiny_config(workspace, tasks='tag')  # checkpoint: max_position_embeddings 40
   config.data.max_length = 38
-  validation.check_config(config, 8)
+  environment.parse(config, 8)
   config.data.max_length = 39
-  with pytest.raises(validation.ConfigError, match=r'config.data.max_length: 39 exceeds the 38 '
+  with pytest.raises(ConfigError, match=r'config.data.max_length: 39 exceeds the 38 '
                      r'positions of the encoder \(.*checkpoint/config.json: '
                      r'max_position_embeddings=40 - 2, as RoBERTa position ids start'):
-    validation.check_config(config, 8)
+    environment.parse(config, 8)
   config.model.checkpoint = 'FacebookAI/xlm-roberta-base'  # not local: unknown before download
   config.data.max_length = 4096
-  validation.check_config(config, 8)
+  environment.parse(config, 8)
   config.model.checkpoint = None
-  with pytest.raises(validation.ConfigError, match=r"4096 exceeds the 512 positions .*preset"):
-    validation.check_config(config, 8)
+  with pytest.raises(ConfigError, match=r"4096 exceeds the 512 positions .*preset"):
+    environment.parse(config, 8)
 
 
 def test_hub_sources_need_a_pinned_revision(workspace):
   config = tiny_config(workspace, tasks='tag')
   config.train_streams[0]['source'] = {'type': 'hf_parquet', 'repo': XTREME,
                                        'config': 'PAN-X.de', 'iob2': 'fix'}
-  with pytest.raises(validation.ConfigError) as e:
-    validation.check_config(config, 8)
+  with pytest.raises(ConfigError) as e:
+    environment.parse(config, 8)
   assert ('config.train_streams[0].source.revision: an hf_parquet source without a local path '
           'needs a pinned revision') in str(e.value)
   assert "config.train_streams[0].source.iob2: 'fix' is not one of ['repair', 'strict']" in str(
@@ -256,7 +256,8 @@ atexit.register(lambda: open(os.environ["MODULES_OUT"], "w").write(
 '''
 
 CONFIG = '''
-from configs import common, tiny
+from hyperx_jax.config import common
+from configs import tiny
 
 def get_config(arg=None):
   c = tiny.get_config("workspace={ws},tasks=tag,steps=2")

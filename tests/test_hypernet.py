@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from hyperx_jax.models.adapters import apply_adapter_stack
+from helpers import per_layer_outputs
 from hyperx_jax.models.heads import SequenceClassificationHead, TokenClassificationHead
 from hyperx_jax.models.hypernet import HyperNetConfig, HyperNetwork
 from hyperx_jax.models.static import StaticAdapters
@@ -118,15 +118,9 @@ def test_init_statistics_and_near_identity():
   w = net(jnp.array([0]), jnp.array([1]))
   assert float(jnp.abs(w.ln_scale).max()) < 0.02  # generated γ ≈ 0
   z = jax.random.normal(jax.random.key(0), (2, 5, 64))
-  out = _per_layer_outputs(w, z)  # [L, B, S, H]
+  out = per_layer_outputs(w, z)  # [L, B, S, H]
   np.testing.assert_allclose(out, np.broadcast_to(z, out.shape), atol=0.1)
   assert float(jnp.abs(out - z).mean()) < 0.02
-
-
-@jax.jit
-def _per_layer_outputs(w, z):
-  """Every layer's adapter applied to z: [L, B, S, H]."""
-  return jax.vmap(lambda layer_w: apply_adapter_stack((layer_w,), z))(w)
 
 
 def test_embedding_rows_set_and_errors():
@@ -154,7 +148,7 @@ def test_static_adapters_gather_and_start_as_identity():
   assert not np.asarray(table.ln_scale[...]).any() and not np.asarray(table.ln_bias[...]).any()
   assert abs(float(np.asarray(table.down[...]).std()) - 0.01) < 0.002
   z = jax.random.normal(jax.random.key(1), (2, 4, H))
-  out = _per_layer_outputs(table(jnp.array([2])), z)  # γ = β = 0: exactly the identity
+  out = per_layer_outputs(table(jnp.array([2])), z)  # γ = β = 0: exactly the identity
   np.testing.assert_array_equal(out, np.broadcast_to(z, out.shape))
   _randomise(table, 2)
   w = table(jnp.array([2, 0]))

@@ -93,12 +93,30 @@ def test_train_evaluate_and_export_go_through_run():
   for module in ("hyperx_jax.evaluate", "hyperx_jax.export"):
     assert "hyperx_jax.train" not in graph[module], module
   assert "hyperx_jax.train" not in graph["hyperx_jax.run"]
-  # The models layer never reads a config: it imports no trainer-side module.
-  upper = {"hyperx_jax.specs", "hyperx_jax.validation", "hyperx_jax.run", "hyperx_jax.train"}
+  # The models layer never reads a config: it imports no trainer-side module, and of the
+  # config only its vocabulary and typed sections.
+  upper = {"hyperx_jax.config.spec", "hyperx_jax.config.environment", "hyperx_jax.config.common",
+           "hyperx_jax.config.changes", "hyperx_jax.run", "hyperx_jax.train"}
   for name, imports in graph.items():
     if name.startswith("hyperx_jax.models"):
       assert not imports & upper, (name, imports & upper)
-  assert graph["hyperx_jax.schema"] == set()
+
+
+PURE_CONFIG = ("hyperx_jax.config", "hyperx_jax.config.vocabulary", "hyperx_jax.config.fields",
+               "hyperx_jax.config.sections", "hyperx_jax.config.spec",
+               "hyperx_jax.config.changes", "hyperx_jax.config.common")
+
+
+def test_the_config_layer_imports_no_data_models_or_metrics():
+  """Its defaults, vocabulary and pure checks stand alone; only `config.environment` (the checks
+  that need the disk, a device or a checkpoint) looks below."""
+  graph = import_graph()
+  assert graph["hyperx_jax.config.vocabulary"] == graph["hyperx_jax.errors"] == set()
+  for name in PURE_CONFIG:
+    below = {m for m in graph[name]
+             if not m.startswith("hyperx_jax.config") and m != "hyperx_jax.errors"}
+    assert not below, (name, below)
+  assert "hyperx_jax.data.sources" in graph["hyperx_jax.config.environment"]
 
 
 SHARED_CONSTANTS = ("METHODS", "TASK_KINDS", "IGNORE_INDEX", "IGNORE", "DTYPES", "METRICS",
@@ -117,8 +135,9 @@ def test_each_shared_constant_is_defined_once():
             if isinstance(target, ast.Name) and target.id in SHARED_CONSTANTS:
               where.setdefault(target.id, []).append(str(path.relative_to(PACKAGE.parent)))
   assert all(len(files) == 1 for files in where.values()), where
-  in_schema = {name for name, files in where.items() if files == ["hyperx_jax/schema.py"]}
-  assert in_schema >= {"METHODS", "TASK_KINDS", "IGNORE_INDEX", "DTYPES", "NER_LABELS"}
+  in_vocabulary = {name for name, files in where.items()
+                   if files == ["hyperx_jax/config/vocabulary.py"]}
+  assert in_vocabulary >= {"METHODS", "TASK_KINDS", "IGNORE_INDEX", "DTYPES", "NER_LABELS"}
 
 
 def test_code_cites_only_files_in_the_repository():

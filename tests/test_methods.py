@@ -15,21 +15,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
-from flax import nnx
 from safetensors.numpy import load_file
 
-from configs import common, tiny
-from test_train import read_metrics, tiny_config, workspace  # noqa: F401  (fixture)
+from hyperx_jax.config import common
+from configs import tiny
+from helpers import flat_params, read_metrics, tiny_config
 
 # Encoder parameters and the checkpoint tensors (PyTorch names, [out, in]) they load from.
 WORD = 'encoder/embeddings/word'
 FFN_IN = 'encoder/layers/ffn_in/kernel'  # [layers, in, out]
-
-
-def flat_params(state) -> dict[str, np.ndarray]:
-  """'/'-joined path -> host copy of every nnx.Param in `state` (copied: steps donate)."""
-  return {'/'.join(str(k) for k in path): np.array(var.get_value())
-          for path, var in nnx.to_flat_state(state) if isinstance(var, nnx.Param)}
 
 
 def checkpoint_tensors(ws) -> dict[str, np.ndarray]:

@@ -7,6 +7,7 @@ import pytest
 from seqeval import metrics as seqeval_metrics
 
 from hyperx_jax import metrics
+from hyperx_jax.config import vocabulary
 
 NER_TAGS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
 UPOS = ["ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON",
@@ -176,4 +177,4 @@ def test_metric_names_are_what_evaluation_reports(kind, metric):
   acc = metrics.MetricAccumulator(kind, metric, labels)
   shape = (2, 4) if kind != "pair_classification" else (2,)
   acc.add(np.ones(shape, np.int32), np.ones(shape, np.int32))
-  assert tuple(sorted(acc.result())) == tuple(sorted(metrics.metric_names(kind, metric)))
+  assert tuple(sorted(acc.result())) == tuple(sorted(vocabulary.metric_names(kind, metric)))

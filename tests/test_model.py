@@ -14,13 +14,14 @@ from flax import nnx
 from hf_fixtures import load_torch_model, make_tiny_xlmr_checkpoint
 from hyperx_jax.models import weights
 from hyperx_jax.models.hypernet import HyperNetConfig
-from hyperx_jax import specs
+from hyperx_jax.config import decode, environment
 from hyperx_jax.models.losses import compute_loss, predict, select_mlm_positions
 from hyperx_jax.models.model import HyperXModel, build_model
 from hyperx_jax.models.parameters import parameter_report
 from hyperx_jax.models.xlmr import EncoderConfig
 from hyperx_jax.optim import trainable_filter
-from hyperx_jax.schema import TaskSpec, max_mlm_predictions
+from hyperx_jax.config.vocabulary import max_mlm_predictions
+from hyperx_jax.config.sections import TaskSpec
 
 B, S, V = 3, 10, 60
 ENC = EncoderConfig(vocab_size=V, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
@@ -226,7 +227,7 @@ def test_build_model_from_config_and_parameter_report(tmp_path):
                                         heads=4, intermediate=64, max_positions=40)
   config = _config()
   config.model.checkpoint = str(directory)
-  model = build_model(specs.model_spec(config), rngs=nnx.Rngs(0))
+  model = build_model(environment.model_config(decode(config)), rngs=nnx.Rngs(0))
   assert model.encoder.config.num_layers == 2 and model.encoder.config.hidden_dropout == 0.1
   assert model.adapters.generators["down"]["kernel"].shape == (12, 32 * 16)
   assert model.heads["ner"].out.kernel.shape == (32, 3) and model.heads["ner"].dropout_rate == 0.2
@@ -245,7 +246,7 @@ def test_build_model_from_config_and_parameter_report(tmp_path):
   assert parameter_report(model, predicate) == report
   config.method = "madx"
   config.model.checkpoint = None  # preset 'base', built abstractly
-  abstract = nnx.eval_shape(lambda: build_model(specs.model_spec(config), rngs=nnx.Rngs(0)))
+  abstract = nnx.eval_shape(lambda: build_model(environment.model_config(decode(config)), rngs=nnx.Rngs(0)))
   assert abstract.encoder.config.hidden_size == 768
   assert abstract.adapters.language.down.shape == (2, 12, 768, 16)
 
@@ -256,5 +257,6 @@ def test_pair_pooling_cls_or_mean_over_real_tokens():
   mask = jnp.array([[1, 1, 0], [1, 1, 1]])
   np.testing.assert_array_equal(pool(hidden, mask, "cls"), hidden[:, 0])
   np.testing.assert_allclose(pool(hidden, mask, "mean"), [[1.0, 2.0], [8.0, 9.0]])
-  with pytest.raises(ValueError, match="pooling 'max' is not one of"):
-    TaskSpec("p", "pair_classification", ("a", "b"), pooling="max")
+  errors = []
+  TaskSpec("p", "pair_classification", ("a", "b"), pooling="max").check(errors)
+  assert errors == ["config.tasks.p.pooling: 'max' is not one of ['cls', 'mean']"]

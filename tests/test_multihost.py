@@ -408,7 +408,7 @@ def train_root(tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope="module")
 def train_workspace(train_root) -> pathlib.Path:
-  from test_train import make_workspace
+  from helpers import make_workspace
   return make_workspace(train_root / "workspace")
 
 

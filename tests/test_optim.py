@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from hyperx_jax import optim
-from hyperx_jax.schema import OptimSpec
+from hyperx_jax.config.sections import OptimSpec
 from hyperx_jax.tree import path_str
 
 
@@ -30,11 +30,11 @@ TRAINABLE = {"encoder/ln/scale", "encoder/ln/bias", "adapters/lang_embed/embeddi
              "heads/ner/bias"}
 
 
-def _spec(total_steps: int = 1000, **overrides) -> OptimSpec:
+def _spec(**overrides) -> OptimSpec:
   c = dict(lr=1e-3, warmup_steps=100, weight_decay=0.0, clip_norm=None)
   c.update(overrides)
   c["lr_multipliers"] = tuple(c.get("lr_multipliers", ()))
-  return OptimSpec(total_steps=total_steps, **c)
+  return OptimSpec(**c)
 
 
 def _split(model):
@@ -71,7 +71,7 @@ def test_split_differentiates_only_trainable_and_frozen_stays_bitwise():
   assert _paths(frozen) == {"encoder/embed/embedding", "encoder/dense/kernel", "encoder/dense/bias"}
   frozen_before = _flat(frozen)
   trainable_before = _flat(trainable)
-  tx = optim.make_optimizer(_spec(50, warmup_steps=0, weight_decay=0.1), trainable)
+  tx = optim.make_optimizer(_spec(warmup_steps=0, weight_decay=0.1), 50, trainable)
   opt_state = tx.init(trainable)
 
   def loss_fn(trainable, frozen, ids):
@@ -104,15 +104,15 @@ def test_split_differentiates_only_trainable_and_frozen_stays_bitwise():
 @pytest.mark.parametrize("step,expected", [
     (0, 0.0), (50, 5e-4), (100, 1e-3), (350, 7.5e-4), (600, 5e-4), (1100, 0.0), (1200, 0.0)])
 def test_schedule_warmup_then_linear_decay(step, expected):
-  lr = optim.learning_rate_fn(_spec(1100))
+  lr = optim.learning_rate_fn(_spec(), 1100)
   np.testing.assert_allclose(float(lr(step)), expected, rtol=1e-6, atol=1e-12)
 
 
 def test_lr_multipliers_scale_each_group_by_hand():
   model = Tiny(nnx.Rngs(0))
   _, trainable, _ = _split(model)
-  cfg = _spec(1000, warmup_steps=0, lr_multipliers=[("^heads/", 100.0), ("^adapters/", 10.0)])
-  tx = optim.make_optimizer(cfg, trainable)
+  cfg = _spec(warmup_steps=0, lr_multipliers=[("^heads/", 100.0), ("^adapters/", 10.0)])
+  tx = optim.make_optimizer(cfg, 1000, trainable)
   grads = jax.tree.map(lambda x: jnp.full_like(x, 2.0), trainable)
   updates, _ = tx.update(grads, tx.init(trainable), trainable)
   # First Adam step: m_hat = g, v_hat = g^2 -> update = -lr * mult * g / (|g| + eps).
@@ -128,8 +128,8 @@ def test_weight_decay_mask_spares_biases_layernorms_and_embeddings():
   mask = {path_str(p): bool(v.get_value())
           for p, v in nnx.to_flat_state(optim.decay_mask(trainable))}
   assert mask == {p: p in {"adapters/generator/kernel", "heads/ner/kernel"} for p in TRAINABLE}
-  cfg = _spec(1000, warmup_steps=0, weight_decay=0.1, lr_multipliers=[("^heads/", 100.0)])
-  tx = optim.make_optimizer(cfg, trainable)
+  cfg = _spec(warmup_steps=0, weight_decay=0.1, lr_multipliers=[("^heads/", 100.0)])
+  tx = optim.make_optimizer(cfg, 1000, trainable)
   zeros = jax.tree.map(jnp.zeros_like, trainable)
   updates, _ = tx.update(zeros, tx.init(trainable), trainable)
   params = _flat(trainable)
@@ -144,12 +144,12 @@ def test_per_task_adam_state_normalises_each_task_by_its_own_gradients():
   big = jax.tree.map(lambda x: jnp.full_like(x, 100.0), params)
   small = jax.tree.map(lambda x: jnp.full_like(x, 0.01), params)
   # b1 = 0 isolates the second moment (no momentum carried from the other task).
-  spec = _spec(10, warmup_steps=0, lr=1.0, b1=0.0, b2=0.999, per_task_state="^adapters/")
-  tx = optim.make_optimizer(spec, params, tasks=("mlm", "pairs"))
+  spec = _spec(warmup_steps=0, lr=1.0, b1=0.0, b2=0.999, per_task_state="^adapters/")
+  tx = optim.make_optimizer(spec, 10, params, tasks=("mlm", "pairs"))
   state = tx.init(params)
   _, state = tx.update(big, state, params, task="mlm")
   updates, state = tx.update(small, state, params, task="pairs")
-  lr = float(optim.learning_rate_fn(spec)(1))
+  lr = float(optim.learning_rate_fn(spec, 10)(1))
   # pairs' first step on its own state: g / sqrt(v_hat) = 1, the update is -lr.
   np.testing.assert_allclose(updates["adapters"]["w"], -lr, rtol=1e-4)
   # The shared state (heads) holds mlm's second moment: v_hat after two steps, by hand.

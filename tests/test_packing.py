@@ -14,7 +14,8 @@ from hyperx_jax.models.losses import compute_loss, segment_slots, select_mlm_pos
 from hyperx_jax.models.model import HyperXModel
 from hyperx_jax.models.xlmr import EncoderConfig
 from hyperx_jax.optim import trainable_filter
-from hyperx_jax.schema import IGNORE_INDEX, MLM, PAIR, TaskSpec, max_mlm_predictions
+from hyperx_jax.config.vocabulary import IGNORE_INDEX, MLM, PAIR, max_mlm_predictions
+from hyperx_jax.config.sections import TaskSpec
 
 V, PAD = 60, 1
 LENGTHS = (6, 4, 9, 3, 5)  # tokens per example, <s> and </s> included

@@ -8,7 +8,7 @@ import pytest
 from assets_fixtures import xlmr_tokenizer_dir
 from hyperx_jax.benchmarks import packing_bench
 from hyperx_jax.data import features
-from hyperx_jax.schema import IGNORE_INDEX, MLM
+from hyperx_jax.config.vocabulary import IGNORE_INDEX, MLM
 from hyperx_jax.tokenizer import load_tokenizer
 
 TEXT = [{"text": t} for t in ("Dosya kaydedilemedi.", "Ayarlar penceresini aç",

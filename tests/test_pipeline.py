@@ -9,8 +9,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from assets_fixtures import turkish_treebank, xlmr_tokenizer_dir
-from configs import common
-from hyperx_jax import schema, specs, validation
+from hyperx_jax.config import ConfigError, common, decode, environment, vocabulary
 from hyperx_jax.data import features, mixture, pipeline, sources
 from hyperx_jax.tokenizer import load_tokenizer
 
@@ -49,18 +48,16 @@ def _config(**data):
   return c
 
 
-def _streams(c, field):
-  return specs.stream_specs(c, field, {t.name: t for t in specs.task_specs(c)})
-
-
 def _train_pipeline(c, tokenizer, **kwargs):
-  return pipeline.build_train_pipeline(_streams(c, "train_streams"), specs.data_spec(c), c.seed,
-                                       tokenizer, **kwargs)
+  spec = decode(c)
+  return pipeline.build_train_pipeline(spec.train_streams, spec.data, spec.seed, tokenizer,
+                                       **kwargs)
 
 
 def _eval_datasets(c, tokenizer):
-  return pipeline.build_eval_datasets(_streams(c, "eval_streams"), _streams(c, "train_streams"),
-                                      specs.data_spec(c), c.seed, tokenizer)
+  spec = decode(c)
+  return pipeline.build_eval_datasets(spec.eval_streams, spec.train_streams, spec.data,
+                                      spec.seed, tokenizer)
 
 
 def _assert_batches_equal(got, want):
@@ -86,7 +83,7 @@ def test_batches_have_contract_shapes_and_ids(tokenizer):
     np.testing.assert_array_equal(a["lang_id"], ["en", "tr"].index(a.lang))
     np.testing.assert_array_equal(a["example_mask"], 1)
     if a.kind == "mlm":  # masked positions carry the original id, the input is corrupted
-      assert (a["labels"] != schema.IGNORE_INDEX).any()
+      assert (a["labels"] != vocabulary.IGNORE_INDEX).any()
       assert (a["input_ids"] != np.where(a["labels"] >= 0, a["labels"], a["input_ids"])).any()
   assert seen == {"pos", "xnli", "mlm"}
   counts = it.stats()
@@ -176,7 +173,7 @@ def test_eval_yields_every_example_once(tokenizer, process_count):
     f = direct(ex)
     np.testing.assert_array_equal(ids[i], f["input_ids"])
     np.testing.assert_array_equal(labels[i], f["labels"])
-  assert (labels[13:] == schema.IGNORE_INDEX).all()
+  assert (labels[13:] == vocabulary.IGNORE_INDEX).all()
   assert (ids[13:] == tokenizer.pad_token_id).all()
   # Iterating gives this process's batches of config.data.eval_batch_size (64 -> one batch).
   (only,) = list(pos)
@@ -204,21 +201,21 @@ def test_make_global_batch_on_8_devices():
 def test_bad_streams_name_the_known_ones(tokenizer):
   c = _config()
   c.eval_streams.append({"task": "pos", "lang": "en", "source": None, "max_examples": None})
-  with pytest.raises(validation.ConfigError, match=r"eval_streams\[3\].source.type: None"):
-    validation.check_config(c, 1)
+  with pytest.raises(ConfigError, match=r"eval_streams\[3\].source: expected a mapping"):
+    environment.parse(c, 1)
   c = _config()
   c.train_streams[1]["task"] = "nli"
-  with pytest.raises(validation.ConfigError,
+  with pytest.raises(ConfigError,
                      match=r"train_streams\[1\].task: unknown task 'nli'.*'xnli'"):
-    validation.check_config(c, 1)
+    environment.parse(c, 1)
   c = _config()
   c.train_streams[0]["lang"] = "fr"
-  with pytest.raises(validation.ConfigError, match=r"'fr' is not in config.languages"):
-    validation.check_config(c, 1)
+  with pytest.raises(ConfigError, match=r"'fr' is not in config.languages"):
+    environment.parse(c, 1)
   c = _config()
   c.train_streams.append(c.train_streams[0])
-  with pytest.raises(validation.ConfigError, match=r"appear more than once: \[\('pos', 'tr'\)\]"):
-    validation.check_config(c, 1)
+  with pytest.raises(ConfigError, match=r"appear more than once: \[\('pos', 'tr'\)\]"):
+    environment.parse(c, 1)
   evals = _eval_datasets(_config(), tokenizer)
   with pytest.raises(KeyError, match=r"no eval stream for \('pos', 'en'\).*known pairs"):
     evals["pos", "en"]  # pylint: disable=pointless-statement
@@ -281,7 +278,7 @@ def _packed(**data):
 def test_packed_rows_hold_the_stream_in_order(tokenizer, weights, kind):
   packed = _train_pipeline(_packed(weights=weights, packing=3), tokenizer)
   one_by_one = _train_pipeline(_config(weights=weights, batch_size=1), tokenizer)
-  k_mlm = schema.max_mlm_predictions(32)
+  k_mlm = vocabulary.max_mlm_predictions(32)
   for step in range(6):
     b = next(packed)
     assert b.kind == kind and b.step == step
@@ -295,10 +292,10 @@ def test_packed_rows_hold_the_stream_in_order(tokenizer, weights, kind):
       n = (row > 0).sum()
       assert (row[n:] == 0).all() and (np.diff(row[:n]) >= 0).all()
     if kind == "mlm":
-      assert ((b["labels"] != schema.IGNORE_INDEX).sum(1) <= k_mlm).all()
+      assert ((b["labels"] != vocabulary.IGNORE_INDEX).sum(1) <= k_mlm).all()
     if kind == "pair_classification":  # a label per sentence, -100 for empty slots
       slots = np.arange(1, 4)[None] <= seg.max(1)[:, None]
-      assert ((b["labels"] != schema.IGNORE_INDEX) == slots).all()
+      assert ((b["labels"] != vocabulary.IGNORE_INDEX) == slots).all()
     got = _segments(b)
     assert len(got) <= 16
     # This batch's sentences are the stream's next examples, each once.
@@ -376,7 +373,7 @@ def test_packer_first_fit_by_hand():
   np.testing.assert_array_equal(rows[1]["segment_ids"], [1] * 4 + [0] * 4)
   np.testing.assert_array_equal(rows[2]["segment_ids"], [0] * 8)
   np.testing.assert_array_equal(rows[2]["input_ids"], [1] * 8)
-  np.testing.assert_array_equal(rows[2]["labels"], [schema.IGNORE_INDEX] * 2)
+  np.testing.assert_array_equal(rows[2]["labels"], [vocabulary.IGNORE_INDEX] * 2)
   assert [int(r["example_mask"]) for r in rows] == [1, 1, 0] and int(rows[2]["task_id"]) == 2
   with pytest.raises(ValueError, match="at least 2 sentences"):
     features.Packer(8, 1, pad_id=1)
@@ -384,12 +381,12 @@ def test_packer_first_fit_by_hand():
 
 @pytest.mark.parametrize("value", [1, -2, True])
 def test_bad_packing_is_a_config_error(value):
-  with pytest.raises(validation.ConfigError, match=r"config.data.packing: .* an int >= 2"):
-    validation.check_config(_config(packing=value), 1)
+  with pytest.raises(ConfigError, match=r"config.data.packing: .* an int >= 2"):
+    environment.parse(_config(packing=value), 1)
   with pytest.raises(TypeError):  # configs/common.py's int default refuses a float outright
     _config(packing=2.5)
-  assert specs.data_spec(_packed(packing=3)).packing == 3
-  assert specs.data_spec(_config()).packing == schema.PACKING_OFF
+  assert decode(_packed(packing=3)).data.packing == 3
+  assert decode(_config()).data.packing == vocabulary.PACKING_OFF
 
 
 @pytest.mark.parametrize("data,expected", [
@@ -406,14 +403,14 @@ def test_bad_packing_is_a_config_error(value):
 def test_bad_packed_rows_are_config_errors(data, expected):
   config = _config(**data)
   config.mesh.shape = (4, 1, 1)
-  with pytest.raises(validation.ConfigError, match=expected) as error:
-    validation.check_config(config, 4)
+  with pytest.raises(ConfigError, match=expected) as error:
+    environment.parse(config, 4)
   assert str(error.value).count("config.data.packed_rows: ") == 1  # one error, not a cascade
-  assert specs.data_spec(_packed()).packed_rows == 4
+  assert decode(_packed()).data.packed_rows == 4
 
 
 def test_packing_without_a_packed_rows_field_is_reported_not_raised():
   config = _config(packing=4)
   del config.data["packed_rows"]
-  with pytest.raises(validation.ConfigError, match=r"packed_rows: 0 is not an int in \[1, "):
-    validation.check_config(config, 1)
+  with pytest.raises(ConfigError, match=r"packed_rows: 0 is not an int in \[1, "):
+    environment.parse(config, 1)

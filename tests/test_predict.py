@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from hyperx_jax import predict
-from test_train import make_workspace, tiny_config
+from helpers import make_workspace, tiny_config
 
 
 @pytest.fixture(scope='module')

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from hyperx_jax import evaluate, train
-from test_train import tiny_config, workspace  # noqa: F401  (fixture)
+from helpers import tiny_config
 
 STEPS, EVERY = 12, 3
 

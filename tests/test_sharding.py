@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
@@ -10,6 +9,7 @@ from jax.sharding import AxisType, PartitionSpec as P
 
 import hyperx_jax  # noqa: F401  (sets flax_always_shard_variable=False)
 from hyperx_jax import sharding
+from hyperx_jax.config import MeshSpec, vocabulary
 
 RULES = (
     ("batch", ("data", "fsdp")),
@@ -37,8 +37,7 @@ class Tiny(nnx.Module):
 
 
 def _mesh(shape):
-  return sharding.make_mesh(ml_collections.ConfigDict(
-      {"shape": shape, "axes": ("data", "fsdp", "tensor")}))
+  return sharding.make_mesh(MeshSpec(shape=shape))
 
 
 EXPECTED = {
@@ -67,8 +66,8 @@ def test_make_mesh_rejects_wrong_device_count():
     _mesh((3, 2, 1))
   with pytest.raises(ValueError, match=r"\(-1, 3, 1\) .*cannot be laid out"):
     _mesh((-1, 3, 1))
-  assert sharding.resolve_mesh_shape((-1, 2, 1), 8) == (4, 2, 1)
-  assert sharding.resolve_mesh_shape((-1, -1, 1), 8) is None
+  assert MeshSpec(shape=(-1, 2, 1)).resolve(8) == (4, 2, 1)
+  assert MeshSpec(shape=(-1, -1, 1)).resolve(8) is None
 
 
 def test_logical_to_mesh_spec_drops_reused_axis_and_indivisible_dims():
@@ -114,7 +113,7 @@ def test_batch_sharding_and_replicated():
 
 
 def test_default_rules_cover_documented_logical_names():
-  names = {name for name, _ in sharding.DEFAULT_LOGICAL_AXIS_RULES}
+  names = {name for name, _ in vocabulary.DEFAULT_LOGICAL_AXIS_RULES}
   for name in ("vocab", "embed", "mlp", "heads", "kv", "layers", "bottleneck", "hyper_in",
                "hyper_out", "tasks", "languages", "labels", "batch"):
     assert name in names

@@ -11,7 +11,7 @@ import pytest
 from assets_fixtures import turkish_treebank, xlmr_tokenizer_dir
 from hyperx_jax.data import sources
 from hyperx_jax.data.features import PairFeaturizer, TokenFeaturizer
-from hyperx_jax.schema import UPOS_TAGS
+from hyperx_jax.config.vocabulary import UPOS_TAGS
 from hyperx_jax.data.sources import SourceError, read_source
 from hyperx_jax.tokenizer import load_tokenizer
 
@@ -258,10 +258,10 @@ def test_tfds_xnli_offline_without_tensorflow(tmp_path, tok):
 
 def test_tfds_multi_nli_records_convert_with_the_builders_label_names():
   """XNLI trains on MultiNLI; its records are converted with the builder's own label names."""
-  builder = sources._tfds().builder("multi_nli")  # metadata only: works offline
-  convert = sources._tfds_converter("multi_nli", builder, None)
+  builder = sources.tfds._tfds().builder("multi_nli")  # metadata only: works offline
+  convert = sources.tfds._tfds_converter("multi_nli", builder, None)
   record = {"premise": b"A man plays.", "hypothesis": "Nobody plays.", "label": 2}
   assert convert(record) == {"premise": "A man plays.", "hypothesis": "Nobody plays.",
                              "label": "contradiction"}
   with pytest.raises(SourceError, match="multi_nli"):
-    sources._tfds_converter("glue/mnli", builder, None)
+    sources.tfds._tfds_converter("glue/mnli", builder, None)

@@ -11,10 +11,13 @@ from flax import nnx
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
+import transformers  # noqa: E402
+
+from hyperx_jax import torch_reference  # noqa: E402
+from hyperx_jax.benchmarks import common as bcommon  # noqa: E402
 from hyperx_jax.benchmarks import torch_bench as tb  # noqa: E402
-from hyperx_jax.benchmarks import train_bench  # noqa: E402
-from hyperx_jax.benchmarks.train_bench import TASK, SpeedRun  # noqa: E402
-from hyperx_jax import specs  # noqa: E402
+from hyperx_jax.benchmarks.common import TASK, SpeedRun  # noqa: E402
+from hyperx_jax.config import decode, environment  # noqa: E402
 from hyperx_jax.models import losses  # noqa: E402
 from hyperx_jax.models.hypernet import HyperNetConfig  # noqa: E402
 
@@ -32,7 +35,7 @@ def _runs(method: str) -> tuple[SpeedRun, tb.TorchRun]:
     c.optim.warmup_steps = 0  # a full-size first update
     local = tb.text_like_batch(BATCH, LENGTH, tb.TINY_ENCODER["vocab_size"],
                                tb.TINY_ENCODER["pad_token_id"])
-    ours = SpeedRun(specs.decode(c), local)
+    ours = SpeedRun(decode(c), local)
   return ours, tb.TorchRun(ours, local)
 
 
@@ -42,13 +45,13 @@ def _our_loss_and_grads(ours: SpeedRun):
     return losses.compute_loss(model, ours.batch_arrays, TASK)[0]
 
   loss, grads = jax.jit(jax.value_and_grad(loss_fn))(ours.state[0])
-  return float(loss), tb.our_params(grads)
+  return float(loss), torch_reference.our_params(grads)
 
 
 def _torch_trainable(theirs: tb.TorchRun, like, grads: bool = False) -> dict[str, np.ndarray]:
   tensors = {n: (p.grad if grads else p).detach().numpy().copy()
              for n, p in theirs.model.named_parameters() if p.requires_grad}
-  return tb.ours_from_torch(tensors, like, theirs.model.encoder_config)
+  return torch_reference.ours_from_torch(tensors, like, theirs.model.encoder_config)
 
 
 def _assert_close(ours: dict, theirs: dict, what: str, tolerance: float = TOLERANCE,
@@ -65,9 +68,9 @@ def _assert_close(ours: dict, theirs: dict, what: str, tolerance: float = TOLERA
 @pytest.mark.parametrize("method", tb.MIRRORED_METHODS)
 def test_torch_step_is_our_step(method):
   ours, theirs = _runs(method)
-  initial = {p: v.copy() for p, v in tb.our_params(ours.state[0]).items()}
+  initial = {p: v.copy() for p, v in torch_reference.our_params(ours.state[0]).items()}
   trained = {n for n, p in theirs.model.named_parameters() if p.requires_grad}
-  assert trained == set(tb.torch_tensors(initial, theirs.model.encoder_config))
+  assert trained == set(torch_reference.torch_tensors(initial, theirs.model.encoder_config))
   our_loss, our_grads = _our_loss_and_grads(ours)
   their_loss, _ = theirs.loss()
   assert float(their_loss) == pytest.approx(our_loss, rel=TOLERANCE)
@@ -79,7 +82,7 @@ def test_torch_step_is_our_step(method):
   assert theirs.metrics["loss"] == pytest.approx(float(ours.metrics["loss"]), rel=TOLERANCE)
   assert theirs.metrics["grad_norm"] == pytest.approx(float(ours.metrics["grad_norm"]),
                                                       rel=TOLERANCE)
-  updated = tb.our_params(ours.state[0])
+  updated = torch_reference.our_params(ours.state[0])
   _assert_close(updated, _torch_trainable(theirs, initial), "parameter")
   # An update is a difference of float32 parameters: each side rounds to the parameter's ulp
   # (1.2e-7 near 1, the LayerNorm scales, whose updates are ~1e-4).
@@ -123,7 +126,7 @@ def test_time_interleaved_alternates_and_skips_the_warmup_rounds():
       now[0] += cost
     return run
 
-  times = train_bench.time_interleaved({"a": call("a", 1), "b": call("b", 2)}, repeats=2,
+  times = bcommon.time_interleaved({"a": call("a", 1), "b": call("b", 2)}, repeats=2,
                                        clock=lambda: now[0])
   assert order == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("b", 2)]
   assert times == {"a": [1, 1], "b": [2, 2]}
@@ -131,11 +134,10 @@ def test_time_interleaved_alternates_and_skips_the_warmup_rounds():
 
 def test_dropout_option_sets_every_rate_on_both_sides():
   with tb.encoder_checkpoint(tiny=True) as (checkpoint, _):
-    spec = tb.specs.decode(tb.torch_bench_config("hyperx", checkpoint, 2, 16, tiny=True,
-                                                 dropout=0.0))
-  enc = spec.model.encoder
+    spec = decode(tb.torch_bench_config("hyperx", checkpoint, 2, 16, tiny=True, dropout=0.0))
+    enc = environment.encoder_config(spec)
   assert (enc.hidden_dropout, enc.attention_dropout, spec.model.classifier_dropout) == (0, 0, 0)
-  hf = tb.transformers.XLMRobertaConfig(**enc.to_hf())  # what TorchModel builds its encoder from
+  hf = transformers.XLMRobertaConfig(**enc.to_hf())  # what TorchModel builds its encoder from
   assert (hf.hidden_dropout_prob, hf.attention_probs_dropout_prob) == (0, 0)
   with pytest.raises(SystemExit):
     tb.main(["--tiny", "--dropout", "1.0"])
@@ -147,4 +149,4 @@ def test_other_hypernetworks_are_refused(change):
   """The PyTorch side mirrors the default hypernetwork only: anything else is an error, not a
   silently different comparison."""
   with pytest.raises(ValueError, match='mirrors the default Hyper-X only'):
-    tb._check_default_hyperx(dataclasses.replace(HyperNetConfig(), **change))
+    torch_reference._check_default_hyperx(dataclasses.replace(HyperNetConfig(), **change))

@@ -1,100 +1,19 @@
 """End-to-end trainer tests on a tiny random XLM-R and tiny local files.
 
-The workspace helpers here (`make_workspace`, `tiny_config`) are shared by the other trainer
-tests (test_resume.py, test_train_sharding.py, test_config.py).
+The workspace (`workspace` fixture in conftest.py, helpers in helpers.py) is shared by the
+other trainer tests.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pathlib
-import random
 
 import jax
 import numpy as np
 import pytest
 
-from configs import tiny
-from hf_fixtures import make_tiny_xlmr_checkpoint
-
-SPECIALS = ('<s>', '<pad>', '</s>', '<unk>')
-NUM_WORDS = 90
-LANGS = ('aa', 'bb', 'cc')
-
-
-def word_tag(word: str) -> str:
-  """The learnable rule of the tiny tagging task: the tag is the word's number mod 3."""
-  return f'T{int(word[1:]) % 3}'
-
-
-def write_tokenizer(directory: pathlib.Path) -> None:
-  """A whitespace word-level tokenizer with XLM-R's special tokens and templates."""
-  from tokenizers import Tokenizer, models, pre_tokenizers, processors
-  vocab = {t: i for i, t in enumerate(SPECIALS + tuple(f'w{i}' for i in range(NUM_WORDS))
-                                      + ('<mask>',))}
-  tok = Tokenizer(models.WordLevel(vocab, unk_token='<unk>'))
-  tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-  tok.post_processor = processors.TemplateProcessing(
-      single='<s> $A </s>', pair='<s> $A </s> </s> $B </s>',
-      special_tokens=[('<s>', 0), ('</s>', 2)])
-  tok.save(str(directory / 'tokenizer.json'))
-
-
-def _sentence(rng: random.Random, lang: str, span: int = 50) -> list[str]:
-  # Each language uses its own, overlapping slice of the vocabulary.
-  offset = (span // 2) * LANGS.index(lang)
-  return [f'w{rng.randrange(offset, offset + span)}' for _ in range(rng.randint(3, 8))]
-
-
-def write_data(data: pathlib.Path, n_train: int = 64, n_test: int = 16) -> None:
-  data.mkdir(parents=True, exist_ok=True)
-  rng = random.Random(0)
-  for lang in LANGS:
-    for split, n in (('train', n_train), ('test', n_test)):
-      # Tagging draws from 12 words per language, so 20 steps can learn their tags.
-      sents = [_sentence(rng, lang, span=12) for _ in range(n)]
-      (data / f'tag_{lang}_{split}.iob2').write_text(
-          '\n\n'.join('\n'.join(f'{w}\t{word_tag(w)}' for w in s) for s in sents) + '\n')
-      rows = []
-      for s in sents:
-        same = rng.random() < 0.5
-        other = s if same else _sentence(rng, lang)
-        rows.append(json.dumps({'premise': ' '.join(s), 'hypothesis': ' '.join(other),
-                                'label': 'same' if same else 'diff'}))
-      (data / f'pair_{lang}_{split}.jsonl').write_text('\n'.join(rows) + '\n')
-    (data / f'mlm_{lang}.txt').write_text(
-        '\n'.join(' '.join(_sentence(rng, lang)) for _ in range(n_train)) + '\n')
-
-
-def make_workspace(root: pathlib.Path) -> pathlib.Path:
-  """checkpoint/ (tiny random XLM-R), tokenizer/ and data/ under `root`."""
-  make_tiny_xlmr_checkpoint(root / 'checkpoint', vocab_size=len(SPECIALS) + NUM_WORDS + 1,
-                            hidden=32, layers=2, heads=4, intermediate=64, max_positions=40)
-  (root / 'tokenizer').mkdir(parents=True, exist_ok=True)
-  write_tokenizer(root / 'tokenizer')
-  write_data(root / 'data')
-  return root
-
-
-def tiny_config(workspace: pathlib.Path, **arg):
-  spec = ','.join(f'{k}={v}' for k, v in {'workspace': str(workspace), **arg}.items())
-  return tiny.get_config(spec)
-
-
-@pytest.fixture(scope='session')
-def workspace(tmp_path_factory) -> pathlib.Path:
-  return make_workspace(tmp_path_factory.mktemp('tiny_workspace'))
-
-
-def run_dir(tmp_path, name='run') -> str:
-  return str(tmp_path / name)
-
-
-def read_metrics(workdir: str) -> list[dict]:
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f]
-
+from helpers import read_metrics, run_dir, tiny_config
 
 def test_one_step_end_to_end_writes_results(workspace, tmp_path):
   from hyperx_jax import train
@@ -172,9 +91,10 @@ def test_packed_training_follows_the_padded_run_in_fewer_rows(workspace, tmp_pat
 def test_new_language_rows_start_from_the_mean_of_the_trained_ones(workspace):
   import dataclasses
   import jax.numpy as jnp
-  from hyperx_jax import run, specs
+  from hyperx_jax import run
+  from hyperx_jax.config import decode
   config = tiny_config(workspace, tasks='tag')
-  spec = dataclasses.replace(specs.decode(config), new_languages=('cc',))
+  spec = dataclasses.replace(decode(config), new_languages=('cc',))
   assert spec.languages[2] == 'cc'
   table = jnp.asarray([[1.0, 2.0], [3.0, 6.0], [100.0, 100.0]])
   other = jnp.ones((3, 2))

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType, Mesh
 
-from hyperx_jax import optim, run, specs, train
+from hyperx_jax import optim, run, train
+from hyperx_jax.config import decode
 from hyperx_jax.data import pipeline
 from hyperx_jax.tree import path_str
 from hyperx_jax.tokenizer import load_tokenizer
-from test_train import tiny_config, workspace  # noqa: F401  (fixture)
+from helpers import tiny_config
 
 AXES = ('data', 'fsdp', 'tensor')
 STEPS = 2
@@ -26,9 +27,9 @@ def mesh_of(shape: tuple[int, ...]) -> Mesh:
 
 def run_steps(config, mesh: Mesh, batches) -> tuple[list[float], dict[str, np.ndarray]]:
   """STEPS train steps on `mesh`; returns the losses and the final trainable params."""
-  spec = specs.decode(config)
+  spec = decode(config)
   parts, _ = run.create_model(spec, mesh)
-  tx = optim.make_optimizer(spec.optim, parts.trainable)
+  tx = optim.make_optimizer(spec.optim, spec.total_steps, parts.trainable)
   opt_state = train.init_optimizer(tx, parts.trainable, mesh)
   step_fn = train.make_train_step(
       parts.graphdef, tx, (run.shardings_of(parts.trainable), run.shardings_of(opt_state),
@@ -49,7 +50,7 @@ def run_steps(config, mesh: Mesh, batches) -> tuple[list[float], dict[str, np.nd
 def setup(workspace):  # noqa: F811
   config = tiny_config(workspace, tasks='tag', steps=10)
   tok = load_tokenizer(config.tokenizer)
-  spec = specs.decode(config)
+  spec = decode(config)
   it = pipeline.build_train_pipeline(spec.train_streams, spec.data, spec.seed, tok)
   batches = [next(it) for _ in range(STEPS)]
   reference = run_steps(config, mesh_of((1, 1, 1)), batches)

@@ -18,9 +18,9 @@ from flax import nnx
 
 from hyperx_jax import typology
 from hyperx_jax.models.hypernet import HyperNetConfig, HyperNetwork
-from hyperx_jax.schema import TYPOLOGY_FEATURE_SETS
-from test_hypernet import _per_layer_outputs
-from test_train import tiny_config, workspace  # noqa: F401  (fixture)
+from hyperx_jax.config.vocabulary import TYPOLOGY_FEATURE_SETS
+from helpers import per_layer_outputs
+from helpers import tiny_config
 
 ALL_SETS = '+'.join(TYPOLOGY_FEATURE_SETS)
 
@@ -75,26 +75,26 @@ def test_standardised_vectors_over_all_uriel_languages():
 def test_unknown_code_names_close_matches(workspace):  # noqa: F811
   with pytest.raises(typology.UnknownLanguageError, match=r"'deux'.*close matches: \[.*'deu'"):
     typology.resolve('deux')
-  from hyperx_jax import validation
+  from hyperx_jax.config import ConfigError, environment
   config = tiny_config(workspace, tasks='pair', languages='de+tr+deux')
-  validation.check_config(config, 8)  # the learned source reads no URIEL features
+  environment.parse(config, 8)  # the learned source reads no URIEL features
   config.hyperx.language_source = 'typology'
-  with pytest.raises(validation.ConfigError,
+  with pytest.raises(ConfigError,
                      match=r"config.languages\[2\]: 'deux' is not a language URIEL knows "
                            r"\(close matches: \[.*'deu'"):
-    validation.check_config(config, 8)
+    environment.parse(config, 8)
 
 
 def test_config_check_of_the_options_that_go_with_the_source(workspace):  # noqa: F811
-  from hyperx_jax import validation
+  from hyperx_jax.config import ConfigError, environment
   config = tiny_config(workspace, tasks='pair', languages='de+tr+ja')
   config.new_language_init = 'typology'
   config.hyperx.untrained_language = 'mean'
   config.hyperx.typology_features = ('syntax_knn', 'geo')
   del config.hyperx['unit_projection']  # as a config built without common's bool default
   config.hyperx.unit_projection = 'yes'  # a string would read as True: refused
-  with pytest.raises(validation.ConfigError) as e:
-    validation.check_config(config, 8)
+  with pytest.raises(ConfigError) as e:
+    environment.parse(config, 8)
   assert "config.hyperx.unit_projection: 'yes'; expected True or False" in str(e.value)
   del config.hyperx['unit_projection']
   config.hyperx.unit_projection = True
@@ -102,21 +102,21 @@ def test_config_check_of_the_options_that_go_with_the_source(workspace):  # noqa
   assert "config.hyperx.typology_features: ['syntax_knn', 'geo']" in str(e.value)
   config.hyperx.typology_features = ('syntax_knn',)
   config.hyperx.language_source = 'both'
-  with pytest.raises(validation.ConfigError, match="untrained_language: 'mean' reads learned"):
-    validation.check_config(config, 8)
+  with pytest.raises(ConfigError, match="untrained_language: 'mean' reads learned"):
+    environment.parse(config, 8)
   config.hyperx.untrained_language = 'row'
-  validation.check_config(config, 8)
+  environment.parse(config, 8)
 
 
 def test_demo_held_out_languages_have_no_training_data():
   from configs import demo
-  from hyperx_jax import specs
+  from hyperx_jax.config import environment
   for source in ('learned', 'typology', 'both'):
-    spec = specs.parse(demo.get_config(f'held_out=ja+ru+zh_CN,language_source={source}'), 1)
+    spec = environment.parse(demo.get_config(f'held_out=ja+ru+zh_CN,language_source={source}'), 1)
     trained = {s.lang for s in spec.train_streams}
     assert {'ja', 'ru', 'zh_CN'} <= set(spec.languages) - trained
     assert {('pairs', lang) for lang in ('ja', 'ru', 'zh_CN')} <= spec.zero_shot_pairs()
-    hc = spec.model.hypernet
+    hc = environment.hypernet_config(spec)
     assert hc.language_source == source
     # The learned source reads the mean of the trained rows for them ('mean init').
     expected = tuple(spec.languages.index(l) for l in ('ja', 'ru', 'zh_CN'))
@@ -158,7 +158,7 @@ def test_identity_at_init_as_learned():
       np.testing.assert_array_equal(value, getattr(reference, name), err_msg=f'{source} {name}')
     # ... which is near the identity, as test_hypernet checks for `learned`.
     assert float(jnp.abs(w.ln_scale).max()) < 0.02
-    out = _per_layer_outputs(jax.tree.map(lambda a: a[:, :1], w), x)
+    out = per_layer_outputs(jax.tree.map(lambda a: a[:, :1], w), x)
     np.testing.assert_allclose(out, np.broadcast_to(x, out.shape), atol=0.1)
     assert float(jnp.abs(out - x).mean()) < 0.02
 
@@ -185,8 +185,9 @@ def test_language_vectors_per_source():
 
 
 def test_fewshot_typology_init_zeroes_the_new_rows(workspace):  # noqa: F811
-  from hyperx_jax import run, specs
-  spec = specs.decode(tiny_config(workspace, tasks='pair', languages='de+tr+ja'))
+  from hyperx_jax import run
+  from hyperx_jax.config import decode
+  spec = decode(tiny_config(workspace, tasks='pair', languages='de+tr+ja'))
   spec = dataclasses.replace(spec, new_languages=('ja',), new_language_init='typology')
   table = jnp.arange(6.0).reshape(3, 2)
   out = run.init_new_languages(spec, {'adapters': {'lang_embeddings': table}})

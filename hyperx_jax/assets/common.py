@@ -8,8 +8,10 @@ import shutil
 import tempfile
 from typing import Callable
 
+from hyperx_jax.errors import UserError
 
-class AssetError(RuntimeError):
+
+class AssetError(UserError):
   """An asset could not be fetched, verified or converted; the message says what to do."""
 
 

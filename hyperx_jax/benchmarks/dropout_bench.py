@@ -18,7 +18,7 @@ import statistics
 import jax
 import jax.numpy as jnp
 
-from hyperx_jax.benchmarks import train_bench
+from hyperx_jax.benchmarks import common as bcommon
 from hyperx_jax.models.layers import dropout
 
 RATE = 0.1
@@ -33,7 +33,7 @@ def bernoulli_dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
 def median_ms(fns: dict, x: jax.Array, repeats: int) -> dict[str, float]:
   """Median ms per call of each jitted fn(x, key), interleaved (key i in round i; round 0
   compiles)."""
-  times = train_bench.time_interleaved(
+  times = bcommon.time_interleaved(
       {name: lambda i, fn=fn: fn(x, jax.random.key(i)).block_until_ready()
        for name, fn in fns.items()}, repeats)
   return {name: 1e3 * statistics.median(t) for name, t in times.items()}

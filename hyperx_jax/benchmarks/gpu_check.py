@@ -33,13 +33,15 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
-from hyperx_jax import assets, specs
-from hyperx_jax.benchmarks import packing_bench, train_bench
+from hyperx_jax import assets
+from hyperx_jax.benchmarks import common as bcommon
+from hyperx_jax.benchmarks import packing_bench
+from hyperx_jax.config import RunSpec, decode, environment
 from hyperx_jax.data import features
 from hyperx_jax.models import attention
 from hyperx_jax.models.adapters import adapter_shapes
-from hyperx_jax.models.model import ModelSpec
-from hyperx_jax.schema import CUDNN_ATTENTION, IGNORE_INDEX, XLA_ATTENTION
+from hyperx_jax.models.model import ModelConfig
+from hyperx_jax.config.vocabulary import CUDNN_ATTENTION, IGNORE_INDEX, XLA_ATTENTION
 from hyperx_jax.tokenizer import load_tokenizer
 
 # Peak dense bfloat16 FLOP/s by device kind (first match in jax's device_kind): NVIDIA's data
@@ -48,7 +50,7 @@ PEAK_BF16_FLOPS = (("H200", 989e12), ("H100 SXM", 989e12), ("H100 80GB HBM3", 98
                    ("A100", 312e12))
 SYNTHETIC_LOG_MEAN, SYNTHETIC_LOG_STD = 3.22, 0.52  # log-normal tokens per treebank sentence
 PAD_ID = 1  # XLM-R's <pad>; <s> = 0, </s> = 2
-TINY_ENCODER = {**train_bench.SMALL_ENCODER, "vocab_size": 1000, "hidden_size": 64,
+TINY_ENCODER = {**bcommon.SMALL_ENCODER, "vocab_size": 1000, "hidden_size": 64,
                 "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
 TINY = dict(batch=4, length=64, packing=4, steps=2)
 
@@ -56,7 +58,7 @@ TINY = dict(batch=4, length=64, packing=4, steps=2)
 # ----------------------------------------------------------------------------- FLOPs
 
 
-def train_step_flops(model: ModelSpec, rows: int, length: int, num_labels: int
+def train_step_flops(model: ModelConfig, rows: int, length: int, num_labels: int
                      ) -> dict[str, float]:
   """Matmul FLOPs (2 per multiply-add) of one Hyper-X token-classification train step on
   [rows, length]; elementwise work (LayerNorm, GELU, softmax, AdamW) is not counted.
@@ -130,8 +132,8 @@ def batches(lengths: np.ndarray, rows: int, length: int, packing: int, vocab: in
 
 
 def arm_spec(checkpoint: Optional[str], rows: int, length: int, kernel: str, packing: int,
-             tiny: bool) -> specs.RunSpec:
-  c = train_bench.bench_config("hyperx", checkpoint, rows, length)
+             tiny: bool) -> RunSpec:
+  c = bcommon.bench_config("hyperx", checkpoint, rows, length)
   c.model.dtype = "bfloat16"
   c.model.attention = kernel
   c.model.attention_dropout = 0.0
@@ -139,7 +141,7 @@ def arm_spec(checkpoint: Optional[str], rows: int, length: int, kernel: str, pac
   if tiny:
     c.adapter.bottleneck = c.hyperx.projected_dim = 16
     c.hyperx.task_dim = c.hyperx.lang_dim = c.hyperx.layer_dim = 8
-  return specs.decode(c)
+  return decode(c)
 
 
 def check(args: argparse.Namespace, checkpoint: Optional[str]) -> dict[str, Any]:
@@ -149,10 +151,10 @@ def check(args: argparse.Namespace, checkpoint: Optional[str]) -> dict[str, Any]
   arm = lambda kernel: arm_spec(checkpoint, args.batch, args.length, kernel, args.packing,
                                 args.tiny)
   base = arm(XLA_ATTENTION)
-  enc = base.model.encoder
+  enc = environment.encoder_config(base)
   lengths, source = sentence_lengths(args.lengths, args.length, args.batch * args.packing * 2)
   layouts = batches(lengths, args.batch, args.length, args.packing, enc.vocab_size,
-                    train_bench.NUM_LABELS)
+                    bcommon.NUM_LABELS)
   blockers = attention.cudnn_blockers(attention.local_device(), dtype=enc.dtype,
                                       head_dim=enc.head_dim, max_length=args.length,
                                       packed=True)
@@ -160,13 +162,14 @@ def check(args: argparse.Namespace, checkpoint: Optional[str]) -> dict[str, Any]
   runs, arms = [], []
   for kernel, spec in kernels.items():
     for layout, batch in layouts.items():
-      runs.append(train_bench.SpeedRun(spec, batch, name=f"{layout} / {kernel}"))
+      runs.append(bcommon.SpeedRun(spec, batch, name=f"{layout} / {kernel}"))
       arms.append({"layout": layout, "attention": kernel,
                    "sentences": packing_bench.sentences_in(batch),
                    "useful_tokens": packing_bench.useful_tokens(batch)})
-  flops = train_step_flops(base.model, args.batch, args.length, train_bench.NUM_LABELS)
+  flops = train_step_flops(environment.model_config(base), args.batch, args.length,
+                           bcommon.NUM_LABELS)
   total = sum(flops.values())
-  train_bench.interleaved(runs, args.steps, warmup=2)
+  bcommon.interleaved(runs, args.steps, warmup=2)
   for arm, r in zip(arms, (speed_run.result() for speed_run in runs)):
     arm.update(compile_s=r["compile_s"], step_s=r["step_s"], first_loss=r["first_loss"],
                last_loss=r["last_loss"], useful_tokens_per_s=arm["useful_tokens"] / r["step_s"],
@@ -222,7 +225,7 @@ def main(argv=None) -> dict[str, Any]:
   if args.tiny:
     vars(args).update(TINY)
   jax.config.update("jax_threefry_partitionable", True)
-  with (train_bench.encoder_dir(TINY_ENCODER) if args.tiny
+  with (bcommon.encoder_dir(TINY_ENCODER) if args.tiny
         else contextlib.nullcontext(None)) as checkpoint:
     out = check(args, checkpoint)
   print_report(out)

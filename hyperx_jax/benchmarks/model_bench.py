@@ -22,13 +22,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from hyperx_jax.benchmarks import train_bench
+from hyperx_jax.benchmarks import common as bcommon
 from hyperx_jax.models.hypernet import HyperNetConfig
 from hyperx_jax.models.losses import compute_loss
 from hyperx_jax.models.model import HyperXModel
 from hyperx_jax.models.xlmr import EncoderConfig
 from hyperx_jax.optim import trainable_filter
-from hyperx_jax.schema import NER_LABELS, TOKEN, TaskSpec
+from hyperx_jax.config.vocabulary import NER_LABELS, TOKEN
+from hyperx_jax.config.sections import TaskSpec
 
 VOCAB = 8000
 ADAPTED = [(r"^adapters/", True), (r"^heads/", True), (r"(^|/)(ln|attention_ln|output_ln)/", True),
@@ -96,7 +97,7 @@ def main(argv=None) -> dict[str, float]:
     t0 = time.perf_counter()
     steps[name], sizes[name] = make_step(*VARIANTS[name], encoder, args.bottleneck, batch)
     print(f"  compiled {name} in {time.perf_counter() - t0:.1f}s", flush=True)
-  times = train_bench.time_interleaved({name: lambda _, step=steps[name]: step() for name in names},
+  times = bcommon.time_interleaved({name: lambda _, step=steps[name]: step() for name in names},
                                        args.repeats, warmup=0)  # compiled above
   medians = {name: statistics.median(ts) for name, ts in times.items()}
   print(f"\n{'variant':<16} {'trainable':>12} {'median ms':>10} {'min ms':>8}")

@@ -14,7 +14,7 @@ tokenizer at each length, then laid out one example per row (padded) and packed 
    rows = 1/8 ... 1/2 of `--batch_size`, one epoch packed as training packs it: the share of
    batches that fall short of `--batch_size` sentences (the next one fit no row), sentences per
    batch and the padding left.
-2. Time: the trainer's jitted Hyper-X step (`train_bench.SpeedRun`: AdamW, clipping, donation)
+2. Time: the trainer's jitted Hyper-X step (`bcommon.SpeedRun`: AdamW, clipping, donation)
    on the e5-small shape (random weights) over the stream's first `--time_batch` sentences,
    padded (one a row) and packed into `--time_rows` rows (the largest `--packing`), timed
    interleaved (one step of each per round; median), and the useful tokens/s of each.
@@ -29,11 +29,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 
-from configs import common  # noqa: E402
-from hyperx_jax import assets, specs  # noqa: E402
-from hyperx_jax.benchmarks import train_bench  # noqa: E402
+from hyperx_jax.config import common
+from hyperx_jax import assets  # noqa: E402
+from hyperx_jax.benchmarks import common as bcommon  # noqa: E402
+from hyperx_jax.config import decode  # noqa: E402
 from hyperx_jax.data import features, mixture, pipeline, sources  # noqa: E402
-from hyperx_jax.schema import MLM, PAIR, TOKEN, StreamSpec  # noqa: E402
+from hyperx_jax.config.vocabulary import MLM, PAIR, TOKEN
+from hyperx_jax.config.sections import StreamSpec
 from hyperx_jax.tokenizer import load_tokenizer  # noqa: E402
 
 PAIR_LABELS = ("translation", "unrelated")
@@ -146,10 +148,10 @@ def time_layouts(kind: str, examples: list[features.Features], length: int, k: i
   """Hyper-X train steps over `batch_size` sentences padded and packed into `rows` rows,
   interleaved; useful tokens/s each."""
   batches = padded_and_packed(examples, features.Packer(length, k, pad_id), batch_size, rows)
-  runs = [train_bench.SpeedRun(specs.decode(train_bench.bench_config(
+  runs = [bcommon.SpeedRun(decode(bcommon.bench_config(
       "hyperx", assets.asset_path("e5-small"), len(batch["input_ids"]), length, kind=kind)),
       batch, name=name) for name, batch in batches.items()]
-  train_bench.interleaved(runs, rounds)
+  bcommon.interleaved(runs, rounds)
   results = [r.result() for r in runs]
   print(f"  Hyper-X train step, e5-small shape, length {length}, median of {rounds}:")
   print(f"  {'layout':<22}{'rows':>6}{'sentences':>10}{'useful tokens':>15}{'step s':>9}"

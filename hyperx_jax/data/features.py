@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from hyperx_jax.schema import (IGNORE_INDEX, MLM, MLM_RATE, PAIR, TASK_KINDS, TOKEN, XNLI_LABELS,
-                               max_mlm_predictions)
+from hyperx_jax.config.vocabulary import (IGNORE_INDEX, MLM, MLM_RATE, PAIR, TASK_KINDS, TOKEN,
+                                          XNLI_LABELS, max_mlm_predictions)
 
 WORD_START = "\u2581"  # SentencePiece's `▁`.
 

@@ -20,8 +20,8 @@ import jax
 import numpy as np
 
 from hyperx_jax.data import features, mixture, sources
-from hyperx_jax.schema import (IGNORE_INDEX, MLM, PACKING_OFF, TOKEN, DataSpec, Pair,
-                               StreamSpec)
+from hyperx_jax.config.vocabulary import IGNORE_INDEX, MLM, PACKING_OFF, Pair, TOKEN
+from hyperx_jax.config.sections import DataSpec, StreamSpec
 
 Batch = dict[str, np.ndarray]
 

@@ -18,7 +18,7 @@ from typing import NamedTuple, Optional, Sequence
 import jax
 
 from hyperx_jax.models.layers import layer_norm
-from hyperx_jax.schema import ADAPTER_LN_EPS
+from hyperx_jax import export_format
 
 
 class AdapterWeights(NamedTuple):
@@ -52,7 +52,7 @@ def adapter(w: AdapterWeights, z: jax.Array) -> jax.Array:
   bottleneck = jax.nn.relu(z @ w.down + per_token(w.down_bias))  # [B, S, b]
   out = bottleneck @ w.up + per_token(w.up_bias)  # [B, S, h]
   if w.ln_scale is not None:
-    out = layer_norm(out, per_token(w.ln_scale), per_token(w.ln_bias), ADAPTER_LN_EPS)
+    out = layer_norm(out, per_token(w.ln_scale), per_token(w.ln_bias), export_format.ADAPTER_LN_EPS)
   return out + z
 
 

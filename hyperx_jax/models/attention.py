@@ -45,8 +45,9 @@ from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_ma
 from jax.sharding import PartitionSpec
 
 from hyperx_jax import sharding
-from hyperx_jax.schema import (ATTENTION_CHOICES, ATTENTION_IMPLEMENTATIONS, AUTO_ATTENTION,
-                               CUDNN_ATTENTION, SPLASH_ATTENTION, TENSOR_AXIS, XLA_ATTENTION)
+from hyperx_jax.config.vocabulary import (ATTENTION_CHOICES, ATTENTION_IMPLEMENTATIONS,
+                                          AUTO_ATTENTION, CUDNN_ATTENTION, SPLASH_ATTENTION,
+                                          TENSOR_AXIS, XLA_ATTENTION)
 
 FLASH_CAPABILITY = (8, 0)  # cuDNN flash attention: Ampere and later
 WIDE_HEADS_CAPABILITY = (9, 0)  # Hopper and later: head dims up to 256 (else 128)

@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 
 from hyperx_jax.models.layers import Dense, LayerNorm, dropout, gelu, param
-from hyperx_jax.schema import POOLINGS
+from hyperx_jax.config.vocabulary import POOLINGS
 
 
 class TokenClassificationHead(nnx.Module):

@@ -41,7 +41,7 @@ from flax import nnx
 
 from hyperx_jax.models.adapters import AdapterWeights, adapter_shapes
 from hyperx_jax.models.layers import param
-from hyperx_jax.schema import LANGUAGE_SOURCES, TYPOLOGY_FEATURE_SETS, TYPOLOGY_SOURCES
+from hyperx_jax.config.vocabulary import LANGUAGE_SOURCES, TYPOLOGY_FEATURE_SETS, TYPOLOGY_SOURCES
 
 UNIT_EPS = 1e-12
 

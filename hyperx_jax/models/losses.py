@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from hyperx_jax.models.model import HyperXModel
-from hyperx_jax.schema import IGNORE_INDEX, MLM, PAIR, max_mlm_predictions
+from hyperx_jax.config.vocabulary import IGNORE_INDEX, MLM, PAIR, max_mlm_predictions
 
 
 def select_mlm_positions(labels: jax.Array, k: int) -> tuple[jax.Array, jax.Array, jax.Array]:

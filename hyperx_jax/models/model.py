@@ -34,11 +34,12 @@ from hyperx_jax.models.heads import (MLMHead, SequenceClassificationHead,
 from hyperx_jax.models.hypernet import HyperNetConfig, HyperNetwork
 from hyperx_jax.models.static import StaticAdapters
 from hyperx_jax.models.xlmr import EncoderConfig, XLMREncoder
-from hyperx_jax.schema import METHODS, MLM, PAIR, TOKEN, TaskSpec
+from hyperx_jax.config.vocabulary import METHODS, MLM, PAIR, TOKEN
+from hyperx_jax.config.sections import TaskSpec
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelSpec:
+class ModelConfig:
   """Everything that decides the model's parameters and forward pass."""
 
   method: str
@@ -158,7 +159,7 @@ class HyperXModel(nnx.Module):
     return head(hidden, dropout_rng=head_rng)
 
 
-def build_model(spec: ModelSpec, *, rngs: nnx.Rngs) -> HyperXModel:
+def build_model(spec: ModelConfig, *, rngs: nnx.Rngs) -> HyperXModel:
   """A randomly initialised model (the pretrained encoder weights are loaded by the caller)."""
   return HyperXModel(spec.encoder, {t.name: t for t in spec.tasks}, list(spec.languages),
                      spec.method, spec.hypernet, classifier_dropout=spec.classifier_dropout,

@@ -43,8 +43,9 @@ from hyperx_jax.models.adapters import AdapterWeights, apply_adapter_stack, laye
 from hyperx_jax.models.attention import AttentionMask, dot_product_attention, row_lengths
 from hyperx_jax.models.layers import (INIT_STD, Dense, LayerNorm, apply_keep_mask, dense,
                                       dropout, gelu, keep_mask, layer_norm, param, softmax)
-from hyperx_jax.schema import (ATTENTION_IMPLEMENTATIONS, CUDNN_ATTENTION, DTYPES, PLACEMENTS,
-                               REMAT_POLICIES, SPLASH_ATTENTION, XLA_ATTENTION)
+from hyperx_jax.config.vocabulary import (ATTENTION_IMPLEMENTATIONS, CUDNN_ATTENTION, DTYPES,
+                                          PLACEMENTS, REMAT_POLICIES, SPLASH_ATTENTION,
+                                          XLA_ATTENTION)
 
 # Hugging Face `config.json` key -> EncoderConfig field.
 _HF_CONFIG_KEYS = {

@@ -1,8 +1,18 @@
-"""Shared config defaults and helpers for every `configs/<name>.py`.
+"""What experiment configs (`configs/<name>.py`) build on: the defaults and shared helpers.
 
-`get_config()` returns the full schema with defaults; experiment configs start from it and set
-their tasks, languages and streams. `parse_arg` turns the `:size=large,runlocal` suffix of
-`--config=configs/xnli.py:size=large,runlocal` into a ConfigDict of typed values.
+    from hyperx_jax.config import common
+
+    def get_config(arg=None):
+      arg, c = common.experiment(arg)        # size, method, recipe, runlocal, data_dir
+      c.tasks.ner = {'kind': 'token_classification', 'labels': list(common.NER_LABELS),
+                     'metric': 'entity_f1'}
+      ...
+
+`get_config()` is the full config with every field at its default (each written once, in
+`hyperx_jax/config/sections.py` and `spec.py`); experiment configs start from it and set their
+tasks, languages and streams. `parse_arg` turns the `:size=large,runlocal` suffix of
+`--config=configs/xnli.py:size=large,runlocal` into a ConfigDict of typed values. A config
+file is loaded by its path, so it imports only the installed package, never its neighbours.
 """
 
 from __future__ import annotations
@@ -11,9 +21,11 @@ from typing import Any, Optional, Sequence
 
 import ml_collections
 
-from hyperx_jax import sharding
-from hyperx_jax.schema import DEV, HUB_DATASETS, PACKING_OFF, TEST, TOKEN, TYPOLOGY_FEATURE_SETS
-from hyperx_jax.schema import METHODS, NER_LABELS, UPOS_TAGS, XNLI_LABELS  # noqa: F401 (re-exported)
+from hyperx_jax.config import spec as run_spec
+from hyperx_jax.config.spec import ENCODER_LAYER_NORMS, lr_multipliers, trainable_rules
+from hyperx_jax.config.vocabulary import (DEV, HUB_DATASETS, METHODS, NER_LABELS, PACKING_OFF,
+                                          TEST, TOKEN, UPOS_TAGS, XNLI_LABELS,
+                                          XTREME_UDPOS_LANGUAGES)
 
 # Hugging Face checkpoints per XLM-R size, and the mesh each one wants on a pod slice
 # (the frozen backbone of XL/XXL needs FSDP and tensor parallelism; data axis takes the rest).
@@ -26,9 +38,6 @@ SIZES = {
 
 XNLI_LANGUAGES = ('en', 'fr', 'es', 'de', 'el', 'bg', 'ru', 'tr', 'ar', 'vi', 'th', 'zh', 'hi',
                   'sw', 'ur')
-
-# Every LayerNorm of the backbone (embeddings, attention and FFN sublayers): scale and bias.
-ENCODER_LAYER_NORMS = r'^encoder/(.+/)?[a-z_]*ln/(scale|bias)$'
 
 # Optimiser recipes for the parameters every task shares (the hypernetwork or adapters, and the
 # backbone LayerNorms): 'paper' keeps one Adam state for everything, as the authors did;
@@ -74,31 +83,6 @@ def parse_arg(arg: Optional[str], **spec: Any) -> ml_collections.ConfigDict:
   return result
 
 
-def trainable_rules(method: str) -> tuple[tuple[str, bool], ...]:
-  """Regex -> trainable, first match wins; the last rule covers everything left. (Tuples, so
-  that `--config.trainable=...` can override them.)"""
-  if method not in METHODS:
-    raise ValueError(f'unknown method {method!r}; known: {list(METHODS)}')
-  if method == 'full_finetune':
-    return (('.*', True),)
-  return (
-      ('^adapters/', True),
-      ('^heads/', True),
-      (ENCODER_LAYER_NORMS, True),
-      ('^encoder/', False),
-  )
-
-
-def lr_multipliers(method: str) -> tuple[tuple[str, float], ...]:
-  """Per-group learning-rate multipliers relative to `optim.lr` (the adapters' rate).
-
-  Heads 10x, backbone (LayerNorms or, for full fine-tuning, everything) 0.1x: with lr 1e-3 this
-  is head 1e-2 / hypernetwork 1e-3 / LNs 1e-4, which trains NER in a few hundred steps.
-  """
-  del method  # same grouping for every method; full fine-tuning lands the backbone at 0.1x
-  return (('^heads/', 10.0), ('^adapters/', 1.0), ('^encoder/', 0.1))
-
-
 def hub_source(dataset: str, config: Optional[str], split: str, data_dir: str = '') -> dict:
   """A split of a Hugging Face hub dataset (a key of schema.HUB_DATASETS) read from its parquet
   files at the pinned revision, or, with `data_dir`, from a local copy of the repository in
@@ -108,6 +92,31 @@ def hub_source(dataset: str, config: Optional[str], split: str, data_dir: str = 
   if data_dir:
     return {**source, 'path': f'{data_dir}/{repo}'}
   return {**source, 'repo': repo, 'revision': revision}
+
+
+def panx_source(lang: str, split: str, data_dir: str = '') -> dict:
+  """PAN-X NER (XTREME's WikiANN split) of a language: `google/xtreme`, config PAN-X.<lang>."""
+  return hub_source('xtreme', f'PAN-X.{lang}', split, data_dir)
+
+
+def udpos_source(lang: str, split: str, data_dir: str = '') -> dict:
+  """XTREME's UD-POS treebank of a language: `google/xtreme`, config udpos.<Language>."""
+  if lang not in XTREME_UDPOS_LANGUAGES:
+    raise ValueError(f'XTREME has no UD-POS treebank for {lang!r}; it has '
+                     f'{sorted(XTREME_UDPOS_LANGUAGES)}')
+  return hub_source('xtreme', f'udpos.{XTREME_UDPOS_LANGUAGES[lang]}', split, data_dir)
+
+
+NER_TASK = {'kind': 'token_classification', 'labels': list(NER_LABELS), 'metric': 'entity_f1'}
+POS_TASK = {'kind': 'token_classification', 'labels': list(UPOS_TAGS), 'metric': 'pos'}
+XNLI_TASK = {'kind': 'pair_classification', 'labels': list(XNLI_LABELS), 'metric': 'accuracy'}
+# XTREME's token tasks trained on English: (task, its source, the test languages, best_metric).
+XTREME_TOKEN_TASKS = {
+    'ner': (NER_TASK, panx_source, ('en', 'ar', 'de', 'es', 'fr', 'hi', 'ja', 'ru', 'sw', 'tr',
+                                    'ur', 'vi', 'zh'), 'ner:en/f1'),
+    'pos': (POS_TASK, udpos_source, ('en', 'ar', 'de', 'es', 'fr', 'hi', 'ja', 'ru', 'tr', 'ur',
+                                     'vi', 'zh'), 'pos:en/f1'),
+}
 
 
 def stream(task: str, lang: str, source: dict[str, Any], max_examples: Optional[int] = None,
@@ -120,104 +129,8 @@ def stream(task: str, lang: str, source: dict[str, Any], max_examples: Optional[
 
 
 def get_config() -> ml_collections.ConfigDict:
-  """Defaults shared by every experiment (tasks, languages and streams left empty)."""
-  c = ml_collections.ConfigDict()
-  c.seed = 123
-  c.method = 'hyperx'
-
-  c.model = ml_collections.ConfigDict()
-  c.model.checkpoint = SIZES['base'][0]
-  c.model.preset = 'base'
-  c.model.dtype = 'float32'
-  c.model.param_dtype = 'float32'
-  c.model.scan_layers = True
-  c.model.remat = 'none'
-  # The attention kernel: 'auto' (cuDNN's fused attention on NVIDIA GPUs with bfloat16 compute,
-  # splash attention on TPUs, XLA's elsewhere), 'xla', 'cudnn' or 'splash'
-  # (hyperx_jax/models/attention.py).
-  c.model.attention = 'auto'
-  c.model.hidden_dropout = 0.1
-  c.model.attention_dropout = 0.1
-  c.model.classifier_dropout = 0.1
-  c.tokenizer = None
-
-  c.adapter = ml_collections.ConfigDict()
-  c.adapter.bottleneck = 256
-  c.adapter.placement = 'ffn_output'
-  c.adapter.layer_norm = True
-
-  c.hyperx = ml_collections.ConfigDict()
-  c.hyperx.task_dim = 64
-  c.hyperx.lang_dim = 64
-  c.hyperx.layer_dim = 64
-  c.hyperx.projected_dim = 192
-  c.hyperx.use_projector = True
-  c.hyperx.condition_on_layer = True
-  c.hyperx.init_std = 0.01
-  # Generators read p / ‖p‖ (docs/method.md, section 3); the paper's run reads p as it is.
-  c.hyperx.unit_projection = False
-  # The language vector: 'learned' rows, 'typology' (a learned projection of the language's
-  # URIEL features) or 'both' (docs/method.md, section 2); the URIEL feature sets read.
-  c.hyperx.language_source = 'learned'
-  c.hyperx.typology_features = tuple(TYPOLOGY_FEATURE_SETS)
-  # Learned rows: a language with no training data reads its own (never trained) 'row', or the
-  # 'mean' of the trained languages' rows.
-  c.hyperx.untrained_language = 'row'
-
-  c.tasks = ml_collections.ConfigDict()  # insertion order gives the task ids
-  c.languages = []
-  c.train_streams = []
-  c.eval_streams = []
-
-  c.data = ml_collections.ConfigDict()
-  c.data.max_length = 128
-  c.data.batch_size = 32
-  c.data.eval_batch_size = 64
-  c.data.temperature = 5.0
-  c.data.weights = ml_collections.config_dict.placeholder(tuple)  # one per train stream
-  # Sentences per training row at most (PACKING_OFF: one per padded row). Packed, a batch's
-  # batch_size sentences fill packed_rows rows (fewer sentences when they do not fit).
-  c.data.packing = PACKING_OFF
-  c.data.packed_rows = 0  # set with packing: the rows of a packed batch
-
-  c.optim = ml_collections.ConfigDict()
-  c.optim.lr = 1e-3
-  c.optim.warmup_steps = 4000
-  c.optim.weight_decay = 0.01
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.999
-  c.optim.eps = 1e-8
-  c.optim.clip_norm = 1.0
-  # Regexes over parameter paths, None = off (see RECIPES): one Adam state per task for these
-  # parameters; their gradients divided by an EMA of the task's own gradient norm.
-  c.optim.per_task_state = ml_collections.config_dict.placeholder(str)
-  c.optim.per_task_grad_norm = ml_collections.config_dict.placeholder(str)
-  c.optim.lr_multipliers = lr_multipliers(c.method)
-  c.trainable = trainable_rules(c.method)
-  c.total_steps = 100_000
-
-  c.mesh = ml_collections.ConfigDict()
-  c.mesh.shape = (-1, 1, 1)
-  c.mesh.axes = ('data', 'fsdp', 'tensor')
-  # Logical axis -> mesh axis: the frozen backbone's big axes go to fsdp / tensor (see
-  # hyperx_jax/sharding.py for the reasoning); the small hypernetwork stays mostly replicated.
-  c.logical_axis_rules = list(sharding.DEFAULT_LOGICAL_AXIS_RULES)
-
-  c.checkpoint = ml_collections.ConfigDict()
-  c.checkpoint.every_steps = 1000
-  c.checkpoint.keep = 3
-  c.checkpoint.async_save = True
-  c.checkpoint.best_metric = ml_collections.config_dict.placeholder(str)
-
-  c.init_from = ml_collections.config_dict.placeholder(str)
-  c.new_languages = []
-  c.new_language_init = 'mean'
-  c.eval_every_steps = 5000
-  c.log_every_steps = 50
-  # Per-task gradient norms per parameter group, adapter scale and second-moment shares
-  # (hyperx_jax/diagnostics.py), logged as diag/... scalars.
-  c.diagnostics = False
-  return c
+  """Every field at its default (tasks, languages and streams left empty)."""
+  return ml_collections.ConfigDict(run_spec.defaults())
 
 
 def experiment(arg: Optional[str], **extra: Any
@@ -268,6 +181,8 @@ def set_packing(c: ml_collections.ConfigDict, room: int = PACKING_ROOM) -> None:
 
 def set_method(c: ml_collections.ConfigDict, method: str) -> None:
   """Sets the method and the trainable / learning-rate rules that go with it."""
+  if method not in METHODS:
+    raise ValueError(f'unknown method {method!r}; known: {list(METHODS)}')
   c.method = method
   c.trainable = trainable_rules(method)
   c.optim.lr_multipliers = lr_multipliers(method)

@@ -1,17 +1,15 @@
-"""The run's vocabulary: every name a config may use, defined once, and the typed specs.
+"""The run's vocabulary: every name a config may use, defined once.
 
-This module imports nothing from the package; every other module takes its constants from
-here. `hyperx_jax.specs.parse` turns a validated `ml_collections.ConfigDict` into the frozen
-dataclasses below, and everything after that boundary takes those (never the ConfigDict).
+Methods, task kinds, metrics and the scalars each reports, dtypes, label sets, the hub datasets
+and their pinned revisions, the logical-axis rules' defaults. This module imports nothing from
+the package; every other module takes its constants from here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
-# ------------------------------------------------------------------------------- names
 
 METHODS = ('hyperx', 'task_adapters', 'madx', 'full_finetune')
 METHOD_NAMES = {'hyperx': 'Hyper-X', 'task_adapters': 'Task adapters', 'madx': 'MAD-X',
@@ -69,16 +67,6 @@ POOLINGS = ('cls', 'mean')  # pair classification reads `<s>`, or the mean over 
 DATA_AXES = ('data', 'fsdp')  # the batch is split over these mesh axes
 TENSOR_AXIS = 'tensor'  # attention heads and FFN columns are split over this mesh axis
 
-# An exported (task, language) (`python -m hyperx_jax.export`; read by export.load_static_adapter
-# and, without JAX, by torch_loader.load_exported).
-EXPORT_FORMAT = 'hyperx_jax.static_adapter.v2'  # v2: + the trained backbone parameters
-EXPORT_CONFIG_FILE = 'adapter_config.json'
-EXPORT_ADAPTER_FILE = 'adapter.safetensors'  # adapters.{k}.{field}, head.{path}
-EXPORT_BACKBONE_FILE = 'backbone.safetensors'  # trained encoder params, PyTorch state_dict names
-EXPORT_FORMATS = ('native', 'adapterhub')  # --format: ours; ours + AdapterHub directories
-STACK_NAMES = {'hyperx': ('hyperx',), 'task_adapters': ('task',), 'madx': ('language', 'task')}
-ADAPTERHUB_VERSION = 'adapters.1.3.0'  # the `adapters` release whose format --format=adapterhub writes
-ADAPTER_LN_EPS = 1e-5  # the adapter's own LayerNorm (PyTorch nn.LayerNorm's default)
 
 # ------------------------------------------------------------------------------ label sets
 
@@ -121,94 +109,37 @@ def pair_key(task: str, lang: str) -> str:
   return f'{task}:{lang}'
 
 
-# --------------------------------------------------------------------------------- specs
+def metric_names(kind: str, metric: Optional[str]) -> tuple[str, ...]:
+  """The scalars an evaluation of a task reports (`metrics.MetricAccumulator.result`, without
+  loss): what `checkpoint.best_metric` may name after 'task:lang/'."""
+  if kind == TOKEN:
+    return ('precision', 'recall', 'f1') if metric == 'entity_f1' else ('accuracy', 'f1')
+  return ('accuracy',)
 
 
-@dataclasses.dataclass(frozen=True)
-class TaskSpec:
-  """A task: its kind, label names (empty for mlm) and evaluation metric."""
-
-  name: str
-  kind: str
-  labels: tuple[str, ...] = ()
-  metric: str = 'accuracy'
-  pooling: str = 'cls'  # pair classification: one of POOLINGS
-
-  def __post_init__(self):
-    if self.kind not in TASK_KINDS:
-      raise ValueError(f'task {self.name!r}: unknown kind {self.kind!r}; known: '
-                       f'{", ".join(TASK_KINDS)}')
-    if self.kind != MLM and not self.labels:
-      raise ValueError(f'task {self.name!r}: a {self.kind} task needs its label list')
-    if self.pooling not in POOLINGS:
-      raise ValueError(f'task {self.name!r}: pooling {self.pooling!r} is not one of {POOLINGS}')
-
-  @property
-  def num_labels(self) -> int:
-    return len(self.labels)
-
-
-@dataclasses.dataclass(frozen=True)
-class StreamSpec:
-  """One (task, language) data stream: where its examples come from."""
-
-  task: str
-  lang: str
-  kind: str
-  labels: tuple[str, ...]
-  task_id: int
-  lang_id: int
-  source: Mapping[str, Any]
-  max_examples: Optional[int] = None
-  role: Optional[str] = None  # eval streams: DEV or TEST (EVAL_ROLES)
-
-  @property
-  def pair(self) -> Pair:
-    return (self.task, self.lang)
-
-
-@dataclasses.dataclass(frozen=True)
-class DataSpec:
-  """Batching and mixing: fixed shapes, temperature or fixed stream weights."""
-
-  max_length: int
-  batch_size: int
-  eval_batch_size: int
-  temperature: float = 5.0
-  weights: Optional[tuple[float, ...]] = None  # one per train stream; overrides temperature
-  prefetch: int = 0
-  packing: int = PACKING_OFF  # sentences per training row at most; PACKING_OFF = one, padded
-  packed_rows: int = 0  # packed: rows of a global batch, which holds <= batch_size sentences
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimSpec:
-  """AdamW with linear warm-up and decay, global-norm clipping, per-group lr multipliers."""
-
-  lr: float
-  warmup_steps: int
-  total_steps: int
-  weight_decay: float = 0.01
-  b1: float = 0.9
-  b2: float = 0.999
-  eps: float = 1e-8
-  clip_norm: Optional[float] = 1.0
-  lr_multipliers: tuple[tuple[str, float], ...] = ()
-  # Regexes over parameter paths (None = off, the paper's single Adam state):
-  per_task_state: Optional[str] = None  # these parameters keep one Adam state per task
-  per_task_grad_norm: Optional[str] = None  # their gradient / EMA of the task's own norm
-
-
-@dataclasses.dataclass(frozen=True)
-class CheckpointSpec:
-  every_steps: int = 1000
-  keep: int = 3
-  async_save: bool = True
-  best_metric: Optional[str] = None  # 'task:lang/metric', e.g. 'ner:en/f1'
-
-
-@dataclasses.dataclass(frozen=True)
-class MeshSpec:
-  shape: tuple[int, ...]  # at most one -1: all remaining devices
-  axes: tuple[str, ...]
-  logical_axis_rules: tuple[tuple[str, Any], ...] = ()
+# Logical axis -> mesh axis, for XLM-R + Hyper-X (base to XXL), t5x style:
+# - batch is split over every data-parallel axis ('data' and 'fsdp').
+# - embed (hidden) is the FSDP axis of the frozen backbone: every [embed, *] kernel and the
+#   [vocab, embed] table are split across 'fsdp' and gathered per layer inside the scan.
+# - mlp (FFN), heads (attention heads) and vocab go to 'tensor' (Megatron-style column/row split).
+# - layers (the scanned axis) is never split: the scan slices it.
+# - The hypernetwork is small (~1-3M parameters) and runs once per step for all layers: its
+#   embeddings, projector and generator inputs are replicated, while the generator outputs
+#   (hyper_out = h*b + b + b*h + 3h, the big dimension) go on 'fsdp' so large models do not
+#   replicate the biggest hypernetwork matrices. The generated adapters are tiny and replicated.
+DEFAULT_LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
+    ('batch', DATA_AXES),
+    ('embed', 'fsdp'),
+    ('mlp', TENSOR_AXIS),
+    ('heads', TENSOR_AXIS),
+    ('vocab', TENSOR_AXIS),
+    ('kv', None),
+    ('layers', None),
+    ('length', None),
+    ('bottleneck', None),
+    ('hyper_in', None),
+    ('hyper_out', 'fsdp'),
+    ('tasks', None),
+    ('languages', None),
+    ('labels', None),
+)
