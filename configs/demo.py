@@ -45,77 +45,113 @@ import os
 from hyperx_jax import assets
 from hyperx_jax.config import common, vocabulary
 
-PAIR_LABELS = ['translation', 'unrelated']
-TRAIN_PAIR_LANGUAGES = ('de', 'fr')
-SETTINGS = ('mixed', 'one_language')
-MLM_LANGUAGES = ('ar', 'es')
-EVAL_PAIR_LANGUAGES = ('de', 'tr', 'ar', 'es')
-SELECTION_LANGUAGE = 'de'  # dev pairs that select the checkpoint
-HELD_OUT_CHOICES = ('fr', 'ja', 'ru', 'zh_CN')  # gettext pair data not used above
+PAIR_LABELS = ["translation", "unrelated"]
+TRAIN_PAIR_LANGUAGES = ("de", "fr")
+SETTINGS = ("mixed", "one_language")
+MLM_LANGUAGES = ("ar", "es")
+EVAL_PAIR_LANGUAGES = ("de", "tr", "ar", "es")
+SELECTION_LANGUAGE = "de"  # dev pairs that select the checkpoint
+HELD_OUT_CHOICES = ("fr", "ja", "ru", "zh_CN")  # gettext pair data not used above
 
 
 def pos_source(split: str) -> dict:
-  return {'type': 'conllu', 'path': os.path.join(assets.asset_path('tr_pos'), f'{split}.conllu'),
-          'tag_map': 'google_universal_to_upos'}
+  return {
+      "type": "conllu",
+      "path": os.path.join(assets.asset_path("tr_pos"), f"{split}.conllu"),
+      "tag_map": "google_universal_to_upos",
+  }
 
 
 def pairs_source(lang: str, split: str) -> dict:
-  return {'type': 'jsonl', 'path': os.path.join(assets.asset_path('pairs'), lang, f'{split}.jsonl')}
+  return {"type": "jsonl", "path": os.path.join(assets.asset_path("pairs"), lang, f"{split}.jsonl")}
 
 
 def mlm_source(lang: str) -> dict:
-  return {'type': 'text', 'path': os.path.join(assets.asset_path('mo'), f'{lang}.txt')}
+  return {"type": "text", "path": os.path.join(assets.asset_path("mo"), f"{lang}.txt")}
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, method='hyperx', recipe='per_task', pooling='mean',
-                         setting='mixed', steps=600, batch=16, max_length=48, eval_examples=256,
-                         language_source='typology', unit_projection=True, held_out='',
-                         mlm='+'.join(MLM_LANGUAGES))
+  arg = common.parse_arg(
+      arg,
+      method="hyperx",
+      recipe="per_task",
+      pooling="mean",
+      setting="mixed",
+      steps=600,
+      batch=16,
+      max_length=48,
+      eval_examples=256,
+      language_source="typology",
+      unit_projection=True,
+      held_out="",
+      mlm="+".join(MLM_LANGUAGES),
+  )
   if arg.setting not in SETTINGS:
-    raise ValueError(f'configs/demo.py: setting={arg.setting!r}; expected one of {SETTINGS}')
-  mixed = arg.setting == 'mixed'
+    raise ValueError(f"configs/demo.py: setting={arg.setting!r}; expected one of {SETTINGS}")
+  mixed = arg.setting == "mixed"
   pair_languages = TRAIN_PAIR_LANGUAGES if mixed else TRAIN_PAIR_LANGUAGES[:1]
-  held_out = [lang for lang in arg.held_out.split('+') if lang]
+  held_out = [lang for lang in arg.held_out.split("+") if lang]
   choices = [lang for lang in HELD_OUT_CHOICES if lang not in pair_languages]
   bad = [lang for lang in held_out if lang not in choices]
   if bad:
-    raise ValueError(f'configs/demo.py: held_out={arg.held_out!r}: {bad} are not held-out pair '
-                     f'languages; choose from {choices}')
-  mlm_languages = [lang for lang in arg.mlm.split('+') if lang]
+    raise ValueError(
+        f"configs/demo.py: held_out={arg.held_out!r}: {bad} are not held-out pair "
+        f"languages; choose from {choices}"
+    )
+  mlm_languages = [lang for lang in arg.mlm.split("+") if lang]
   bad = [lang for lang in mlm_languages if lang not in MLM_LANGUAGES]
   if bad:
-    raise ValueError(f'configs/demo.py: mlm={arg.mlm!r}: {bad} have no masked-LM text here; '
-                     f'choose some of {list(MLM_LANGUAGES)} joined by + (or mlm= for none)')
+    raise ValueError(
+        f"configs/demo.py: mlm={arg.mlm!r}: {bad} have no masked-LM text here; "
+        f"choose some of {list(MLM_LANGUAGES)} joined by + (or mlm= for none)"
+    )
   c = common.get_config()
   common.set_method(c, arg.method)
   common.set_recipe(c, arg.recipe)
-  c.model.checkpoint = assets.asset_path('e5-small')
+  c.model.checkpoint = assets.asset_path("e5-small")
   c.tokenizer = c.model.checkpoint
   c.adapter.bottleneck = 64
   c.hyperx.projected_dim = 64
   if mixed:
-    c.tasks.pos = {'kind': 'token_classification', 'labels': list(common.UPOS_TAGS),
-                   'metric': 'pos'}
-  c.tasks.pairs = {'kind': 'pair_classification', 'labels': PAIR_LABELS, 'metric': 'accuracy',
-                   'pooling': arg.pooling}
+    c.tasks.pos = {
+        "kind": "token_classification",
+        "labels": list(common.UPOS_TAGS),
+        "metric": "pos",
+    }
+  c.tasks.pairs = {
+      "kind": "pair_classification",
+      "labels": PAIR_LABELS,
+      "metric": "accuracy",
+      "pooling": arg.pooling,
+  }
   c.tasks.mlm = dict(common.MLM_TASK)
   c.train_streams = (
-      [common.stream('pos', 'tr', pos_source('train'))] * mixed
-      + [common.stream('pairs', lang, pairs_source(lang, 'train')) for lang in pair_languages]
-      + [common.stream('mlm', lang, mlm_source(lang)) for lang in mlm_languages])
+      [common.stream("pos", "tr", pos_source("train"))] * mixed
+      + [common.stream("pairs", lang, pairs_source(lang, "train")) for lang in pair_languages]
+      + [common.stream("mlm", lang, mlm_source(lang)) for lang in mlm_languages]
+  )
   c.eval_streams = (
-      [common.stream('pos', 'tr', pos_source('test'), arg.eval_examples, role='test')] * mixed
-      + [common.stream('pairs', lang, pairs_source(lang, 'test'), arg.eval_examples, role='test')
-         for lang in EVAL_PAIR_LANGUAGES + tuple(held_out)]
-      + [common.stream('pairs', SELECTION_LANGUAGE, pairs_source(SELECTION_LANGUAGE, 'dev'),
-                       arg.eval_examples, role='dev')])
+      [common.stream("pos", "tr", pos_source("test"), arg.eval_examples, role="test")] * mixed
+      + [
+          common.stream("pairs", lang, pairs_source(lang, "test"), arg.eval_examples, role="test")
+          for lang in EVAL_PAIR_LANGUAGES + tuple(held_out)
+      ]
+      + [
+          common.stream(
+              "pairs",
+              SELECTION_LANGUAGE,
+              pairs_source(SELECTION_LANGUAGE, "dev"),
+              arg.eval_examples,
+              role="dev",
+          )
+      ]
+  )
   c.languages = common.languages_of(c.train_streams + c.eval_streams)
   c.hyperx.language_source = arg.language_source
   c.hyperx.unit_projection = arg.unit_projection
-  trained = {s['lang'] for s in c.train_streams}
+  trained = {s["lang"] for s in c.train_streams}
   if arg.language_source == vocabulary.LEARNED_SOURCE and set(c.languages) - trained:
-    c.hyperx.untrained_language = 'mean'
+    c.hyperx.untrained_language = "mean"
   # Fixed shares (POS 25 %, pairs 60 %, MLM 15 %): the temperature rate would give the big
   # gettext streams most of a short run, and the pair task is the slowest to learn.
   # The control gives the pair task the same 85 % (and MLM the same 15 %). Without masked-LM
@@ -128,7 +164,7 @@ def get_config(arg=None):
   c.model.hidden_dropout = c.model.attention_dropout = 0.0  # frozen pretrained encoder
   c.optim.lr = 1e-3
   # Heads 3e-3, adapters 1e-3, LayerNorms 1e-4: a 1e-2 pair-classification head overshoots.
-  c.optim.lr_multipliers = (('^heads/', 3.0), ('^adapters/', 1.0), ('^encoder/', 0.1))
+  c.optim.lr_multipliers = (("^heads/", 3.0), ("^adapters/", 1.0), ("^encoder/", 0.1))
   c.optim.warmup_steps = arg.steps // 10
   c.total_steps = arg.steps
   c.log_every_steps = 25
@@ -136,5 +172,5 @@ def get_config(arg=None):
   # on English dev), evaluated with every checkpoint; test pairs only on that checkpoint.
   c.eval_every_steps = c.checkpoint.every_steps = max(1, arg.steps // 6)
   c.checkpoint.keep = 1
-  c.checkpoint.best_metric = f'pairs:{SELECTION_LANGUAGE}/accuracy'
+  c.checkpoint.best_metric = f"pairs:{SELECTION_LANGUAGE}/accuracy"
   return c

@@ -6,12 +6,12 @@ tested on the pairs never trained: tr NER and ar POS (plus the trained ones).
 
 from hyperx_jax.config import common
 
-MLM_LANGUAGES = ('tr', 'ar')
+MLM_LANGUAGES = ("tr", "ar")
 
 
 def mlm_text(lang: str) -> dict:
   """Raw text of the machine's gettext catalogues (swap for a `text` file of Wikipedia)."""
-  return {'type': 'mo', 'lang': lang}
+  return {"type": "mo", "lang": lang}
 
 
 def get_config(arg=None):
@@ -23,21 +23,26 @@ def get_config(arg=None):
   c.tasks.mlm = dict(common.MLM_TASK)
   d = arg.data_dir
   c.train_streams = [
-      common.stream('ner', 'en', common.panx_source('en', 'train', d)),
-      common.stream('pos', 'en', common.udpos_source('en', 'train', d)),
-      common.stream('pos', 'tr', common.udpos_source('tr', 'train', d)),
-      common.stream('ner', 'ar', common.panx_source('ar', 'train', d)),
-  ] + [common.stream('mlm', lang, mlm_text(lang)) for lang in MLM_LANGUAGES]
+      common.stream("ner", "en", common.panx_source("en", "train", d)),
+      common.stream("pos", "en", common.udpos_source("en", "train", d)),
+      common.stream("pos", "tr", common.udpos_source("tr", "train", d)),
+      common.stream("ner", "ar", common.panx_source("ar", "train", d)),
+  ] + [common.stream("mlm", lang, mlm_text(lang)) for lang in MLM_LANGUAGES]
   # Selected on English NER dev data (a seen pair: no zero-shot pair's data is used before
   # the test); the test splits are reported once.
-  c.eval_streams = [common.stream('ner', 'en', common.panx_source('en', 'validation', d), role='dev')] + [
-      common.stream(task, lang, source(lang, 'test', d), role='test') for task, lang, source in (
-          ('ner', 'tr', common.panx_source),  # zero-shot pair
-          ('pos', 'ar', common.udpos_source),  # zero-shot pair
-          ('ner', 'en', common.panx_source),
-          ('pos', 'tr', common.udpos_source))]
+  c.eval_streams = [
+      common.stream("ner", "en", common.panx_source("en", "validation", d), role="dev")
+  ] + [
+      common.stream(task, lang, source(lang, "test", d), role="test")
+      for task, lang, source in (
+          ("ner", "tr", common.panx_source),  # zero-shot pair
+          ("pos", "ar", common.udpos_source),  # zero-shot pair
+          ("ner", "en", common.panx_source),
+          ("pos", "tr", common.udpos_source),
+      )
+  ]
   c.languages = common.languages_of(c.train_streams + c.eval_streams)
-  c.checkpoint.best_metric = 'ner:en/f1'
+  c.checkpoint.best_metric = "ner:en/f1"
   common.set_packing(c)  # short sentences and text lines only
   if arg.runlocal:
     common.runlocal(c)

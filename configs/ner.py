@@ -12,4 +12,4 @@ from hyperx_jax.config import common
 
 
 def get_config(arg=None):
-  return common.english_to_many(arg, 'ner', *common.XTREME_TOKEN_TASKS['ner'])
+  return common.english_to_many(arg, "ner", *common.XTREME_TOKEN_TASKS["ner"])

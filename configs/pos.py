@@ -11,4 +11,4 @@ from hyperx_jax.config import common
 
 
 def get_config(arg=None):
-  return common.english_to_many(arg, 'pos', *common.XTREME_TOKEN_TASKS['pos'])
+  return common.english_to_many(arg, "pos", *common.XTREME_TOKEN_TASKS["pos"])

@@ -21,15 +21,22 @@ def get_config(arg=None):
   c.tasks.xnli = dict(common.XNLI_TASK)
   c.languages = list(common.XNLI_LANGUAGES)
   # XNLI ships no training split of its own: the English training data is MultiNLI.
-  c.train_streams = [common.stream('xnli', 'en',
-                                   common.hub_source('multi_nli', None, 'train', arg.data_dir))]
+  c.train_streams = [
+      common.stream("xnli", "en", common.hub_source("multi_nli", None, "train", arg.data_dir))
+  ]
   # Selected on English XNLI dev data; every language's test split reported once (XTREME).
-  c.eval_streams = [common.stream('xnli', 'en', common.hub_source('xnli', 'en', 'validation',
-                                                                  arg.data_dir), role='dev')]
-  c.eval_streams += [common.stream('xnli', lang, common.hub_source('xnli', lang, 'test',
-                                                                   arg.data_dir), role='test')
-                     for lang in common.XNLI_LANGUAGES]
-  c.checkpoint.best_metric = 'xnli:en/accuracy'
+  c.eval_streams = [
+      common.stream(
+          "xnli", "en", common.hub_source("xnli", "en", "validation", arg.data_dir), role="dev"
+      )
+  ]
+  c.eval_streams += [
+      common.stream(
+          "xnli", lang, common.hub_source("xnli", lang, "test", arg.data_dir), role="test"
+      )
+      for lang in common.XNLI_LANGUAGES
+  ]
+  c.checkpoint.best_metric = "xnli:en/accuracy"
   if arg.runlocal:
     common.runlocal(c)
   return c

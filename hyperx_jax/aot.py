@@ -36,10 +36,9 @@ class AheadOfTime:
     if key not in self.executables:
       start = time.monotonic()
       self.executables[key] = self.jitted.lower(*args).compile()
-      logging.info('compiling %s … done in %.1f s', self.what.format(key),
-                   time.monotonic() - start)
+      logging.info("compiling %s … done in %.1f s", self.what.format(key), time.monotonic() - start)
     return self.executables[key]
 
   def __call__(self, *args) -> Any:
     executable = self.compile(*args)
-    return executable(*args[:self.static_argnum], *args[self.static_argnum + 1:])
+    return executable(*args[: self.static_argnum], *args[self.static_argnum + 1 :])

@@ -38,8 +38,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import jax
 import numpy as np
-from etils import epath
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 
@@ -75,8 +75,10 @@ def _rng_to_json(rng: Any) -> Optional[dict]:
   data = jax.random.key_data(rng) if typed else rng
   if isinstance(data, jax.Array) and not data.is_fully_addressable:
     data = data.addressable_data(0)  # replicated: every host holds the whole key
-  return {"impl": str(jax.random.key_impl(rng)) if typed else None,
-          "key_data": np.asarray(data).tolist()}
+  return {
+      "impl": str(jax.random.key_impl(rng)) if typed else None,
+      "key_data": np.asarray(data).tolist(),
+  }
 
 
 def _rng_from_json(d: Optional[dict]) -> Any:
@@ -89,9 +91,14 @@ def _rng_from_json(d: Optional[dict]) -> Any:
 def _preservation(keep: int, best_metric: Optional[str], best_mode: str):
   policies = [ocp.checkpoint_managers.LatestN(n=keep)]
   if best_metric:
-    policies.append(ocp.checkpoint_managers.BestN(
-        get_metric_fn=_metric_fn(best_metric, best_mode), reverse=(best_mode == "min"), n=1,
-        keep_checkpoints_without_metrics=False))
+    policies.append(
+        ocp.checkpoint_managers.BestN(
+            get_metric_fn=_metric_fn(best_metric, best_mode),
+            reverse=(best_mode == "min"),
+            n=1,
+            keep_checkpoints_without_metrics=False,
+        )
+    )
   return ocp.checkpoint_managers.AnyPreservationPolicy(policies)
 
 
@@ -108,9 +115,16 @@ def absolute_path(path: str | os.PathLike) -> epath.Path:
 class Checkpointer:
   """Saves and restores the training state under `<workdir>/checkpoints`."""
 
-  def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True,
-               best_metric: Optional[str] = None, best_mode: str = "max",
-               read_only: bool = False):
+  def __init__(
+      self,
+      workdir: str,
+      *,
+      keep: int = 3,
+      async_save: bool = True,
+      best_metric: Optional[str] = None,
+      best_mode: str = "max",
+      read_only: bool = False,
+  ):
     if best_mode not in ("max", "min"):
       raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
     self.directory = absolute_path(workdir) / "checkpoints"
@@ -123,12 +137,21 @@ class Checkpointer:
         enable_async_checkpointing=async_save,
         cleanup_tmp_directories=not read_only,
         read_only=read_only,
-        create=False)  # the first save creates it: opening a workdir changes nothing
+        create=False,
+    )  # the first save creates it: opening a workdir changes nothing
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 
-  def save(self, step: int, *, trainable: Any, opt_state: Any, rng: Any = None,
-           data_state: Optional[dict] = None, metrics: Optional[dict] = None,
-           force: bool = False) -> bool:
+  def save(
+      self,
+      step: int,
+      *,
+      trainable: Any,
+      opt_state: Any,
+      rng: Any = None,
+      data_state: Optional[dict] = None,
+      metrics: Optional[dict] = None,
+      force: bool = False,
+  ) -> bool:
     """Starts an (async) save; returns whether a checkpoint was started (False when this step
     is already saved, e.g. a preemption right after a periodic save)."""
     if int(step) in self.manager.all_steps():
@@ -136,14 +159,17 @@ class Checkpointer:
       return False
     metrics = {k: float(v) for k, v in metrics.items()} if metrics else None
     meta = {"step": int(step), "rng": _rng_to_json(rng), "metrics": metrics}
-    items = dict(trainable=ocp.args.StandardSave(_to_pure(trainable)),
-                 data_state=ocp.args.JsonSave(data_state if data_state is not None else {}),
-                 meta=ocp.args.JsonSave(meta))
+    items = dict(
+        trainable=ocp.args.StandardSave(_to_pure(trainable)),
+        data_state=ocp.args.JsonSave(data_state if data_state is not None else {}),
+        meta=ocp.args.JsonSave(meta),
+    )
     if jax.tree.leaves(opt_state):  # orbax rejects empty trees (e.g. plain SGD's state)
       items["opt_state"] = ocp.args.StandardSave(opt_state)
     faults.inject("save_start", step)
-    started = self.manager.save(int(step), args=ocp.args.Composite(**items), metrics=metrics,
-                                force=force)
+    started = self.manager.save(
+        int(step), args=ocp.args.Composite(**items), metrics=metrics, force=force
+    )
     faults.inject("save_in_flight", step)
     return started
 
@@ -156,9 +182,15 @@ class Checkpointer:
   def best_step(self) -> Optional[int]:
     return self.manager.best_step() if self.best_metric else None
 
-  def restore(self, step: Optional[int] = None, *, abstract_trainable: Any,
-              abstract_opt_state: Any = None, allow_fallback: bool = False,
-              check: Optional[Callable[[dict], None]] = None) -> dict:
+  def restore(
+      self,
+      step: Optional[int] = None,
+      *,
+      abstract_trainable: Any,
+      abstract_opt_state: Any = None,
+      allow_fallback: bool = False,
+      check: Optional[Callable[[dict], None]] = None,
+  ) -> dict:
     """Restores `step` (default: the latest) into the given abstract targets (ShapeDtypeStructs
     or arrays carrying the shardings to restore to). Returns a dict with step, trainable,
     opt_state (None if no target given), rng, data_state, metrics.
@@ -190,18 +222,22 @@ class Checkpointer:
   def _unreadable_message(self, failed: list[tuple[int, str]], allow_fallback: bool) -> str:
     lines = "\n".join(f"  step {s}: {error}" for s, error in failed)
     if allow_fallback:
-      return (f"no readable checkpoint in {self.directory} (nothing was moved aside):\n{lines}")
-    return (f"checkpoint step {failed[0][0]} in {self.directory} is unreadable:\n{lines}\n"
-            "Rerun the training command (it moves the step aside and saves it again), or allow "
-            "the latest readable earlier step (allow_fallback=True / --allow_fallback).")
+      return f"no readable checkpoint in {self.directory} (nothing was moved aside):\n{lines}"
+    return (
+        f"checkpoint step {failed[0][0]} in {self.directory} is unreadable:\n{lines}\n"
+        "Rerun the training command (it moves the step aside and saves it again), or allow "
+        "the latest readable earlier step (allow_fallback=True / --allow_fallback)."
+    )
 
   def _fell_back(self, failed: list[tuple[int, str]], used: int) -> None:
     """Warns naming the unreadable steps and the one used; a writable Checkpointer moves the
     unreadable ones aside so that they are saved again."""
     for s, error in failed:
       where = "" if self.read_only else f", moved to {self._move_aside(s)}"
-      msg = (f"checkpoint step {s} in {self.directory} is unreadable ({error}){where}; "
-             f"using step {used}")
+      msg = (
+          f"checkpoint step {s} in {self.directory} is unreadable ({error}){where}; "
+          f"using step {used}"
+      )
       warnings.warn(msg, RuntimeWarning)
       logging.warning("%s", msg)
     if not self.read_only:
@@ -232,10 +268,14 @@ class Checkpointer:
       nnx.replace_by_pure_dict(state, trainable)
       trainable = state
     meta = restored["meta"] or {}
-    return {"step": int(step), "trainable": trainable,
-            "opt_state": restored["opt_state"] if "opt_state" in items else abstract_opt_state,
-            "rng": _rng_from_json(meta.get("rng")), "data_state": restored["data_state"],
-            "metrics": meta.get("metrics")}
+    return {
+        "step": int(step),
+        "trainable": trainable,
+        "opt_state": restored["opt_state"] if "opt_state" in items else abstract_opt_state,
+        "rng": _rng_from_json(meta.get("rng")),
+        "data_state": restored["data_state"],
+        "metrics": meta.get("metrics"),
+    }
 
   def reached_preemption(self, step: int) -> bool:
     """Orbax's multi-host preemption sync point (False without JAX's preemption service)."""

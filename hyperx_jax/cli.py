@@ -27,14 +27,14 @@ from hyperx_jax.errors import UserError
 
 # name -> module; `python -m <module>` and `hyperx <name>` run the same code.
 COMMANDS = {
-    'train': 'hyperx_jax.main',
-    'evaluate': 'hyperx_jax.evaluate',
-    'export': 'hyperx_jax.export',
-    'predict': 'hyperx_jax.predict',
-    'compare': 'hyperx_jax.compare',
-    'experiment': 'hyperx_jax.experiment',
-    'diagnostics': 'hyperx_jax.diagnostics',
-    'assets': 'hyperx_jax.assets.__main__',
+    "train": "hyperx_jax.main",
+    "evaluate": "hyperx_jax.evaluate",
+    "export": "hyperx_jax.export",
+    "predict": "hyperx_jax.predict",
+    "compare": "hyperx_jax.compare",
+    "experiment": "hyperx_jax.experiment",
+    "diagnostics": "hyperx_jax.diagnostics",
+    "assets": "hyperx_jax.assets.__main__",
 }
 USER_ERROR_STATUS = 2
 
@@ -48,12 +48,17 @@ USER_ERRORS = (UserError, FileNotFoundError)
 def command_flags(module: types.ModuleType) -> Iterator[None]:
   """The module's flags (and --verbose) defined in absl's registry while the block runs."""
   from absl import flags  # pylint: disable=g-import-not-at-top
+
   before = set(flags.FLAGS)
   module.define_flags()
-  if 'verbose' not in flags.FLAGS:
-    flags.DEFINE_bool('verbose', False, "Show other libraries' INFO logs (jax, orbax, absl) and "
-                      "the traceback of an error (default: this package's lines, and an "
-                      'error as one line).')
+  if "verbose" not in flags.FLAGS:
+    flags.DEFINE_bool(
+        "verbose",
+        False,
+        "Show other libraries' INFO logs (jax, orbax, absl) and "
+        "the traceback of an error (default: this package's lines, and an "
+        "error as one line).",
+    )
   try:
     yield
   finally:
@@ -65,12 +70,14 @@ def invoke(module: types.ModuleType, argv: Sequence[str]) -> None:
   """Runs a command in this process as the command line would (tests, notebooks): `argv` are
   its arguments, without the program name. Errors propagate."""
   from absl import flags  # pylint: disable=g-import-not-at-top
+
   with command_flags(module):
     module.main(flags.FLAGS([module.__name__, *argv]))
 
 
-def run(module: types.ModuleType, argv: Optional[Sequence[str]] = None,
-        prog: Optional[str] = None) -> None:
+def run(
+    module: types.ModuleType, argv: Optional[Sequence[str]] = None, prog: Optional[str] = None
+) -> None:
   """Defines the module's flags (and --verbose), parses `argv` and calls `module.main`; a user
   error ends the process with one line on stderr."""
   from absl import app, flags  # pylint: disable=g-import-not-at-top
@@ -85,7 +92,7 @@ def run(module: types.ModuleType, argv: Optional[Sequence[str]] = None,
       if flags.FLAGS.verbose:
         raise
       message = str(e).strip() or type(e).__name__
-      print(f'{prog}: error: {message}', file=sys.stderr)
+      print(f"{prog}: error: {message}", file=sys.stderr)
       sys.exit(USER_ERROR_STATUS)
 
   with command_flags(module):
@@ -93,33 +100,36 @@ def run(module: types.ModuleType, argv: Optional[Sequence[str]] = None,
 
 
 def usage() -> str:
-  lines = ['usage: hyperx COMMAND [--flags] [arguments]   (hyperx COMMAND --help: its flags)',
-           '', 'commands:']
+  lines = [
+      "usage: hyperx COMMAND [--flags] [arguments]   (hyperx COMMAND --help: its flags)",
+      "",
+      "commands:",
+  ]
   for name, module_name in COMMANDS.items():
-    lines.append(f'  {name:<12} {_summary_of(module_name)}')
-  return '\n'.join(lines)
+    lines.append(f"  {name:<12} {_summary_of(module_name)}")
+  return "\n".join(lines)
 
 
 def _summary_of(module_name: str) -> str:
   """A module's docstring's first line, read without importing it (no jax at --help)."""
   spec = importlib.util.find_spec(module_name)
-  with open(spec.origin, encoding='utf-8') as f:
-    doc = ast.get_docstring(ast.parse(f.read())) or ''
-  return doc.strip().splitlines()[0] if doc else ''
+  with open(spec.origin, encoding="utf-8") as f:
+    doc = ast.get_docstring(ast.parse(f.read())) or ""
+  return doc.strip().splitlines()[0] if doc else ""
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
   """`hyperx COMMAND ...` (the console script)."""
   argv = list(sys.argv if argv is None else argv)
-  if len(argv) < 2 or argv[1] in ('-h', '--help', 'help'):
+  if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
     print(usage())
     return
   name = argv[1]
   if name not in COMMANDS:
-    print(f'hyperx: unknown command {name!r}\n\n{usage()}', file=sys.stderr)
+    print(f"hyperx: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
     sys.exit(USER_ERROR_STATUS)
-  run(importlib.import_module(COMMANDS[name]), [f'hyperx {name}'] + argv[2:])
+  run(importlib.import_module(COMMANDS[name]), [f"hyperx {name}"] + argv[2:])
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
   main()

@@ -31,16 +31,16 @@ from etils import epath
 
 from hyperx_jax import cli, fileio, report
 from hyperx_jax.config import changes
-from hyperx_jax.errors import UserError
 from hyperx_jax.config.vocabulary import LEARNED_SOURCE, METHOD_NAMES
+from hyperx_jax.errors import UserError
 
-ZERO_SHOT_AVERAGE = 'zero-shot average'
-SEEN_AVERAGE = 'seen average'
+ZERO_SHOT_AVERAGE = "zero-shot average"
+SEEN_AVERAGE = "seen average"
 
 
 def variant_name(method: str, language_source: str = LEARNED_SOURCE) -> str:
   """'hyperx' + 'typology' -> 'hyperx-typology'; the learned source keeps the method's name."""
-  return method if language_source == LEARNED_SOURCE else f'{method}-{language_source}'
+  return method if language_source == LEARNED_SOURCE else f"{method}-{language_source}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +60,7 @@ class RunResult:
 
 def split_label(arg: str) -> tuple[Optional[str], str]:
   """'paper=runs/x' -> ('paper', 'runs/x'); an existing directory (or no '=') is unlabelled."""
-  label, sep, directory = arg.partition('=')
+  label, sep, directory = arg.partition("=")
   if not sep or not label or epath.Path(arg).exists():
     return None, arg
   return label, directory
@@ -69,28 +69,28 @@ def split_label(arg: str) -> tuple[Optional[str], str]:
 def load_run(directory: str, label: Optional[str] = None) -> RunResult:
   """A finished run's method, seed and results (clear errors for an unfinished one)."""
   path = epath.Path(directory)
-  missing = [n for n in ('config.json', 'results.json') if not (path / n).exists()]
+  missing = [n for n in ("config.json", "results.json") if not (path / n).exists()]
   if missing:
     raise FileNotFoundError(f'{directory}: no {" or ".join(missing)}; is it a finished run?')
   loaded = {}
-  for name in ('config.json', 'results.json'):
+  for name in ("config.json", "results.json"):
     try:
       loaded[name] = json.loads((path / name).read_text())
     except json.JSONDecodeError as e:
-      raise UserError(f'{path / name}:{e.lineno}: not valid JSON ({e.msg})') from None
-  config = loaded['config.json']
-  missing = [k for k in ('method', 'seed') if k not in config]
+      raise UserError(f"{path / name}:{e.lineno}: not valid JSON ({e.msg})") from None
+  config = loaded["config.json"]
+  missing = [k for k in ("method", "seed") if k not in config]
   if missing:
     raise UserError(f'{path / "config.json"}: no {missing}; is it a hyperx_jax run config?')
   try:
-    results, provenance = report.from_file(loaded['results.json'])
+    results, provenance = report.from_file(loaded["results.json"])
   except ValueError as e:
     raise UserError(f'{path / "results.json"}: {e}') from None
-  source = (config.get('hyperx') or {}).get('language_source', LEARNED_SOURCE)
-  method = variant_name(config['method'],
-                        source if config['method'] == 'hyperx' else LEARNED_SOURCE)
-  return RunResult(str(directory), method, int(config['seed']), results, provenance, label,
-                   config)
+  source = (config.get("hyperx") or {}).get("language_source", LEARNED_SOURCE)
+  method = variant_name(
+      config["method"], source if config["method"] == "hyperx" else LEARNED_SOURCE
+  )
+  return RunResult(str(directory), method, int(config["seed"]), results, provenance, label, config)
 
 
 def check_columns(runs: Sequence[RunResult]) -> None:
@@ -103,11 +103,12 @@ def check_columns(runs: Sequence[RunResult]) -> None:
       continue
     fields = changes.changes_beyond(ref.config, r.config, changes.COLUMN_IGNORES)
     if fields:
-      listed = '; '.join(f'{k}: {a!r} vs {b!r}' for k, (a, b) in list(fields.items())[:6])
+      listed = "; ".join(f"{k}: {a!r} vs {b!r}" for k, (a, b) in list(fields.items())[:6])
       raise UserError(
-          f'{ref.directory} and {r.directory} would share the column {_name(r.column)!r}, but '
-          f'their configs differ beyond the seed ({listed}); name each group with '
-          'LABEL=RUN_DIR.')
+          f"{ref.directory} and {r.directory} would share the column {_name(r.column)!r}, but "
+          f"their configs differ beyond the seed ({listed}); name each group with "
+          "LABEL=RUN_DIR."
+      )
 
 
 def main_scores(results: Mapping[str, Mapping]) -> dict[str, tuple[float, bool]]:
@@ -118,7 +119,7 @@ def main_scores(results: Mapping[str, Mapping]) -> dict[str, tuple[float, bool]]
     metric = report.main_metric([e for _, e in langs])
     for lang, entry in langs:
       if metric in entry:
-        scores[f'{task}:{lang}'] = (100 * float(entry[metric]), bool(entry.get('zero_shot')))
+        scores[f"{task}:{lang}"] = (100 * float(entry[metric]), bool(entry.get("zero_shot")))
   for name, zero_shot in ((SEEN_AVERAGE, False), (ZERO_SHOT_AVERAGE, True)):
     values = [v for v, z in scores.values() if z == zero_shot]
     if values:
@@ -135,12 +136,13 @@ class Cell:
 
   def text(self) -> str:
     if len(self.values) == 1:
-      return f'{self.mean:.1f}'
-    return f'{self.mean:.1f} ± {self.std:.1f}'
+      return f"{self.mean:.1f}"
+    return f"{self.mean:.1f} ± {self.std:.1f}"
 
 
-def aggregate(runs: Sequence[RunResult]
-              ) -> tuple[list[str], list[str], dict[tuple[str, str], Cell], dict[str, bool]]:
+def aggregate(
+    runs: Sequence[RunResult],
+) -> tuple[list[str], list[str], dict[tuple[str, str], Cell], dict[str, bool]]:
   """(methods, rows, {(method, row): Cell}, {row: zero_shot}) with rows in result order."""
   values: dict[tuple[str, str], list[tuple[int, float]]] = collections.defaultdict(list)
   zero_shot: dict[str, bool] = {}
@@ -152,8 +154,9 @@ def aggregate(runs: Sequence[RunResult]
       values[r.column, row].append((r.seed, value))
       zero_shot.setdefault(row, z)
   rows = [k for k in zero_shot if k not in (SEEN_AVERAGE, ZERO_SHOT_AVERAGE)]
-  rows = (sorted(rows, key=lambda k: zero_shot[k])
-          + [k for k in (SEEN_AVERAGE, ZERO_SHOT_AVERAGE) if k in zero_shot])
+  rows = sorted(rows, key=lambda k: zero_shot[k]) + [
+      k for k in (SEEN_AVERAGE, ZERO_SHOT_AVERAGE) if k in zero_shot
+  ]
   cells = {}
   for key, seeded in values.items():
     seeded = sorted(seeded)
@@ -165,46 +168,59 @@ def aggregate(runs: Sequence[RunResult]
 
 def _name(variant: str) -> str:
   """'hyperx' -> 'Hyper-X', 'hyperx-typology' -> 'Hyper-X (typology)'; a label as it is."""
-  method, _, source = variant.partition('-')
+  method, _, source = variant.partition("-")
   if method not in METHOD_NAMES:
     return variant
   name = METHOD_NAMES.get(method, method)
-  return f'{name} ({source})' if source else name
+  return f"{name} ({source})" if source else name
 
 
 def to_markdown(runs: Sequence[RunResult]) -> str:
   methods, rows, cells, zero_shot = aggregate(runs)
   seeds = {m: sorted({r.seed for r in runs if r.column == m}) for m in methods}
-  header = ['task:lang', 'setting'] + [f'{_name(m)} (seeds {",".join(map(str, seeds[m]))})'
-                                       for m in methods]
-  lines = [header, ['---', '---'] + ['---:'] * len(methods)]
+  header = ["task:lang", "setting"] + [
+      f'{_name(m)} (seeds {",".join(map(str, seeds[m]))})' for m in methods
+  ]
+  lines = [header, ["---", "---"] + ["---:"] * len(methods)]
   for row in rows:
-    setting = 'zero-shot' if zero_shot[row] else 'seen'
+    setting = "zero-shot" if zero_shot[row] else "seen"
     best = max((cells[m, row].mean for m in methods if (m, row) in cells), default=math.nan)
     texts = []
     for m in methods:
       cell = cells.get((m, row))
-      text = '-' if cell is None else cell.text()
-      texts.append(f'**{text}**' if cell is not None and cell.mean == best and len(methods) > 1
-                   else text)
-    lines.append([f'*{row}*' if row in (SEEN_AVERAGE, ZERO_SHOT_AVERAGE) else row, setting]
-                 + texts)
-  note = ('Main metric per task (F1 where reported, else accuracy), in %, mean ± sample std '
-          'over seeds; the best mean per row in bold.\n\n')
-  return note + ''.join('| ' + ' | '.join(cells_) + ' |\n' for cells_ in lines)
+      text = "-" if cell is None else cell.text()
+      texts.append(
+          f"**{text}**" if cell is not None and cell.mean == best and len(methods) > 1 else text
+      )
+    lines.append([f"*{row}*" if row in (SEEN_AVERAGE, ZERO_SHOT_AVERAGE) else row, setting] + texts)
+  note = (
+      "Main metric per task (F1 where reported, else accuracy), in %, mean ± sample std "
+      "over seeds; the best mean per row in bold.\n\n"
+  )
+  return note + "".join("| " + " | ".join(cells_) + " |\n" for cells_ in lines)
 
 
 def to_csv(runs: Sequence[RunResult]) -> str:
   methods, rows, cells, zero_shot = aggregate(runs)
   buf = io.StringIO()
-  writer = csv.writer(buf, lineterminator='\n')
-  writer.writerow(['method', 'row', 'zero_shot', 'mean', 'std', 'n', 'seeds', 'values'])
+  writer = csv.writer(buf, lineterminator="\n")
+  writer.writerow(["method", "row", "zero_shot", "mean", "std", "n", "seeds", "values"])
   for row in rows:
     for m in methods:
       if (m, row) in cells:
         c = cells[m, row]
-        writer.writerow([m, row, zero_shot[row], f'{c.mean:.4f}', f'{c.std:.4f}', len(c.values),
-                         ' '.join(map(str, c.seeds)), ' '.join(f'{v:.4f}' for v in c.values)])
+        writer.writerow(
+            [
+                m,
+                row,
+                zero_shot[row],
+                f"{c.mean:.4f}",
+                f"{c.std:.4f}",
+                len(c.values),
+                " ".join(map(str, c.seeds)),
+                " ".join(f"{v:.4f}" for v in c.values),
+            ]
+        )
   return buf.getvalue()
 
 
@@ -212,7 +228,8 @@ def plot(runs: Sequence[RunResult]) -> bytes:
   """PNG bytes: per row a group of bars (one per method), std as error bars, values on bars,
   zero-shot rows hatched."""
   import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
+
+  matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 
   methods, rows, cells, zero_shot = aggregate(runs)
@@ -222,22 +239,42 @@ def plot(runs: Sequence[RunResult]) -> bytes:
   for i, m in enumerate(methods):
     means = [cells[m, r].mean if (m, r) in cells else np.nan for r in rows]
     stds = [cells[m, r].std if (m, r) in cells else 0.0 for r in rows]
-    bars = ax.bar(x + (i - (len(methods) - 1) / 2) * width, means, width, yerr=stds, capsize=2,
-                  label=_name(m), edgecolor='black', linewidth=0.5)
+    bars = ax.bar(
+        x + (i - (len(methods) - 1) / 2) * width,
+        means,
+        width,
+        yerr=stds,
+        capsize=2,
+        label=_name(m),
+        edgecolor="black",
+        linewidth=0.5,
+    )
     for bar, r, mean in zip(bars, rows, means):
-      bar.set_hatch('//' if zero_shot[r] else None)
+      bar.set_hatch("//" if zero_shot[r] else None)
       if np.isfinite(mean):
-        ax.annotate(f'{mean:.1f}', (bar.get_x() + bar.get_width() / 2, mean), ha='center',
-                    va='bottom', fontsize=7, xytext=(0, 2), textcoords='offset points')
-  ax.set_xticks(x, [f'{r}\n(zero-shot)' if zero_shot[r] else r for r in rows], rotation=30,
-                ha='right', fontsize=8)
-  ax.set_ylabel('main metric (%)')
+        ax.annotate(
+            f"{mean:.1f}",
+            (bar.get_x() + bar.get_width() / 2, mean),
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            xytext=(0, 2),
+            textcoords="offset points",
+        )
+  ax.set_xticks(
+      x,
+      [f"{r}\n(zero-shot)" if zero_shot[r] else r for r in rows],
+      rotation=30,
+      ha="right",
+      fontsize=8,
+  )
+  ax.set_ylabel("main metric (%)")
   ax.set_ylim(0, 105)
   ax.legend(fontsize=8)
-  ax.set_title('mean ± std over seeds; hatched: zero-shot')
+  ax.set_title("mean ± std over seeds; hatched: zero-shot")
   fig.tight_layout()
   buf = io.BytesIO()
-  fig.savefig(buf, format='png', dpi=120)
+  fig.savefig(buf, format="png", dpi=120)
   plt.close(fig)
   return buf.getvalue()
 
@@ -248,24 +285,24 @@ def write(runs: Sequence[RunResult], out_dir: str) -> str:
   out = epath.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   markdown = to_markdown(runs)
-  fileio.atomic_write_text(out / 'compare.md', markdown)
-  fileio.atomic_write_text(out / 'compare.csv', to_csv(runs))
+  fileio.atomic_write_text(out / "compare.md", markdown)
+  fileio.atomic_write_text(out / "compare.csv", to_csv(runs))
   png = plot(runs)
-  fileio.atomic_write(out / 'compare.png', lambda f: f.write(png), binary=True)
+  fileio.atomic_write(out / "compare.png", lambda f: f.write(png), binary=True)
   return markdown
 
 
 def define_flags() -> None:
-  flags.DEFINE_string('out', '.', 'Where compare.{md,csv,png} go.')
+  flags.DEFINE_string("out", ".", "Where compare.{md,csv,png} go.")
 
 
 def main(argv: Sequence[str]) -> None:
   """argv[1:]: finished run directories, each [LABEL=]RUN_DIR."""
   if len(argv) < 2:
-    raise app.UsageError('give the finished run directories to compare: [LABEL=]RUN_DIR ...')
+    raise app.UsageError("give the finished run directories to compare: [LABEL=]RUN_DIR ...")
   runs = [load_run(d, label) for label, d in map(split_label, argv[1:])]
   print(write(runs, flags.FLAGS.out))  # checks the columns before writing anything
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
   cli.run(sys.modules[__name__])

@@ -43,17 +43,17 @@ from hyperx_jax.tree import flat_paths
 
 # (group, regex on the parameter path); first match wins, unmatched parameters are not grouped.
 GROUPS = (
-    ('generators', r'^adapters/generators/'),
-    ('projector', r'^adapters/projector/'),
-    ('task_embeddings', r'^adapters/task_embeddings'),
-    ('lang_embeddings', r'^adapters/lang_embeddings'),
-    ('layer_embeddings', r'^adapters/layer_embeddings'),
-    ('typology_projection', r'^adapters/typology_projection'),
-    ('static_adapters', r'^adapters/'),
-    ('heads', r'^heads/'),
-    ('encoder', r'^encoder/'),
+    ("generators", r"^adapters/generators/"),
+    ("projector", r"^adapters/projector/"),
+    ("task_embeddings", r"^adapters/task_embeddings"),
+    ("lang_embeddings", r"^adapters/lang_embeddings"),
+    ("layer_embeddings", r"^adapters/layer_embeddings"),
+    ("typology_projection", r"^adapters/typology_projection"),
+    ("static_adapters", r"^adapters/"),
+    ("heads", r"^heads/"),
+    ("encoder", r"^encoder/"),
 )
-PREFIX = 'diag/'
+PREFIX = "diag/"
 CHANCE_FRACTION = 0.95  # "left chance": the loss fell below 95 % of ln(#labels)
 
 
@@ -70,8 +70,8 @@ def gradient_stats(grads: Any) -> dict[str, jax.Array]:
       sums[name] = sums.get(name, 0.0) + jnp.sum(jnp.square(g.astype(jnp.float32)))
   out = {}
   for name, sq in sums.items():
-    out[f'{PREFIX}grad_sq/{name}'] = sq
-    out[f'{PREFIX}grad_norm/{name}'] = jnp.sqrt(sq)
+    out[f"{PREFIX}grad_sq/{name}"] = sq
+    out[f"{PREFIX}grad_norm/{name}"] = jnp.sqrt(sq)
   return out
 
 
@@ -81,20 +81,21 @@ def adapter_stats(stack: Sequence[Any]) -> dict[str, jax.Array]:
     return {}
   w = stack[0]
   frob = lambda x: jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=(-2, -1))).mean()
-  out = {f'{PREFIX}adapter/down_norm': frob(w.down), f'{PREFIX}adapter/up_norm': frob(w.up)}
+  out = {f"{PREFIX}adapter/down_norm": frob(w.down), f"{PREFIX}adapter/up_norm": frob(w.up)}
   if w.ln_scale is not None:
-    out[f'{PREFIX}adapter/ln_scale_abs'] = jnp.abs(w.ln_scale.astype(jnp.float32)).mean()
+    out[f"{PREFIX}adapter/ln_scale_abs"] = jnp.abs(w.ln_scale.astype(jnp.float32)).mean()
   return out
 
 
 def projection_stats(p: jax.Array) -> dict[str, jax.Array]:
   """Mean ‖p‖ over the layers and groups of p [L, G, P] (HyperNetwork.projections)."""
   norms = jnp.sqrt(jnp.sum(jnp.square(p.astype(jnp.float32)), axis=-1))  # [L, G]
-  return {f'{PREFIX}adapter/projection_norm': norms.mean()}
+  return {f"{PREFIX}adapter/projection_norm": norms.mean()}
 
 
-def interval_summary(tasks: Sequence[str], metrics: Sequence[Mapping[str, Any]]
-                     ) -> dict[str, float]:
+def interval_summary(
+    tasks: Sequence[str], metrics: Sequence[Mapping[str, Any]]
+) -> dict[str, float]:
   """Per-task means of the diag/ metrics over an interval, and each task's share of the
   interval's second-moment inflow per group (diag/nu_share/<group>/<task>)."""
   out: dict[str, float] = {}
@@ -102,15 +103,15 @@ def interval_summary(tasks: Sequence[str], metrics: Sequence[Mapping[str, Any]]
   for task in sorted(set(tasks)):
     mine = [m for t, m in zip(tasks, metrics) if t == task]
     for key in keys:
-      if not key.startswith(f'{PREFIX}grad_sq/'):
-        out[f'{key}/{task}'] = float(np.mean([m[key] for m in mine]))
+      if not key.startswith(f"{PREFIX}grad_sq/"):
+        out[f"{key}/{task}"] = float(np.mean([m[key] for m in mine]))
   for key in keys:
-    if key.startswith(f'{PREFIX}grad_sq/'):
+    if key.startswith(f"{PREFIX}grad_sq/"):
       total = float(np.sum([m[key] for m in metrics]))
-      group = key[len(f'{PREFIX}grad_sq/'):]
+      group = key[len(f"{PREFIX}grad_sq/") :]
       for task in sorted(set(tasks)):
         part = float(np.sum([m[key] for t, m in zip(tasks, metrics) if t == task]))
-        out[f'{PREFIX}nu_share/{group}/{task}'] = part / total if total > 0 else math.nan
+        out[f"{PREFIX}nu_share/{group}/{task}"] = part / total if total > 0 else math.nan
   return out
 
 
@@ -118,49 +119,55 @@ def interval_summary(tasks: Sequence[str], metrics: Sequence[Mapping[str, Any]]
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
-  path = epath.Path(workdir) / 'metrics.jsonl'
+  path = epath.Path(workdir) / "metrics.jsonl"
   if not path.exists():
-    raise FileNotFoundError(f'{path} not found: is {workdir!r} a training run directory?')
+    raise FileNotFoundError(f"{path} not found: is {workdir!r} a training run directory?")
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def chance_losses(config: Mapping[str, Any]) -> dict[str, float]:
   """ln(#labels) per classification task of a saved config.json (MLM has no chance level)."""
-  return {name: math.log(len(t['labels'])) for name, t in config['tasks'].items()
-          if t.get('labels')}
+  return {
+      name: math.log(len(t["labels"])) for name, t in config["tasks"].items() if t.get("labels")
+  }
 
 
-def loss_onsets(records: Sequence[Mapping[str, Any]], chance: Mapping[str, float]
-                ) -> dict[str, Optional[int]]:
+def loss_onsets(
+    records: Sequence[Mapping[str, Any]], chance: Mapping[str, float]
+) -> dict[str, Optional[int]]:
   """Per task, the first logged step whose mean training loss is below 95 % of chance."""
   onsets: dict[str, Optional[int]] = {task: None for task in chance}
   for record in records:
     for task, level in chance.items():
-      loss = record['scalars'].get(f'loss/{task}')
+      loss = record["scalars"].get(f"loss/{task}")
       if onsets[task] is None and loss is not None and loss < CHANCE_FRACTION * level:
-        onsets[task] = int(record['step'])
+        onsets[task] = int(record["step"])
   return onsets
 
 
 def report(workdir: str) -> str:
   records = read_metrics(workdir)
-  config = json.loads((epath.Path(workdir) / 'config.json').read_text())
-  lines = [f'{workdir}: method {config["method"]}, {len(records)} logged steps', '',
-           'loss leaves chance (first logged step below 95 % of ln #labels):']
+  config = json.loads((epath.Path(workdir) / "config.json").read_text())
+  lines = [
+      f'{workdir}: method {config["method"]}, {len(records)} logged steps',
+      "",
+      "loss leaves chance (first logged step below 95 % of ln #labels):",
+  ]
   for task, step in loss_onsets(records, chance_losses(config)).items():
     lines.append(f'  {task:12s} {"never" if step is None else step}')
-  diag = [r for r in records if any(k.startswith(PREFIX) for k in r['scalars'])]
+  diag = [r for r in records if any(k.startswith(PREFIX) for k in r["scalars"])]
   if not diag:
-    lines.append('\n(no diag/ scalars: train with config.diagnostics=True to log them)')
-    return '\n'.join(lines)
-  keys = sorted({k for r in diag for k in r['scalars'] if k.startswith(PREFIX)})
+    lines.append("\n(no diag/ scalars: train with config.diagnostics=True to log them)")
+    return "\n".join(lines)
+  keys = sorted({k for r in diag for k in r["scalars"] if k.startswith(PREFIX)})
   picks = [diag[0], diag[len(diag) // 2], diag[-1]]
-  lines += ['', f'{"diagnostic":52s}' + ''.join(f'{"step " + str(r["step"]):>14s}' for r in picks)]
+  lines += ["", f'{"diagnostic":52s}' + "".join(f'{"step " + str(r["step"]):>14s}' for r in picks)]
   for key in keys:
-    values = [r['scalars'].get(key) for r in picks]
-    lines.append(f'{key:52s}' + ''.join(f'{v:14.4g}' if v is not None else f'{"-":>14s}'
-                                         for v in values))
-  return '\n'.join(lines)
+    values = [r["scalars"].get(key) for r in picks]
+    lines.append(
+        f"{key:52s}" + "".join(f"{v:14.4g}" if v is not None else f'{"-":>14s}' for v in values)
+    )
+  return "\n".join(lines)
 
 
 def define_flags() -> None:
@@ -169,9 +176,9 @@ def define_flags() -> None:
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) != 2:
-    raise app.UsageError('give one run directory: hyperx diagnostics RUN_DIR')
+    raise app.UsageError("give one run directory: hyperx diagnostics RUN_DIR")
   print(report(argv[1]))
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
   cli.run(sys.modules[__name__])

@@ -53,9 +53,13 @@ def use_gloo_on_cpu() -> None:
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
 
-def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
-               process_id: Optional[int] = None, *,
-               initialization_timeout: int = 300) -> bool:
+def initialize(
+    coordinator_address: Optional[str] = None,
+    num_processes: Optional[int] = None,
+    process_id: Optional[int] = None,
+    *,
+    initialization_timeout: int = 300,
+) -> bool:
   """Starts jax's distributed runtime when this is a multi-process run.
 
   Returns True when the runtime was started here (or already running), False for a plain
@@ -74,26 +78,41 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
       raise ValueError(
           f"num_processes={num_processes}, process_id={process_id} given without a "
           f"coordinator address: pass coordinator_address='HOST:PORT' (or set {ENV_COORDINATOR})"
-          " so the processes can find each other")
+          " so the processes can find each other"
+      )
     logging.info("single process: jax.distributed not initialised")
     return False
   use_gloo_on_cpu()
   if coordinator_address is not None:
-    missing = [name for name, v in (("num_processes", num_processes),
-                                    ("process_id", process_id)) if v is None]
+    missing = [
+        name
+        for name, v in (("num_processes", num_processes), ("process_id", process_id))
+        if v is None
+    ]
     if missing:
       raise ValueError(
           f"coordinator_address={coordinator_address!r} needs {' and '.join(missing)} too (or "
-          f"{ENV_NUM_PROCESSES} / {ENV_PROCESS_ID} in the environment)")
+          f"{ENV_NUM_PROCESSES} / {ENV_PROCESS_ID} in the environment)"
+      )
     if not 0 <= process_id < num_processes:
       raise ValueError(f"process_id={process_id} is not in [0, num_processes={num_processes})")
-    logging.info("jax.distributed: process %d of %d, coordinator %s", process_id,
-                 num_processes, coordinator_address)
-    jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id,
-                               initialization_timeout=initialization_timeout)
+    logging.info(
+        "jax.distributed: process %d of %d, coordinator %s",
+        process_id,
+        num_processes,
+        coordinator_address,
+    )
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
+        initialization_timeout=initialization_timeout,
+    )
   else:
     logging.info("jax.distributed: %s cluster detected, auto-initialising", cluster)
-    jax.distributed.initialize(num_processes=num_processes, process_id=process_id,
-                               initialization_timeout=initialization_timeout)
+    jax.distributed.initialize(
+        num_processes=num_processes,
+        process_id=process_id,
+        initialization_timeout=initialization_timeout,
+    )
   return True

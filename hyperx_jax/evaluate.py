@@ -16,9 +16,9 @@ readable earlier step instead (and warns).
 
 from __future__ import annotations
 
-import sys
 import logging
 import os
+import sys
 from typing import Any, Iterable, Mapping, NamedTuple, Optional, Sequence
 
 import jax
@@ -28,15 +28,23 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from hyperx_jax import aot, cli, distributed, faults, metrics, report, run, sharding, writers
-from hyperx_jax.config import RunSpec
-from hyperx_jax.errors import UserError
+from hyperx_jax import aot, cli, distributed, faults, metrics, report, run, sharding
 from hyperx_jax import tokenizer as tokenizers
-from hyperx_jax.data import pipeline
-from hyperx_jax.models import losses
-from hyperx_jax.config.vocabulary import (DEV, EVAL_ROLES, MLM, Pair, TEST, max_mlm_predictions,
-                                          pair_key)
+from hyperx_jax import writers
+from hyperx_jax.config import RunSpec
 from hyperx_jax.config.sections import TaskSpec
+from hyperx_jax.config.vocabulary import (
+    DEV,
+    EVAL_ROLES,
+    MLM,
+    TEST,
+    Pair,
+    max_mlm_predictions,
+    pair_key,
+)
+from hyperx_jax.data import pipeline
+from hyperx_jax.errors import UserError
+from hyperx_jax.models import losses
 
 
 def parse_pairs(text: Optional[str], spec: RunSpec) -> Optional[list[Pair]]:
@@ -45,11 +53,13 @@ def parse_pairs(text: Optional[str], spec: RunSpec) -> Optional[list[Pair]]:
     return None
   known = [s.pair for s in spec.eval_streams]
   pairs = []
-  for item in text.split(','):
-    task, _, lang = item.strip().partition(':')
+  for item in text.split(","):
+    task, _, lang = item.strip().partition(":")
     if (task, lang) not in known:
-      raise UserError(f'--pairs: {item!r} is not an eval pair of the run; known: '
-                       f'{[pair_key(*p) for p in known]}')
+      raise UserError(
+          f"--pairs: {item!r} is not an eval pair of the run; known: "
+          f"{[pair_key(*p) for p in known]}"
+      )
     pairs.append((task, lang))
   return pairs
 
@@ -66,15 +76,21 @@ def make_eval_step(graphdef: Any, mesh: Mesh, trainable_sh: Any, frozen_sh: Any)
     model = nnx.merge(graphdef, trainable, frozen)
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):  # for splash's shard_map
       predictions = losses.predict(model, batch, task)
-    labels = batch['labels']
+    labels = batch["labels"]
     if model.task_kind(task) == MLM:
       _, labels, _ = losses.select_mlm_positions(labels, max_mlm_predictions(labels.shape[1]))
     return predictions, labels
 
-  return aot.AheadOfTime(jax.jit(eval_step, static_argnums=(3,),
-                                 in_shardings=(trainable_sh, frozen_sh, batch_sh),
-                                 out_shardings=(batch_sh, batch_sh)),
-                         'eval step (task {})', static_argnum=3)
+  return aot.AheadOfTime(
+      jax.jit(
+          eval_step,
+          static_argnums=(3,),
+          in_shardings=(trainable_sh, frozen_sh, batch_sh),
+          out_shardings=(batch_sh, batch_sh),
+      ),
+      "eval step (task {})",
+      static_argnum=3,
+  )
 
 
 def to_host(x: jax.Array) -> np.ndarray:
@@ -84,23 +100,35 @@ def to_host(x: jax.Array) -> np.ndarray:
   return np.asarray(x)
 
 
-def evaluate_pair(eval_step, trainable: Any, frozen: Any, batches: Iterable[Mapping[str, Any]],
-                  task: TaskSpec, mesh: Mesh) -> dict[str, Any]:
+def evaluate_pair(
+    eval_step,
+    trainable: Any,
+    frozen: Any,
+    batches: Iterable[Mapping[str, Any]],
+    task: TaskSpec,
+    mesh: Mesh,
+) -> dict[str, Any]:
   """Metrics of one (task, language) pair over all its eval batches (per-host numpy), and the
   number of examples they count (`examples`)."""
   acc = metrics.MetricAccumulator(task.kind, task.metric, list(task.labels) or None)
   for local in batches:
     batch = pipeline.make_global_batch(local, sharding.batch_sharding(mesh))
     predictions, labels = eval_step(trainable, frozen, batch, task.name)
-    acc.add(to_host(predictions), to_host(labels), to_host(batch['example_mask']))
+    acc.add(to_host(predictions), to_host(labels), to_host(batch["example_mask"]))
   if not acc.num_examples:
-    raise ValueError(f'eval pair {task.name}: no examples')
+    raise ValueError(f"eval pair {task.name}: no examples")
   return {**acc.result(), report.EXAMPLES: acc.num_examples}
 
 
-def evaluate_all(eval_step, trainable: Any, frozen: Any,
-                 datasets: Mapping[Pair, Iterable[Mapping[str, Any]]], spec: RunSpec,
-                 mesh: Mesh, pairs: Optional[Sequence[Pair]] = None) -> dict[str, dict[str, Any]]:
+def evaluate_all(
+    eval_step,
+    trainable: Any,
+    frozen: Any,
+    datasets: Mapping[Pair, Iterable[Mapping[str, Any]]],
+    spec: RunSpec,
+    mesh: Mesh,
+    pairs: Optional[Sequence[Pair]] = None,
+) -> dict[str, dict[str, Any]]:
   """{'task:lang': {metric: value, ..., 'zero_shot': bool, 'examples': int}} for every
   (selected) eval pair."""
   zero_shot = spec.zero_shot_pairs()
@@ -109,26 +137,36 @@ def evaluate_all(eval_step, trainable: Any, frozen: Any,
   for (task, lang), batches in datasets.items():
     if pairs is not None and (task, lang) not in pairs:
       continue
-    faults.inject('eval', pair_key(task, lang))  # test-only (faults.py)
+    faults.inject("eval", pair_key(task, lang))  # test-only (faults.py)
     result = evaluate_pair(eval_step, trainable, frozen, batches, spec.tasks[task], mesh)
     result[report.ZERO_SHOT] = (task, lang) in zero_shot
     results[pair_key(task, lang)] = result
-    note = (' (zero-shot' + (', language seen only through MLM' if lang in mlm_only else '')
-            + ')') if result[report.ZERO_SHOT] else ''
-    logging.info('eval %s%s, %d examples: %s', pair_key(task, lang), note,
-                 result[report.EXAMPLES],
-                 {k: round(v, 4) for k, v in result.items() if isinstance(v, float)})
+    note = (
+        (" (zero-shot" + (", language seen only through MLM" if lang in mlm_only else "") + ")")
+        if result[report.ZERO_SHOT]
+        else ""
+    )
+    logging.info(
+        "eval %s%s, %d examples: %s",
+        pair_key(task, lang),
+        note,
+        result[report.EXAMPLES],
+        {k: round(v, 4) for k, v in result.items() if isinstance(v, float)},
+    )
   return results
 
 
-def datasets_by_role(spec: RunSpec, tokenizer,
-                     examples: Optional[Sequence[Sequence[Any]]] = None
-                     ) -> dict[str, pipeline.EvalDatasets]:
+def datasets_by_role(
+    spec: RunSpec, tokenizer, examples: Optional[Sequence[Sequence[Any]]] = None
+) -> dict[str, pipeline.EvalDatasets]:
   """{'dev': ..., 'test': ...}: each role's eval datasets (`examples`: one list per eval
   stream, when already read)."""
-  return {role: pipeline.build_eval_datasets(spec.eval_streams, spec.train_streams, spec.data,
-                                             spec.seed, tokenizer, examples, role)
-          for role in EVAL_ROLES}
+  return {
+      role: pipeline.build_eval_datasets(
+          spec.eval_streams, spec.train_streams, spec.data, spec.seed, tokenizer, examples, role
+      )
+      for role in EVAL_ROLES
+  }
 
 
 class Evaluation(NamedTuple):
@@ -139,9 +177,15 @@ class Evaluation(NamedTuple):
   dev: dict[str, dict[str, Any]]
 
 
-def evaluate_roles(eval_step, trainable: Any, frozen: Any,
-                   datasets: Mapping[str, pipeline.EvalDatasets], spec: RunSpec,
-                   mesh: Mesh, pairs: Optional[Sequence[Pair]] = None) -> Evaluation:
+def evaluate_roles(
+    eval_step,
+    trainable: Any,
+    frozen: Any,
+    datasets: Mapping[str, pipeline.EvalDatasets],
+    spec: RunSpec,
+    mesh: Mesh,
+    pairs: Optional[Sequence[Pair]] = None,
+) -> Evaluation:
   """Dev and test pairs of one checkpoint (test pairs are only ever evaluated here, once)."""
   dev = evaluate_all(eval_step, trainable, frozen, datasets[DEV], spec, mesh, pairs)
   if not spec.test_streams:
@@ -154,22 +198,33 @@ def selection(step: int, evaluation: Evaluation, by: Optional[str] = None) -> di
   """What chose the evaluated checkpoint, for the results' provenance: its step, `by` (the dev
   metric that selected it, `checkpoint.best_metric`; None for the final step or a step asked
   for) and that metric's value, and the dev results when they are not the table itself."""
-  record = {'step': int(step), 'by': by,
-            'value': flat_scalars(evaluation.dev).get(by) if by else None}
+  record = {
+      "step": int(step),
+      "by": by,
+      "value": flat_scalars(evaluation.dev).get(by) if by else None,
+  }
   if evaluation.dev is not evaluation.table:
-    record['dev'] = evaluation.dev
+    record["dev"] = evaluation.dev
   return record
 
 
 def flat_scalars(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
   """{'ner:tr': {'f1': x}} -> {'ner:tr/f1': x} (the names `checkpoint.best_metric` uses)."""
-  return {f'{key}/{name}': float(v) for key, r in results.items() for name, v in r.items()
-          if name not in report.ENTRY_FIELDS}
+  return {
+      f"{key}/{name}": float(v)
+      for key, r in results.items()
+      for name, v in r.items()
+      if name not in report.ENTRY_FIELDS
+  }
 
 
-def evaluate_checkpoint(workdir: str, *, pairs_text: Optional[str] = None,
-                        step: Optional[int] = None, allow_fallback: bool = False
-                        ) -> tuple[run.TrainedRun, Evaluation]:
+def evaluate_checkpoint(
+    workdir: str,
+    *,
+    pairs_text: Optional[str] = None,
+    step: Optional[int] = None,
+    allow_fallback: bool = False,
+) -> tuple[run.TrainedRun, Evaluation]:
   """A run's latest (or given) checkpoint on its eval pairs (all, or 'ner:tr,pos:ar'), and the
   run restored at that step; an unreadable step is an error unless `allow_fallback`
   (`run.restore`)."""
@@ -178,60 +233,86 @@ def evaluate_checkpoint(workdir: str, *, pairs_text: Optional[str] = None,
   pairs = parse_pairs(pairs_text, spec)
   tokenizer = tokenizers.load_tokenizer(spec.tokenizer_path)
   datasets = datasets_by_role(spec, tokenizer)
-  logging.info('evaluating %s at step %d', workdir, trained.step)
-  eval_step = make_eval_step(parts.graphdef, trained.mesh, run.shardings_of(parts.trainable),
-                             run.shardings_of(parts.frozen))
-  return trained, evaluate_roles(eval_step, parts.trainable, parts.frozen, datasets, spec,
-                                 trained.mesh, pairs)
+  logging.info("evaluating %s at step %d", workdir, trained.step)
+  eval_step = make_eval_step(
+      parts.graphdef,
+      trained.mesh,
+      run.shardings_of(parts.trainable),
+      run.shardings_of(parts.frozen),
+  )
+  return trained, evaluate_roles(
+      eval_step, parts.trainable, parts.frozen, datasets, spec, trained.mesh, pairs
+  )
 
 
 def output_dir(workdir: str, step: int, pairs_text: Optional[str] = None) -> str:
   """`workdir/eval/step_<step>`, with `_<task>-<lang>_...` for a subset of pairs."""
-  name = f'step_{step}'
+  name = f"step_{step}"
   if pairs_text:
-    name += '_' + '_'.join(p.strip().replace(':', '-') for p in pairs_text.split(','))
-  return os.path.join(workdir, 'eval', name)
+    name += "_" + "_".join(p.strip().replace(":", "-") for p in pairs_text.split(","))
+  return os.path.join(workdir, "eval", name)
 
 
 def same_directory(a: str, b: str) -> bool:
-  if '://' in a or '://' in b:
-    return a.rstrip('/') == b.rstrip('/')
+  if "://" in a or "://" in b:
+    return a.rstrip("/") == b.rstrip("/")
   return os.path.realpath(a) == os.path.realpath(b)
 
 
 def main(argv: Sequence[str]) -> None:
   FLAGS = flags.FLAGS
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if FLAGS.replace_run_results and (FLAGS.pairs or FLAGS.out):
-    raise app.UsageError('--replace_run_results writes every pair to --workdir: it takes '
-                         'neither --pairs nor --out')
+    raise app.UsageError(
+        "--replace_run_results writes every pair to --workdir: it takes "
+        "neither --pairs nor --out"
+    )
   if FLAGS.out and same_directory(FLAGS.out, FLAGS.workdir):
-    raise app.UsageError(f'--out={FLAGS.out} is the run directory: pass --replace_run_results '
-                         "to replace the run's results.*")
+    raise app.UsageError(
+        f"--out={FLAGS.out} is the run directory: pass --replace_run_results "
+        "to replace the run's results.*"
+    )
   writers.quiet_library_logs(FLAGS.verbose)
   distributed.initialize()  # every host of a pod evaluates its slice; a no-op on one machine
-  trained, evaluation = evaluate_checkpoint(FLAGS.workdir, pairs_text=FLAGS.pairs,
-                                            step=FLAGS.step, allow_fallback=FLAGS.allow_fallback)
+  trained, evaluation = evaluate_checkpoint(
+      FLAGS.workdir, pairs_text=FLAGS.pairs, step=FLAGS.step, allow_fallback=FLAGS.allow_fallback
+  )
   out = FLAGS.out or output_dir(FLAGS.workdir, trained.step, FLAGS.pairs)
   if FLAGS.replace_run_results:
     out = FLAGS.workdir
-  run.write_results(trained.config, trained.spec, out, evaluation.table, trained.step,
-                    selection(trained.step, evaluation))
+  run.write_results(
+      trained.config,
+      trained.spec,
+      out,
+      evaluation.table,
+      trained.step,
+      selection(trained.step, evaluation),
+  )
 
 
 def define_flags() -> None:
-  flags.DEFINE_string('workdir', None, 'A training run directory (holds config.json).',
-                      required=True)
-  flags.DEFINE_string('pairs', None, 'Comma-separated task:lang pairs (default: all).')
-  flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
-  flags.DEFINE_bool('allow_fallback', False, 'If the step is unreadable, evaluate the latest '
-                    'readable earlier one (default: stop with an error).')
-  flags.DEFINE_string('out', None, 'Directory for results.* (default: '
-                      'WORKDIR/eval/step_<N>[_<pairs>]).')
-  flags.DEFINE_bool('replace_run_results', False, "Write to WORKDIR's own results.* instead, "
-                    'replacing the table the run wrote (all pairs only).')
+  flags.DEFINE_string(
+      "workdir", None, "A training run directory (holds config.json).", required=True
+  )
+  flags.DEFINE_string("pairs", None, "Comma-separated task:lang pairs (default: all).")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+  flags.DEFINE_bool(
+      "allow_fallback",
+      False,
+      "If the step is unreadable, evaluate the latest "
+      "readable earlier one (default: stop with an error).",
+  )
+  flags.DEFINE_string(
+      "out", None, "Directory for results.* (default: " "WORKDIR/eval/step_<N>[_<pairs>])."
+  )
+  flags.DEFINE_bool(
+      "replace_run_results",
+      False,
+      "Write to WORKDIR's own results.* instead, "
+      "replacing the table the run wrote (all pairs only).",
+  )
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
   cli.run(sys.modules[__name__])

@@ -32,107 +32,138 @@ from hyperx_jax.config.vocabulary import LANGUAGE_SOURCES, LEARNED_SOURCE, METHO
 
 def with_arg(config_arg: str, name: str, value: str) -> str:
   """'configs/demo.py:steps=100' + method=madx -> 'configs/demo.py:steps=100,method=madx'."""
-  path, _, arg = config_arg.partition(':')
-  items = [item for item in arg.split(',') if item and not item.startswith(f'{name}=')]
-  return f'{path}:' + ','.join(items + [f'{name}={value}'])
+  path, _, arg = config_arg.partition(":")
+  items = [item for item in arg.split(",") if item and not item.startswith(f"{name}=")]
+  return f"{path}:" + ",".join(items + [f"{name}={value}"])
 
 
 def with_method(config_arg: str, method: str) -> str:
-  return with_arg(config_arg, 'method', method)
+  return with_arg(config_arg, "method", method)
 
 
 def with_variant(config_arg: str, variant: str, explicit_source: bool = False) -> str:
   """A variant (compare.variant_name: 'madx', 'hyperx', 'hyperx-typology') as config args;
   Hyper-X's language source is passed when the name has one, or always if `explicit_source`
   ('hyperx' = learned), else the config's default stands."""
-  method, _, source = variant.partition('-')
+  method, _, source = variant.partition("-")
   config_arg = with_method(config_arg, method)
-  if method == 'hyperx' and (source or explicit_source):
-    config_arg = with_arg(config_arg, 'language_source', source or LEARNED_SOURCE)
+  if method == "hyperx" and (source or explicit_source):
+    config_arg = with_arg(config_arg, "language_source", source or LEARNED_SOURCE)
   return config_arg
 
 
 def run_dir(workdir: str, method: str, seed: int) -> str:
-  return os.path.join(workdir, method, f'seed{seed}')
+  return os.path.join(workdir, method, f"seed{seed}")
 
 
-def train_command(config_arg: str, method: str, seed: int, workdir: str,
-                  overrides: Sequence[str], explicit_source: bool = False) -> list[str]:
+def train_command(
+    config_arg: str,
+    method: str,
+    seed: int,
+    workdir: str,
+    overrides: Sequence[str],
+    explicit_source: bool = False,
+) -> list[str]:
   """`method`: a variant name (a method, or 'hyperx-<language source>')."""
   config_arg = with_variant(config_arg, method, explicit_source)
-  return ([sys.executable, '-m', 'hyperx_jax.main', f'--config={config_arg}',
-           f'--config.seed={seed}', f'--workdir={run_dir(workdir, method, seed)}']
-          + [f'--config.{o}' for o in overrides])
+  return [
+      sys.executable,
+      "-m",
+      "hyperx_jax.main",
+      f"--config={config_arg}",
+      f"--config.seed={seed}",
+      f"--workdir={run_dir(workdir, method, seed)}",
+  ] + [f"--config.{o}" for o in overrides]
 
 
 def _ints(text: str) -> list[int]:
-  return [int(s) for s in text.split(',') if s]
+  return [int(s) for s in text.split(",") if s]
 
 
 def define_flags() -> None:
-  flags.DEFINE_string('config', None, 'configs/<name>.py[:arg] (a path: the file is loaded as '
-                      'it is)', required=True)
-  flags.DEFINE_string('methods', 'hyperx,task_adapters,madx', 'Comma-separated methods.')
-  flags.DEFINE_string('seeds', '1,2,3', 'Comma-separated seeds.')
-  flags.DEFINE_string('language_sources', None, 'Hyper-X language sources, comma-separated, some '
-                      f"of {list(LANGUAGE_SOURCES)} (default: the config's own).")
-  flags.DEFINE_string('workdir', None, 'Root of the runs: WORKDIR/<method>/seed<seed>.',
-                      required=True)
-  flags.DEFINE_multi_string('set', [], 'A config override for every run, FIELD=VALUE, e.g. '
-                            'optim.b2=0.9 (repeatable).')
-  flags.DEFINE_bool('dry_run', False, 'Print the commands only.')
+  flags.DEFINE_string(
+      "config",
+      None,
+      "configs/<name>.py[:arg] (a path: the file is loaded as " "it is)",
+      required=True,
+  )
+  flags.DEFINE_string("methods", "hyperx,task_adapters,madx", "Comma-separated methods.")
+  flags.DEFINE_string("seeds", "1,2,3", "Comma-separated seeds.")
+  flags.DEFINE_string(
+      "language_sources",
+      None,
+      "Hyper-X language sources, comma-separated, some "
+      f"of {list(LANGUAGE_SOURCES)} (default: the config's own).",
+  )
+  flags.DEFINE_string(
+      "workdir", None, "Root of the runs: WORKDIR/<method>/seed<seed>.", required=True
+  )
+  flags.DEFINE_multi_string(
+      "set", [], "A config override for every run, FIELD=VALUE, e.g. " "optim.b2=0.9 (repeatable)."
+  )
+  flags.DEFINE_bool("dry_run", False, "Print the commands only.")
 
 
 def grid_of(f: Any) -> tuple[list[str], list[int], bool]:
   """(variants, seeds, whether the language source is explicit) of the flags, checked."""
-  methods = [m for m in f.methods.split(',') if m]
+  methods = [m for m in f.methods.split(",") if m]
   unknown = [m for m in methods if m not in METHODS]
   if unknown:
-    raise app.UsageError(f'unknown methods {unknown}; known: {list(METHODS)}')
+    raise app.UsageError(f"unknown methods {unknown}; known: {list(METHODS)}")
   explicit = f.language_sources is not None
-  sources = [s for s in (f.language_sources or LEARNED_SOURCE).split(',') if s]
+  sources = [s for s in (f.language_sources or LEARNED_SOURCE).split(",") if s]
   unknown = [s for s in sources if s not in LANGUAGE_SOURCES]
   if unknown or not sources:
-    raise app.UsageError(f'--language_sources={f.language_sources!r}: expected some of '
-                         f'{list(LANGUAGE_SOURCES)}')
-  variants = [compare.variant_name(m, s) for m in methods
-              for s in (sources if m == 'hyperx' else [LEARNED_SOURCE])]
+    raise app.UsageError(
+        f"--language_sources={f.language_sources!r}: expected some of " f"{list(LANGUAGE_SOURCES)}"
+    )
+  variants = [
+      compare.variant_name(m, s)
+      for m in methods
+      for s in (sources if m == "hyperx" else [LEARNED_SOURCE])
+  ]
   try:
     seeds = _ints(f.seeds)
   except ValueError:
-    raise app.UsageError(f'--seeds={f.seeds!r}: expected comma-separated integers, e.g. '
-                         '1,2,3') from None
+    raise app.UsageError(
+        f"--seeds={f.seeds!r}: expected comma-separated integers, e.g. " "1,2,3"
+    ) from None
   if not variants or not seeds:
-    raise app.UsageError('need at least one method and one seed')
-  config_file = f.config.partition(':')[0]
+    raise app.UsageError("need at least one method and one seed")
+  config_file = f.config.partition(":")[0]
   if not os.path.isfile(config_file):
-    raise app.UsageError(f'--config: {config_file!r} is not a file (expected '
-                         'configs/<name>.py[:arg])')
+    raise app.UsageError(
+        f"--config: {config_file!r} is not a file (expected " "configs/<name>.py[:arg])"
+    )
   return variants, seeds, explicit
 
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   args = flags.FLAGS
   variants, seeds, explicit = grid_of(args)
   grid = [(v, s) for s in seeds for v in variants]  # seed-major: early rows compare methods
   for i, (method, seed) in enumerate(grid, 1):
     directory = run_dir(args.workdir, method, seed)
     command = train_command(args.config, method, seed, args.workdir, args.set, explicit)
-    if os.path.exists(os.path.join(directory, 'results.json')):
-      print(f'[{i}/{len(grid)}] {method} seed {seed}: done ({directory})', flush=True)
+    if os.path.exists(os.path.join(directory, "results.json")):
+      print(f"[{i}/{len(grid)}] {method} seed {seed}: done ({directory})", flush=True)
       continue
     print(f'[{i}/{len(grid)}] {method} seed {seed}: {" ".join(command)}', flush=True)
     if args.dry_run:
       continue
     start = time.monotonic()
     if subprocess.run(command, check=False).returncode != 0:
-      sys.exit(f'[{i}/{len(grid)}] {method} seed {seed} failed (its log is above; its run '
-               f'directory {directory} is kept). Fix it and rerun the same command: finished '
-               'runs are kept and this one resumes from its last checkpoint.')
-    print(f'[{i}/{len(grid)}] {method} seed {seed}: finished in '
-          f'{time.monotonic() - start:.0f} s', flush=True)
+      sys.exit(
+          f"[{i}/{len(grid)}] {method} seed {seed} failed (its log is above; its run "
+          f"directory {directory} is kept). Fix it and rerun the same command: finished "
+          "runs are kept and this one resumes from its last checkpoint."
+      )
+    print(
+        f"[{i}/{len(grid)}] {method} seed {seed}: finished in " f"{time.monotonic() - start:.0f} s",
+        flush=True,
+    )
   if args.dry_run:
     return
   runs = [compare.load_run(run_dir(args.workdir, m, s)) for m, s in grid]
@@ -140,5 +171,5 @@ def main(argv: Sequence[str]) -> None:
   print(f'wrote {os.path.join(args.workdir, "compare.md")} (.csv, .png)')
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
   cli.run(sys.modules[__name__])

@@ -62,20 +62,20 @@ from absl import app, flags
 from flax import nnx
 from safetensors.numpy import load_file, save
 
-from hyperx_jax import cli, fileio, run
+from hyperx_jax import cli, export_format, fileio, run
 from hyperx_jax.config import RunSpec, decode, environment
+from hyperx_jax.config.vocabulary import MLM, PAIR, TOKEN
 from hyperx_jax.errors import UserError
 from hyperx_jax.models import heads as heads_lib
 from hyperx_jax.models import weights
 from hyperx_jax.models.adapters import AdapterWeights
 from hyperx_jax.models.xlmr import EncoderConfig, XLMREncoder
-from hyperx_jax.config.vocabulary import MLM, PAIR, TOKEN
-from hyperx_jax import export_format
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
   if isinstance(x, jax.Array) and not x.is_fully_addressable:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     x = multihost_utils.process_allgather(x, tiled=True)
   return np.asarray(jax.device_get(x), np.float32)
 
@@ -88,8 +88,10 @@ def adapter_tensors(stack: Sequence[AdapterWeights]) -> dict[str, np.ndarray]:
       if value is None:
         continue
       if value.shape[1] != 1:
-        raise ValueError(f"adapters[{k}].{field} has {value.shape[1]} groups; export takes one "
-                         "(task, language) pair")
+        raise ValueError(
+            f"adapters[{k}].{field} has {value.shape[1]} groups; export takes one "
+            "(task, language) pair"
+        )
       out[export_format.adapter_tensor(k, field)] = _to_host(value[:, 0])
   return out
 
@@ -97,8 +99,10 @@ def adapter_tensors(stack: Sequence[AdapterWeights]) -> dict[str, np.ndarray]:
 def head_tensors(head: nnx.Module) -> dict[str, np.ndarray]:
   """A head's parameters -> {'head.{path with dots}': array}."""
   flat = nnx.to_flat_state(nnx.state(head, nnx.Param))
-  return {export_format.HEAD_PREFIX + ".".join(str(k) for k in path): _to_host(v.get_value())
-          for path, v in flat}
+  return {
+      export_format.HEAD_PREFIX + ".".join(str(k) for k in path): _to_host(v.get_value())
+      for path, v in flat
+  }
 
 
 def backbone_tensors(model: Any, spec: Any) -> dict[str, np.ndarray]:
@@ -118,23 +122,32 @@ def check_adapterhub(spec: RunSpec, encoder: EncoderConfig, task: str) -> None:
   spec_task = spec.tasks[task]
   alternative = "; use --format=native and hyperx_jax.torch_loader.load_exported"
   if encoder.pre_layer_norm:
-    raise UserError("--format=adapterhub: AdapterHub's XLM-R is the post-LayerNorm one; this "
-                     "run's encoder is pre-LN (XL/XXL)" + alternative)
+    raise UserError(
+        "--format=adapterhub: AdapterHub's XLM-R is the post-LayerNorm one; this "
+        "run's encoder is pre-LN (XL/XXL)" + alternative
+    )
   if encoder.adapter_placement != "ffn_output":
-    raise UserError(f"--format=adapterhub: placement {encoder.adapter_placement!r} is not "
-                     "expressible (under a Stack AdapterHub's original_ln_before re-applies the "
-                     "layer's LayerNorm before every adapter); only 'ffn_output'" + alternative)
+    raise UserError(
+        f"--format=adapterhub: placement {encoder.adapter_placement!r} is not "
+        "expressible (under a Stack AdapterHub's original_ln_before re-applies the "
+        "layer's LayerNorm before every adapter); only 'ffn_output'" + alternative
+    )
   h, b = encoder.hidden_size, spec.adapter.bottleneck
   if h % b:
-    raise UserError(f"--format=adapterhub: AdapterHub sizes the bottleneck as hidden_size // "
-                     f"reduction_factor; bottleneck {b} does not divide hidden_size {h}")
+    raise UserError(
+        f"--format=adapterhub: AdapterHub sizes the bottleneck as hidden_size // "
+        f"reduction_factor; bottleneck {b} does not divide hidden_size {h}"
+    )
   if spec_task.kind == PAIR and spec_task.pooling != "cls":
-    raise UserError(f"--format=adapterhub: task {task!r} pools by {spec_task.pooling!r}; "
-                     "AdapterHub's classification head reads the <s> token (or the pooler) only"
-                     + alternative)
+    raise UserError(
+        f"--format=adapterhub: task {task!r} pools by {spec_task.pooling!r}; "
+        "AdapterHub's classification head reads the <s> token (or the pooler) only" + alternative
+    )
   if spec_task.kind not in (PAIR, TOKEN):
-    raise UserError(f"--format=adapterhub: no AdapterHub head for task {task!r} of kind "
-                     f"{spec_task.kind!r}" + alternative)
+    raise UserError(
+        f"--format=adapterhub: no AdapterHub head for task {task!r} of kind "
+        f"{spec_task.kind!r}" + alternative
+    )
 
 
 def adapterhub_config(meta: dict) -> dict:
@@ -150,31 +163,55 @@ def adapterhub_config(meta: dict) -> dict:
   which is `LN_out(A_task(A_lang(f)) + a)` as in models/xlmr.py (`check_adapterhub` refuses
   what it cannot express)."""
   h, b = meta["hidden_size"], meta["bottleneck"]
-  return {"mh_adapter": False, "output_adapter": True, "reduction_factor": h // b,
-          "non_linearity": "relu", "original_ln_before": False, "original_ln_after": True,
-          "residual_before_ln": True, "adapter_residual_before_ln": False, "ln_before": False,
-          "ln_after": bool(meta["layer_norm"]), "scaling": 1.0, "use_gating": False,
-          "dropout": 0.0, "init_weights": "bert", "is_parallel": False, "phm_layer": False,
-          "leave_out": []}
+  return {
+      "mh_adapter": False,
+      "output_adapter": True,
+      "reduction_factor": h // b,
+      "non_linearity": "relu",
+      "original_ln_before": False,
+      "original_ln_after": True,
+      "residual_before_ln": True,
+      "adapter_residual_before_ln": False,
+      "ln_before": False,
+      "ln_after": bool(meta["layer_norm"]),
+      "scaling": 1.0,
+      "use_gating": False,
+      "dropout": 0.0,
+      "init_weights": "bert",
+      "is_parallel": False,
+      "phm_layer": False,
+      "leave_out": [],
+  }
 
 
-def adapterhub_head(meta: dict, tensors: dict[str, np.ndarray], name: str
-                    ) -> tuple[dict, dict[str, np.ndarray]]:
+def adapterhub_head(
+    meta: dict, tensors: dict[str, np.ndarray], name: str
+) -> tuple[dict, dict[str, np.ndarray]]:
   """(head config, head tensors) of AdapterHub's head for ours: the pair head with 'cls'
   pooling is its ClassificationHead (Dropout, Linear H->H, tanh, Dropout, Linear H->n: indices
   1, 4); the token head its TaggingHead (Dropout, Linear: index 1)."""
   label2id = {label: i for i, label in enumerate(meta["labels"])}
-  common = {"num_labels": len(label2id), "label2id": label2id, "dropout_prob": None,
-            "activation_function": "tanh"}
+  common = {
+      "num_labels": len(label2id),
+      "label2id": label2id,
+      "dropout_prob": None,
+      "activation_function": "tanh",
+  }
   kind = meta["task_kind"]
   if kind == PAIR:
-    config = {**common, "head_type": "classification", "layers": 2, "use_pooler": False,
-              "bias": True}
+    config = {
+        **common,
+        "head_type": "classification",
+        "layers": 2,
+        "use_pooler": False,
+        "bias": True,
+    }
   else:
     config = {**common, "head_type": "tagging", "layers": 1}
   out = {}
-  for index, layer in zip(export_format.ADAPTERHUB_HEAD_INDICES[kind],
-                          export_format.HEAD_LAYERS[kind]):
+  for index, layer in zip(
+      export_format.ADAPTERHUB_HEAD_INDICES[kind], export_format.HEAD_LAYERS[kind]
+  ):
     kernel = tensors[export_format.head_tensor(layer, "kernel")]
     out[f"heads.{name}.{index}.weight"] = np.ascontiguousarray(kernel.T)
     out[f"heads.{name}.{index}.bias"] = tensors[export_format.head_tensor(layer, "bias")]
@@ -185,17 +222,23 @@ def adapterhub_adapter(tensors: dict[str, np.ndarray], k: int, name: str) -> dic
   """Stack entry k's tensors under AdapterHub's names (`roberta.` = XLMRobertaAdapterModel's
   base model; PyTorch Linear weights are [out, in])."""
   out = {}
-  renames = {"down": "adapter_down.0.weight", "down_bias": "adapter_down.0.bias",
-             "up": "adapter_up.weight", "up_bias": "adapter_up.bias",
-             "ln_scale": "adapter_norm_after.weight", "ln_bias": "adapter_norm_after.bias"}
+  renames = {
+      "down": "adapter_down.0.weight",
+      "down_bias": "adapter_down.0.bias",
+      "up": "adapter_up.weight",
+      "up_bias": "adapter_up.bias",
+      "ln_scale": "adapter_norm_after.weight",
+      "ln_bias": "adapter_norm_after.bias",
+  }
   for field, theirs in renames.items():
     value = tensors.get(export_format.adapter_tensor(k, field))
     if value is None:
       continue
     for i, layer in enumerate(value):
       layer = layer.T if field in ("down", "up") else layer
-      out[f"roberta.encoder.layer.{i}.output.adapters.{name}.{theirs}"] = (
-          np.ascontiguousarray(layer))
+      out[f"roberta.encoder.layer.{i}.output.adapters.{name}.{theirs}"] = np.ascontiguousarray(
+          layer
+      )
   return out
 
 
@@ -204,16 +247,22 @@ def _adapterhub_files(meta: dict, tensors: dict[str, np.ndarray]) -> dict[str, b
   bn_config = adapterhub_config(meta)
   names = meta["stack"]
   head_config, head = adapterhub_head(meta, tensors, names[-1])
-  about = {"hidden_size": meta["hidden_size"], "model_class": "XLMRobertaAdapterModel",
-           "model_name": meta["checkpoint"], "model_type": "xlm-roberta",
-           "version": export_format.ADAPTERHUB_VERSION}
+  about = {
+      "hidden_size": meta["hidden_size"],
+      "model_class": "XLMRobertaAdapterModel",
+      "model_name": meta["checkpoint"],
+      "model_type": "xlm-roberta",
+      "version": export_format.ADAPTERHUB_VERSION,
+  }
   files = {}
   for k, name in enumerate(names):
     files[f"adapterhub/{name}/adapter_config.json"] = json.dumps(
-        {**about, "config": bn_config, "name": name}, indent=2).encode()
+        {**about, "config": bn_config, "name": name}, indent=2
+    ).encode()
     files[f"adapterhub/{name}/adapter.safetensors"] = save(adapterhub_adapter(tensors, k, name))
   files[f"adapterhub/{names[-1]}/head_config.json"] = json.dumps(
-      {**about, "config": head_config, "name": names[-1]}, indent=2).encode()
+      {**about, "config": head_config, "name": names[-1]}, indent=2
+  ).encode()
   files[f"adapterhub/{names[-1]}/model_head.safetensors"] = save(head)
   return files
 
@@ -223,9 +272,17 @@ def _check_format(format: str) -> None:  # pylint: disable=redefined-builtin
     raise UserError(f"unknown export format {format!r}; known: {', '.join(export_format.FORMATS)}")
 
 
-def export_adapter(model: Any, spec: Any, task: str, lang: str, out_dir: str, *,
-                   step: Optional[int] = None, workdir: Optional[str] = None,
-                   format: str = "native") -> dict:  # pylint: disable=redefined-builtin
+def export_adapter(
+    model: Any,
+    spec: Any,
+    task: str,
+    lang: str,
+    out_dir: str,
+    *,
+    step: Optional[int] = None,
+    workdir: Optional[str] = None,
+    format: str = "native",
+) -> dict:  # pylint: disable=redefined-builtin
   """Writes (task, lang)'s adapter, task head and trained backbone parameters from `model` (a
   HyperXModel) to `out_dir`; `format='adapterhub'` adds the AdapterHub directories.
 
@@ -239,31 +296,45 @@ def export_adapter(model: Any, spec: Any, task: str, lang: str, out_dir: str, *,
     check_adapterhub(spec, model.encoder.config, task)
   task_id, lang_id = model.task_id(task), model.lang_id(lang)
   kind = model.task_kind(task)
-  stack = model.adapter_weights(jnp.array([task_id]), jnp.array([lang_id]),
-                                skip_task_adapter=(kind == MLM))
+  stack = model.adapter_weights(
+      jnp.array([task_id]), jnp.array([lang_id]), skip_task_adapter=(kind == MLM)
+  )
   tensors = {**adapter_tensors(stack), **head_tensors(model.heads[task])}
   backbone = backbone_tensors(model, spec)
   down = tensors["adapters.0.down"]
   encoder = model.encoder.config
   meta = {
-      "format": export_format.FORMAT, "method": spec.method, "task": task, "task_kind": kind,
-      "labels": list(spec.tasks[task].labels), "language": lang,
+      "format": export_format.FORMAT,
+      "method": spec.method,
+      "task": task,
+      "task_kind": kind,
+      "labels": list(spec.tasks[task].labels),
+      "language": lang,
       "pooling": spec.tasks[task].pooling if kind == PAIR else None,
-      "hidden_size": int(down.shape[1]), "bottleneck": int(down.shape[2]),
-      "num_layers": int(down.shape[0]), "placement": encoder.adapter_placement,
-      "layer_norm": stack[0].ln_scale is not None, "adapter_ln_eps": export_format.ADAPTER_LN_EPS,
-      "num_adapters": len(stack), "stack": list(export_format.STACK_NAMES[spec.method][:len(stack)]),
-      "checkpoint": spec.pretrained, "tokenizer": spec.tokenizer_path,
+      "hidden_size": int(down.shape[1]),
+      "bottleneck": int(down.shape[2]),
+      "num_layers": int(down.shape[0]),
+      "placement": encoder.adapter_placement,
+      "layer_norm": stack[0].ln_scale is not None,
+      "adapter_ln_eps": export_format.ADAPTER_LN_EPS,
+      "num_adapters": len(stack),
+      "stack": list(export_format.STACK_NAMES[spec.method][: len(stack)]),
+      "checkpoint": spec.pretrained,
+      "tokenizer": spec.tokenizer_path,
       "head_type": type(model.heads[task]).__name__,
       "backbone_file": export_format.BACKBONE_FILE if backbone else None,
-      "backbone_tensors": sorted(backbone), "adapterhub": None, "step": step,
+      "backbone_tensors": sorted(backbone),
+      "adapterhub": None,
+      "step": step,
       "workdir": workdir,
   }
   files = {}
   if format == "adapterhub":
     files = _adapterhub_files(meta, tensors)
-    meta["adapterhub"] = {"adapters": [f"adapterhub/{n}" for n in meta["stack"]],
-                          "head": f"adapterhub/{meta['stack'][-1]}"}
+    meta["adapterhub"] = {
+        "adapters": [f"adapterhub/{n}" for n in meta["stack"]],
+        "head": f"adapterhub/{meta['stack'][-1]}",
+    }
   files[export_format.ADAPTER_FILE] = save(tensors, metadata={"format": export_format.FORMAT})
   if backbone:
     files[export_format.BACKBONE_FILE] = save(backbone, metadata={"format": export_format.FORMAT})
@@ -307,7 +378,7 @@ def load_static_adapter(directory: str) -> Exported:
   for name, value in tensors.items():
     if name.startswith(export_format.HEAD_PREFIX):
       node = head
-      *parents, leaf = name[len(export_format.HEAD_PREFIX):].split(".")
+      *parents, leaf = name[len(export_format.HEAD_PREFIX) :].split(".")
       for p in parents:
         node = node.setdefault(p, {})
       node[leaf] = jnp.asarray(value)
@@ -316,19 +387,21 @@ def load_static_adapter(directory: str) -> Exported:
     backbone_path = os.path.join(directory, config["backbone_file"])
     backbone = load_file(backbone_path)
     if sorted(backbone) != config["backbone_tensors"]:
-      raise ValueError(f"{backbone_path} holds {sorted(backbone)}, {config_path} lists "
-                       f"{config['backbone_tensors']}")
+      raise ValueError(
+          f"{backbone_path} holds {sorted(backbone)}, {config_path} lists "
+          f"{config['backbone_tensors']}"
+      )
   return Exported(tuple(stack), head, backbone, config)
 
 
-def build_encoder(exported: Exported, checkpoint: Optional[str] = None, **overrides
-                  ) -> XLMREncoder:
+def build_encoder(exported: Exported, checkpoint: Optional[str] = None, **overrides) -> XLMREncoder:
   """The trained encoder: the base checkpoint (`checkpoint`, default the one the run started
   from) with the exported backbone parameters applied; run it with `adapters=exported.adapters`.
   `overrides`: EncoderConfig fields (e.g. scan_layers=False)."""
   checkpoint = checkpoint or exported.config["checkpoint"]
   config = weights.encoder_config_from_checkpoint(
-      checkpoint, adapter_placement=exported.config["placement"], **overrides)
+      checkpoint, adapter_placement=exported.config["placement"], **overrides
+  )
   encoder = XLMREncoder(config, rngs=nnx.Rngs(0))
   weights.load_encoder_weights(encoder, checkpoint)
   weights.apply_hf_tensors(encoder, exported.backbone, source=exported.config["backbone_file"])
@@ -341,8 +414,9 @@ def build_head(config: dict, head_params: dict, *, vocab_size: Optional[int] = N
   rngs = nnx.Rngs(0)
   kind = config["task_kind"]
   if kind == PAIR:
-    head = heads_lib.SequenceClassificationHead(h, len(config["labels"]), rngs=rngs,
-                                                pooling=config["pooling"])
+    head = heads_lib.SequenceClassificationHead(
+        h, len(config["labels"]), rngs=rngs, pooling=config["pooling"]
+    )
   elif kind == TOKEN:
     head = heads_lib.TokenClassificationHead(h, len(config["labels"]), rngs=rngs)
   elif kind == MLM:
@@ -364,13 +438,21 @@ def check_names(workdir: str, task: str, lang: str) -> None:
   if task not in tasks:
     raise UserError(f"{workdir}: unknown task {task!r}; the run's tasks: {', '.join(tasks)}")
   if lang not in languages:
-    raise UserError(f"{workdir}: unknown language {lang!r}; the run's languages: "
-                     f"{', '.join(languages)}")
+    raise UserError(
+        f"{workdir}: unknown language {lang!r}; the run's languages: " f"{', '.join(languages)}"
+    )
 
 
-def export_from_run(workdir: str, task: str, lang: str, out_dir: str, *,
-                    step: Optional[int] = None, allow_fallback: bool = False,
-                    format: str = "native") -> dict:  # pylint: disable=redefined-builtin
+def export_from_run(
+    workdir: str,
+    task: str,
+    lang: str,
+    out_dir: str,
+    *,
+    step: Optional[int] = None,
+    allow_fallback: bool = False,
+    format: str = "native",
+) -> dict:  # pylint: disable=redefined-builtin
   """Restores a trained run (`run.restore`; an unreadable step is an error unless
   `allow_fallback`) and exports (task, lang)."""
   _check_format(format)
@@ -379,21 +461,41 @@ def export_from_run(workdir: str, task: str, lang: str, out_dir: str, *,
     spec = decode(run.load_config(workdir))
     check_adapterhub(spec, environment.encoder_config(spec, strict_attention=False), task)
   trained = run.restore(workdir, step=step, allow_fallback=allow_fallback)
-  return export_adapter(trained.model(), trained.spec, task, lang, out_dir, step=trained.step,
-                        workdir=os.path.abspath(workdir), format=format)
+  return export_adapter(
+      trained.model(),
+      trained.spec,
+      task,
+      lang,
+      out_dir,
+      step=trained.step,
+      workdir=os.path.abspath(workdir),
+      format=format,
+  )
 
 
 def define_flags() -> None:
   flags.DEFINE_string("workdir", None, "Training run directory (config.json + checkpoints/).")
   flags.DEFINE_string("task", None, "Task name (a key of the run's config.tasks).")
   flags.DEFINE_string("lang", None, "Language (one of the run's config.languages).")
-  flags.DEFINE_string("out", None, "Output directory (adapter.safetensors, backbone.safetensors, "
-                      "adapter_config.json).")
+  flags.DEFINE_string(
+      "out",
+      None,
+      "Output directory (adapter.safetensors, backbone.safetensors, " "adapter_config.json).",
+  )
   flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-  flags.DEFINE_enum("format", "native", list(export_format.FORMATS), "native: ours (JAX and the "
-                    "PyTorch loader read it); adapterhub: also AdapterHub adapter directories.")
-  flags.DEFINE_bool("allow_fallback", False, "If the step is unreadable, export the latest "
-                    "readable earlier one (default: stop with an error).")
+  flags.DEFINE_enum(
+      "format",
+      "native",
+      list(export_format.FORMATS),
+      "native: ours (JAX and the "
+      "PyTorch loader read it); adapterhub: also AdapterHub adapter directories.",
+  )
+  flags.DEFINE_bool(
+      "allow_fallback",
+      False,
+      "If the step is unreadable, export the latest "
+      "readable earlier one (default: stop with an error).",
+  )
   flags.mark_flags_as_required(["workdir", "task", "lang", "out"])
 
 
@@ -401,11 +503,20 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
-  meta = export_from_run(f.workdir, f.task, f.lang, f.out, step=f.step,
-                         allow_fallback=f.allow_fallback, format=f.format)
-  print(f"exported {meta['task']}/{meta['language']} (step {meta['step']}, {meta['num_layers']} "
-        f"layers, bottleneck {meta['bottleneck']}, {len(meta['backbone_tensors'])} backbone "
-        f"tensors) to {f.out}")
+  meta = export_from_run(
+      f.workdir,
+      f.task,
+      f.lang,
+      f.out,
+      step=f.step,
+      allow_fallback=f.allow_fallback,
+      format=f.format,
+  )
+  print(
+      f"exported {meta['task']}/{meta['language']} (step {meta['step']}, {meta['num_layers']} "
+      f"layers, bottleneck {meta['bottleneck']}, {len(meta['backbone_tensors'])} backbone "
+      f"tensors) to {f.out}"
+  )
 
 
 if __name__ == "__main__":

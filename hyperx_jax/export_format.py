@@ -22,21 +22,21 @@ from typing import Any
 from hyperx_jax.config.vocabulary import PAIR, TOKEN
 from hyperx_jax.errors import UserError
 
-FORMAT = 'hyperx_jax.static_adapter.v2'  # v2: + the trained backbone parameters
-CONFIG_FILE = 'adapter_config.json'
-ADAPTER_FILE = 'adapter.safetensors'
-BACKBONE_FILE = 'backbone.safetensors'
-FORMATS = ('native', 'adapterhub')  # --format: ours; ours + AdapterHub directories
+FORMAT = "hyperx_jax.static_adapter.v2"  # v2: + the trained backbone parameters
+CONFIG_FILE = "adapter_config.json"
+ADAPTER_FILE = "adapter.safetensors"
+BACKBONE_FILE = "backbone.safetensors"
+FORMATS = ("native", "adapterhub")  # --format: ours; ours + AdapterHub directories
 # The adapter stack of each method, bottom first (MAD-X: the language adapter under the task's).
-STACK_NAMES = {'hyperx': ('hyperx',), 'task_adapters': ('task',), 'madx': ('language', 'task')}
-ADAPTER_FIELDS = ('down', 'down_bias', 'up', 'up_bias', 'ln_scale', 'ln_bias')
+STACK_NAMES = {"hyperx": ("hyperx",), "task_adapters": ("task",), "madx": ("language", "task")}
+ADAPTER_FIELDS = ("down", "down_bias", "up", "up_bias", "ln_scale", "ln_bias")
 REQUIRED_ADAPTER_FIELDS = ADAPTER_FIELDS[:4]  # the LayerNorm is optional (adapter.layer_norm)
 ADAPTER_LN_EPS = 1e-5  # the adapter's own LayerNorm (PyTorch nn.LayerNorm's default)
-HEAD_PREFIX = 'head.'
+HEAD_PREFIX = "head."
 # The dense layers of each task kind's head, in order: the pair head pools, then dense -> tanh ->
 # out_proj; the token head is one dense layer on every token.
-HEAD_LAYERS = {PAIR: ('dense', 'out_proj'), TOKEN: ('out',)}
-ADAPTERHUB_VERSION = 'adapters.1.3.0'  # the `adapters` release whose format is written
+HEAD_LAYERS = {PAIR: ("dense", "out_proj"), TOKEN: ("out",)}
+ADAPTERHUB_VERSION = "adapters.1.3.0"  # the `adapters` release whose format is written
 # Where those layers sit in AdapterHub's heads (ClassificationHead: Dropout, Linear, tanh,
 # Dropout, Linear; TaggingHead: Dropout, Linear).
 ADAPTERHUB_HEAD_INDICES = {PAIR: (1, 4), TOKEN: (1,)}
@@ -44,12 +44,12 @@ ADAPTERHUB_HEAD_INDICES = {PAIR: (1, 4), TOKEN: (1,)}
 
 def adapter_tensor(k: int, field: str) -> str:
   """'adapters.{k}.{field}': stack entry k's tensor, stacked over layers."""
-  return f'adapters.{k}.{field}'
+  return f"adapters.{k}.{field}"
 
 
 def head_tensor(layer: str, param: str) -> str:
   """'head.{layer}.{param}' (param: 'kernel' [in, out] or 'bias')."""
-  return f'{HEAD_PREFIX}{layer}.{param}'
+  return f"{HEAD_PREFIX}{layer}.{param}"
 
 
 class ExportFormatError(UserError):
@@ -60,12 +60,15 @@ def read_config(directory: str) -> dict[str, Any]:
   """CONFIG_FILE of an export directory, its format checked."""
   path = os.path.join(directory, CONFIG_FILE)
   if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} not found: is {directory!r} an export of '
-                            '`python -m hyperx_jax.export`?')
+    raise FileNotFoundError(
+        f"{path} not found: is {directory!r} an export of " "`python -m hyperx_jax.export`?"
+    )
   with open(path) as f:
     config = json.load(f)
-  if config.get('format') != FORMAT:
-    raise ExportFormatError(f'{path}: format {config.get("format")!r}, expected {FORMAT!r} '
-                            '(older exports lack the trained backbone parameters: export the '
-                            'run again)')
+  if config.get("format") != FORMAT:
+    raise ExportFormatError(
+        f'{path}: format {config.get("format")!r}, expected {FORMAT!r} '
+        "(older exports lack the trained backbone parameters: export the "
+        "run again)"
+    )
   return config

@@ -26,8 +26,8 @@ import resource
 import signal
 from typing import Any, Optional
 
-ENV = 'HYPERX_FAULT'
-ACTIONS = ('kill', 'term', 'nan', 'disk_full')
+ENV = "HYPERX_FAULT"
+ACTIONS = ("kill", "term", "nan", "disk_full")
 
 
 def requested(point: str, at: Any) -> Optional[str]:
@@ -35,27 +35,27 @@ def requested(point: str, at: Any) -> Optional[str]:
   spec = os.environ.get(ENV)
   if not spec:
     return None
-  action, _, where = spec.partition(':')
+  action, _, where = spec.partition(":")
   if action not in ACTIONS:
-    raise ValueError(f'{ENV}={spec!r}: action {action!r} is not one of {ACTIONS}')
-  return action if where == f'{point}:{at}' else None
+    raise ValueError(f"{ENV}={spec!r}: action {action!r} is not one of {ACTIONS}")
+  return action if where == f"{point}:{at}" else None
 
 
 def inject(point: str, at: Any) -> None:
   """Carries out a kill, term or disk_full fault requested at (point, at)."""
   action = requested(point, at)
-  if action in ('kill', 'term'):
-    os.kill(os.getpid(), signal.SIGKILL if action == 'kill' else signal.SIGTERM)
-  elif action == 'disk_full':
+  if action in ("kill", "term"):
+    os.kill(os.getpid(), signal.SIGKILL if action == "kill" else signal.SIGTERM)
+  elif action == "disk_full":
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failing write, not a killed process
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 
 
 def poison_if_requested(step: int, frozen: Any) -> Any:
   """`frozen` with NaN floats when a nan fault is requested at train_step:<step>, else itself."""
-  if requested('train_step', step) != 'nan':
+  if requested("train_step", step) != "nan":
     return frozen
   import jax  # pylint: disable=g-import-not-at-top  (here: report and fileio stay jax-free)
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  return jax.tree.map(lambda x: x * jnp.nan if jnp.issubdtype(x.dtype, jnp.floating) else x,
-                      frozen)
+
+  return jax.tree.map(lambda x: x * jnp.nan if jnp.issubdtype(x.dtype, jnp.floating) else x, frozen)

@@ -16,7 +16,7 @@ from hyperx_jax import faults
 
 
 def _is_local(path: epath.Path) -> bool:
-  return '://' not in os.fspath(path)
+  return "://" not in os.fspath(path)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -30,20 +30,21 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _temporary(path: epath.Path, pid: int) -> epath.Path:
-  return path.parent / f'.{path.name}.tmp-{pid}'
+  return path.parent / f".{path.name}.tmp-{pid}"
 
 
 def _remove_stale_temporaries(path: epath.Path) -> None:
   """Temporaries of `path` whose writer no longer runs on this machine (killed mid-write)."""
   prefix = _temporary(path, 0).name[:-1]
-  for tmp in path.parent.glob(f'{prefix}*'):
-    pid = tmp.name[len(prefix):]
+  for tmp in path.parent.glob(f"{prefix}*"):
+    pid = tmp.name[len(prefix) :]
     if pid.isdigit() and not _pid_alive(int(pid)):
       tmp.unlink()
 
 
-def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO], None], *,
-                 binary: bool = False) -> None:
+def atomic_write(
+    path: str | os.PathLike, write_fn: Callable[[IO], None], *, binary: bool = False
+) -> None:
   """write_fn(file) fills a temporary sibling that then replaces `path`; on an error the
   temporary is removed and `path` is left as it was."""
   path = epath.Path(path)
@@ -51,12 +52,12 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO], None], *,
     _remove_stale_temporaries(path)
   tmp = _temporary(path, os.getpid())
   try:
-    with tmp.open('wb' if binary else 'w') as f:
+    with tmp.open("wb" if binary else "w") as f:
       write_fn(f)
       if _is_local(path):
         f.flush()
         os.fsync(f.fileno())
-    faults.inject('write', path.name)
+    faults.inject("write", path.name)
     tmp.replace(path)
   except BaseException:
     if tmp.exists():

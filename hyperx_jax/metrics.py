@@ -130,7 +130,11 @@ def accuracy(pred: np.ndarray, gold: np.ndarray, mask: Optional[np.ndarray] = No
   pred, gold = np.asarray(pred), np.asarray(gold)
   if pred.shape != gold.shape:
     raise ValueError(f"accuracy: predictions {pred.shape} and gold {gold.shape} differ in shape")
-  mask = np.ones(gold.shape, bool) if mask is None else np.broadcast_to(np.asarray(mask) != 0, gold.shape)
+  mask = (
+      np.ones(gold.shape, bool)
+      if mask is None
+      else np.broadcast_to(np.asarray(mask) != 0, gold.shape)
+  )
   return _ratio(np.sum((pred == gold) & mask), np.sum(mask))
 
 
@@ -162,9 +166,12 @@ def _as_ids(predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
   return predictions
 
 
-def to_tag_sentences(predictions: np.ndarray, labels: np.ndarray, label_names: Sequence[str],
-                     example_mask: Optional[np.ndarray] = None
-                     ) -> Tuple[List[List[str]], List[List[str]]]:
+def to_tag_sentences(
+    predictions: np.ndarray,
+    labels: np.ndarray,
+    label_names: Sequence[str],
+    example_mask: Optional[np.ndarray] = None,
+) -> Tuple[List[List[str]], List[List[str]]]:
   """Padded [B, S] labels/predictions -> (gold, predicted) tag-name lists per sentence.
 
   Positions whose label is -100 (special tokens, non-first sub-words, padding) are dropped;
@@ -180,7 +187,9 @@ def to_tag_sentences(predictions: np.ndarray, labels: np.ndarray, label_names: S
   for arr, what in ((labels, "label"), (predictions, "prediction")):
     bad = arr[(arr != IGNORE_INDEX) & ((arr < 0) | (arr >= len(names)))]
     if bad.size:
-      raise ValueError(f"{what} id {int(bad[0])} outside the {len(names)} label names {list(label_names)}")
+      raise ValueError(
+          f"{what} id {int(bad[0])} outside the {len(names)} label names {list(label_names)}"
+      )
   gold_tags, pred_tags = [], []
   for row_labels, row_pred in zip(labels[keep], predictions[keep]):
     valid = row_labels != IGNORE_INDEX
@@ -207,7 +216,9 @@ class MetricAccumulator:
       raise ValueError(f"unknown task kind {self.kind!r}; known kinds: {list(TASK_KINDS)}")
     if self.kind == TOKEN:
       if self.metric not in TOKEN_METRICS:
-        raise ValueError(f"token_classification needs metric in {list(TOKEN_METRICS)}, got {self.metric!r}")
+        raise ValueError(
+            f"token_classification needs metric in {list(TOKEN_METRICS)}, got {self.metric!r}"
+        )
       if not self.label_names:
         raise ValueError("token_classification metrics need label_names (tag strings by id)")
     self._correct = 0
@@ -218,8 +229,14 @@ class MetricAccumulator:
     self._gold_chunks = EntityChunker()
     self._pred_chunks = EntityChunker()
 
-  def add(self, batch_predictions: np.ndarray, batch_labels: np.ndarray,
-          example_mask: Optional[np.ndarray] = None, *, loss: Optional[float] = None) -> None:
+  def add(
+      self,
+      batch_predictions: np.ndarray,
+      batch_labels: np.ndarray,
+      example_mask: Optional[np.ndarray] = None,
+      *,
+      loss: Optional[float] = None,
+  ) -> None:
     """predictions: ids [B] / [B, S] or logits with one more axis; labels with -100 ignored."""
     labels = np.asarray(batch_labels)
     predictions = _as_ids(batch_predictions, labels)
@@ -261,4 +278,3 @@ class MetricAccumulator:
     if self._loss_weight:
       out["loss"] = self._loss_sum / self._loss_weight
     return out
-

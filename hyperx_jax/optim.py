@@ -58,12 +58,15 @@ class TrainableReport(NamedTuple):
   sizes: tuple[int, ...]
 
   def __str__(self) -> str:
-    rows = [f"  {'train' if flag else 'freeze':6s} {pattern!r:40s} {n:5d} arrays {s:>14,d} params"
-            for (pattern, flag), n, s in zip(self.rules, self.arrays, self.sizes)]
+    rows = [
+        f"  {'train' if flag else 'freeze':6s} {pattern!r:40s} {n:5d} arrays {s:>14,d} params"
+        for (pattern, flag), n, s in zip(self.rules, self.arrays, self.sizes)
+    ]
     trained = sum(s for (_, flag), s in zip(self.rules, self.sizes) if flag)
     total = sum(self.sizes)
-    return "\n".join(["trainable rules:", *rows,
-                      f"  trainable {trained:,d} of {total:,d} parameters"])
+    return "\n".join(
+        ["trainable rules:", *rows, f"  trainable {trained:,d} of {total:,d} parameters"]
+    )
 
 
 def _compile_rules(rules: Sequence[tuple[str, Any]]) -> tuple[tuple[str, Any], ...]:
@@ -79,7 +82,9 @@ def _compile_rules(rules: Sequence[tuple[str, Any]]) -> tuple[tuple[str, Any], .
   return tuple(out)
 
 
-def trainable_filter(rules: Sequence[tuple[str, bool]], state: Any) -> tuple[Predicate, TrainableReport]:
+def trainable_filter(
+    rules: Sequence[tuple[str, bool]], state: Any
+) -> tuple[Predicate, TrainableReport]:
   """Checks that `rules` cover every `nnx.Param` of `state` (a module or state) and returns an
   NNX filter `(path, value) -> bool` (True for trainable params) plus a per-rule report."""
   rules = _compile_rules(rules)
@@ -97,9 +102,10 @@ def trainable_filter(rules: Sequence[tuple[str, bool]], state: Any) -> tuple[Pre
     arrays[i] += 1
     sizes[i] += math.prod(var.get_value().shape)
   if unmatched:
-    raise ValueError(f"config.trainable matches no rule for {len(unmatched)} parameters "
-                     f"(add a rule; rules are {[r[0] for r in rules]}):\n  "
-                     + "\n  ".join(unmatched))
+    raise ValueError(
+        f"config.trainable matches no rule for {len(unmatched)} parameters "
+        f"(add a rule; rules are {[r[0] for r in rules]}):\n  " + "\n  ".join(unmatched)
+    )
 
   def predicate(path: tuple, value: Any) -> bool:
     if not isinstance(value, nnx.Param):
@@ -116,21 +122,27 @@ def learning_rate_fn(spec: OptimSpec, total_steps: int) -> optax.Schedule:
   if total_steps <= warmup:
     raise ValueError(f"total_steps ({total_steps}) must exceed optim.warmup_steps ({warmup})")
   return optax.join_schedules(
-      [optax.linear_schedule(0.0, lr, warmup) if warmup > 0 else optax.constant_schedule(lr),
-       optax.linear_schedule(lr, 0.0, total_steps - warmup)], [warmup])
+      [
+          optax.linear_schedule(0.0, lr, warmup) if warmup > 0 else optax.constant_schedule(lr),
+          optax.linear_schedule(lr, 0.0, total_steps - warmup),
+      ],
+      [warmup],
+  )
 
 
 def lr_multipliers(rules: Optional[Sequence[tuple[str, float]]], params: Any) -> Any:
   """Per-leaf learning-rate multiplier (first matching regex, else 1.0), same tree as params."""
   rules = _compile_rules(rules or ())
   return map_params(
-      lambda path, _: float(rules[i][1]) if (i := _first_match(rules, path)) >= 0 else 1.0, params)
+      lambda path, _: float(rules[i][1]) if (i := _first_match(rules, path)) >= 0 else 1.0, params
+  )
 
 
 def decay_mask(params: Any, no_decay_pattern: str = NO_DECAY_PATTERN) -> Any:
   """True where weight decay applies: matrices that are not embedding tables."""
-  return map_params(lambda path, x: len(x.shape) > 1 and not re.search(no_decay_pattern, path),
-                    params)
+  return map_params(
+      lambda path, x: len(x.shape) > 1 and not re.search(no_decay_pattern, path), params
+  )
 
 
 def scale_by_tree(factors: Any) -> optax.GradientTransformation:
@@ -148,8 +160,9 @@ def path_mask(pattern: str, params: Any) -> Any:
   return map_params(lambda path, _: bool(re.search(pattern, path)), params)
 
 
-def scale_by_adam_per_task(tasks: Sequence[str], mask: Any, *, b1: float, b2: float,
-                           eps: float) -> optax.GradientTransformationExtraArgs:
+def scale_by_adam_per_task(
+    tasks: Sequence[str], mask: Any, *, b1: float, b2: float, eps: float
+) -> optax.GradientTransformationExtraArgs:
   """Adam with one (mu, nu, count) per task on the leaves where `mask` is True and one shared
   state elsewhere. `update(..., task=name)` uses and advances only that task's state, so a
   task's step on the shared hypernetwork is normalised by its own gradient statistics, not by
@@ -173,15 +186,17 @@ def scale_by_adam_per_task(tasks: Sequence[str], mask: Any, *, b1: float, b2: fl
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def normalize_per_task(tasks: Sequence[str], mask: Any, *, decay: float = 0.99
-                       ) -> optax.GradientTransformationExtraArgs:
+def normalize_per_task(
+    tasks: Sequence[str], mask: Any, *, decay: float = 0.99
+) -> optax.GradientTransformationExtraArgs:
   """Divides task t's gradient on the `mask` leaves by a bias-corrected EMA of its own norm
   there, so every task reaches one shared Adam state with gradients of norm ~1."""
   tasks = tuple(tasks)
 
   def masked_norm(updates):
-    squares = [jnp.sum(jnp.square(u)) for u, m in
-               zip(jax.tree.leaves(updates), jax.tree.leaves(mask)) if m]
+    squares = [
+        jnp.sum(jnp.square(u)) for u, m in zip(jax.tree.leaves(updates), jax.tree.leaves(mask)) if m
+    ]
     return jnp.sqrt(sum(squares)) if squares else jnp.float32(0)
 
   def init_fn(params):
@@ -202,8 +217,14 @@ def normalize_per_task(tasks: Sequence[str], mask: Any, *, decay: float = 0.99
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def make_optimizer(spec: OptimSpec, total_steps: int, trainable_state: Any, *, tasks: Sequence[str] = (),
-                   no_decay_pattern: str = NO_DECAY_PATTERN) -> optax.GradientTransformation:
+def make_optimizer(
+    spec: OptimSpec,
+    total_steps: int,
+    trainable_state: Any,
+    *,
+    tasks: Sequence[str] = (),
+    no_decay_pattern: str = NO_DECAY_PATTERN,
+) -> optax.GradientTransformation:
   """Global-norm clipping -> [per-task gradient normalisation] -> Adam moments (shared, or per
   task on `spec.per_task_state`) -> decoupled weight decay (masked) -> per-group multiplier ->
   -lr(step). `trainable_state` (arrays or abstract) only supplies the paths. With a per-task
@@ -215,13 +236,15 @@ def make_optimizer(spec: OptimSpec, total_steps: int, trainable_state: Any, *, t
     chain.append(normalize_per_task(tasks, path_mask(spec.per_task_grad_norm, trainable_state)))
   adam_args = dict(b1=spec.b1, b2=spec.b2, eps=spec.eps)
   if spec.per_task_state:
-    chain.append(scale_by_adam_per_task(tasks, path_mask(spec.per_task_state, trainable_state),
-                                        **adam_args))
+    chain.append(
+        scale_by_adam_per_task(tasks, path_mask(spec.per_task_state, trainable_state), **adam_args)
+    )
   else:
     chain.append(optax.scale_by_adam(**adam_args))
   chain += [
-      optax.add_decayed_weights(spec.weight_decay,
-                                mask=decay_mask(trainable_state, no_decay_pattern)),
+      optax.add_decayed_weights(
+          spec.weight_decay, mask=decay_mask(trainable_state, no_decay_pattern)
+      ),
       scale_by_tree(lr_multipliers(spec.lr_multipliers, trainable_state)),
       optax.scale_by_learning_rate(learning_rate_fn(spec, total_steps)),
   ]
@@ -233,5 +256,6 @@ def group_report(spec: OptimSpec, trainable_state: Any) -> str:
   mults = jax.tree.leaves(lr_multipliers(spec.lr_multipliers, trainable_state))
   decay = jax.tree.leaves(decay_mask(trainable_state))
   paths = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(trainable_state)[0]]
-  return "\n".join(f"  {p}: lr x{m:g}{'' if d else ', no weight decay'}"
-                   for p, m, d in zip(paths, mults, decay))
+  return "\n".join(
+      f"  {p}: lr x{m:g}{'' if d else ', no weight decay'}" for p, m, d in zip(paths, mults, decay)
+  )

@@ -24,10 +24,10 @@ tag `_` and are counted in the summary. The output is written whole or not at al
 
 from __future__ import annotations
 
-import sys
 import dataclasses
 import logging
 import os
+import sys
 import time
 from typing import Any, Optional, Sequence
 
@@ -36,14 +36,14 @@ from absl import app, flags
 from tqdm import tqdm
 
 from hyperx_jax import cli, evaluate, fileio, run, sharding
-from hyperx_jax.config import RunSpec, decode, environment
-from hyperx_jax.errors import UserError
 from hyperx_jax import tokenizer as tokenizers
-from hyperx_jax.data import features, mixture, pipeline, sources
-from hyperx_jax.config.vocabulary import DATA_AXES, IGNORE_INDEX, MLM, PAIR, TOKEN, pair_key
+from hyperx_jax.config import RunSpec, decode, environment
 from hyperx_jax.config.sections import StreamSpec
+from hyperx_jax.config.vocabulary import DATA_AXES, IGNORE_INDEX, MLM, PAIR, TOKEN, pair_key
+from hyperx_jax.data import features, mixture, pipeline, sources
+from hyperx_jax.errors import UserError
 
-NO_PREDICTION = '_'
+NO_PREDICTION = "_"
 
 
 class PredictError(UserError):
@@ -65,7 +65,7 @@ class Request:
 
 def _choose(what: str, value: str, known: Sequence[str]) -> str:
   if value not in known:
-    raise PredictError(f'--{what}={value!r} is not in the run; known: {list(known)}')
+    raise PredictError(f"--{what}={value!r} is not in the run; known: {list(known)}")
   return value
 
 
@@ -75,52 +75,65 @@ def input_format(path: str, fmt: Optional[str], kind: str) -> str:
   if fmt is None:
     fmt = sources.FORMAT_OF_SUFFIX.get(os.path.splitext(path)[1].lower())
     if fmt is None:
-      raise PredictError(f'{path}: cannot tell the format from the extension; pass --format, '
-                         f'one of {list(allowed)}')
+      raise PredictError(
+          f"{path}: cannot tell the format from the extension; pass --format, "
+          f"one of {list(allowed)}"
+      )
   if fmt not in allowed:
-    raise PredictError(f'format {fmt!r} does not suit a {kind} task; use one of {list(allowed)}')
+    raise PredictError(f"format {fmt!r} does not suit a {kind} task; use one of {list(allowed)}")
   return fmt
 
 
-def check_request(workdir: str, task: str, lang: str, input_path: str, out_path: str,
-                  fmt: Optional[str] = None) -> Request:
+def check_request(
+    workdir: str, task: str, lang: str, input_path: str, out_path: str, fmt: Optional[str] = None
+) -> Request:
   """Reads the run's config and the input; every error here comes before any model work."""
   spec = decode(run.load_config(workdir))
-  _choose('task', task, list(spec.tasks))
-  _choose('lang', lang, spec.languages)
+  _choose("task", task, list(spec.tasks))
+  _choose("lang", lang, spec.languages)
   kind = spec.tasks[task].kind
   if kind == MLM:
-    raise PredictError(f'task {task!r} is masked LM; predict labels classification tasks: '
-                       f'{[t for t, s in spec.tasks.items() if s.kind != MLM]}')
+    raise PredictError(
+        f"task {task!r} is masked LM; predict labels classification tasks: "
+        f"{[t for t, s in spec.tasks.items() if s.kind != MLM]}"
+    )
   if os.path.abspath(out_path) == os.path.abspath(input_path):
-    raise PredictError(f'--out {out_path} is the input file; choose another path')
+    raise PredictError(f"--out {out_path} is the input file; choose another path")
   fmt = input_format(input_path, fmt, kind)
   document = sources.FORMATS[fmt].read_document(input_path)
-  stream = StreamSpec(task=task, lang=lang, kind=kind, labels=spec.tasks[task].labels,
-                      task_id=list(spec.tasks).index(task), lang_id=spec.languages.index(lang),
-                      source={'path': input_path})
+  stream = StreamSpec(
+      task=task,
+      lang=lang,
+      kind=kind,
+      labels=spec.tasks[task].labels,
+      task_id=list(spec.tasks).index(task),
+      lang_id=spec.languages.index(lang),
+      source={"path": input_path},
+  )
   return Request(spec, stream, document, fmt)
 
 
 # ------------------------------------------------------------------------------ featurise
 
 
-def featurize(request: Request, tokenizer, max_length: int
-              ) -> tuple[list[Optional[dict]], list[Optional[list]]]:
+def featurize(
+    request: Request, tokenizer, max_length: int
+) -> tuple[list[Optional[dict]], list[Optional[list]]]:
   """Rows (None for an example the featuriser skips) and, for token tasks, per example the
   position of each word's label in its row (None: the word got no prediction)."""
-  featurizer = features.make_featurizer(request.stream.kind, tokenizer, max_length,
-                                        request.stream.labels)
+  featurizer = features.make_featurizer(
+      request.stream.kind, tokenizer, max_length, request.stream.labels
+  )
   ids = pipeline.stream_ids(request.stream)
   rows, positions = [], []
   for example in request.document.examples:
     if request.stream.kind == TOKEN:
-      input_ids, where = featurizer.word_positions(example['tokens'])
+      input_ids, where = featurizer.word_positions(example["tokens"])
       no_labels = [IGNORE_INDEX] * len(input_ids)
       rows.append({**featurizer.pad(input_ids, no_labels), **ids})
       positions.append(where)
     else:
-      row = featurizer({**example, 'label': 0})
+      row = featurizer({**example, "label": 0})
       rows.append(None if row is None else {**row, **ids})
       positions.append(None)
   return rows, positions
@@ -129,8 +142,9 @@ def featurize(request: Request, tokenizer, max_length: int
 # -------------------------------------------------------------------------------- predict
 
 
-def predict(request: Request, trained: run.TrainedRun, tokenizer, *, batch_size: int,
-            max_length: int) -> tuple[list[Any], dict[str, int]]:
+def predict(
+    request: Request, trained: run.TrainedRun, tokenizer, *, batch_size: int, max_length: int
+) -> tuple[list[Any], dict[str, int]]:
   """Predictions for every example of the request's document, and counts."""
   labels = request.stream.labels
   rows, positions = featurize(request, tokenizer, max_length)
@@ -139,33 +153,49 @@ def predict(request: Request, trained: run.TrainedRun, tokenizer, *, batch_size:
     raise PredictError(f'{request.stream.source["path"]}: no example to predict')
   filler = pipeline.padding_row(real[0], tokenizer.pad_token_id)
   parts, mesh = trained.parts, trained.mesh
-  eval_step = evaluate.make_eval_step(parts.graphdef, mesh, run.shardings_of(parts.trainable),
-                                      run.shardings_of(parts.frozen))
+  eval_step = evaluate.make_eval_step(
+      parts.graphdef, mesh, run.shardings_of(parts.trainable), run.shardings_of(parts.frozen)
+  )
   batch_sharding = sharding.batch_sharding(mesh)
   predicted: list[np.ndarray] = []
   task = request.stream.task
-  for start in tqdm(range(0, len(rows), batch_size), desc=pair_key(task, request.stream.lang),
-                    unit='batch', disable=None):
-    chunk = [r if r is not None else filler for r in rows[start:start + batch_size]]
+  for start in tqdm(
+      range(0, len(rows), batch_size),
+      desc=pair_key(task, request.stream.lang),
+      unit="batch",
+      disable=None,
+  ):
+    chunk = [r if r is not None else filler for r in rows[start : start + batch_size]]
     chunk += [filler] * (batch_size - len(chunk))
     batch = pipeline.make_global_batch(mixture.stack_examples(chunk), batch_sharding)
     out, _ = eval_step(parts.trainable, parts.frozen, batch, task)
     predicted.extend(evaluate.to_host(out))
-  counts = {'examples': len(rows), 'skipped': len(rows) - len(real)}
+  counts = {"examples": len(rows), "skipped": len(rows) - len(real)}
   if request.stream.kind == PAIR:
-    return [labels[int(p)] if r is not None else NO_PREDICTION
-            for p, r in zip(predicted, rows)], counts
-  tags = [[labels[int(p[i])] if i is not None else NO_PREDICTION for i in where]
-          for p, where in zip(predicted, positions)]
-  counts['words'] = sum(len(w) for w in positions)
-  counts['words_without_prediction'] = sum(i is None for w in positions for i in w)
+    return [
+        labels[int(p)] if r is not None else NO_PREDICTION for p, r in zip(predicted, rows)
+    ], counts
+  tags = [
+      [labels[int(p[i])] if i is not None else NO_PREDICTION for i in where]
+      for p, where in zip(predicted, positions)
+  ]
+  counts["words"] = sum(len(w) for w in positions)
+  counts["words_without_prediction"] = sum(i is None for w in positions for i in w)
   return tags, counts
 
 
-def predict_file(workdir: str, task: str, lang: str, input_path: str, out_path: str, *,
-                 fmt: Optional[str] = None, step: Optional[int] = None,
-                 batch_size: Optional[int] = None, max_length: Optional[int] = None
-                 ) -> dict[str, Any]:
+def predict_file(
+    workdir: str,
+    task: str,
+    lang: str,
+    input_path: str,
+    out_path: str,
+    *,
+    fmt: Optional[str] = None,
+    step: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    max_length: Optional[int] = None,
+) -> dict[str, Any]:
   """Checks the request, restores the run, predicts and writes `out_path`; returns a summary."""
   request = check_request(workdir, task, lang, input_path, out_path, fmt)
   data = request.spec.data
@@ -173,56 +203,82 @@ def predict_file(workdir: str, task: str, lang: str, input_path: str, out_path: 
   max_length = max_length or data.max_length
   limit = environment.encoder_config(request.spec, strict_attention=False).longest_sequence
   if max_length > limit:
-    raise PredictError(f'--max_length={max_length}: the encoder has {limit} positions')
+    raise PredictError(f"--max_length={max_length}: the encoder has {limit} positions")
   mesh = sharding.make_mesh(request.spec.mesh)
   data_shards = int(np.prod([mesh.shape[axis] for axis in DATA_AXES]))
   if batch_size % data_shards:
-    raise PredictError(f'--batch_size={batch_size} is not divisible by the {data_shards} '
-                       'data shards of the mesh')
+    raise PredictError(
+        f"--batch_size={batch_size} is not divisible by the {data_shards} "
+        "data shards of the mesh"
+    )
   trained = run.restore(workdir, step=step, mesh=mesh)
   tokenizer = tokenizers.load_tokenizer(request.spec.tokenizer_path)
   start = time.perf_counter()
-  predictions, counts = predict(request, trained, tokenizer, batch_size=batch_size,
-                                max_length=max_length)
+  predictions, counts = predict(
+      request, trained, tokenizer, batch_size=batch_size, max_length=max_length
+  )
   seconds = time.perf_counter() - start
   fileio.atomic_write_text(out_path, request.document.render(predictions))
-  summary = {'task': task, 'lang': lang, 'format': request.input_format, 'step': trained.step,
-             'zero_shot': (task, lang) not in {s.pair for s in request.spec.train_streams},
-             'seconds': round(seconds, 2), 'out': out_path, **counts}
-  logging.info('predicted %s', summary)
+  summary = {
+      "task": task,
+      "lang": lang,
+      "format": request.input_format,
+      "step": trained.step,
+      "zero_shot": (task, lang) not in {s.pair for s in request.spec.train_streams},
+      "seconds": round(seconds, 2),
+      "out": out_path,
+      **counts,
+  }
+  logging.info("predicted %s", summary)
   return summary
 
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
-  summary = predict_file(f.workdir, f.task, f.lang, f.input, f.out, fmt=f.format, step=f.step,
-                         batch_size=f.batch_size, max_length=f.max_length)
-  lost = summary.get('words_without_prediction')
-  print(f"{summary['examples']} examples of {task_label(summary)} -> {summary['out']} in "
-        f"{summary['seconds']:.1f} s (step {summary['step']})"
-        + (f'; {lost} words past max_length tagged {NO_PREDICTION!r}' if lost else ''))
+  summary = predict_file(
+      f.workdir,
+      f.task,
+      f.lang,
+      f.input,
+      f.out,
+      fmt=f.format,
+      step=f.step,
+      batch_size=f.batch_size,
+      max_length=f.max_length,
+  )
+  lost = summary.get("words_without_prediction")
+  print(
+      f"{summary['examples']} examples of {task_label(summary)} -> {summary['out']} in "
+      f"{summary['seconds']:.1f} s (step {summary['step']})"
+      + (f"; {lost} words past max_length tagged {NO_PREDICTION!r}" if lost else "")
+  )
 
 
 def task_label(summary: dict[str, Any]) -> str:
-  note = ' (zero-shot)' if summary['zero_shot'] else ''
-  return pair_key(summary['task'], summary['lang']) + note
+  note = " (zero-shot)" if summary["zero_shot"] else ""
+  return pair_key(summary["task"], summary["lang"]) + note
 
 
 def define_flags() -> None:
-  flags.DEFINE_string('workdir', None, 'A training run directory (holds config.json).',
-                      required=True)
-  flags.DEFINE_string('task', None, 'Task name (one of the run\'s tasks).', required=True)
-  flags.DEFINE_string('lang', None, 'Language (one of the run\'s languages).', required=True)
-  flags.DEFINE_string('input', None, 'The file to label.', required=True)
-  flags.DEFINE_string('out', None, 'Where to write the labelled file.', required=True)
-  flags.DEFINE_enum('format', None, list(sources.DOCUMENT_FORMATS), 'Input/output format (default: from the '
-                    'input\'s extension).')
-  flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
-  flags.DEFINE_integer('batch_size', None, 'Examples per batch (default: data.eval_batch_size).')
-  flags.DEFINE_integer('max_length', None, 'Sub-words per example (default: data.max_length).')
+  flags.DEFINE_string(
+      "workdir", None, "A training run directory (holds config.json).", required=True
+  )
+  flags.DEFINE_string("task", None, "Task name (one of the run's tasks).", required=True)
+  flags.DEFINE_string("lang", None, "Language (one of the run's languages).", required=True)
+  flags.DEFINE_string("input", None, "The file to label.", required=True)
+  flags.DEFINE_string("out", None, "Where to write the labelled file.", required=True)
+  flags.DEFINE_enum(
+      "format",
+      None,
+      list(sources.DOCUMENT_FORMATS),
+      "Input/output format (default: from the " "input's extension).",
+  )
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+  flags.DEFINE_integer("batch_size", None, "Examples per batch (default: data.eval_batch_size).")
+  flags.DEFINE_integer("max_length", None, "Sub-words per example (default: data.max_length).")
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
   cli.run(sys.modules[__name__])

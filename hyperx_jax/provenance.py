@@ -27,7 +27,7 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(hyperx_jax.__file__))
 
 
 def canonical_json(tree: Mapping[str, Any]) -> str:
-  return json.dumps(tree, sort_keys=True, separators=(',', ':'))
+  return json.dumps(tree, sort_keys=True, separators=(",", ":"))
 
 
 def config_sha256(config_json: str) -> str:
@@ -38,8 +38,9 @@ def config_sha256(config_json: str) -> str:
 def _git(*args: str) -> Optional[str]:
   """`git args` run in the package directory: its stdout, or None where git fails or is absent."""
   try:
-    done = subprocess.run(('git',) + args, cwd=_PACKAGE_DIR, capture_output=True, text=True,
-                          timeout=30, check=False)
+    done = subprocess.run(
+        ("git",) + args, cwd=_PACKAGE_DIR, capture_output=True, text=True, timeout=30, check=False
+    )
   except (OSError, subprocess.SubprocessError):
     return None
   return done.stdout.strip() if done.returncode == 0 else None
@@ -48,21 +49,32 @@ def _git(*args: str) -> Optional[str]:
 @functools.lru_cache(maxsize=None)
 def code_version() -> dict[str, Any]:
   """{'version'} plus {'git_commit', 'git_dirty'} when this package is tracked by git."""
-  code: dict[str, Any] = {'version': hyperx_jax.__version__}
+  code: dict[str, Any] = {"version": hyperx_jax.__version__}
   # ls-files: the package's own files are in the checkout (not a copy under someone's repo).
-  if _git('ls-files', '--error-unmatch', '__init__.py') is None:
+  if _git("ls-files", "--error-unmatch", "__init__.py") is None:
     return code
-  commit = _git('rev-parse', 'HEAD')
-  changes = _git('status', '--porcelain', '--untracked-files=no')
+  commit = _git("rev-parse", "HEAD")
+  changes = _git("status", "--porcelain", "--untracked-files=no")
   if commit and changes is not None:
     code.update(git_commit=commit, git_dirty=bool(changes))
   return code
 
 
-def provenance(*, step: int, method: str, seed: int, config_json: str,
-               selection: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+def provenance(
+    *,
+    step: int,
+    method: str,
+    seed: int,
+    config_json: str,
+    selection: Optional[Mapping[str, Any]] = None,
+) -> dict[str, Any]:
   """The provenance block of a results file (see the module docstring); `selection` says what
   chose the checkpoint (`evaluate.selection`)."""
-  out = {'step': int(step), 'method': method, 'seed': int(seed),
-         'config_sha256': config_sha256(config_json), 'code': dict(code_version())}
-  return out if selection is None else {**out, 'selection': dict(selection)}
+  out = {
+      "step": int(step),
+      "method": method,
+      "seed": int(seed),
+      "config_sha256": config_sha256(config_json),
+      "code": dict(code_version()),
+  }
+  return out if selection is None else {**out, "selection": dict(selection)}

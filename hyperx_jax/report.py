@@ -26,8 +26,8 @@ import math
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from etils import epath
 import numpy as np
+from etils import epath
 
 from hyperx_jax import fileio
 
@@ -133,11 +133,25 @@ def table_rows(results: Results) -> Tuple[List[str], List[Dict[str, Any]]]:
     for zero_shot in (False, True):
       group = [(lang, e) for lang, e in langs if bool(e.get(ZERO_SHOT, False)) == zero_shot]
       for lang, entry in group:
-        rows.append({"task": task, "language": lang, "zero_shot": zero_shot, "is_average": False,
-                     **_metrics_of(f"{task}:{lang}", entry)})
+        rows.append(
+            {
+                "task": task,
+                "language": lang,
+                "zero_shot": zero_shot,
+                "is_average": False,
+                **_metrics_of(f"{task}:{lang}", entry),
+            }
+        )
       if group:
-        rows.append({"task": task, "language": "avg", "zero_shot": zero_shot, "is_average": True,
-                     **_average([e for _, e in group], names)})
+        rows.append(
+            {
+                "task": task,
+                "language": "avg",
+                "zero_shot": zero_shot,
+                "is_average": True,
+                **_average([e for _, e in group], names),
+            }
+        )
   return names, rows
 
 
@@ -177,8 +191,9 @@ def format_table(results: Results) -> str:
   names, rows = table_rows(results)
   lines = [_header(names)] + [_cells(row, names) for row in rows]
   widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-  fmt = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
-                                for i, (c, w) in enumerate(zip(cells, widths)))
+  fmt = lambda cells: "  ".join(
+      c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+  )
   rule = "  ".join("-" * w for w in widths)
   return "\n".join([fmt(lines[0]), rule] + [fmt(line) for line in lines[1:]])
 
@@ -190,21 +205,26 @@ def to_csv(results: Results) -> str:
   writer = csv.writer(buf, lineterminator="\n")
   writer.writerow(["task", "language", "zero_shot", "is_average"] + names)
   for row in rows:
-    writer.writerow([row["task"], row["language"], row["zero_shot"], row["is_average"]]
-                    + [repr(row[n]) if n in row else "" for n in names])
+    writer.writerow(
+        [row["task"], row["language"], row["zero_shot"], row["is_average"]]
+        + [repr(row[n]) if n in row else "" for n in names]
+    )
   return buf.getvalue()
 
 
 _SEEN_COLOR, _ZERO_SHOT_COLOR = "#4c72b0", "#dd8452"
 
 
-def _panel_bars(langs: Sequence[Tuple[str, Mapping[str, Any]]], metric: str
-                ) -> List[Tuple[str, float, bool, bool]]:
+def _panel_bars(
+    langs: Sequence[Tuple[str, Mapping[str, Any]]], metric: str
+) -> List[Tuple[str, float, bool, bool]]:
   """(label, value, zero_shot, is_average) per bar: the languages, then the seen and zero-shot
   averages of the metric over two or more languages (values in % for ratio metrics)."""
   scale = 100 if metric in RATIO_METRICS else 1
-  bars = [(lang, scale * float(e.get(metric, np.nan)), bool(e.get(ZERO_SHOT, False)), False)
-          for lang, e in langs]
+  bars = [
+      (lang, scale * float(e.get(metric, np.nan)), bool(e.get(ZERO_SHOT, False)), False)
+      for lang, e in langs
+  ]
   for zero_shot, label in ((False, "avg seen"), (True, "avg 0-shot")):
     group = [e for _, e in langs if bool(e.get(ZERO_SHOT, False)) == zero_shot]
     average = _average(group, [metric]).get(metric)
@@ -213,14 +233,16 @@ def _panel_bars(langs: Sequence[Tuple[str, Mapping[str, Any]]], metric: str
   return bars
 
 
-def figure(results: Results, method: str = "Hyper-X",
-           chance_accuracy: Optional[Mapping[str, float]] = None):
+def figure(
+    results: Results, method: str = "Hyper-X", chance_accuracy: Optional[Mapping[str, float]] = None
+):
   """The results chart (a matplotlib Figure): one panel per task, a bar per language of the
   task's main metric with its value written on it, then the seen and zero-shot averages (bold
   edges). Panels of the same metric share one y-axis (0-100 % for ratio metrics). A dashed
   line marks chance where `chance_accuracy` gives the task's (a fraction) and the panel shows
   accuracy."""
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   from matplotlib.lines import Line2D  # pylint: disable=g-import-not-at-top
@@ -229,8 +251,7 @@ def figure(results: Results, method: str = "Hyper-X",
   check_results(results)
   chance_accuracy = chance_accuracy or {}
   tasks = by_task(results)
-  fig, axes = plt.subplots(1, len(tasks), figsize=(max(4.5, 3.8 * len(tasks)), 4.0),
-                           squeeze=False)
+  fig, axes = plt.subplots(1, len(tasks), figsize=(max(4.5, 3.8 * len(tasks)), 4.0), squeeze=False)
   axis_of_metric: Dict[str, Any] = {}
   drew_chance = False
   for ax, (task, langs) in zip(axes[0], tasks.items()):
@@ -242,10 +263,14 @@ def figure(results: Results, method: str = "Hyper-X",
       if metric in RATIO_METRICS:
         ax.set_ylim(0, 108)  # room for the value labels above 100 %
     bars = _panel_bars(langs, metric)
-    drawn = ax.bar([b[0] for b in bars], [b[1] for b in bars],
-                   color=[_ZERO_SHOT_COLOR if b[2] else _SEEN_COLOR for b in bars],
-                   hatch=["//" if b[2] else None for b in bars], edgecolor="black",
-                   linewidth=[1.8 if b[3] else 0.5 for b in bars])
+    drawn = ax.bar(
+        [b[0] for b in bars],
+        [b[1] for b in bars],
+        color=[_ZERO_SHOT_COLOR if b[2] else _SEEN_COLOR for b in bars],
+        hatch=["//" if b[2] else None for b in bars],
+        edgecolor="black",
+        linewidth=[1.8 if b[3] else 0.5 for b in bars],
+    )
     ax.bar_label(drawn, fmt="%.1f" if metric in RATIO_METRICS else "%.3g", fontsize=7, padding=1)
     if metric == "accuracy" and task in chance_accuracy:
       ax.axhline(100 * chance_accuracy[task], color="dimgray", linestyle="--", linewidth=1)
@@ -253,8 +278,10 @@ def figure(results: Results, method: str = "Hyper-X",
     ax.set_title(task)
     ax.set_ylabel(f"{metric} (%)" if metric in RATIO_METRICS else metric)
     ax.tick_params(axis="x", labelrotation=45)
-  handles = [Patch(facecolor=_SEEN_COLOR, edgecolor="black", label="seen"),
-             Patch(facecolor=_ZERO_SHOT_COLOR, edgecolor="black", hatch="//", label="zero-shot")]
+  handles = [
+      Patch(facecolor=_SEEN_COLOR, edgecolor="black", label="seen"),
+      Patch(facecolor=_ZERO_SHOT_COLOR, edgecolor="black", hatch="//", label="zero-shot"),
+  ]
   if drew_chance:
     handles.append(Line2D([], [], color="dimgray", linestyle="--", label="chance"))
   fig.legend(handles=handles, loc="upper right")
@@ -263,10 +290,12 @@ def figure(results: Results, method: str = "Hyper-X",
   return fig
 
 
-def plot(results: Results, method: str = "Hyper-X",
-         chance_accuracy: Optional[Mapping[str, float]] = None) -> bytes:
+def plot(
+    results: Results, method: str = "Hyper-X", chance_accuracy: Optional[Mapping[str, float]] = None
+) -> bytes:
   """`figure` as PNG bytes."""
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
   fig = figure(results, method, chance_accuracy)
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=120)
@@ -277,7 +306,9 @@ def plot(results: Results, method: str = "Hyper-X",
 def _json_default(value: Any) -> Any:
   if isinstance(value, (np.floating, np.integer, np.bool_)):
     return value.item()
-  raise TypeError(f"results value {value!r} of type {type(value).__name__} is not JSON serialisable")
+  raise TypeError(
+      f"results value {value!r} of type {type(value).__name__} is not JSON serialisable"
+  )
 
 
 def _provenance_line(provenance: Mapping[str, Any]) -> str:
@@ -285,16 +316,24 @@ def _provenance_line(provenance: Mapping[str, Any]) -> str:
   commit = code.get("git_commit")
   version = code.get("version", "?") + (
       f" ({commit[:12]}{', with uncommitted changes' if code.get('git_dirty') else ''})"
-      if commit else "")
-  return (f"step {provenance.get('step')}, method {provenance.get('method')}, seed "
-          f"{provenance.get('seed')}, config sha256 {str(provenance.get('config_sha256'))[:12]}, "
-          f"hyperx_jax {version}\n\n")
+      if commit
+      else ""
+  )
+  return (
+      f"step {provenance.get('step')}, method {provenance.get('method')}, seed "
+      f"{provenance.get('seed')}, config sha256 {str(provenance.get('config_sha256'))[:12]}, "
+      f"hyperx_jax {version}\n\n"
+  )
 
 
-def write_results(workdir: str | os.PathLike, results: Results, *, method: str = "Hyper-X",
-                  provenance: Optional[Mapping[str, Any]] = None,
-                  chance_accuracy: Optional[Mapping[str, float]] = None
-                  ) -> Dict[str, epath.Path]:
+def write_results(
+    workdir: str | os.PathLike,
+    results: Results,
+    *,
+    method: str = "Hyper-X",
+    provenance: Optional[Mapping[str, Any]] = None,
+    chance_accuracy: Optional[Mapping[str, float]] = None,
+) -> Dict[str, epath.Path]:
   """Writes results.{json,md,csv,png} into workdir; returns their paths by suffix. The JSON
   holds the entries and, when given, the provenance (under PROVENANCE)."""
   check_results(results)
@@ -305,8 +344,7 @@ def write_results(workdir: str | os.PathLike, results: Results, *, method: str =
   saved = dict(results) if provenance is None else {**results, PROVENANCE: dict(provenance)}
   about = _provenance_line(provenance) if provenance is not None else ""
   paths = {ext: workdir / f"results.{ext}" for ext in ("json", "md", "csv", "png")}
-  fileio.atomic_write(paths["json"],
-                      lambda f: json.dump(saved, f, indent=2, default=_json_default))
+  fileio.atomic_write(paths["json"], lambda f: json.dump(saved, f, indent=2, default=_json_default))
   fileio.atomic_write(paths["md"], lambda f: f.write(f"# {method} results\n\n{about}" + markdown))
   fileio.atomic_write(paths["csv"], lambda f: f.write(table_csv))
   fileio.atomic_write(paths["png"], lambda f: f.write(png), binary=True)

@@ -30,13 +30,13 @@ from jax.sharding import Mesh
 
 from hyperx_jax import checkpoint, fileio, optim, provenance, report, sharding
 from hyperx_jax.config import ConfigError, RunSpec, changes, decode, environment
+from hyperx_jax.config.vocabulary import METHOD_NAMES, MLM, PAIR
 from hyperx_jax.models import weights
 from hyperx_jax.models.model import HyperXModel, ModelConfig, build_model
 from hyperx_jax.models.parameters import parameter_report
-from hyperx_jax.config.vocabulary import METHOD_NAMES, MLM, PAIR
 from hyperx_jax.tree import flat_paths, map_params, path_str
 
-CONFIG_FILE = 'config.json'
+CONFIG_FILE = "config.json"
 
 
 class ModelParts(NamedTuple):
@@ -49,8 +49,7 @@ class ModelParts(NamedTuple):
   config: ModelConfig
 
   def merge(self, trainable: Any = None) -> HyperXModel:
-    return nnx.merge(self.graphdef, self.trainable if trainable is None else trainable,
-                     self.frozen)
+    return nnx.merge(self.graphdef, self.trainable if trainable is None else trainable, self.frozen)
 
 
 # ------------------------------------------------------------------------------- the model
@@ -75,8 +74,9 @@ def trainable_predicate(spec: RunSpec, model: nnx.Module):
     raise ConfigError(str(e)) from None
 
 
-def create_model(spec: RunSpec, mesh: Mesh, *, load_pretrained: bool = True,
-                 strict_attention: bool = True) -> tuple[ModelParts, str]:
+def create_model(
+    spec: RunSpec, mesh: Mesh, *, load_pretrained: bool = True, strict_attention: bool = True
+) -> tuple[ModelParts, str]:
   """Sharded init (+ the pretrained encoder weights), split into (graphdef, trainable, frozen).
   The model's configuration comes from the checkpoint's sizes and this device
   (`environment.model_config`; `strict_attention=False`: an explicit attention kernel this
@@ -86,14 +86,13 @@ def create_model(spec: RunSpec, mesh: Mesh, *, load_pretrained: bool = True,
   """
   model_config = environment.model_config(spec, strict_attention=strict_attention)
   predicate, rule_report = trainable_predicate(spec, abstract_model(spec, model_config))
-  model = sharding.sharded_init(_model_fn(model_config, spec.seed), mesh,
-                                spec.logical_axis_rules)
+  model = sharding.sharded_init(_model_fn(model_config, spec.seed), mesh, spec.logical_axis_rules)
   if load_pretrained and spec.pretrained:
     load_pretrained_weights(model, spec.pretrained)
   graphdef, trainable, frozen = nnx.split(model, predicate, ...)
   trainable_paths = {path_str(p) for p, _ in nnx.to_flat_state(trainable)}
   params = parameter_report(model, lambda path: path in trainable_paths)
-  return ModelParts(graphdef, trainable, frozen, model_config), f'{params}\n{rule_report}'
+  return ModelParts(graphdef, trainable, frozen, model_config), f"{params}\n{rule_report}"
 
 
 def load_pretrained_weights(model: HyperXModel, checkpoint_dir: str) -> None:
@@ -127,12 +126,13 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run saved into its workdir."""
   path = epath.Path(workdir) / CONFIG_FILE  # local or gs://
   if not path.exists():
-    raise FileNotFoundError(f'{path} not found: is {workdir!r} a training workdir?')
+    raise FileNotFoundError(f"{path} not found: is {workdir!r} a training workdir?")
   return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
-def check_saved_config(config: ml_collections.ConfigDict, workdir: str, *,
-                       allow_change: bool = False) -> None:
+def check_saved_config(
+    config: ml_collections.ConfigDict, workdir: str, *, allow_change: bool = False
+) -> None:
   """A ConfigError listing each field where `config` differs from the workdir's config.json
   outside changes.RESUMABLE_CHANGES (none without a config.json, or with `allow_change`). A
   field the saved config lacks (added since) is no change while it keeps its default."""
@@ -140,37 +140,57 @@ def check_saved_config(config: ml_collections.ConfigDict, workdir: str, *,
   if allow_change or not path.exists():
     return
   new = json.loads(config.to_json_best_effort())  # the form save_config writes
-  differences = changes.changes_beyond(json.loads(path.read_text()), new,
-                                       changes.RESUMABLE_CHANGES)
+  differences = changes.changes_beyond(json.loads(path.read_text()), new, changes.RESUMABLE_CHANGES)
   if differences:
-    lines = [f'  config.{k}: {old!r} (saved) -> {value!r}'
-             for k, (old, value) in differences.items()]
-    raise ConfigError(f'the config differs from {path}, the one this workdir was trained with, '
-                      f'beyond {changes.RESUMABLE_CHANGES}:\n' + '\n'.join(lines) + '\nUse a '
-                      'new workdir, or pass --allow_config_change to continue with the new '
-                      'config.')
+    lines = [
+        f"  config.{k}: {old!r} (saved) -> {value!r}" for k, (old, value) in differences.items()
+    ]
+    raise ConfigError(
+        f"the config differs from {path}, the one this workdir was trained with, "
+        f"beyond {changes.RESUMABLE_CHANGES}:\n" + "\n".join(lines) + "\nUse a "
+        "new workdir, or pass --allow_config_change to continue with the new "
+        "config."
+    )
 
 
 def chance_accuracy(spec: RunSpec) -> dict[str, float]:
   """Accuracy of a uniform guess, where the label set fixes it: 1 / labels for pair tasks.
   (Token tasks and MLM have none: their chance depends on the label frequencies.)"""
-  return {name: 1 / len(task.labels) for name, task in spec.tasks.items()
-          if task.kind == PAIR and task.labels}
+  return {
+      name: 1 / len(task.labels)
+      for name, task in spec.tasks.items()
+      if task.kind == PAIR and task.labels
+  }
 
 
-def write_results(config: ml_collections.ConfigDict, spec: RunSpec, out_dir: str,
-                  results: Mapping[str, Mapping[str, Any]], step: int,
-                  selection: Optional[Mapping[str, Any]] = None) -> None:
+def write_results(
+    config: ml_collections.ConfigDict,
+    spec: RunSpec,
+    out_dir: str,
+    results: Mapping[str, Mapping[str, Any]],
+    step: int,
+    selection: Optional[Mapping[str, Any]] = None,
+) -> None:
   """results.{json,md,csv,png} with their provenance (process 0) and the table on the
   console; `selection` (evaluate.selection) records what chose the checkpoint."""
   if jax.process_index() != 0:
     return
-  about = provenance.provenance(step=step, method=spec.method, seed=spec.seed,
-                                config_json=config.to_json_best_effort(), selection=selection)
-  paths = report.write_results(out_dir, results, method=METHOD_NAMES[spec.method],
-                               provenance=about, chance_accuracy=chance_accuracy(spec))
+  about = provenance.provenance(
+      step=step,
+      method=spec.method,
+      seed=spec.seed,
+      config_json=config.to_json_best_effort(),
+      selection=selection,
+  )
+  paths = report.write_results(
+      out_dir,
+      results,
+      method=METHOD_NAMES[spec.method],
+      provenance=about,
+      chance_accuracy=chance_accuracy(spec),
+  )
   print(report.format_table(results), flush=True)
-  logging.info('results of step %d: %s', step, paths['json'].parent / 'results.{json,md,csv,png}')
+  logging.info("results of step %d: %s", step, paths["json"].parent / "results.{json,md,csv,png}")
 
 
 # ------------------------------------------------------------------------- a trained run
@@ -194,8 +214,14 @@ class TrainedRun(NamedTuple):
     return self.parts.config
 
 
-def restore(workdir: str, *, step: Optional[int] = None, mesh: Optional[Mesh] = None,
-            load_pretrained: bool = True, allow_fallback: bool = False) -> TrainedRun:
+def restore(
+    workdir: str,
+    *,
+    step: Optional[int] = None,
+    mesh: Optional[Mesh] = None,
+    load_pretrained: bool = True,
+    allow_fallback: bool = False,
+) -> TrainedRun:
   """Rebuilds a trained run from its `config.json` and restores its trainable parameters at
   `step` (default: the latest checkpoint). An unreadable step is an error
   (checkpoint.UnreadableCheckpointError) unless `allow_fallback`: then the latest readable
@@ -210,13 +236,13 @@ def restore(workdir: str, *, step: Optional[int] = None, mesh: Optional[Mesh] = 
   parts, _ = create_model(spec, mesh, load_pretrained=load_pretrained, strict_attention=False)
   ckpt = checkpoint.Checkpointer(workdir, read_only=True, async_save=False)
   try:
-    restored = ckpt.restore(step, abstract_trainable=parts.trainable,
-                            allow_fallback=allow_fallback)
+    restored = ckpt.restore(step, abstract_trainable=parts.trainable, allow_fallback=allow_fallback)
   finally:
     ckpt.close()
-  logging.info('restored %s at step %d', workdir, restored['step'])
-  return TrainedRun(workdir, config, spec, mesh, parts._replace(trainable=restored['trainable']),
-                    restored['step'])
+  logging.info("restored %s at step %d", workdir, restored["step"])
+  return TrainedRun(
+      workdir, config, spec, mesh, parts._replace(trainable=restored["trainable"]), restored["step"]
+  )
 
 
 def init_from_run(spec: RunSpec, trainable: Any, mesh: Mesh) -> Any:
@@ -224,7 +250,7 @@ def init_from_run(spec: RunSpec, trainable: Any, mesh: Mesh) -> Any:
   (`merge_trainable`); new language rows are then initialised per `spec.new_language_init`."""
   source = restore(spec.init_from, mesh=mesh, load_pretrained=False)
   new, lines = merge_trainable(trainable, nnx.to_pure_dict(source.parts.trainable))
-  logging.info('init_from %s step %d:\n%s', spec.init_from, source.step, '\n'.join(lines))
+  logging.info("init_from %s step %d:\n%s", spec.init_from, source.step, "\n".join(lines))
   return init_new_languages(spec, new)
 
 
@@ -240,26 +266,29 @@ def merge_trainable(fresh: Any, saved: Any) -> tuple[Any, list[str]]:
 
   def take(name: str, value):
     if name not in old:
-      lines.append(f'  {name} {tuple(value.shape)}: not in the run, fresh init kept')
+      lines.append(f"  {name} {tuple(value.shape)}: not in the run, fresh init kept")
       return value
     prev = old[name]
     if prev.shape == value.shape:
       return jax.device_put(prev.astype(value.dtype), value.sharding)
     if prev.ndim == value.ndim and prev.shape[1:] == value.shape[1:]:
       n = min(prev.shape[0], value.shape[0])
-      lines.append(f'  {name}: run {tuple(prev.shape)} -> model {tuple(value.shape)}: rows '
-                   f'0..{n - 1} from the run, rows {n}.. fresh')
+      lines.append(
+          f"  {name}: run {tuple(prev.shape)} -> model {tuple(value.shape)}: rows "
+          f"0..{n - 1} from the run, rows {n}.. fresh"
+      )
       return jax.device_put(value.at[:n].set(prev[:n].astype(value.dtype)), value.sharding)
-    errors.append(f'  {name}: run {tuple(prev.shape)} vs model {tuple(value.shape)}')
+    errors.append(f"  {name}: run {tuple(prev.shape)} vs model {tuple(value.shape)}")
     return value
 
   new = map_params(take, fresh)
   unused = sorted(set(old) - set(flat_paths(nnx.to_pure_dict(fresh))))
   if unused:
-    lines.append('  in the run but not trainable here (ignored): ' + ', '.join(unused))
+    lines.append("  in the run but not trainable here (ignored): " + ", ".join(unused))
   if errors:
-    raise ValueError('init_from: parameter shapes differ beyond new leading rows:\n'
-                     + '\n'.join(errors))
+    raise ValueError(
+        "init_from: parameter shapes differ beyond new leading rows:\n" + "\n".join(errors)
+    )
   return new, lines
 
 
@@ -268,14 +297,14 @@ def init_new_languages(spec: RunSpec, trainable: Any) -> Any:
   `spec.new_language_init`: 'mean' of the other rows, 'random' (kept as initialised), or
   'typology' (zero: the language vector E[l] + z_l · W is then the typology projection; with
   language_source 'typology' there is no table and nothing to set)."""
-  if not spec.new_languages or spec.new_language_init == 'random':
+  if not spec.new_languages or spec.new_language_init == "random":
     return trainable
   new_ids = [spec.languages.index(lang) for lang in spec.new_languages]
 
   def init(path: str, table):
-    if not path.endswith('lang_embeddings') or table.ndim != 2:
+    if not path.endswith("lang_embeddings") or table.ndim != 2:
       return table
-    if spec.new_language_init == 'typology':
+    if spec.new_language_init == "typology":
       return table.at[np.asarray(new_ids)].set(0)
     old = np.setdiff1d(np.arange(table.shape[0]), new_ids)
     mean = table[old].mean(0)

@@ -35,6 +35,7 @@ from hyperx_jax.tree import is_variable
 MeshAxes = Union[str, tuple[str, ...], None]
 Rules = Sequence[tuple[str, MeshAxes]]
 
+
 def make_mesh(mesh_spec: MeshSpec) -> Mesh:
   """A mesh spec (shape with at most one -1, axes) -> a Mesh with Auto (GSPMD) axis types.
 
@@ -44,9 +45,11 @@ def make_mesh(mesh_spec: MeshSpec) -> Mesh:
   shape, axes = tuple(mesh_spec.shape), tuple(mesh_spec.axes)
   resolved = mesh_spec.resolve(jax.device_count())
   if resolved is None:
-    raise ValueError(f"mesh shape {shape} (axes {axes}) cannot be laid out on "
-                     f"{jax.device_count()} devices: one entry per axis, at most one -1, and "
-                     "the product must equal the device count")
+    raise ValueError(
+        f"mesh shape {shape} (axes {axes}) cannot be laid out on "
+        f"{jax.device_count()} devices: one entry per axis, at most one -1, and "
+        "the product must equal the device count"
+    )
   return jax.make_mesh(resolved, axes, axis_types=(AxisType.Auto,) * len(axes))
 
 
@@ -62,9 +65,13 @@ def _axis_size(mesh: Optional[Mesh], axes: tuple[str, ...]) -> int:
   return math.prod(mesh.shape[a] for a in axes)
 
 
-def logical_to_mesh_spec(names: Sequence[Optional[str]], rules: Rules, *,
-                         shape: Optional[Sequence[int]] = None,
-                         mesh: Optional[Mesh] = None) -> PartitionSpec:
+def logical_to_mesh_spec(
+    names: Sequence[Optional[str]],
+    rules: Rules,
+    *,
+    shape: Optional[Sequence[int]] = None,
+    mesh: Optional[Mesh] = None,
+) -> PartitionSpec:
   """Logical axis names of one array -> its PartitionSpec.
 
   For each dimension the rules with that logical name are tried in order; a rule applies when
@@ -85,14 +92,22 @@ def logical_to_mesh_spec(names: Sequence[Optional[str]], rules: Rules, *,
       if mesh is not None:
         unknown = [a for a in axes if a not in mesh.shape]
         if unknown:
-          raise ValueError(f"logical axis rule ({rule_name!r}, {rule_axes!r}) names mesh axes "
-                           f"{unknown} not in the mesh axes {tuple(mesh.axis_names)}")
+          raise ValueError(
+              f"logical axis rule ({rule_name!r}, {rule_axes!r}) names mesh axes "
+              f"{unknown} not in the mesh axes {tuple(mesh.axis_names)}"
+          )
       if not axes:
         continue
       size = _axis_size(mesh, axes)
       if shape is not None and shape[dim] % size:
-        logging.debug("dimension %d (%s, size %d) not divisible by mesh axes %s (size %d): "
-                      "replicated", dim, name, shape[dim], axes, size)
+        logging.debug(
+            "dimension %d (%s, size %d) not divisible by mesh axes %s (size %d): " "replicated",
+            dim,
+            name,
+            shape[dim],
+            axes,
+            size,
+        )
         continue
       chosen = axes
       break
@@ -147,12 +162,12 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs carrying their shardings: the targets for a sharded checkpoint restore."""
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      abstract_state, shardings)
+  return jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings
+  )
 
 
-def sharded_init(make_model: Callable[[], nnx.Module], mesh: Mesh,
-                 rules: Rules) -> nnx.Module:
+def sharded_init(make_model: Callable[[], nnx.Module], mesh: Mesh, rules: Rules) -> nnx.Module:
   """Builds `make_model()` with every array created directly in its shards."""
   abstract = nnx.eval_shape(make_model)
   graphdef, abstract_state = nnx.split(abstract)

@@ -34,8 +34,8 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 
-from hyperx_jax.config.vocabulary import PAIR, PLACEMENTS, TOKEN
 from hyperx_jax import export_format
+from hyperx_jax.config.vocabulary import PAIR, PLACEMENTS, TOKEN
 
 
 def adapter_forward(z: torch.Tensor, w: Mapping[str, torch.Tensor], eps: float) -> torch.Tensor:
@@ -68,8 +68,12 @@ class Adapter(nn.Module):
         self.ln.bias.copy_(tensors["ln_bias"])
 
   def forward(self, z: torch.Tensor) -> torch.Tensor:
-    w = {"down": self.down.weight.T, "down_bias": self.down.bias, "up": self.up.weight.T,
-         "up_bias": self.up.bias}
+    w = {
+        "down": self.down.weight.T,
+        "down_bias": self.down.bias,
+        "up": self.up.weight.T,
+        "up_bias": self.up.bias,
+    }
     if self.ln is not None:
       w.update(ln_scale=self.ln.weight, ln_bias=self.ln.bias)
     return adapter_forward(z, w, self.eps)
@@ -138,14 +142,18 @@ def _layer_adapters(tensors: dict[str, torch.Tensor], config: dict, layer: int) 
   stack = []
   for k in range(config["num_adapters"]):
     prefix = export_format.adapter_tensor(k, "")
-    fields = {name[len(prefix):]: value[layer] for name, value in tensors.items()
-              if name.startswith(prefix)}
+    fields = {
+        name[len(prefix) :]: value[layer]
+        for name, value in tensors.items()
+        if name.startswith(prefix)
+    }
     stack.append(Adapter(fields, config["adapter_ln_eps"]))
   return nn.Sequential(*stack)
 
 
-def place_adapters(encoder: transformers.XLMRobertaModel, stacks: Sequence[nn.Module],
-                   placement: str) -> None:
+def place_adapters(
+    encoder: transformers.XLMRobertaModel, stacks: Sequence[nn.Module], placement: str
+) -> None:
   """Puts `stacks[i]` (a module z [B, S, H] -> [B, S, H]) into layer i at `placement`:
   'ffn_output' or 'layer_output' (see the module docstring)."""
   layers = encoder.encoder.layer
@@ -157,12 +165,14 @@ def place_adapters(encoder: transformers.XLMRobertaModel, stacks: Sequence[nn.Mo
     elif placement == "layer_output":
       layer.output = AfterOutput(layer.output, adapters)
     else:
-      raise ValueError(f"unknown adapter placement {placement!r}; known: "
-                       f"{', '.join(PLACEMENTS)}")
+      raise ValueError(
+          f"unknown adapter placement {placement!r}; known: " f"{', '.join(PLACEMENTS)}"
+      )
 
 
-def insert_adapters(encoder: transformers.XLMRobertaModel, tensors: dict[str, torch.Tensor],
-                    config: dict) -> None:
+def insert_adapters(
+    encoder: transformers.XLMRobertaModel, tensors: dict[str, torch.Tensor], config: dict
+) -> None:
   """Puts each layer's exported adapter stack at the export's placement."""
   stacks = [_layer_adapters(tensors, config, i) for i in range(len(encoder.encoder.layer))]
   try:
@@ -179,8 +189,10 @@ def build_head(tensors: dict[str, torch.Tensor], config: dict) -> nn.Module:
   elif kind == TOKEN:
     head = TokenHead(hidden, num_labels)
   else:
-    raise ValueError(f"{export_format.CONFIG_FILE}: task kind {config['task_kind']!r} has no PyTorch "
-                     f"head here (pair and token classification only)")
+    raise ValueError(
+        f"{export_format.CONFIG_FILE}: task kind {config['task_kind']!r} has no PyTorch "
+        f"head here (pair and token classification only)"
+    )
   with torch.no_grad():
     for name in export_format.HEAD_LAYERS[kind]:
       linear = getattr(head, name)
@@ -193,24 +205,32 @@ def load_backbone(encoder: nn.Module, export_dir: str, config: dict) -> None:
   """The trained backbone parameters into `encoder` (a base `XLMRobertaModel`), in one call."""
   if not config["backbone_file"]:
     return
-  result = encoder.load_state_dict(load_file(os.path.join(export_dir, config["backbone_file"])),
-                                   strict=False)
+  result = encoder.load_state_dict(
+      load_file(os.path.join(export_dir, config["backbone_file"])), strict=False
+  )
   if result.unexpected_keys:
-    raise ValueError(f"{export_dir}: {config['backbone_file']} has tensors the base encoder "
-                     f"lacks: {result.unexpected_keys}")
+    raise ValueError(
+        f"{export_dir}: {config['backbone_file']} has tensors the base encoder "
+        f"lacks: {result.unexpected_keys}"
+    )
 
 
-def load_exported(export_dir: str, base_checkpoint_dir: Optional[str] = None, *,
-                  dtype: torch.dtype = torch.float32) -> ExportedModel:
+def load_exported(
+    export_dir: str,
+    base_checkpoint_dir: Optional[str] = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+) -> ExportedModel:
   """The exported (task, language) as an `ExportedModel` in eval mode. `base_checkpoint_dir`:
   the Hugging Face checkpoint the run started from (default: the one the export names)."""
   config = export_format.read_config(export_dir)
   base = base_checkpoint_dir or config["checkpoint"]
-  encoder = transformers.XLMRobertaModel.from_pretrained(base, add_pooling_layer=False,
-                                                         dtype=dtype)
+  encoder = transformers.XLMRobertaModel.from_pretrained(base, add_pooling_layer=False, dtype=dtype)
   if getattr(encoder.config, "model_type", "") not in ("xlm-roberta", "roberta"):
-    raise ValueError(f"{base}: model_type {encoder.config.model_type!r}; the PyTorch loader "
-                     "builds post-LayerNorm XLM-R / RoBERTa encoders only")
+    raise ValueError(
+        f"{base}: model_type {encoder.config.model_type!r}; the PyTorch loader "
+        "builds post-LayerNorm XLM-R / RoBERTa encoders only"
+    )
   load_backbone(encoder, export_dir, config)
   tensors = load_file(os.path.join(export_dir, export_format.ADAPTER_FILE))
   insert_adapters(encoder, tensors, config)

@@ -35,13 +35,15 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from hyperx_jax import aot, checkpoint, evaluate, faults, optim, provenance, run, sharding, writers
+from hyperx_jax import aot, checkpoint
 from hyperx_jax import diagnostics as diag
+from hyperx_jax import evaluate, faults, optim, provenance, run, sharding
 from hyperx_jax import tokenizer as tokenizers
+from hyperx_jax import writers
 from hyperx_jax.config import RunSpec, changes, environment
+from hyperx_jax.config.vocabulary import DEV, MLM
 from hyperx_jax.data import pipeline
 from hyperx_jax.models import losses
-from hyperx_jax.config.vocabulary import DEV, MLM
 
 Batch = Mapping[str, Any]
 
@@ -62,9 +64,14 @@ def global_norm(tree: Any) -> jax.Array:
   return optax.tree.norm(tree)
 
 
-def make_train_step(graphdef: Any, tx: optax.GradientTransformation,
-                    state_shardings: tuple[Any, Any, Any], mesh: Mesh, *,
-                    diagnostics: bool = False):
+def make_train_step(
+    graphdef: Any,
+    tx: optax.GradientTransformation,
+    state_shardings: tuple[Any, Any, Any],
+    mesh: Mesh,
+    *,
+    diagnostics: bool = False,
+):
   """The jitted step: (trainable, opt_state, frozen, batch, step, rng, task) ->
   (trainable, opt_state, metrics). `task` (a name) is static; everything else is traced.
   `diagnostics` adds the `diagnostics.py` measurements to the metrics."""
@@ -89,24 +96,36 @@ def make_train_step(graphdef: Any, tx: optax.GradientTransformation,
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_trainable = keep(new_trainable, trainable)
     new_opt_state = keep(new_opt_state, opt_state)
-    metrics = {'loss': loss, 'accuracy': aux['accuracy'], 'count': aux['count'],
-               'grad_norm': grad_norm, 'param_norm': global_norm(new_trainable),
-               'finite': finite}
+    metrics = {
+        "loss": loss,
+        "accuracy": aux["accuracy"],
+        "count": aux["count"],
+        "grad_norm": grad_norm,
+        "param_norm": global_norm(new_trainable),
+        "finite": finite,
+    }
     if diagnostics:
       model = nnx.merge(graphdef, trainable, frozen)
-      stack = model.adapter_weights(batch['task_id'][:1], batch['lang_id'][:1],
-                                    skip_task_adapter=model.task_kind(task) == MLM)
+      stack = model.adapter_weights(
+          batch["task_id"][:1], batch["lang_id"][:1], skip_task_adapter=model.task_kind(task) == MLM
+      )
       metrics.update(diag.gradient_stats(grads))
       metrics.update(diag.adapter_stats(stack))
-      if model.method == 'hyperx':
-        metrics.update(diag.projection_stats(
-            model.adapters.projections(batch['task_id'][:1], batch['lang_id'][:1])))
+      if model.method == "hyperx":
+        metrics.update(
+            diag.projection_stats(
+                model.adapters.projections(batch["task_id"][:1], batch["lang_id"][:1])
+            )
+        )
     return new_trainable, new_opt_state, metrics
 
-  return jax.jit(train_step, static_argnums=(6,),
-                 in_shardings=(trainable_sh, opt_sh, frozen_sh, batch_sh, replicated, replicated),
-                 out_shardings=(trainable_sh, opt_sh, replicated),
-                 donate_argnums=(0, 1))
+  return jax.jit(
+      train_step,
+      static_argnums=(6,),
+      in_shardings=(trainable_sh, opt_sh, frozen_sh, batch_sh, replicated, replicated),
+      out_shardings=(trainable_sh, opt_sh, replicated),
+      donate_argnums=(0, 1),
+  )
 
 
 def init_optimizer(tx: optax.GradientTransformation, trainable: Any, mesh: Mesh) -> Any:
@@ -114,8 +133,12 @@ def init_optimizer(tx: optax.GradientTransformation, trainable: Any, mesh: Mesh)
   scalars such as the step count are replicated over the mesh."""
   state = jax.jit(tx.init)(trainable)
   everywhere = sharding.replicated(mesh)
-  return jax.tree.map(lambda x: x if x.sharding.device_set == everywhere.device_set
-                      else jax.device_put(x, everywhere), state)
+  return jax.tree.map(
+      lambda x: x
+      if x.sharding.device_set == everywhere.device_set
+      else jax.device_put(x, everywhere),
+      state,
+  )
 
 
 # ------------------------------------------------------------------------------ batches
@@ -128,8 +151,8 @@ def global_batch(local: Batch, mesh: Mesh) -> dict[str, jax.Array]:
 
 def batch_task(local: Batch, names: list[str]) -> str:
   """The task of a one-pair training batch (the same on every host)."""
-  task = getattr(local, 'task', None)
-  return task if task is not None else names[int(np.asarray(local['task_id'])[0])]
+  task = getattr(local, "task", None)
+  return task if task is not None else names[int(np.asarray(local["task_id"])[0])]
 
 
 # ------------------------------------------------------------------------------- logging
@@ -146,18 +169,18 @@ class StepStats:
 
   def nonfinite(self) -> int:
     """How many pending steps had a NaN/Inf loss or gradient norm (and were skipped)."""
-    return sum(not bool(f) for f in jax.device_get([m['finite'] for _, m in self.pending]))
+    return sum(not bool(f) for f in jax.device_get([m["finite"] for _, m in self.pending]))
 
   def summary(self) -> dict[str, float]:
     """Means over the interval (loss per task too); clears the interval."""
     fetched = jax.device_get([m for _, m in self.pending])
     tasks = [t for t, _ in self.pending]
-    out = {key: float(np.mean([m[key] for m in fetched]))
-           for key in ('loss', 'accuracy', 'grad_norm')}
-    out['param_norm'] = float(fetched[-1]['param_norm'])
+    out = {
+        key: float(np.mean([m[key] for m in fetched])) for key in ("loss", "accuracy", "grad_norm")
+    }
+    out["param_norm"] = float(fetched[-1]["param_norm"])
     for task in sorted(set(tasks)):
-      out[f'loss/{task}'] = float(np.mean([m['loss'] for t, m in zip(tasks, fetched)
-                                           if t == task]))
+      out[f"loss/{task}"] = float(np.mean([m["loss"] for t, m in zip(tasks, fetched) if t == task]))
     out.update(diag.interval_summary(tasks, fetched))
     self.pending = []
     return out
@@ -171,8 +194,14 @@ def tb_names(prefix: str, scalars: Mapping[str, float]) -> dict[str, float]:
 # --------------------------------------------------------------------------- resume order
 
 
-def restore_or_init(spec: RunSpec, ckpt: checkpoint.Checkpointer, parts: run.ModelParts,
-                    tx: optax.GradientTransformation, train_iter: Any, mesh: Mesh) -> TrainState:
+def restore_or_init(
+    spec: RunSpec,
+    ckpt: checkpoint.Checkpointer,
+    parts: run.ModelParts,
+    tx: optax.GradientTransformation,
+    train_iter: Any,
+    mesh: Mesh,
+) -> TrainState:
   """Resume order: checkpoint in workdir > spec.init_from > pretrained init.
 
   The latest readable checkpoint is used: an unreadable step, or one whose data state the
@@ -182,14 +211,18 @@ def restore_or_init(spec: RunSpec, ckpt: checkpoint.Checkpointer, parts: run.Mod
   if ckpt.latest_step() is not None:
     # Restore targets: the fresh optimizer state carries the shardings to restore into.
     opt_state = init_optimizer(tx, trainable, mesh)
-    r = ckpt.restore(abstract_trainable=trainable, abstract_opt_state=opt_state,
-                     allow_fallback=True, check=lambda r: train_iter.set_state(r['data_state']))
-    logging.info('resumed from %s at step %d', ckpt.directory, r['step'])
-    rng = r['rng'] if r['rng'] is not None else fresh_rng
-    return TrainState(r['step'], r['trainable'], r['opt_state'], rng)
+    r = ckpt.restore(
+        abstract_trainable=trainable,
+        abstract_opt_state=opt_state,
+        allow_fallback=True,
+        check=lambda r: train_iter.set_state(r["data_state"]),
+    )
+    logging.info("resumed from %s at step %d", ckpt.directory, r["step"])
+    rng = r["rng"] if r["rng"] is not None else fresh_rng
+    return TrainState(r["step"], r["trainable"], r["opt_state"], rng)
   if spec.init_from:
     trainable = run.init_from_run(spec, trainable, mesh)
-    logging.info('initialised the trainable state from %s', spec.init_from)
+    logging.info("initialised the trainable state from %s", spec.init_from)
   return TrainState(0, trainable, init_optimizer(tx, trainable, mesh), fresh_rng)
 
 
@@ -199,14 +232,15 @@ def restore_or_init(spec: RunSpec, ckpt: checkpoint.Checkpointer, parts: run.Mod
 class Trainer:
   """The pieces of one run, built in data-flow order; `run()` trains and evaluates."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str, *,
-               allow_config_change: bool = False):
+  def __init__(
+      self, config: ml_collections.ConfigDict, workdir: str, *, allow_config_change: bool = False
+  ):
     # Checks, data and model first: nothing in `workdir` changes if any of them fails. Every
     # train and eval source is read and its labels checked before the tokenizer and weights.
     self.spec = spec = environment.parse(config, jax.device_count())
     run.check_saved_config(config, workdir, allow_change=allow_config_change)
     raw = pipeline.read_streams(spec.train_streams + spec.eval_streams)
-    train_raw, eval_raw = raw[:len(spec.train_streams)], raw[len(spec.train_streams):]
+    train_raw, eval_raw = raw[: len(spec.train_streams)], raw[len(spec.train_streams) :]
     self.workdir = workdir
     self.config = config
     self.is_primary = jax.process_index() == 0
@@ -215,32 +249,46 @@ class Trainer:
     self.task_names = list(spec.tasks)
     self.tokenizer = tokenizers.load_tokenizer(spec.tokenizer_path)
     self.parts, param_report = run.create_model(spec, self.mesh)
-    logging.info('mesh %s', dict(self.mesh.shape))
+    logging.info("mesh %s", dict(self.mesh.shape))
     if self.is_primary:
       print(param_report, flush=True)
-    self.tx = optim.make_optimizer(spec.optim, spec.total_steps, self.parts.trainable,
-                                   tasks=self.task_names)
+    self.tx = optim.make_optimizer(
+        spec.optim, spec.total_steps, self.parts.trainable, tasks=self.task_names
+    )
     self.lr_fn = optim.learning_rate_fn(spec.optim, spec.total_steps)
-    self.train_iter = pipeline.build_train_pipeline(spec.train_streams, spec.data, spec.seed,
-                                                    self.tokenizer, jax.process_index(),
-                                                    jax.process_count(), examples=train_raw)
+    self.train_iter = pipeline.build_train_pipeline(
+        spec.train_streams,
+        spec.data,
+        spec.seed,
+        self.tokenizer,
+        jax.process_index(),
+        jax.process_count(),
+        examples=train_raw,
+    )
     self.eval_data = evaluate.datasets_by_role(spec, self.tokenizer, eval_raw)
     # The run directory changes from here on.
     c = spec.checkpoint
-    self.ckpt = checkpoint.Checkpointer(workdir, keep=c.keep, async_save=c.async_save,
-                                        best_metric=c.best_metric)
-    self.state = restore_or_init(spec, self.ckpt, self.parts, self.tx, self.train_iter,
-                                 self.mesh)
+    self.ckpt = checkpoint.Checkpointer(
+        workdir, keep=c.keep, async_save=c.async_save, best_metric=c.best_metric
+    )
+    self.state = restore_or_init(spec, self.ckpt, self.parts, self.tx, self.train_iter, self.mesh)
     run.save_config(config, workdir)
     trainable_sh = run.shardings_of(self.state.trainable)
     frozen_sh = run.shardings_of(self.parts.frozen)
     self.train_step = aot.AheadOfTime(
-        make_train_step(self.parts.graphdef, self.tx,
-                        (trainable_sh, run.shardings_of(self.state.opt_state), frozen_sh),
-                        self.mesh, diagnostics=spec.diagnostics),
-        'train step (task {})', static_argnum=6)
-    self.eval_step = evaluate.make_eval_step(self.parts.graphdef, self.mesh, trainable_sh,
-                                             frozen_sh)
+        make_train_step(
+            self.parts.graphdef,
+            self.tx,
+            (trainable_sh, run.shardings_of(self.state.opt_state), frozen_sh),
+            self.mesh,
+            diagnostics=spec.diagnostics,
+        ),
+        "train step (task {})",
+        static_argnum=6,
+    )
+    self.eval_step = evaluate.make_eval_step(
+        self.parts.graphdef, self.mesh, trainable_sh, frozen_sh
+    )
     self.writer = writers.MetricWriter(workdir, is_primary=self.is_primary)
     write_config_summary(self.writer, config, self.state.step)
     self.preempted = checkpoint.install_preemption_handler()
@@ -249,8 +297,14 @@ class Trainer:
 
   def evaluate_dev(self) -> dict[str, dict[str, Any]]:
     """The dev pairs on the current state (periodic evaluation; selects the checkpoint)."""
-    return evaluate.evaluate_all(self.eval_step, self.state.trainable, self.parts.frozen,
-                                 self.eval_data[DEV], self.spec, self.mesh)
+    return evaluate.evaluate_all(
+        self.eval_step,
+        self.state.trainable,
+        self.parts.frozen,
+        self.eval_data[DEV],
+        self.spec,
+        self.mesh,
+    )
 
   def selected_step(self) -> tuple[int, Optional[str]]:
     """The checkpoint the run reports: the best by `checkpoint.best_metric` (a dev metric)
@@ -265,11 +319,13 @@ class Trainer:
     step, by = self.selected_step()
     trainable = self.state.trainable
     if step != self.state.step:
-      trainable = self.ckpt.restore(step, abstract_trainable=trainable)['trainable']
-    logging.info('final evaluation at step %d (%s)', step,
-                 f'best {by} on dev' if by else 'the last step')
-    evaluation = evaluate.evaluate_roles(self.eval_step, trainable, self.parts.frozen,
-                                         self.eval_data, self.spec, self.mesh)
+      trainable = self.ckpt.restore(step, abstract_trainable=trainable)["trainable"]
+    logging.info(
+        "final evaluation at step %d (%s)", step, f"best {by} on dev" if by else "the last step"
+    )
+    evaluation = evaluate.evaluate_roles(
+        self.eval_step, trainable, self.parts.frozen, self.eval_data, self.spec, self.mesh
+    )
     return evaluation, evaluate.selection(step, evaluation, by)
 
   # -- checkpoints
@@ -278,29 +334,38 @@ class Trainer:
     s = self.state
     if s.step in self.ckpt.all_steps():
       return  # e.g. a preemption right after a periodic save
-    self.ckpt.save(s.step, trainable=s.trainable, opt_state=s.opt_state, rng=s.rng,
-                   data_state=self.train_iter.get_state(), metrics=eval_scalars, force=force)
+    self.ckpt.save(
+        s.step,
+        trainable=s.trainable,
+        opt_state=s.opt_state,
+        rng=s.rng,
+        data_state=self.train_iter.get_state(),
+        metrics=eval_scalars,
+        force=force,
+    )
 
   def _stop_on_nonfinite(self, stats: StepStats) -> None:
     bad = stats.nonfinite()
     if bad:
       self.ckpt.wait()
       raise writers.NonFiniteError(
-          f'loss or gradient norm became NaN/Inf in {bad} of the last {len(stats.pending)} '
-          f'steps (up to step {self.state.step}); those updates were skipped and the run '
-          f'stopped. Last checkpoint: step {self.ckpt.latest_step()} in {self.ckpt.directory} '
-          '(intact). Lower optim.lr, check the data, or use float32.')
+          f"loss or gradient norm became NaN/Inf in {bad} of the last {len(stats.pending)} "
+          f"steps (up to step {self.state.step}); those updates were skipped and the run "
+          f"stopped. Last checkpoint: step {self.ckpt.latest_step()} in {self.ckpt.directory} "
+          "(intact). Lower optim.lr, check the data, or use float32."
+      )
 
-  def _log(self, stats: StepStats, progress: writers.ProgressLogger,
-           clock: writers.TrainingClock) -> None:
+  def _log(
+      self, stats: StepStats, progress: writers.ProgressLogger, clock: writers.TrainingClock
+  ) -> None:
     """The interval's means to the metric files (flushed: a kill loses at most one interval)
     and the console."""
     step = self.state.step
     self._stop_on_nonfinite(stats)
     scalars = stats.summary()
-    scalars['lr'] = float(self.lr_fn(step - 1))
+    scalars["lr"] = float(self.lr_fn(step - 1))
     if self.spec.data.packed:  # below batch_size where packed_rows is too few
-      scalars['examples_per_batch'] = self.train_iter.examples_per_batch()
+      scalars["examples_per_batch"] = self.train_iter.examples_per_batch()
     self.writer.write_scalars(step, scalars)
     self.writer.flush()
     if self.is_primary:
@@ -318,14 +383,15 @@ class Trainer:
     c = self.spec
     stats = StepStats()
     clock = writers.TrainingClock()
-    progress = writers.ProgressLogger(c.total_steps, batch_size=c.data.batch_size,
-                                      start_step=self.state.step)
+    progress = writers.ProgressLogger(
+        c.total_steps, batch_size=c.data.batch_size, start_step=self.state.step
+    )
     while self.state.step < c.total_steps:
       if self.preempted() or self.ckpt.reached_preemption(self.state.step):
         self._stop_on_nonfinite(stats)
         self.save(force=True)
         self.ckpt.wait()
-        logging.warning('preempted: saved step %d, exiting', self.state.step)
+        logging.warning("preempted: saved step %d, exiting", self.state.step)
         return False
       local = next(self.train_iter)
       task = batch_task(local, self.task_names)
@@ -337,7 +403,7 @@ class Trainer:
         with self._paused(clock):  # compiling is not training
           self.train_step.compile(*args)
       trainable, opt_state, metrics = self.train_step(*args)
-      faults.inject('train_step', s.step + 1)  # test-only: kill/term mid-step (faults.py)
+      faults.inject("train_step", s.step + 1)  # test-only: kill/term mid-step (faults.py)
       self.state = s._replace(step=s.step + 1, trainable=trainable, opt_state=opt_state)
       stats.add(task, metrics)
       step = self.state.step
@@ -347,11 +413,14 @@ class Trainer:
       # The last step is evaluated here too when it competes for selection; the final
       # evaluation below always covers it.
       last_competes = c.checkpoint.best_metric is not None and step == c.total_steps
-      if (self.eval_data[DEV] and step % c.eval_every_steps == 0
-          and (step < c.total_steps or last_competes)):
+      if (
+          self.eval_data[DEV]
+          and step % c.eval_every_steps == 0
+          and (step < c.total_steps or last_competes)
+      ):
         with self._paused(clock):
           eval_scalars = evaluate.flat_scalars(self.evaluate_dev())
-          self.writer.write_scalars(step, tb_names('eval', eval_scalars))
+          self.writer.write_scalars(step, tb_names("eval", eval_scalars))
           self.writer.flush()
       if step % c.checkpoint.every_steps == 0 or step == c.total_steps:
         self._stop_on_nonfinite(stats)
@@ -367,10 +436,12 @@ class Trainer:
         return None
       self.ckpt.wait()  # results.* come from a committed checkpoint: a rerun reproduces them
       evaluation, chosen = self.final_evaluation()
-      self.writer.write_scalars(self.state.step,
-                                tb_names('final', evaluate.flat_scalars(evaluation.table)))
-      run.write_results(self.config, self.spec, self.workdir, evaluation.table, chosen['step'],
-                        chosen)
+      self.writer.write_scalars(
+          self.state.step, tb_names("final", evaluate.flat_scalars(evaluation.table))
+      )
+      run.write_results(
+          self.config, self.spec, self.workdir, evaluation.table, chosen["step"], chosen
+      )
       return evaluation.table
     finally:
       self.ckpt.wait()
@@ -379,23 +450,28 @@ class Trainer:
       self.preempted.uninstall()
 
 
-def write_config_summary(writer: writers.MetricWriter, config: ml_collections.ConfigDict,
-                         step: int) -> None:
+def write_config_summary(
+    writer: writers.MetricWriter, config: ml_collections.ConfigDict, step: int
+) -> None:
   """The config as JSON in TensorBoard's Text tab and its scalar fields as hyperparameters
   (HParams tab, compared by the training loss), at the step the run starts from."""
   text = config.to_json_best_effort(indent=2)
-  writer.write_text(step, 'config', '\n'.join('    ' + line for line in text.splitlines()))
-  hparams = {name: value for name, value in changes.config_leaves(json.loads(text)).items()
-             if isinstance(value, (bool, int, float, str))}
-  writer.write_hparams(hparams, metrics=['loss'])
+  writer.write_text(step, "config", "\n".join("    " + line for line in text.splitlines()))
+  hparams = {
+      name: value
+      for name, value in changes.config_leaves(json.loads(text)).items()
+      if isinstance(value, (bool, int, float, str))
+  }
+  writer.write_hparams(hparams, metrics=["loss"])
   writer.flush()
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       allow_config_change: bool = False
-                       ) -> Optional[dict[str, dict[str, Any]]]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, allow_config_change: bool = False
+) -> Optional[dict[str, dict[str, Any]]]:
   """Trains per `config` in `workdir` (resuming if it holds a checkpoint), then evaluates every
   (task, language) eval pair and writes results.{json,md,csv,png}. Returns the results, or
   None when a preemption signal stopped the run (after saving). In a workdir trained with
-  another config (beyond config.changes.RESUMABLE_CHANGES) it refuses unless `allow_config_change`."""
+  another config (beyond config.changes.RESUMABLE_CHANGES) it refuses unless `allow_config_change`.
+  """
   return Trainer(config, workdir, allow_config_change=allow_config_change).run()

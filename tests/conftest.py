@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 from helpers import make_workspace  # noqa: E402
 
 
-@pytest.fixture(scope='session')
+@pytest.fixture(scope="session")
 def workspace(tmp_path_factory) -> pathlib.Path:
   """A tiny random XLM-R checkpoint, tokenizer and data files (helpers.make_workspace)."""
-  return make_workspace(tmp_path_factory.mktemp('tiny_workspace'))
+  return make_workspace(tmp_path_factory.mktemp("tiny_workspace"))

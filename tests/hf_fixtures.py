@@ -10,18 +10,34 @@ import torch
 import transformers
 
 
-def tiny_xlmr_config(*, layer_norm_eps: float = 1e-5, type_vocab_size: int = 1,
-                     vocab_size: int = 100, hidden: int = 32, layers: int = 2, heads: int = 4,
-                     intermediate: int = 64,
-                     max_positions: int = 130, xl: bool = False):
+def tiny_xlmr_config(
+    *,
+    layer_norm_eps: float = 1e-5,
+    type_vocab_size: int = 1,
+    vocab_size: int = 100,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 4,
+    intermediate: int = 64,
+    max_positions: int = 130,
+    xl: bool = False,
+):
   """An XLM-R config (`xl`: the pre-LayerNorm XLM-R XL/XXL architecture)."""
   cls = transformers.XLMRobertaXLConfig if xl else transformers.XLMRobertaConfig
   return cls(
-      vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-      num_attention_heads=heads, intermediate_size=intermediate,
-      max_position_embeddings=max_positions, type_vocab_size=type_vocab_size,
-      layer_norm_eps=layer_norm_eps, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-      hidden_act="gelu")
+      vocab_size=vocab_size,
+      hidden_size=hidden,
+      num_hidden_layers=layers,
+      num_attention_heads=heads,
+      intermediate_size=intermediate,
+      max_position_embeddings=max_positions,
+      type_vocab_size=type_vocab_size,
+      layer_norm_eps=layer_norm_eps,
+      pad_token_id=1,
+      bos_token_id=0,
+      eos_token_id=2,
+      hidden_act="gelu",
+  )
 
 
 def _model_class(mlm: bool, xl: bool):
@@ -45,22 +61,41 @@ def make_tiny_xlmr_model(*, mlm: bool = False, seed: int = 0, **config_kwargs):
   return model.eval()
 
 
-def make_tiny_xlmr_checkpoint(directory: Union[str, pathlib.Path], *, mlm: bool = False,
-                              layer_norm_eps: float = 1e-5, type_vocab_size: int = 1,
-                              vocab_size: int = 100, hidden: int = 32, layers: int = 2,
-                              heads: int = 4, intermediate: int = 64, seed: int = 0,
-                              tokenizer_json: Optional[Union[str, pathlib.Path]] = None,
-                              max_positions: int = 130,
-                              max_shard_size: Optional[str] = None,
-                              safe_serialization: bool = True, xl: bool = False) -> pathlib.Path:
+def make_tiny_xlmr_checkpoint(
+    directory: Union[str, pathlib.Path],
+    *,
+    mlm: bool = False,
+    layer_norm_eps: float = 1e-5,
+    type_vocab_size: int = 1,
+    vocab_size: int = 100,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 4,
+    intermediate: int = 64,
+    seed: int = 0,
+    tokenizer_json: Optional[Union[str, pathlib.Path]] = None,
+    max_positions: int = 130,
+    max_shard_size: Optional[str] = None,
+    safe_serialization: bool = True,
+    xl: bool = False,
+) -> pathlib.Path:
   """Writes `config.json` + `model.safetensors` (sharded with an index when `max_shard_size`
   is given, `pytorch_model.bin` when `safe_serialization=False`) to `directory`; optionally
   copies a `tokenizer.json` next to them. Returns the directory."""
   directory = pathlib.Path(directory)
-  model = make_tiny_xlmr_model(mlm=mlm, seed=seed, layer_norm_eps=layer_norm_eps,
-                               type_vocab_size=type_vocab_size, vocab_size=vocab_size,
-                               hidden=hidden, layers=layers, heads=heads,
-                               intermediate=intermediate, max_positions=max_positions, xl=xl)
+  model = make_tiny_xlmr_model(
+      mlm=mlm,
+      seed=seed,
+      layer_norm_eps=layer_norm_eps,
+      type_vocab_size=type_vocab_size,
+      vocab_size=vocab_size,
+      hidden=hidden,
+      layers=layers,
+      heads=heads,
+      intermediate=intermediate,
+      max_positions=max_positions,
+      xl=xl,
+  )
   kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
   if safe_serialization:
     model.save_pretrained(directory, safe_serialization=True, **kwargs)

@@ -20,8 +20,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 PANX_NAMES = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
-UDPOS_NAMES = ["ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON",
-               "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X"]
+UDPOS_NAMES = [
+    "ADJ",
+    "ADP",
+    "ADV",
+    "AUX",
+    "CCONJ",
+    "DET",
+    "INTJ",
+    "NOUN",
+    "NUM",
+    "PART",
+    "PRON",
+    "PROPN",
+    "PUNCT",
+    "SCONJ",
+    "SYM",
+    "VERB",
+    "X",
+]
 NLI_NAMES = ["entailment", "neutral", "contradiction"]
 
 STRINGS = pa.list_(pa.string())
@@ -62,8 +79,11 @@ def ner_rows(rng: random.Random, n: int, lang: str) -> dict[str, list]:
 
 def write_panx(root: pathlib.Path, lang: str, split: str, n: int, seed: int = 0) -> dict:
   rows = ner_rows(random.Random(seed), n, lang)
-  write_parquet(split_file(root, f"PAN-X.{lang}", split), rows,
-                {"tokens": STRINGS, "ner_tags": IDS, "langs": STRINGS})
+  write_parquet(
+      split_file(root, f"PAN-X.{lang}", split),
+      rows,
+      {"tokens": STRINGS, "ner_tags": IDS, "langs": STRINGS},
+  )
   return rows
 
 
@@ -71,31 +91,49 @@ def write_udpos(root: pathlib.Path, language: str, split: str, n: int, seed: int
   rng = random.Random(seed)
   tokens = [_words(rng, rng.randint(3, 7)) for _ in range(n)]
   rows = {"tokens": tokens, "pos_tags": [[rng.randrange(17) for _ in t] for t in tokens]}
-  write_parquet(split_file(root, f"udpos.{language}", split), rows,
-                {"tokens": STRINGS, "pos_tags": IDS})
+  write_parquet(
+      split_file(root, f"udpos.{language}", split), rows, {"tokens": STRINGS, "pos_tags": IDS}
+  )
   return rows
 
 
 def pair_rows(rng: random.Random, n: int) -> dict[str, list]:
-  return {"premise": [" ".join(_words(rng, 5)) for _ in range(n)],
-          "hypothesis": [" ".join(_words(rng, 4)) for _ in range(n)],
-          "label": [rng.randrange(3) for _ in range(n)]}
+  return {
+      "premise": [" ".join(_words(rng, 5)) for _ in range(n)],
+      "hypothesis": [" ".join(_words(rng, 4)) for _ in range(n)],
+      "label": [rng.randrange(3) for _ in range(n)],
+  }
 
 
 def write_xnli(root: pathlib.Path, lang: str, split: str, n: int, seed: int = 0) -> dict:
   rows = pair_rows(random.Random(seed), n)
-  write_parquet(split_file(root, lang, split), rows,
-                {"premise": pa.string(), "hypothesis": pa.string(), "label": pa.int64()})
+  write_parquet(
+      split_file(root, lang, split),
+      rows,
+      {"premise": pa.string(), "hypothesis": pa.string(), "label": pa.int64()},
+  )
   return rows
 
 
 def write_multi_nli(root: pathlib.Path, split: str, n: int, seed: int = 0) -> dict:
   rng = random.Random(seed)
   rows = pair_rows(rng, n)
-  text = {k: [""] * n for k in ("premise_binary_parse", "premise_parse",
-                                "hypothesis_binary_parse", "hypothesis_parse")}
-  full = {"promptID": list(range(n)), "pairID": [f"{i}e" for i in range(n)], **rows, **text,
-          "genre": ["fiction"] * n}
+  text = {
+      k: [""] * n
+      for k in (
+          "premise_binary_parse",
+          "premise_parse",
+          "hypothesis_binary_parse",
+          "hypothesis_parse",
+      )
+  }
+  full = {
+      "promptID": list(range(n)),
+      "pairID": [f"{i}e" for i in range(n)],
+      **rows,
+      **text,
+      "genre": ["fiction"] * n,
+  }
   types = {k: pa.string() for k in full}
   types.update(promptID=pa.int32(), label=pa.int64())
   write_parquet(split_file(root, "data", split), full, types)

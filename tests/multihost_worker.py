@@ -57,12 +57,14 @@ def host_rows(n: int, process_index: int, process_count: int) -> slice:
 def make_mesh(shape: tuple[int, ...]):
   from hyperx_jax import sharding  # pylint: disable=g-import-not-at-top
   from hyperx_jax.config import MeshSpec  # pylint: disable=g-import-not-at-top
+
   return sharding.make_mesh(MeshSpec(shape=shape))
 
 
 def fetch(x: jax.Array) -> np.ndarray:
   """The full value of a (possibly non-addressable) global array on this host."""
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
   if x.is_fully_addressable:
     return np.asarray(x)
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
@@ -72,11 +74,13 @@ def start_runtime(args: argparse.Namespace) -> None:
   """Joins the N-process runtime: coordinator from --port, or (--port=0) from the
   JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment."""
   from hyperx_jax import distributed  # pylint: disable=g-import-not-at-top
+
   if args.num_processes == 1:
     assert not distributed.initialize(), "a single process needs no runtime"
   elif args.port:
-    distributed.initialize(f"127.0.0.1:{args.port}", args.num_processes, args.process_id,
-                           initialization_timeout=60)
+    distributed.initialize(
+        f"127.0.0.1:{args.port}", args.num_processes, args.process_id, initialization_timeout=60
+    )
   else:
     distributed.initialize(initialization_timeout=60)
 
@@ -86,8 +90,10 @@ def start_runtime(args: argparse.Namespace) -> None:
 
 def scenario_collectives(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   from hyperx_jax import sharding  # pylint: disable=g-import-not-at-top
   from hyperx_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+
   start_runtime(args)
   mesh = make_mesh(tuple(options.get("mesh", (4, 2, 1))))
   batch_sh, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
@@ -106,14 +112,17 @@ def scenario_collectives(args: argparse.Namespace, options: dict[str, Any]) -> d
 
   reduced = jax.jit(reductions, out_shardings=repl)(x, w)
   noise = jax.jit(lambda k: jax.random.normal(k, (ROWS, COLS)), out_shardings=batch_sh)(
-      jax.random.key(7))
+      jax.random.key(7)
+  )
   return {
-      "process_count": jax.process_count(), "device_count": jax.device_count(),
+      "process_count": jax.process_count(),
+      "device_count": jax.device_count(),
       "local_device_count": jax.local_device_count(),
       "global_shape": list(x.shape),
       # the rows each local device holds: [start, stop)
-      "local_rows": sorted([s.index[0].start or 0, s.index[0].stop or ROWS]
-                           for s in x.addressable_shards),
+      "local_rows": sorted(
+          [s.index[0].start or 0, s.index[0].stop or ROWS] for s in x.addressable_shards
+      ),
       "gathered": fetch(x).tolist(),
       **{k: np.asarray(v.addressable_data(0)).tolist() for k, v in reduced.items()},
       "noise": fetch(noise).tolist(),
@@ -125,13 +134,16 @@ def scenario_collectives(args: argparse.Namespace, options: dict[str, Any]) -> d
 
 def scenario_checkpoint(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
+
   from hyperx_jax import checkpoint, sharding  # pylint: disable=g-import-not-at-top
+
   start_runtime(args)
   mesh = make_mesh(tuple(options.get("mesh", (4, 2, 1))))
   x_global, w_host = global_inputs()
-  by_rows = NamedSharding(mesh, P(("data", "fsdp"), "tensor"))   # every process: its rows
-  by_cols = NamedSharding(mesh, P("fsdp", "tensor"))             # a different layout
+  by_rows = NamedSharding(mesh, P(("data", "fsdp"), "tensor"))  # every process: its rows
+  by_cols = NamedSharding(mesh, P("fsdp", "tensor"))  # a different layout
   repl = sharding.replicated(mesh)
   x = jax.make_array_from_callback(x_global.shape, by_rows, lambda idx: x_global[idx])
   w = jax.make_array_from_callback(w_host.shape, by_cols, lambda idx: w_host[idx])
@@ -140,13 +152,16 @@ def scenario_checkpoint(args: argparse.Namespace, options: dict[str, Any]) -> di
 
   # Plain orbax: two steps (the second doubles x), async, keep 2.
   manager = ocp.CheckpointManager(
-      root / "orbax", options=ocp.CheckpointManagerOptions(max_to_keep=2,
-                                                           enable_async_checkpointing=True))
+      root / "orbax",
+      options=ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=True),
+  )
   manager.save(1, args=ocp.args.StandardSave(tree))
   manager.save(2, args=ocp.args.StandardSave({"x": x * 2, "w": w}))
   manager.wait_until_finished()
-  target = {"x": jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl),
-            "w": jax.ShapeDtypeStruct(w.shape, w.dtype, sharding=repl)}
+  target = {
+      "x": jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl),
+      "w": jax.ShapeDtypeStruct(w.shape, w.dtype, sharding=repl),
+  }
   latest = manager.latest_step()
   restored = manager.restore(latest, args=ocp.args.StandardRestore(target))
   manager.close()
@@ -158,9 +173,10 @@ def scenario_checkpoint(args: argparse.Namespace, options: dict[str, Any]) -> di
   ckpt.save(5, trainable=tree, opt_state={"mu": x + 1}, rng=rng, data_state=data_state)
   ckpt.wait()
   by_fsdp = NamedSharding(mesh, P("fsdp"))
-  mine = ckpt.restore(abstract_trainable=target,
-                      abstract_opt_state={"mu": jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                                                     sharding=by_fsdp)})
+  mine = ckpt.restore(
+      abstract_trainable=target,
+      abstract_opt_state={"mu": jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=by_fsdp)},
+  )
   ckpt.close()
   return {
       "orbax_steps": sorted(int(s) for s in os.listdir(root / "orbax") if s.isdigit()),
@@ -172,8 +188,9 @@ def scenario_checkpoint(args: argparse.Namespace, options: dict[str, Any]) -> di
       "run_x": np.asarray(mine["trainable"]["x"].addressable_data(0)).tolist(),
       "run_w": fetch(mine["trainable"]["w"]).tolist(),
       "run_mu": fetch(mine["opt_state"]["mu"]).tolist(),
-      "run_rng_equal": bool(np.array_equal(jax.random.key_data(mine["rng"]),
-                                           jax.random.key_data(rng))),
+      "run_rng_equal": bool(
+          np.array_equal(jax.random.key_data(mine["rng"]), jax.random.key_data(rng))
+      ),
       "run_data_state": mine["data_state"],
   }
 
@@ -197,7 +214,8 @@ class WriteAudit:
       return
     mode, flags = args[1] if len(args) > 1 else "r", args[2] if len(args) > 2 else 0
     writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-        isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+        isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
+    )
     path = os.path.abspath(os.fspath(args[0]))
     if writes and path.startswith(self.root + os.sep):
       self.paths.add(os.path.relpath(path, self.root))
@@ -230,10 +248,12 @@ class RecordingIterator:
     return getattr(self.inner, name)
 
 
-def record_train_batches(pause: Optional[tuple[int, float, pathlib.Path]] = None
-                         ) -> list[RecordingIterator]:
+def record_train_batches(
+    pause: Optional[tuple[int, float, pathlib.Path]] = None,
+) -> list[RecordingIterator]:
   """Patches the pipeline's builder so the trainer's iterator records what it yields."""
   from hyperx_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+
   made: list[RecordingIterator] = []
   build = pipeline.build_train_pipeline
 
@@ -248,25 +268,36 @@ def record_train_batches(pause: Optional[tuple[int, float, pathlib.Path]] = None
 def entry_point_flags(args: argparse.Namespace, options: dict[str, Any]) -> list[str]:
   """Flags of `python -m hyperx_jax.main` for a tiny-config run of this process."""
   config_arg = ",".join(f"{k}={v}" for k, v in options["config_arg"].items())
-  flags = [f"--config={TESTS_DIR.parent / 'configs' / 'tiny.py'}:{config_arg}",
-           f"--workdir={options['workdir']}"]
+  flags = [
+      f"--config={TESTS_DIR.parent / 'configs' / 'tiny.py'}:{config_arg}",
+      f"--workdir={options['workdir']}",
+  ]
   flags += [f"--config.{k}={v}" for k, v in options.get("overrides", {}).items()]
   if args.num_processes > 1:
-    flags += [f"--coordinator_address=127.0.0.1:{args.port}",
-              f"--num_processes={args.num_processes}", f"--process_id={args.process_id}"]
+    flags += [
+        f"--coordinator_address=127.0.0.1:{args.port}",
+        f"--num_processes={args.num_processes}",
+        f"--process_id={args.process_id}",
+    ]
   return flags
 
 
 def scenario_train(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
   """Runs the real entry point (hyperx_jax.main: flags, distributed start-up, the trainer)."""
-  from hyperx_jax import main as entry, train  # pylint: disable=g-import-not-at-top
+  from hyperx_jax import cli
+  from hyperx_jax import main as entry  # pylint: disable=g-import-not-at-top
+  from hyperx_jax import train
+
   workdir = pathlib.Path(options["workdir"])
   workdir.mkdir(parents=True, exist_ok=True)
   audit = WriteAudit(workdir)
   pause = None
   if "pause_after" in options:
-    pause = (options["pause_after"], options.get("pause_s", 3.0),
-             args.out / f"paused_{args.process_id}")
+    pause = (
+        options["pause_after"],
+        options.get("pause_s", 3.0),
+        args.out / f"paused_{args.process_id}",
+    )
   iterators = record_train_batches(pause)
   outcome = {}
   train_and_evaluate = train.train_and_evaluate
@@ -278,15 +309,22 @@ def scenario_train(args: argparse.Namespace, options: dict[str, Any]) -> dict[st
   train.train_and_evaluate = keep_results
   start = time.time()
   sys.argv = ["hyperx_jax.main", *entry_point_flags(args, options)]  # config overrides read it
-  entry.main(entry.FLAGS(sys.argv))
+  cli.invoke(entry, sys.argv[1:])
   seconds = time.time() - start
   records = iterators[0].records if iterators else []
   if records:
-    np.savez(args.out / f"batches_{args.process_id}.npz",
-             **{f"{i}/{k}": v for i, r in enumerate(records) for k, v in r.items()})
+    np.savez(
+        args.out / f"batches_{args.process_id}.npz",
+        **{f"{i}/{k}": v for i, r in enumerate(records) for k, v in r.items()},
+    )
   results = outcome.get("results")
-  return {"completed": results is not None, "results": results, "seconds": seconds,
-          "num_batches": len(records), "written": sorted(audit.paths)}
+  return {
+      "completed": results is not None,
+      "results": results,
+      "seconds": seconds,
+      "num_batches": len(records),
+      "written": sorted(audit.paths),
+  }
 
 
 SCENARIOS: dict[str, Callable[[argparse.Namespace, dict[str, Any]], dict[str, Any]]] = {
@@ -297,8 +335,9 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace, dict[str, Any]], dict[str, An
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("scenario", choices=sorted(SCENARIOS))
   parser.add_argument("--process_id", type=int, required=True)
   parser.add_argument("--num_processes", type=int, required=True)
@@ -312,8 +351,10 @@ def main(argv: list[str]) -> None:
   args = parse_args(argv)
   if cache := os.environ.get("MULTIHOST_COMPILATION_CACHE"):
     # Runs of the same layout share compiled programs (one cache per process slot).
-    jax.config.update("jax_compilation_cache_dir",
-                      os.path.join(cache, f"{args.process_id}_of_{args.num_processes}"))
+    jax.config.update(
+        "jax_compilation_cache_dir",
+        os.path.join(cache, f"{args.process_id}_of_{args.num_processes}"),
+    )
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   result = SCENARIOS[args.scenario](args, json.loads(args.options))

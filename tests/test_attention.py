@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from hyperx_jax.config import decode, environment
+from hyperx_jax.config import ConfigError, decode, environment
 from hyperx_jax.models import attention, xlmr
-from hyperx_jax.config import ConfigError
+
 from helpers import tiny_config
 
 CPU = attention.Device("cpu", "cpu")
@@ -61,16 +61,22 @@ def test_auto_resolves_by_hand(device, dtype, head_dim, max_length, packed, expe
 
 def test_blockers_name_each_reason():
   assert attention.cudnn_blockers(CPU, dtype="bfloat16") == [
-      "cuDNN attention needs an NVIDIA GPU; this process runs on cpu (cpu)"]
-  reasons = attention.cudnn_blockers(V100, dtype="float32", head_dim=60, max_length=127,
-                                     packed=True)
+      "cuDNN attention needs an NVIDIA GPU; this process runs on cpu (cpu)"
+  ]
+  reasons = attention.cudnn_blockers(
+      V100, dtype="float32", head_dim=60, max_length=127, packed=True
+  )
   assert [r.split(" ")[:3] for r in reasons] == [
-      ["cuDNN", "flash", "attention"], ["cuDNN", "attention", "takes"],
-      ["cuDNN", "attention", "needs"], ["packed", "rows", "reach"]]
+      ["cuDNN", "flash", "attention"],
+      ["cuDNN", "attention", "takes"],
+      ["cuDNN", "attention", "needs"],
+      ["packed", "rows", "reach"],
+  ]
   assert "has 7.0" in reasons[0] and "'float32'" in reasons[1] and "at most 128" in reasons[2]
   assert attention.splash_blockers(H100, max_length=200) == [
       "splash attention is a TPU kernel; this process runs on gpu (NVIDIA H100 80GB HBM3)",
-      "splash attention tiles the sequence in blocks of 128; data.max_length is 200"]
+      "splash attention tiles the sequence in blocks of 128; data.max_length is 200",
+  ]
   assert attention.blockers("splash", TPU, dtype="float32", max_length=384) == []
   with pytest.raises(ValueError, match="'flash' is not one of"):
     attention.resolve("flash", H100, dtype="bfloat16", head_dim=64)
@@ -83,8 +89,9 @@ def test_this_cpu_process_has_no_cuda_device():
 
 # ------------------------------------------------------------------------------ the encoder
 
-CONFIG = xlmr.EncoderConfig(vocab_size=50, hidden_size=32, num_layers=2, num_heads=4,
-                            intermediate_size=64, max_positions=40)
+CONFIG = xlmr.EncoderConfig(
+    vocab_size=50, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_positions=40
+)
 S = 12
 LENGTHS = (9, 5, 1)
 SEGMENTS = [[1] * 5 + [2] * 4 + [0] * 3, [1] * 3 + [2] * 3 + [3] * 6, [1] * 2 + [0] * 10]
@@ -123,8 +130,17 @@ def test_xla_kernel_gives_todays_outputs(packed, monkeypatch):
 JAX_ATTENTION = jax.nn.dot_product_attention
 
 
-def emulated_cudnn(q, k, v, bias=None, mask=None, *, query_seq_lengths=None,
-                   key_value_seq_lengths=None, implementation=None):
+def emulated_cudnn(
+    q,
+    k,
+    v,
+    bias=None,
+    mask=None,
+    *,
+    query_seq_lengths=None,
+    key_value_seq_lengths=None,
+    implementation=None,
+):
   """What cuDNN computes from the forms it is given, on XLA (no cuDNN on CPU): lengths mask
   the keys past each row's length (query rows past it are the caller's to ignore)."""
   assert implementation == "cudnn" and bias is None
@@ -169,15 +185,20 @@ def test_auto_on_this_cpu_is_xla(workspace):  # noqa: F811
 def test_config_errors_before_anything_is_built(workspace, monkeypatch):  # noqa: F811
   config = tiny_config(workspace)
   config.model.attention = "flash"
-  with pytest.raises(ConfigError, match=r"config.model.attention: 'flash' is not one of "
-                     r"\['auto', 'xla', 'cudnn', 'splash'\]"):
+  with pytest.raises(
+      ConfigError,
+      match=r"config.model.attention: 'flash' is not one of "
+      r"\['auto', 'xla', 'cudnn', 'splash'\]",
+  ):
     environment.parse(config, 8)
 
   config.model.attention = "cudnn"
   with pytest.raises(ConfigError) as e:
     environment.parse(config, 8)
-  assert ("config.model.attention: 'cudnn' cannot run here: cuDNN attention needs an NVIDIA "
-          "GPU; this process runs on cpu") in str(e.value)
+  assert (
+      "config.model.attention: 'cudnn' cannot run here: cuDNN attention needs an NVIDIA "
+      "GPU; this process runs on cpu"
+  ) in str(e.value)
   assert "config.model.attention_dropout is 0.1" in str(e.value)
   with pytest.raises(ValueError, match="'cudnn' cannot run here"):
     environment.encoder_config(decode(config))  # unchecked: still refused before any build
@@ -193,8 +214,11 @@ def test_config_errors_before_anything_is_built(workspace, monkeypatch):  # noqa
   assert environment.encoder_config(decode(config)).attention == "cudnn"
 
   config.model.attention = "splash"
-  with pytest.raises(ConfigError, match="'splash' cannot run here: splash attention is a TPU "
-                     "kernel; this process runs on gpu"):
+  with pytest.raises(
+      ConfigError,
+      match="'splash' cannot run here: splash attention is a TPU "
+      "kernel; this process runs on gpu",
+  ):
     environment.parse(config, 8)
   monkeypatch.setattr(attention, "local_device", lambda: TPU)
   config.data.max_length = 48
@@ -216,11 +240,14 @@ SPLASH_SEGMENTS[3, :3] = 1  # a short row; an all-padding row is rows[...] = 0 i
 
 def _splash_inputs(packed: bool):
   """q, k, v [4, 128, N=4, D=32] and the two kernels' masks for the same rows."""
-  q, k, v = (jnp.asarray(np.random.default_rng(i).normal(size=(4, SPLASH_S, 4, 32)),
-                         jnp.float32) for i in range(3))
+  q, k, v = (
+      jnp.asarray(np.random.default_rng(i).normal(size=(4, SPLASH_S, 4, 32)), jnp.float32)
+      for i in range(3)
+  )
   segments = jnp.asarray(SPLASH_SEGMENTS if packed else (SPLASH_SEGMENTS > 0).astype(np.int32))
-  mask = xlmr.attention_mask_for("splash", (segments > 0).astype(jnp.int32),
-                                 segments if packed else None)
+  mask = xlmr.attention_mask_for(
+      "splash", (segments > 0).astype(jnp.int32), segments if packed else None
+  )
   return q, k, v, mask, np.asarray(segments) > 0
 
 
@@ -247,14 +274,14 @@ def test_splash_under_a_mesh_runs_sharded_and_agrees():
   """Rows over 'data', heads over 'tensor': the kernel runs inside shard_map per shard."""
   q, k, v, mask, real = _splash_inputs(packed=True)
   want, _ = _attend_and_grad("xla", q, k, v, mask, real)
-  mesh = jax.make_mesh((2, 2, 2), ("data", "fsdp", "tensor"),
-                       axis_types=(jax.sharding.AxisType.Auto,) * 3)
+  mesh = jax.make_mesh(
+      (2, 2, 2), ("data", "fsdp", "tensor"), axis_types=(jax.sharding.AxisType.Auto,) * 3
+  )
   rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
 
   def step(q, k, v, segments):
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-      return attention.dot_product_attention(q, k, v, mask._replace(segments=segments),
-                                             "splash")
+      return attention.dot_product_attention(q, k, v, mask._replace(segments=segments), "splash")
 
   lowered = jax.jit(step, in_shardings=(rows,) * 4).lower(q, k, v, mask.segments)
   assert "shard_map" in lowered.as_text() or "sdy.manual_computation" in lowered.as_text()

@@ -11,11 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import hyperx_jax  # noqa: F401
-from hyperx_jax.config import MeshSpec
 from hyperx_jax import checkpoint, optim, run, sharding
+from hyperx_jax.config import MeshSpec
 from hyperx_jax.config.sections import OptimSpec
 
 RULES = (("embed", "fsdp"), ("mlp", "tensor"), ("languages", None))
@@ -67,7 +68,9 @@ def test_sharded_round_trip_bitwise(tmp_path):
 
   ckpt = checkpoint.Checkpointer(str(tmp_path), keep=2)
   assert ckpt.latest_step() == 5
-  out = ckpt.restore(abstract_trainable=_abstract(trainable), abstract_opt_state=_abstract(opt_state))
+  out = ckpt.restore(
+      abstract_trainable=_abstract(trainable), abstract_opt_state=_abstract(opt_state)
+  )
   ckpt.close()
   assert out["step"] == 5 and out["data_state"] == data_state
   _assert_equal_trees(out["trainable"], trainable)
@@ -82,8 +85,9 @@ def test_sharded_round_trip_bitwise(tmp_path):
 
 def test_keep_n_and_best_metric(tmp_path):
   _, trainable, opt_state = _setup()
-  ckpt = checkpoint.Checkpointer(str(tmp_path), keep=2, async_save=False,
-                                 best_metric="xnli:en/accuracy", best_mode="max")
+  ckpt = checkpoint.Checkpointer(
+      str(tmp_path), keep=2, async_save=False, best_metric="xnli:en/accuracy", best_mode="max"
+  )
   scores = {1: 0.5, 2: 0.9, 3: 0.6, 4: None, 5: 0.7}
   for step, score in scores.items():
     metrics = None if score is None else {"xnli:en/accuracy": score, "loss": 1.0}
@@ -118,12 +122,14 @@ def test_unreadable_step_is_refused_without_fallback(tmp_path):
   trainable, opt_state, _ = _two_steps(tmp_path)
   ckpt = checkpoint.Checkpointer(str(tmp_path), read_only=True)
   for step in (None, 2):
-    with pytest.raises(checkpoint.UnreadableCheckpointError,
-                       match="(?s)step 2 .* is unreadable.*allow_fallback"):
+    with pytest.raises(
+        checkpoint.UnreadableCheckpointError, match="(?s)step 2 .* is unreadable.*allow_fallback"
+    ):
       ckpt.restore(step, abstract_trainable=trainable, abstract_opt_state=opt_state)
   with pytest.warns(RuntimeWarning, match="step 2 .* unreadable .*; using step 1"):
-    out = ckpt.restore(abstract_trainable=trainable, abstract_opt_state=opt_state,
-                       allow_fallback=True)
+    out = ckpt.restore(
+        abstract_trainable=trainable, abstract_opt_state=opt_state, allow_fallback=True
+    )
   ckpt.close()
   assert out["step"] == 1
   assert sorted(os.listdir(tmp_path / "checkpoints"))[:2] == ["1", "2"]  # read-only: kept
@@ -132,10 +138,12 @@ def test_unreadable_step_is_refused_without_fallback(tmp_path):
 def test_fallback_moves_the_unreadable_step_aside_and_it_is_saved_again(tmp_path):
   trainable, opt_state, values = _two_steps(tmp_path)
   ckpt = checkpoint.Checkpointer(str(tmp_path), keep=3, async_save=False)
-  with pytest.warns(RuntimeWarning, match="step 2 .* unreadable .*moved to .*corrupt/2-.*; "
-                    "using step 1"):
-    out = ckpt.restore(abstract_trainable=trainable, abstract_opt_state=opt_state,
-                       allow_fallback=True)
+  with pytest.warns(
+      RuntimeWarning, match="step 2 .* unreadable .*moved to .*corrupt/2-.*; " "using step 1"
+  ):
+    out = ckpt.restore(
+        abstract_trainable=trainable, abstract_opt_state=opt_state, allow_fallback=True
+    )
   assert out["step"] == 1 and out["data_state"] == {"step": 1}
   _assert_equal_trees(out["trainable"], jax.tree.map(lambda x: x + 1, values))
   assert ckpt.all_steps() == [1]
@@ -158,11 +166,17 @@ def test_a_step_the_check_rejects_is_unreadable_and_nothing_readable_moves_nothi
     if restored["data_state"] != {"step": 2}:
       raise ValueError(f"data state {restored['data_state']} rejected")
 
-  with pytest.raises(checkpoint.UnreadableCheckpointError,
-                     match="(?s)no readable checkpoint .*nothing was moved.*step 2: .*"
-                           "step 1: ValueError: data state"):
-    ckpt.restore(abstract_trainable=trainable, abstract_opt_state=opt_state,
-                 allow_fallback=True, check=only_step_2)
+  with pytest.raises(
+      checkpoint.UnreadableCheckpointError,
+      match="(?s)no readable checkpoint .*nothing was moved.*step 2: .*"
+      "step 1: ValueError: data state",
+  ):
+    ckpt.restore(
+        abstract_trainable=trainable,
+        abstract_opt_state=opt_state,
+        allow_fallback=True,
+        check=only_step_2,
+    )
   ckpt.close()
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
 
@@ -174,14 +188,16 @@ def test_init_from_takes_saved_values_and_keeps_new_language_rows(tmp_path):
   ckpt.close()
   _, fresh, _ = _setup(n_langs=4, seed=1)
   saved = checkpoint.Checkpointer(str(tmp_path), read_only=True, async_save=False).restore(
-      abstract_trainable=trainable)["trainable"]
+      abstract_trainable=trainable
+  )["trainable"]
   new, report = run.merge_trainable(fresh, nnx.to_pure_dict(saved))
   old_lang = np.asarray(trainable["lang"].get_value())
   new_lang = np.asarray(new["lang"].get_value())
   np.testing.assert_array_equal(new_lang[:3], old_lang)
   np.testing.assert_array_equal(new_lang[3], np.asarray(fresh["lang"].get_value())[3])
-  np.testing.assert_array_equal(np.asarray(new["kernel"].get_value()),
-                                np.asarray(trainable["kernel"].get_value()))
+  np.testing.assert_array_equal(
+      np.asarray(new["kernel"].get_value()), np.asarray(trainable["kernel"].get_value())
+  )
   assert new["kernel"].get_value().sharding == fresh["kernel"].get_value().sharding
   assert any("lang: run (3, 8) -> model (4, 8)" in line for line in report)
 

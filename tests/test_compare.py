@@ -14,18 +14,22 @@ def _run(tmp_path, method, seed, pos, pairs_tr, provenance=None):
   d = tmp_path / f"{method}_{seed}"
   d.mkdir(parents=True)
   (d / "config.json").write_text(json.dumps({"method": method, "seed": seed}))
-  results = {"pos:tr": {"accuracy": pos, "f1": pos - 0.1, "zero_shot": False},
-             "pairs:tr": {"accuracy": pairs_tr, "zero_shot": True}}
+  results = {
+      "pos:tr": {"accuracy": pos, "f1": pos - 0.1, "zero_shot": False},
+      "pairs:tr": {"accuracy": pairs_tr, "zero_shot": True},
+  }
   if provenance:  # a file with provenance and example counts (report.write_results)
-    results = {**{k: {**v, "examples": 100} for k, v in results.items()},
-               "provenance": provenance}
+    results = {**{k: {**v, "examples": 100} for k, v in results.items()}, "provenance": provenance}
   (d / "results.json").write_text(json.dumps(results))
   return str(d)
 
 
 def test_mean_and_sample_std_over_seeds(tmp_path):
-  dirs = [_run(tmp_path, "hyperx", 1, 0.80, 0.60), _run(tmp_path, "hyperx", 2, 0.90, 0.70),
-          _run(tmp_path, "task_adapters", 1, 0.85, 0.50)]
+  dirs = [
+      _run(tmp_path, "hyperx", 1, 0.80, 0.60),
+      _run(tmp_path, "hyperx", 2, 0.90, 0.70),
+      _run(tmp_path, "task_adapters", 1, 0.85, 0.50),
+  ]
   runs = [compare.load_run(d) for d in dirs]
   methods, rows, cells, zero_shot = compare.aggregate(runs)
   assert methods == ["hyperx", "task_adapters"]
@@ -46,12 +50,21 @@ def test_mean_and_sample_std_over_seeds(tmp_path):
 
 
 def test_files_with_and_without_provenance_compare_alike(tmp_path):
-  about = {"step": 600, "method": "hyperx", "seed": 2, "config_sha256": "0" * 64,
-           "code": {"version": "0.1.0"}}
-  old = [compare.load_run(_run(tmp_path / "old", "hyperx", s, p, z))
-         for s, p, z in ((1, 0.8, 0.6), (2, 0.9, 0.7))]
-  new = [compare.load_run(_run(tmp_path / "new", "hyperx", 1, 0.8, 0.6)),
-         compare.load_run(_run(tmp_path / "new", "hyperx", 2, 0.9, 0.7, provenance=about))]
+  about = {
+      "step": 600,
+      "method": "hyperx",
+      "seed": 2,
+      "config_sha256": "0" * 64,
+      "code": {"version": "0.1.0"},
+  }
+  old = [
+      compare.load_run(_run(tmp_path / "old", "hyperx", s, p, z))
+      for s, p, z in ((1, 0.8, 0.6), (2, 0.9, 0.7))
+  ]
+  new = [
+      compare.load_run(_run(tmp_path / "new", "hyperx", 1, 0.8, 0.6)),
+      compare.load_run(_run(tmp_path / "new", "hyperx", 2, 0.9, 0.7, provenance=about)),
+  ]
   assert [r.provenance for r in new] == [None, about]
   assert compare.aggregate(new) == compare.aggregate(old)
   assert compare.to_markdown(new) == compare.to_markdown(old)
@@ -65,12 +78,27 @@ def test_an_unfinished_run_is_named(tmp_path):
 
 def test_experiment_commands_set_method_and_seed(tmp_path, capsys):
   assert experiment.with_method("configs/demo.py:steps=9,method=hyperx", "madx") == (
-      "configs/demo.py:steps=9,method=madx")
+      "configs/demo.py:steps=9,method=madx"
+  )
   cmd = experiment.train_command("configs/demo.py", "madx", 3, "w", ["optim.b2=0.9"])
-  assert cmd[1:] == ["-m", "hyperx_jax.main", "--config=configs/demo.py:method=madx",
-                     "--config.seed=3", "--workdir=w/madx/seed3", "--config.optim.b2=0.9"]
-  cli.invoke(experiment, ["--config=configs/demo.py", "--methods=hyperx,madx", "--seeds=1",
-                   f"--workdir={tmp_path}", "--dry_run"])
+  assert cmd[1:] == [
+      "-m",
+      "hyperx_jax.main",
+      "--config=configs/demo.py:method=madx",
+      "--config.seed=3",
+      "--workdir=w/madx/seed3",
+      "--config.optim.b2=0.9",
+  ]
+  cli.invoke(
+      experiment,
+      [
+          "--config=configs/demo.py",
+          "--methods=hyperx,madx",
+          "--seeds=1",
+          f"--workdir={tmp_path}",
+          "--dry_run",
+      ],
+  )
   out = capsys.readouterr().out
   assert "[2/2] madx seed 1" in out and "language_source" not in out  # the config's own
   with pytest.raises(app.UsageError, match="unknown methods"):
@@ -98,39 +126,61 @@ def test_language_sources_are_their_own_columns(tmp_path, capsys):
   for source, value in (("learned", 0.6), ("typology", 0.7), ("both", 0.8)):
     d = tmp_path / source
     d.mkdir()
-    (d / "config.json").write_text(json.dumps(
-        {"method": "hyperx", "seed": 1, "hyperx": {"language_source": source}}))
-    (d / "results.json").write_text(json.dumps(
-        {"pairs:ja": {"accuracy": value, "zero_shot": True}}))
+    (d / "config.json").write_text(
+        json.dumps({"method": "hyperx", "seed": 1, "hyperx": {"language_source": source}})
+    )
+    (d / "results.json").write_text(
+        json.dumps({"pairs:ja": {"accuracy": value, "zero_shot": True}})
+    )
     dirs.append(str(d))
   runs = [compare.load_run(d) for d in dirs]
   assert [r.method for r in runs] == ["hyperx", "hyperx-typology", "hyperx-both"]
   table = compare.to_markdown(runs)
   assert "Hyper-X (typology) (seeds 1)" in table and "| 60.0 | 70.0 | **80.0** |" in table
   assert experiment.with_variant("configs/demo.py:held_out=ja", "hyperx-both") == (
-      "configs/demo.py:held_out=ja,method=hyperx,language_source=both")
-  cli.invoke(experiment, ["--config=configs/demo.py:held_out=ja", "--methods=hyperx,madx",
-                   "--language_sources=learned,typology", "--seeds=1", f"--workdir={tmp_path}",
-                   "--dry_run"])
+      "configs/demo.py:held_out=ja,method=hyperx,language_source=both"
+  )
+  cli.invoke(
+      experiment,
+      [
+          "--config=configs/demo.py:held_out=ja",
+          "--methods=hyperx,madx",
+          "--language_sources=learned,typology",
+          "--seeds=1",
+          f"--workdir={tmp_path}",
+          "--dry_run",
+      ],
+  )
   out = capsys.readouterr().out
   assert "method=hyperx,language_source=learned --config.seed=1" in out  # explicit
   assert "[2/3] hyperx-typology seed 1" in out and "language_source=typology" in out
   assert f"--workdir={tmp_path}/hyperx-typology/seed1" in out and "[3/3] madx seed 1" in out
   with pytest.raises(app.UsageError, match="--language_sources='uriel'"):
-    cli.invoke(experiment, ["--config=configs/demo.py", "--language_sources=uriel",
-                     f"--workdir={tmp_path}"])
+    cli.invoke(
+        experiment,
+        ["--config=configs/demo.py", "--language_sources=uriel", f"--workdir={tmp_path}"],
+    )
 
 
 def test_labels_name_columns_and_a_column_holds_one_config(tmp_path, capsys):
   def run(name, seed, per_task_state, value):
     d = tmp_path / name
     d.mkdir()
-    (d / "config.json").write_text(json.dumps(
-        {"method": "hyperx", "seed": seed, "log_every_steps": seed,
-         "optim": {"per_task_state": per_task_state}}))
-    (d / "results.json").write_text(json.dumps({"pairs:tr": {"accuracy": value,
-                                                              "zero_shot": True}}))
+    (d / "config.json").write_text(
+        json.dumps(
+            {
+                "method": "hyperx",
+                "seed": seed,
+                "log_every_steps": seed,
+                "optim": {"per_task_state": per_task_state},
+            }
+        )
+    )
+    (d / "results.json").write_text(
+        json.dumps({"pairs:tr": {"accuracy": value, "zero_shot": True}})
+    )
     return str(d)
+
   default = [run("a1", 1, "^adapters/", 0.6), run("a2", 2, "^adapters/", 0.8)]
   paper = [run("p1", 1, None, 0.5), run("p2", 2, None, 0.7)]
   with pytest.raises(UserError) as e:  # one column, two recipes: refused, nothing written

@@ -9,11 +9,12 @@ import pathlib
 
 import pytest
 
-from helpers import tiny_config
 from hyperx_jax import run
 from hyperx_jax.config import ConfigError, RunSpec, changes, common, decode, parse, sections
 
-DATA = pathlib.Path(__file__).parent / 'data'
+from helpers import tiny_config
+
+DATA = pathlib.Path(__file__).parent / "data"
 
 
 def test_get_config_holds_exactly_the_declared_defaults():
@@ -24,18 +25,41 @@ def test_get_config_holds_exactly_the_declared_defaults():
 def test_the_change_policies_read_off_the_fields():
   """The two lists are what the fields declare, and what resume and compare used before."""
   assert set(changes.RESUMABLE_CHANGES) == {
-      'total_steps', 'eval_every_steps', 'log_every_steps', 'checkpoint.every_steps',
-      'checkpoint.keep', 'checkpoint.async_save', 'data.prefetch', 'model.attention'}
+      "total_steps",
+      "eval_every_steps",
+      "log_every_steps",
+      "checkpoint.every_steps",
+      "checkpoint.keep",
+      "checkpoint.async_save",
+      "data.prefetch",
+      "model.attention",
+  }
   assert set(changes.COLUMN_IGNORES) == {
-      'seed', 'eval_every_steps', 'log_every_steps', 'checkpoint.every_steps',
-      'checkpoint.keep', 'checkpoint.async_save', 'data.prefetch', 'diagnostics',
-      'model.attention'}
+      "seed",
+      "eval_every_steps",
+      "log_every_steps",
+      "checkpoint.every_steps",
+      "checkpoint.keep",
+      "checkpoint.async_save",
+      "data.prefetch",
+      "diagnostics",
+      "model.attention",
+  }
 
 
-@pytest.mark.parametrize('path,default', [
-    ('data.temperature', 5.0), ('data.packing', 0), ('hyperx.untrained_language', 'row'),
-    ('eval_streams[3].role', 'dev'), ('train_streams[0].max_examples', None),
-    ('tasks.ner.pooling', 'cls'), ('mesh.shape', [-1, 1, 1]), ('nonsense.field', changes.ABSENT)])
+@pytest.mark.parametrize(
+    "path,default",
+    [
+        ("data.temperature", 5.0),
+        ("data.packing", 0),
+        ("hyperx.untrained_language", "row"),
+        ("eval_streams[3].role", "dev"),
+        ("train_streams[0].max_examples", None),
+        ("tasks.ner.pooling", "cls"),
+        ("mesh.shape", [-1, 1, 1]),
+        ("nonsense.field", changes.ABSENT),
+    ],
+)
 def test_default_at_a_config_path(path, default):
   assert changes.default_at(path) == default
 
@@ -43,21 +67,25 @@ def test_default_at_a_config_path(path, default):
 def test_a_config_saved_before_the_config_layer_decodes_and_resumes(workspace):
   """tests/data/config_before_config_layer.json was written by the code before this layer
   (the tiny config, its workspace replaced by WORKSPACE); it lacks data.prefetch."""
-  text = (DATA / 'config_before_config_layer.json').read_text()
-  saved = json.loads(text.replace('WORKSPACE', str(workspace)))
-  assert 'prefetch' not in saved['data']
+  text = (DATA / "config_before_config_layer.json").read_text()
+  saved = json.loads(text.replace("WORKSPACE", str(workspace)))
+  assert "prefetch" not in saved["data"]
   spec = decode(saved)
   assert spec == decode(tiny_config(workspace))
-  assert spec.data.prefetch == 0 and spec.eval_streams[0].role == 'dev'
-  assert changes.changes_beyond(saved, json.loads(tiny_config(workspace).to_json_best_effort()),
-                                changes.RESUMABLE_CHANGES) == {}
+  assert spec.data.prefetch == 0 and spec.eval_streams[0].role == "dev"
+  assert (
+      changes.changes_beyond(
+          saved, json.loads(tiny_config(workspace).to_json_best_effort()), changes.RESUMABLE_CHANGES
+      )
+      == {}
+  )
 
 
 def test_unknown_fields_are_named_with_the_known_ones(workspace):
   config = json.loads(tiny_config(workspace).to_json_best_effort())
-  config['data']['tempreature'] = 3.0
-  config['train_streams'][1]['langauge'] = 'aa'
-  config['tasks']['tag']['labelz'] = []
+  config["data"]["tempreature"] = 3.0
+  config["train_streams"][1]["langauge"] = "aa"
+  config["tasks"]["tag"]["labelz"] = []
   with pytest.raises(ConfigError) as e:
     decode(config)
   message = str(e.value)
@@ -71,15 +99,15 @@ def test_pure_checks_need_no_disk(workspace):
   """`parse` (decode + pure checks) accepts a config whose files do not exist; only
   `environment.parse` looks at the disk."""
   config = tiny_config(workspace)
-  config.train_streams[0]['source']['path'] = '/nonexistent/train.iob2'
+  config.train_streams[0]["source"]["path"] = "/nonexistent/train.iob2"
   parse(config)
   config.data.temperature = 0.0
-  with pytest.raises(ConfigError, match=r'config.data.temperature: must be a number > 0'):
+  with pytest.raises(ConfigError, match=r"config.data.temperature: must be a number > 0"):
     parse(config)
 
 
 def test_sections_are_frozen_and_typed():
-  spec = decode({'data': {'weights': [1, 2]}, 'mesh': {'shape': [2, -1, 1]}})
+  spec = decode({"data": {"weights": [1, 2]}, "mesh": {"shape": [2, -1, 1]}})
   assert spec.data.weights == (1, 2) and spec.mesh.shape == (2, -1, 1)
   with pytest.raises(dataclasses.FrozenInstanceError):
     spec.data.batch_size = 4  # type: ignore[misc]

@@ -7,13 +7,18 @@ import numpy as np
 import pytest
 
 from hyperx_jax import diagnostics as diag
+
 from helpers import read_metrics, run_dir, tiny_config
 
 
 def test_gradient_groups_and_norms_by_hand():
-  grads = {"adapters": {"generators": {"down": {"kernel": jnp.full((2, 3), 2.0)}},
-                        "lang_embeddings": jnp.ones((4, 2))},
-           "heads": {"pos": {"out": {"kernel": jnp.zeros((3,))}}}}
+  grads = {
+      "adapters": {
+          "generators": {"down": {"kernel": jnp.full((2, 3), 2.0)}},
+          "lang_embeddings": jnp.ones((4, 2)),
+      },
+      "heads": {"pos": {"out": {"kernel": jnp.zeros((3,))}}},
+  }
   stats = diag.gradient_stats(grads)
   assert float(stats["diag/grad_sq/generators"]) == 24.0
   assert float(stats["diag/grad_norm/generators"]) == pytest.approx(math.sqrt(24.0))
@@ -25,13 +30,15 @@ def test_gradient_groups_and_norms_by_hand():
 
 def test_interval_shares_and_means_by_hand():
   tasks = ["a", "b", "a"]
-  metrics = [{"diag/grad_sq/generators": 1.0, "diag/grad_norm/generators": 1.0},
-             {"diag/grad_sq/generators": 6.0, "diag/grad_norm/generators": 6.0 ** 0.5},
-             {"diag/grad_sq/generators": 3.0, "diag/grad_norm/generators": 3.0 ** 0.5}]
+  metrics = [
+      {"diag/grad_sq/generators": 1.0, "diag/grad_norm/generators": 1.0},
+      {"diag/grad_sq/generators": 6.0, "diag/grad_norm/generators": 6.0**0.5},
+      {"diag/grad_sq/generators": 3.0, "diag/grad_norm/generators": 3.0**0.5},
+  ]
   out = diag.interval_summary(tasks, metrics)
   assert out["diag/nu_share/generators/a"] == pytest.approx(0.4)
   assert out["diag/nu_share/generators/b"] == pytest.approx(0.6)
-  assert out["diag/grad_norm/generators/a"] == pytest.approx((1 + 3 ** 0.5) / 2)
+  assert out["diag/grad_norm/generators/a"] == pytest.approx((1 + 3**0.5) / 2)
   assert "diag/grad_sq/generators/a" not in out
 
 
@@ -43,14 +50,17 @@ def test_projection_norm_by_hand():
 
 def test_loss_onsets_from_logged_losses():
   chance = {"pairs": math.log(2), "pos": math.log(17)}
-  records = [{"step": 25, "scalars": {"loss/pairs": 0.70, "loss/pos": 2.8}},
-             {"step": 50, "scalars": {"loss/pairs": 0.69, "loss/pos": 1.2}},
-             {"step": 75, "scalars": {"loss/pairs": 0.60}}]
+  records = [
+      {"step": 25, "scalars": {"loss/pairs": 0.70, "loss/pos": 2.8}},
+      {"step": 50, "scalars": {"loss/pairs": 0.69, "loss/pos": 1.2}},
+      {"step": 75, "scalars": {"loss/pairs": 0.60}},
+  ]
   assert diag.loss_onsets(records, chance) == {"pairs": 75, "pos": 50}
 
 
 def test_a_per_task_recipe_run_logs_diagnostics_per_task(workspace, tmp_path):  # noqa: F811
   from hyperx_jax import train
+
   config = tiny_config(workspace, tasks="tag+pair", steps=10)
   config.diagnostics = True
   config.optim.per_task_state = "^(adapters|encoder)/"  # the 'per_task' recipe trains too

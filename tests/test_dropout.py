@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hyperx_jax.models.layers import dropout, keep_mask, keep_threshold
 from hyperx_jax.config import ConfigError, environment
+from hyperx_jax.models.layers import dropout, keep_mask, keep_threshold
+
 from helpers import tiny_config
 
 N = 1 << 20  # elements in the statistical checks
@@ -17,11 +18,11 @@ def test_keep_threshold_by_hand():
   assert keep_threshold(0.5) == 32768
   assert keep_threshold(0.0) == 65535  # every 16-bit value but the largest is kept
   for bad in (1.0, -0.1):
-    with pytest.raises(ValueError, match='dropout rate'):
+    with pytest.raises(ValueError, match="dropout rate"):
       keep_threshold(bad)
 
 
-@pytest.mark.parametrize('rate', [0.1, 0.5])
+@pytest.mark.parametrize("rate", [0.1, 0.5])
 def test_keep_fraction_and_independent_halves(rate):
   keep = np.asarray(keep_mask(jax.random.key(0), rate, (N // 256, 256)))
   p = keep_threshold(rate) / 2**16
@@ -37,8 +38,9 @@ def test_mask_shape_odd_last_axis_and_determinism():
   a = keep_mask(key, 0.1, (4, 3, 7))
   assert a.shape == (4, 3, 7) and a.dtype == jnp.bool_
   np.testing.assert_array_equal(a, keep_mask(key, 0.1, (4, 3, 7)))
-  assert not np.array_equal(keep_mask(key, 0.5, (64, 64)),
-                            keep_mask(jax.random.key(4), 0.5, (64, 64)))
+  assert not np.array_equal(
+      keep_mask(key, 0.5, (64, 64)), keep_mask(jax.random.key(4), 0.5, (64, 64))
+  )
 
 
 def test_dropout_scales_kept_elements_and_keeps_the_mean():
@@ -63,10 +65,11 @@ def test_bad_dropout_rate_is_a_config_error_before_any_build(workspace):  # noqa
 
 def test_dropout_bench_smoke(capsys):
   from hyperx_jax.benchmarks import dropout_bench
-  results = dropout_bench.main(['--batch', '2', '--length', '8', '--repeats', '2'])
-  assert set(results) == {'attention probs', 'hidden states'}
+
+  results = dropout_bench.main(["--batch", "2", "--length", "8", "--repeats", "2"])
+  assert set(results) == {"attention probs", "hidden states"}
   assert all(ms > 0 for r in results.values() for ms in r.values())
-  assert 'ratio' in capsys.readouterr().out
+  assert "ratio" in capsys.readouterr().out
   x = jnp.ones((4, 8))
   dropped = dropout_bench.bernoulli_dropout(x, 0.5, jax.random.key(0))
   assert set(np.unique(dropped)) <= {0.0, 2.0}

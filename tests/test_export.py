@@ -13,17 +13,29 @@ import safetensors.numpy
 from flax import nnx
 
 import hyperx_jax  # noqa: F401
-from configs import tiny
-from hyperx_jax import checkpoint, export
-from hyperx_jax.config import decode
+from hyperx_jax import checkpoint, export, export_format
 from hyperx_jax import run as run_lib
-from hyperx_jax import export_format
+from hyperx_jax.config import decode
 
-HF_CONFIG = {"model_type": "xlm-roberta", "vocab_size": 60, "hidden_size": 16,
-             "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 32,
-             "max_position_embeddings": 40, "type_vocab_size": 1, "layer_norm_eps": 1e-5,
-             "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2, "hidden_act": "gelu",
-             "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}
+from configs import tiny
+
+HF_CONFIG = {
+    "model_type": "xlm-roberta",
+    "vocab_size": 60,
+    "hidden_size": 16,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 2,
+    "intermediate_size": 32,
+    "max_position_embeddings": 40,
+    "type_vocab_size": 1,
+    "layer_norm_eps": 1e-5,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1,
+}
 
 
 def _config(workspace, method="hyperx"):
@@ -49,18 +61,25 @@ def _batch(task_id, lang_id, batch=3, seq=10):
   mask = np.ones_like(ids)
   mask[1, 7:] = 0
   ids[1, 7:] = 1
-  return {"input_ids": jnp.asarray(ids), "attention_mask": jnp.asarray(mask),
-          "token_type_ids": jnp.zeros_like(jnp.asarray(ids)),
-          "task_id": jnp.full((batch,), task_id, jnp.int32),
-          "lang_id": jnp.full((batch,), lang_id, jnp.int32)}
+  return {
+      "input_ids": jnp.asarray(ids),
+      "attention_mask": jnp.asarray(mask),
+      "token_type_ids": jnp.zeros_like(jnp.asarray(ids)),
+      "task_id": jnp.full((batch,), task_id, jnp.int32),
+      "lang_id": jnp.full((batch,), lang_id, jnp.int32),
+  }
 
 
 @nnx.jit(static_argnames="task")
 def _forward(model, batch, stack, task):
   """(hypernetwork path, static-adapter path, no adapter, logits); one compile, not per op."""
   ids, mask = batch["input_ids"], batch["attention_mask"]
-  return (model.encode(batch, task), model.encoder(ids, mask, adapters=stack),
-          model.encoder(ids, mask), model(batch, task))
+  return (
+      model.encode(batch, task),
+      model.encoder(ids, mask, adapters=stack),
+      model.encoder(ids, mask),
+      model(batch, task),
+  )
 
 
 @nnx.jit
@@ -77,8 +96,7 @@ def _check_static_matches_generated(model, config, task, lang, out):
   assert float(jnp.abs(generated - bare).max()) > 1e-2  # the adapter matters
   np.testing.assert_allclose(np.asarray(static), np.asarray(generated), atol=1e-5, rtol=0)
   head = export.build_head(loaded, head_params)
-  np.testing.assert_allclose(np.asarray(_head(head, static)), np.asarray(logits), atol=1e-5,
-                             rtol=0)
+  np.testing.assert_allclose(np.asarray(_head(head, static)), np.asarray(logits), atol=1e-5, rtol=0)
   return meta, stack
 
 
@@ -90,14 +108,19 @@ def run(tmp_path_factory):
   transformers = pytest.importorskip("transformers")
   tmp = tmp_path_factory.mktemp("export")
   torch.manual_seed(0)
-  hf_config = transformers.XLMRobertaConfig(**{k: v for k, v in HF_CONFIG.items()
-                                               if k != "model_type"})
+  hf_config = transformers.XLMRobertaConfig(
+      **{k: v for k, v in HF_CONFIG.items() if k != "model_type"}
+  )
   transformers.XLMRobertaModel(hf_config).save_pretrained(str(tmp / "ws" / "checkpoint"))
   config = _config(str(tmp / "ws"))
   workdir = tmp / "run"
   run_lib.save_config(config, str(workdir))
-  mesh = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), devices=jax.devices()[:1],
-                       axis_types=(jax.sharding.AxisType.Auto,) * 3)
+  mesh = jax.make_mesh(
+      (1, 1, 1),
+      ("data", "fsdp", "tensor"),
+      devices=jax.devices()[:1],
+      axis_types=(jax.sharding.AxisType.Auto,) * 3,
+  )
   spec = decode(config)
   (graphdef, trainable, frozen, _), _ = run_lib.create_model(spec, mesh)
   trainable = _randomise(trainable, seed=3)
@@ -137,15 +160,16 @@ def test_export_from_run_workdir(run):
   generated, static, _, logits = _forward(model, batch, stack, "tag")
   np.testing.assert_allclose(np.asarray(static), np.asarray(generated), atol=1e-5, rtol=0)
   head = export.build_head(loaded, head_params)
-  np.testing.assert_allclose(np.asarray(_head(head, static)), np.asarray(logits), atol=1e-5,
-                             rtol=0)
+  np.testing.assert_allclose(np.asarray(_head(head, static)), np.asarray(logits), atol=1e-5, rtol=0)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """A tiny hyperx run trained 20 steps on tagging (the encoder LayerNorms train at 0.1x lr)."""
-  from helpers import make_workspace, tiny_config  # pylint: disable=g-import-not-at-top
   from hyperx_jax import train  # pylint: disable=g-import-not-at-top
+
+  from helpers import make_workspace, tiny_config  # pylint: disable=g-import-not-at-top
+
   tmp = tmp_path_factory.mktemp("trained")
   workspace = make_workspace(tmp / "ws")
   config = tiny_config(workspace, tasks="tag", steps=20)
@@ -174,13 +198,17 @@ def test_export_reproduces_the_trained_run(trained):
   # What was written: exactly the encoder LayerNorms, under XLMRobertaModel's names.
   layers = run.model_config.encoder.num_layers
   expected = {"embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias"} | {
-      f"encoder.layer.{i}.{part}.LayerNorm.{w}" for i in range(layers)
-      for part in ("attention.output", "output") for w in ("weight", "bias")}
+      f"encoder.layer.{i}.{part}.LayerNorm.{w}"
+      for i in range(layers)
+      for part in ("attention.output", "output")
+      for w in ("weight", "bias")
+  }
   assert set(exported.backbone) == expected and meta["backbone_tensors"] == sorted(expected)
   assert meta["backbone_file"] == "backbone.safetensors"
   checkpoint = safetensors.numpy.load_file(os.path.join(meta["checkpoint"], "model.safetensors"))
-  moved = max(float(np.abs(value - checkpoint[name]).max())
-              for name, value in exported.backbone.items())
+  moved = max(
+      float(np.abs(value - checkpoint[name]).max()) for name, value in exported.backbone.items()
+  )
   print(f"\nLayerNorms moved by max |delta| = {moved:.4f} over 20 steps")
   assert moved > 3e-3  # measured 9e-3
 
@@ -195,8 +223,10 @@ def test_export_reproduces_the_trained_run(trained):
   base = export.build_encoder(exported._replace(backbone={}))
   bare, _ = _exported_outputs(base, head, ids, mask, exported.adapters)
   without = float(jnp.abs(bare - hidden).max())
-  print(f"export vs trained: hidden {hidden_diff:.2e}, logits {logit_diff:.2e}; without the "
-        f"backbone tensors: hidden {without:.3f}")
+  print(
+      f"export vs trained: hidden {hidden_diff:.2e}, logits {logit_diff:.2e}; without the "
+      f"backbone tensors: hidden {without:.3f}"
+  )
   assert hidden_diff <= 1e-5 and logit_diff <= 1e-5
   assert without > 1e-2  # the backbone tensors are needed
 
@@ -212,10 +242,16 @@ def test_export_cli_names_the_valid_choices(trained):
   assert not (tmp / "x").exists()
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"tasks.pair.pooling": "mean"}, "task 'pair' pools by 'mean'; AdapterHub's classification"),
-    ({"adapter.placement": "layer_output"}, "placement 'layer_output' is not expressible"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (
+            {"tasks.pair.pooling": "mean"},
+            "task 'pair' pools by 'mean'; AdapterHub's classification",
+        ),
+        ({"adapter.placement": "layer_output"}, "placement 'layer_output' is not expressible"),
+    ],
+)
 def test_adapterhub_refusals_come_before_loading(run, tmp_path, change, message):
   """What AdapterHub cannot express is refused from config.json alone (this workdir has no
   checkpoint to restore), naming the exact alternative."""

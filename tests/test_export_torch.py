@@ -17,11 +17,12 @@ import pytest
 from flax import nnx
 
 import hyperx_jax  # noqa: F401
-from configs import tiny
 from hyperx_jax import export
-from hyperx_jax.config import decode
 from hyperx_jax import run as run_lib
 from hyperx_jax.assets import AssetError, asset_path
+from hyperx_jax.config import decode
+
+from configs import tiny
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -58,17 +59,24 @@ def _e5() -> str:
 def _randomise(tree, seed, std=0.05):
   """Non-trivial adapters, heads and LayerNorms (numpy noise: no per-shape compilations)."""
   rng = np.random.default_rng(seed)
-  return jax.tree.map(lambda x: jax.device_put(
-      np.asarray(x) + std * rng.standard_normal(x.shape).astype(x.dtype), x.sharding), tree)
+  return jax.tree.map(
+      lambda x: jax.device_put(
+          np.asarray(x) + std * rng.standard_normal(x.shape).astype(x.dtype), x.sharding
+      ),
+      tree,
+  )
 
 
 def _tokens(e5: str, task: str) -> dict[str, np.ndarray]:
   tokenizer = transformers.AutoTokenizer.from_pretrained(e5)
   first, second = (SENTENCES, None) if task == "tag" else map(list, zip(*PAIRS))
-  enc = tokenizer(first, second, padding="max_length", max_length=SEQ, truncation=True,
-                  return_tensors="np")
-  return {"input_ids": enc["input_ids"].astype(np.int32),
-          "attention_mask": enc["attention_mask"].astype(np.int32)}
+  enc = tokenizer(
+      first, second, padding="max_length", max_length=SEQ, truncation=True, return_tensors="np"
+  )
+  return {
+      "input_ids": enc["input_ids"].astype(np.int32),
+      "attention_mask": enc["attention_mask"].astype(np.int32),
+  }
 
 
 @nnx.jit(static_argnames="task")
@@ -77,8 +85,12 @@ def _forward(model, batch, task):
 
 
 def _mesh():
-  return jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), devices=jax.devices()[:1],
-                       axis_types=(jax.sharding.AxisType.Auto,) * 3)
+  return jax.make_mesh(
+      (1, 1, 1),
+      ("data", "fsdp", "tensor"),
+      devices=jax.devices()[:1],
+      axis_types=(jax.sharding.AxisType.Auto,) * 3,
+  )
 
 
 def _make_model(root: pathlib.Path, e5: str, method: str, pooling: str):
@@ -94,8 +106,12 @@ def _make_model(root: pathlib.Path, e5: str, method: str, pooling: str):
 
 # (method, pooling of the pair task): Hyper-X pools by mean, MAD-X reads <s>.
 RUNS = {"hyperx": "mean", "madx": "cls"}
-EXPORTS = [("hyperx", "tag", "aa"), ("hyperx", "pair", "bb"), ("madx", "tag", "cc"),
-           ("madx", "pair", "aa")]
+EXPORTS = [
+    ("hyperx", "tag", "aa"),
+    ("hyperx", "pair", "bb"),
+    ("madx", "tag", "cc"),
+    ("madx", "pair", "aa"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -110,20 +126,22 @@ def exports(tmp_path_factory):
       if m != method:
         continue
       tokens = _tokens(e5, task)
-      batch = {**{k: jnp.asarray(v) for k, v in tokens.items()},
-               "token_type_ids": jnp.zeros((len(tokens["input_ids"]), SEQ), jnp.int32),
-               "task_id": jnp.full((len(tokens["input_ids"]),), model.task_id(task)),
-               "lang_id": jnp.full((len(tokens["input_ids"]),), model.lang_id(lang))}
+      batch = {
+          **{k: jnp.asarray(v) for k, v in tokens.items()},
+          "token_type_ids": jnp.zeros((len(tokens["input_ids"]), SEQ), jnp.int32),
+          "task_id": jnp.full((len(tokens["input_ids"]),), model.task_id(task)),
+          "lang_id": jnp.full((len(tokens["input_ids"]),), model.lang_id(lang)),
+      }
       hidden, logits = _forward(model, batch, task)
       directory = root / f"{method}_{task}_{lang}"
       adapterhub = not (task == "pair" and pooling == "mean")
-      export.export_adapter(model, spec, task, lang, str(directory),
-                            format="adapterhub" if adapterhub else "native")
+      export.export_adapter(
+          model, spec, task, lang, str(directory), format="adapterhub" if adapterhub else "native"
+      )
       out[method, task] = (directory, tokens, np.asarray(hidden), np.asarray(logits))
     if method == "hyperx":  # AdapterHub has no mean-pooling head: the export says so
       with pytest.raises(ValueError, match="pools by 'mean'; AdapterHub's classification head"):
-        export.export_adapter(model, spec, "pair", "bb", str(root / "refused"),
-                              format="adapterhub")
+        export.export_adapter(model, spec, "pair", "bb", str(root / "refused"), format="adapterhub")
       assert not (root / "refused").exists()
   return e5, root, out
 
@@ -146,46 +164,68 @@ def test_torch_loader_matches_jax(exports, method, task):
   with torch.no_grad():
     result = model(torch.tensor(tokens["input_ids"]), torch.tensor(tokens["attention_mask"]))
   diffs = _max_diffs(tokens, hidden, logits, result.hidden_states.numpy(), result.logits.numpy())
-  print(f"\n{method} {task}: torch_loader vs JAX max |diff| hidden {diffs[0]:.2e}, "
-        f"logits {diffs[1]:.2e}")
+  print(
+      f"\n{method} {task}: torch_loader vs JAX max |diff| hidden {diffs[0]:.2e}, "
+      f"logits {diffs[1]:.2e}"
+  )
   assert max(diffs) <= TOLERANCE
   # The trained LayerNorms matter: the base encoder alone is far off.
   base = transformers.XLMRobertaModel.from_pretrained(e5, add_pooling_layer=False).eval()
   torch_loader.insert_adapters(base, _adapter_tensors(directory), model.config)
   with torch.no_grad():
-    bare = base(input_ids=torch.tensor(tokens["input_ids"]),
-                attention_mask=torch.tensor(tokens["attention_mask"])).last_hidden_state
+    bare = base(
+        input_ids=torch.tensor(tokens["input_ids"]),
+        attention_mask=torch.tensor(tokens["attention_mask"]),
+    ).last_hidden_state
   assert _max_diffs(tokens, hidden, logits, bare.numpy(), logits)[0] > 1e-2
 
 
 def _adapter_tensors(directory):
   from safetensors.torch import load_file  # pylint: disable=g-import-not-at-top
+
   return load_file(os.path.join(directory, "adapter.safetensors"))
 
 
 def test_adapterhub_matches_jax(exports, tmp_path):
   """AdapterHub loads the `adapterhub/` directories (BnConfig, heads) and computes ours."""
   if not ADAPTERS_PYTHON.exists():
-    pytest.skip(f"{ADAPTERS_PYTHON} is absent: `make adapters-venv` builds it (the `adapters` "
-                "library pins an older transformers than requirements.txt)")
+    pytest.skip(
+        f"{ADAPTERS_PYTHON} is absent: `make adapters-venv` builds it (the `adapters` "
+        "library pins an older transformers than requirements.txt)"
+    )
   e5, _, out = exports
   jobs = []
   for (method, task), (directory, tokens, _, _) in out.items():
     if json.loads((directory / "adapter_config.json").read_text())["adapterhub"] is None:
       continue
     np.savez(tmp_path / f"{method}_{task}_in.npz", **tokens)
-    jobs.append({"export": str(directory), "inputs": str(tmp_path / f"{method}_{task}_in.npz"),
-                 "out": str(tmp_path / f"{method}_{task}_out.npz"), "key": [method, task]})
+    jobs.append(
+        {
+            "export": str(directory),
+            "inputs": str(tmp_path / f"{method}_{task}_in.npz"),
+            "out": str(tmp_path / f"{method}_{task}_out.npz"),
+            "key": [method, task],
+        }
+    )
   assert len(jobs) == 3  # hyperx tag, madx tag, madx pair
   (tmp_path / "jobs.json").write_text(json.dumps({"base": e5, "jobs": jobs}))
-  subprocess.run([str(ADAPTERS_PYTHON), str(REPO / "tests" / "adapterhub_worker.py"),
-                  str(tmp_path / "jobs.json")], check=True, cwd=tmp_path)
+  subprocess.run(
+      [
+          str(ADAPTERS_PYTHON),
+          str(REPO / "tests" / "adapterhub_worker.py"),
+          str(tmp_path / "jobs.json"),
+      ],
+      check=True,
+      cwd=tmp_path,
+  )
   for job in jobs:
     _, tokens, hidden, logits = out[tuple(job["key"])]
     theirs = np.load(job["out"])
     diffs = _max_diffs(tokens, hidden, logits, theirs["hidden"], theirs["logits"])
-    print(f"\n{job['key']}: AdapterHub vs JAX max |diff| hidden {diffs[0]:.2e}, "
-          f"logits {diffs[1]:.2e}")
+    print(
+        f"\n{job['key']}: AdapterHub vs JAX max |diff| hidden {diffs[0]:.2e}, "
+        f"logits {diffs[1]:.2e}"
+    )
     assert max(diffs) <= TOLERANCE
 
 
@@ -193,8 +233,10 @@ def test_torch_loader_needs_no_jax(exports):
   """With jax and flax unimportable, the loader still imports and builds the model."""
   e5, _, out = exports
   directory = out["madx", "tag"][0]
-  code = ("import sys; sys.modules['jax'] = sys.modules['flax'] = None\n"
-          "from hyperx_jax.torch_loader import load_exported\n"
-          f"load_exported({str(directory)!r}, {e5!r})\n"
-          "assert sys.modules['jax'] is None and sys.modules['flax'] is None\n")
+  code = (
+      "import sys; sys.modules['jax'] = sys.modules['flax'] = None\n"
+      "from hyperx_jax.torch_loader import load_exported\n"
+      f"load_exported({str(directory)!r}, {e5!r})\n"
+      "assert sys.modules['jax'] is None and sys.modules['flax'] is None\n"
+  )
   subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

@@ -5,11 +5,12 @@ import random
 import numpy as np
 import pytest
 
-from assets_fixtures import turkish_treebank, xlmr_tokenizer_dir
 from hyperx_jax.config import vocabulary
 from hyperx_jax.data import features as F
 from hyperx_jax.data.sources import read_source
 from hyperx_jax.tokenizer import load_tokenizer
+
+from assets_fixtures import turkish_treebank, xlmr_tokenizer_dir
 
 IGN = vocabulary.IGNORE_INDEX
 
@@ -85,22 +86,60 @@ def test_pairs_file(tok):
 
 
 def test_pos_turkish_hand_picked(tok):
-  ex = read_source({"type": "conllu", "path": turkish_treebank(),
-                    "tag_map": "google_universal_to_upos"})[1]
+  ex = read_source(
+      {"type": "conllu", "path": turkish_treebank(), "tag_map": "google_universal_to_upos"}
+  )[1]
   assert ex["tokens"][:4] == ["Açık", "la", "nma", "yan"]
   f = F.TokenFeaturizer(tok, 40, vocabulary.UPOS_TAGS)
   out = f(ex)
   _check_fixed_shapes(out, 40)
   assert _pieces(tok, out) == [
-      "<s>", "▁Açık", "▁la", "▁n", "ma", "▁yan", "▁soruları", "n", "▁mü", "fred", "ata",
-      "▁uygun", "▁ol", "▁up", "▁olma", "▁", "dığını", "▁bil", "▁", "mek", "▁imkan", "▁",
-      "sız", "▁", ".", "</s>"]
+      "<s>",
+      "▁Açık",
+      "▁la",
+      "▁n",
+      "ma",
+      "▁yan",
+      "▁soruları",
+      "n",
+      "▁mü",
+      "fred",
+      "ata",
+      "▁uygun",
+      "▁ol",
+      "▁up",
+      "▁olma",
+      "▁",
+      "dığını",
+      "▁bil",
+      "▁",
+      "mek",
+      "▁imkan",
+      "▁",
+      "sız",
+      "▁",
+      ".",
+      "</s>",
+  ]
   # Each word's tag on its first piece with content; bare "▁" pieces carry none.
   assert _labelled(tok, out, vocabulary.UPOS_TAGS) == [
-      ("▁Açık", "NOUN"), ("▁la", "VERB"), ("▁n", "VERB"), ("▁yan", "ADJ"),
-      ("▁soruları", "NOUN"), ("▁mü", "NOUN"), ("▁uygun", "ADJ"), ("▁ol", "VERB"),
-      ("▁up", "ADV"), ("▁olma", "VERB"), ("dığını", "NOUN"), ("▁bil", "VERB"),
-      ("mek", "NOUN"), ("▁imkan", "NOUN"), ("sız", "VERB"), (".", "PUNCT")]
+      ("▁Açık", "NOUN"),
+      ("▁la", "VERB"),
+      ("▁n", "VERB"),
+      ("▁yan", "ADJ"),
+      ("▁soruları", "NOUN"),
+      ("▁mü", "NOUN"),
+      ("▁uygun", "ADJ"),
+      ("▁ol", "VERB"),
+      ("▁up", "ADV"),
+      ("▁olma", "VERB"),
+      ("dığını", "NOUN"),
+      ("▁bil", "VERB"),
+      ("mek", "NOUN"),
+      ("▁imkan", "NOUN"),
+      ("sız", "VERB"),
+      (".", "PUNCT"),
+  ]
   assert out["labels"][26:].tolist() == [IGN] * 14
   assert f.stats() == {"examples": 1, "truncated": 0, "words_lost": 0, "skipped": 0}
 
@@ -108,12 +147,31 @@ def test_pos_turkish_hand_picked(tok):
 def test_japanese_and_chinese_words_label_content_pieces(tok):
   f = F.TokenFeaturizer(tok, 16, vocabulary.NER_LABELS)
   ja = f({"tokens": ["東京", "に", "住んで", "います"], "tags": ["B-LOC", "O", "O", "O"]})
-  assert _pieces(tok, ja) == ["<s>", "▁", "東京", "▁", "に", "▁", "住", "んで", "▁", "います",
-                              "</s>"]
-  assert _labelled(tok, ja, vocabulary.NER_LABELS) == [("東京", "B-LOC"), ("に", "O"), ("住", "O"),
-                                              ("います", "O")]
+  assert _pieces(tok, ja) == [
+      "<s>",
+      "▁",
+      "東京",
+      "▁",
+      "に",
+      "▁",
+      "住",
+      "んで",
+      "▁",
+      "います",
+      "</s>",
+  ]
+  assert _labelled(tok, ja, vocabulary.NER_LABELS) == [
+      ("東京", "B-LOC"),
+      ("に", "O"),
+      ("住", "O"),
+      ("います", "O"),
+  ]
   zh = f({"tokens": ["我", "喜欢", "北京"], "tags": ["O", "O", "B-LOC"]})
-  assert _labelled(tok, zh, vocabulary.NER_LABELS) == [("▁我", "O"), ("喜欢", "O"), ("北京", "B-LOC")]
+  assert _labelled(tok, zh, vocabulary.NER_LABELS) == [
+      ("▁我", "O"),
+      ("喜欢", "O"),
+      ("北京", "B-LOC"),
+  ]
 
 
 def test_ner_file_and_truncation_counts(tok):
@@ -121,8 +179,12 @@ def test_ner_file_and_truncation_counts(tok):
   f = F.TokenFeaturizer(tok, 6, vocabulary.NER_LABELS)  # Room for 4 pieces.
   out = f(exs[0])  # John Smith lives in New York .
   assert _pieces(tok, out) == ["<s>", "▁John", "▁Smith", "▁lives", "▁in", "</s>"]
-  assert _labelled(tok, out, vocabulary.NER_LABELS) == [("▁John", "B-PER"), ("▁Smith", "I-PER"),
-                                               ("▁lives", "O"), ("▁in", "O")]
+  assert _labelled(tok, out, vocabulary.NER_LABELS) == [
+      ("▁John", "B-PER"),
+      ("▁Smith", "I-PER"),
+      ("▁lives", "O"),
+      ("▁in", "O"),
+  ]
   f(exs[1])
   assert f({"tokens": [], "tags": []}) is None
   assert f.stats() == {"examples": 3, "truncated": 1, "words_lost": 3, "skipped": 1}
@@ -150,7 +212,7 @@ def test_mlm_by_hand(tok):
   assert 0 not in chosen and len(original) - 1 not in chosen
   assert all(labels[i] == original[i] for i in chosen)
   assert all(ids[i] == original[i] for i in range(len(original)) if i not in chosen)
-  assert ids[len(original):] == [1] * (32 - len(original))
+  assert ids[len(original) :] == [1] * (32 - len(original))
   assert out["attention_mask"].tolist() == [1] * len(original) + [0] * (32 - len(original))
   # Same generator state -> same example; another seed -> another one.
   again = f({"text": text}, np.random.default_rng(7))
@@ -195,6 +257,9 @@ def test_mlm_80_10_10(tok):
 
 def test_make_featurizer(tok):
   assert isinstance(F.make_featurizer("mlm", tok, 16), F.MLMFeaturizer)
-  assert F.make_featurizer("token_classification", tok, 16, vocabulary.NER_LABELS).labels == vocabulary.NER_LABELS
+  assert (
+      F.make_featurizer("token_classification", tok, 16, vocabulary.NER_LABELS).labels
+      == vocabulary.NER_LABELS
+  )
   with pytest.raises(ValueError, match=r"Unknown task kind 'qa'.*pair_classification"):
     F.make_featurizer("qa", tok, 16)

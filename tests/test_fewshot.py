@@ -9,26 +9,26 @@ import os
 import numpy as np
 
 from hyperx_jax.config import common
+
 from configs import tiny
-from helpers import flat_params
-from helpers import SPECIALS, tiny_config
+from helpers import SPECIALS, flat_params, tiny_config
 
 K = 4
-LANG_TABLE = 'adapters/lang_embeddings'
+LANG_TABLE = "adapters/lang_embeddings"
 
 
 def tag_stream(ws, lang: str, split: str, max_examples=None) -> dict:
-  return common.stream('tag', lang, tiny.source(str(ws), 'tag', lang, split), max_examples)
+  return common.stream("tag", lang, tiny.source(str(ws), "tag", lang, split), max_examples)
 
 
 def expected_rows(path: str, k: int, max_length: int) -> set[tuple[int, ...]]:
   """input_ids of the file's first k sentences, by hand: the word-level vocabulary puts `w<i>`
   at id len(SPECIALS) + i; `<s>` = 0, `</s>` = 2, padding `<pad>` = 1."""
   with open(path) as f:
-    sentences = [block.split('\n') for block in f.read().strip().split('\n\n')][:k]
+    sentences = [block.split("\n") for block in f.read().strip().split("\n\n")][:k]
   rows = set()
   for lines in sentences:
-    ids = [0] + [len(SPECIALS) + int(line.split('\t')[0][1:]) for line in lines] + [2]
+    ids = [0] + [len(SPECIALS) + int(line.split("\t")[0][1:]) for line in lines] + [2]
     rows.add(tuple(ids + [1] * (max_length - len(ids))))
   return rows
 
@@ -41,7 +41,7 @@ class Recorder:
 
   def __next__(self):
     batch = next(self.batches)
-    self.rows.update(map(tuple, np.asarray(batch['input_ids']).tolist()))
+    self.rows.update(map(tuple, np.asarray(batch["input_ids"]).tolist()))
     return batch
 
   def __getattr__(self, name):
@@ -50,29 +50,30 @@ class Recorder:
 
 def test_fewshot_new_language_continues_from_the_first_run(workspace, tmp_path):  # noqa: F811
   from hyperx_jax import train
+
   # Run 1: tagging in aa and bb.
-  first = tiny_config(workspace, tasks='tag', steps=3)
-  first.languages = ['aa', 'bb']
-  first.train_streams = [tag_stream(workspace, lang, 'train') for lang in first.languages]
-  first.eval_streams = [tag_stream(workspace, 'aa', 'test', max_examples=8)]
+  first = tiny_config(workspace, tasks="tag", steps=3)
+  first.languages = ["aa", "bb"]
+  first.train_streams = [tag_stream(workspace, lang, "train") for lang in first.languages]
+  first.eval_streams = [tag_stream(workspace, "aa", "test", max_examples=8)]
   first.checkpoint.async_save = False
-  trainer1 = train.Trainer(first, str(tmp_path / 'first'))
+  trainer1 = train.Trainer(first, str(tmp_path / "first"))
   init1 = flat_params(trainer1.state.trainable)
   trainer1.run()
   final1 = flat_params(trainer1.state.trainable)
-  assert not np.array_equal(init1['heads/tag/out/kernel'], final1['heads/tag/out/kernel'])
+  assert not np.array_equal(init1["heads/tag/out/kernel"], final1["heads/tag/out/kernel"])
 
   # Run 2: k examples of cc, a language run 1 did not have.
-  second = tiny_config(workspace, tasks='tag', steps=3)
+  second = tiny_config(workspace, tasks="tag", steps=3)
   second.languages = list(first.languages)
-  second.languages.append('cc')
-  second.new_languages = ['cc']
-  second.new_language_init = 'mean'
-  second.init_from = str(tmp_path / 'first')
-  second.train_streams = [tag_stream(workspace, 'cc', 'train', max_examples=K)]
-  second.eval_streams = [tag_stream(workspace, 'cc', 'test', max_examples=8)]
+  second.languages.append("cc")
+  second.new_languages = ["cc"]
+  second.new_language_init = "mean"
+  second.init_from = str(tmp_path / "first")
+  second.train_streams = [tag_stream(workspace, "cc", "train", max_examples=K)]
+  second.eval_streams = [tag_stream(workspace, "cc", "test", max_examples=8)]
   second.checkpoint.async_save = False
-  trainer2 = train.Trainer(second, str(tmp_path / 'second'))
+  trainer2 = train.Trainer(second, str(tmp_path / "second"))
   start2 = flat_params(trainer2.state.trainable)
 
   # Step 0 of run 2 is run 1's end; the new language's row is the mean of the trained rows.
@@ -90,11 +91,11 @@ def test_fewshot_new_language_continues_from_the_first_run(workspace, tmp_path):
   results = trainer2.run()
 
   # 3 batches of 8 rows drawn from a k = 4 stream: exactly the file's first k sentences.
-  assert trainer2.train_iter.rates == {('tag', 'cc'): 1.0}
-  path = second.train_streams[0]['source']['path']
+  assert trainer2.train_iter.rates == {("tag", "cc"): 1.0}
+  path = second.train_streams[0]["source"]["path"]
   assert recorder.rows == expected_rows(path, K, second.data.max_length)
   assert not np.array_equal(flat_params(trainer2.state.trainable)[LANG_TABLE][2], table2[2])
-  with open(os.path.join(tmp_path / 'second', 'results.json')) as f:
+  with open(os.path.join(tmp_path / "second", "results.json")) as f:
     saved = json.load(f)
-  assert set(saved) == {'tag:cc', 'provenance'} and not saved['tag:cc']['zero_shot']
-  assert saved['tag:cc']['accuracy'] == results['tag:cc']['accuracy']
+  assert set(saved) == {"tag:cc", "provenance"} and not saved["tag:cc"]["zero_shot"]
+  assert saved["tag:cc"]["accuracy"] == results["tag:cc"]["accuracy"]

@@ -6,21 +6,23 @@ import math
 import pytest
 
 from hyperx_jax.benchmarks import gpu_check
+from hyperx_jax.config.sections import TaskSpec
 from hyperx_jax.models.hypernet import HyperNetConfig
 from hyperx_jax.models.model import ModelConfig
 from hyperx_jax.models.xlmr import EncoderConfig
-from hyperx_jax.config.sections import TaskSpec
 
 
 def test_train_step_flops_by_hand():
   # h 4, FFN 8, 1 layer, b 2; source 1 + 1 + 1 = 3, P 2; one row of 2 tokens, 3 labels.
   model = ModelConfig(
       method="hyperx",
-      encoder=EncoderConfig(vocab_size=10, hidden_size=4, num_layers=1, num_heads=1,
-                            intermediate_size=8),
-      hypernet=HyperNetConfig(task_dim=1, lang_dim=1, layer_dim=1, projected_dim=2,
-                              bottleneck=2),
-      tasks=(TaskSpec("tag", "token_classification", ("a", "b", "c")),), languages=("en",))
+      encoder=EncoderConfig(
+          vocab_size=10, hidden_size=4, num_layers=1, num_heads=1, intermediate_size=8
+      ),
+      hypernet=HyperNetConfig(task_dim=1, lang_dim=1, layer_dim=1, projected_dim=2, bottleneck=2),
+      tasks=(TaskSpec("tag", "token_classification", ("a", "b", "c")),),
+      languages=("en",),
+  )
   flops = gpu_check.train_step_flops(model, rows=1, length=2, num_labels=3)
   # per token: q, k, v, out 4 x (4 x 4) + FFN 2 x (4 x 8) = 128 multiply-adds, x 2 tokens;
   # forward + input gradients (frozen weights): x 2
@@ -35,22 +37,29 @@ def test_train_step_flops_by_hand():
   assert flops["hypernet"] == 2 * (9 + 6 + 2 * 30) * 3
 
 
-@pytest.mark.parametrize("kind,peak", [("NVIDIA H200", 989e12),
-                                       ("NVIDIA H100 80GB HBM3", 989e12),
-                                       ("NVIDIA A100-SXM4-80GB", 312e12),
-                                       ("NVIDIA H100 PCIe", None), ("cpu", None)])
+@pytest.mark.parametrize(
+    "kind,peak",
+    [
+        ("NVIDIA H200", 989e12),
+        ("NVIDIA H100 80GB HBM3", 989e12),
+        ("NVIDIA A100-SXM4-80GB", 312e12),
+        ("NVIDIA H100 PCIe", None),
+        ("cpu", None),
+    ],
+)
 def test_peak_flops_table(kind, peak):
   assert gpu_check.peak_flops(kind) == peak
 
 
 def test_tiny_check_runs_end_to_end_on_cpu(tmp_path, capsys):
   out = tmp_path / "check.json"
-  gpu_check.main(["--tiny", "--lengths", "synthetic", "--peak_flops", "1e12",
-                  "--out", str(out)])
+  gpu_check.main(["--tiny", "--lengths", "synthetic", "--peak_flops", "1e12", "--out", str(out)])
   result = json.loads(out.read_text())
   printed = capsys.readouterr().out
   assert [(a["layout"], a["attention"]) for a in result["arms"]] == [
-      ("padded", "xla"), ("packed, k = 4", "xla")]
+      ("padded", "xla"),
+      ("packed, k = 4", "xla"),
+  ]
   assert "cudnn arms skipped: cuDNN attention needs an NVIDIA GPU" in printed
   padded, packed = result["arms"]
   assert padded["sentences"] == 4 and packed["sentences"] > 4

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from helpers import per_layer_outputs
 from hyperx_jax.models.heads import SequenceClassificationHead, TokenClassificationHead
 from hyperx_jax.models.hypernet import HyperNetConfig, HyperNetwork
 from hyperx_jax.models.static import StaticAdapters
+
+from helpers import per_layer_outputs
 
 H, B_NECK, L, T, LANGS = 12, 5, 3, 2, 4
 
@@ -44,15 +45,31 @@ def _numpy_weights(net: HyperNetwork, task: int, lang: int, layer: int) -> dict:
   return out
 
 
-@pytest.mark.parametrize("condition_on_layer,use_projector,unit_projection",
-                         [(True, True, False), (True, False, False), (False, True, False),
-                          (False, False, False), (True, True, True), (False, False, True)])
+@pytest.mark.parametrize(
+    "condition_on_layer,use_projector,unit_projection",
+    [
+        (True, True, False),
+        (True, False, False),
+        (False, True, False),
+        (False, False, False),
+        (True, True, True),
+        (False, False, True),
+    ],
+)
 def test_generated_weights_match_numpy(condition_on_layer, use_projector, unit_projection):
-  config = HyperNetConfig(task_dim=6, lang_dim=5, layer_dim=4, projected_dim=7,
-                          bottleneck=B_NECK, condition_on_layer=condition_on_layer,
-                          use_projector=use_projector, unit_projection=unit_projection)
-  net = HyperNetwork(config, hidden_size=H, num_layers=L, num_tasks=T, num_languages=LANGS,
-                     rngs=nnx.Rngs(0))
+  config = HyperNetConfig(
+      task_dim=6,
+      lang_dim=5,
+      layer_dim=4,
+      projected_dim=7,
+      bottleneck=B_NECK,
+      condition_on_layer=condition_on_layer,
+      use_projector=use_projector,
+      unit_projection=unit_projection,
+  )
+  net = HyperNetwork(
+      config, hidden_size=H, num_layers=L, num_tasks=T, num_languages=LANGS, rngs=nnx.Rngs(0)
+  )
   _randomise(net, 1)
   task_ids, lang_ids = np.array([1, 0, 1]), np.array([3, 0, 2])
   w = net(jnp.asarray(task_ids), jnp.asarray(lang_ids))
@@ -61,10 +78,10 @@ def test_generated_weights_match_numpy(condition_on_layer, use_projector, unit_p
   for layer in range(L):
     for g, (t, lg) in enumerate(zip(task_ids, lang_ids)):
       ref = _numpy_weights(net, t, lg, layer)
-      np.testing.assert_allclose(w.down[layer, g], ref["down"].reshape(H, B_NECK), rtol=1e-4,
-                                 atol=1e-4)
-      np.testing.assert_allclose(w.up[layer, g], ref["up"].reshape(B_NECK, H), rtol=1e-4,
-                                 atol=1e-4)
+      np.testing.assert_allclose(
+          w.down[layer, g], ref["down"].reshape(H, B_NECK), rtol=1e-4, atol=1e-4
+      )
+      np.testing.assert_allclose(w.up[layer, g], ref["up"].reshape(B_NECK, H), rtol=1e-4, atol=1e-4)
       for name in ("down_bias", "up_bias", "ln_scale", "ln_bias"):
         np.testing.assert_allclose(getattr(w, name)[layer, g], ref[name], rtol=1e-4, atol=1e-4)
   # Layers differ (layer embedding, or per-layer generators).
@@ -74,10 +91,16 @@ def test_generated_weights_match_numpy(condition_on_layer, use_projector, unit_p
 def test_unit_projection_bounds_generated_weights_by_the_generators():
   """With p / ‖p‖, a projector 100x larger generates the same adapters, and a generated tensor
   is never larger than ‖K‖ + ‖g‖ (without it, it grows with the projector)."""
+
   def generated(unit: bool, projector_scale: float):
-    net = HyperNetwork(HyperNetConfig(bottleneck=B_NECK, projected_dim=7, unit_projection=unit),
-                       hidden_size=H, num_layers=L, num_tasks=T, num_languages=LANGS,
-                       rngs=nnx.Rngs(0))
+    net = HyperNetwork(
+        HyperNetConfig(bottleneck=B_NECK, projected_dim=7, unit_projection=unit),
+        hidden_size=H,
+        num_layers=L,
+        num_tasks=T,
+        num_languages=LANGS,
+        rngs=nnx.Rngs(0),
+    )
     _randomise(net, 2)
     out = net.projector["out_kernel"]
     out[...] = out[...] * projector_scale
@@ -97,20 +120,40 @@ def test_unit_projection_bounds_generated_weights_by_the_generators():
 
 
 def test_layer_conditioning_shares_one_generator():
-  shared = nnx.eval_shape(lambda: HyperNetwork(
-      HyperNetConfig(bottleneck=4), hidden_size=8, num_layers=6, num_tasks=1, num_languages=1,
-      rngs=nnx.Rngs(0)))
-  per_layer = nnx.eval_shape(lambda: HyperNetwork(
-      HyperNetConfig(bottleneck=4, condition_on_layer=False), hidden_size=8, num_layers=6,
-      num_tasks=1, num_languages=1, rngs=nnx.Rngs(0)))
+  shared = nnx.eval_shape(
+      lambda: HyperNetwork(
+          HyperNetConfig(bottleneck=4),
+          hidden_size=8,
+          num_layers=6,
+          num_tasks=1,
+          num_languages=1,
+          rngs=nnx.Rngs(0),
+      )
+  )
+  per_layer = nnx.eval_shape(
+      lambda: HyperNetwork(
+          HyperNetConfig(bottleneck=4, condition_on_layer=False),
+          hidden_size=8,
+          num_layers=6,
+          num_tasks=1,
+          num_languages=1,
+          rngs=nnx.Rngs(0),
+      )
+  )
   assert shared.generators["down"]["kernel"].shape == (192, 32)
   assert per_layer.generators["down"]["kernel"].shape == (6, 192, 32)
   assert per_layer.projector["hidden_kernel"].shape == (128, 128)  # source [task; lang]
 
 
 def test_init_statistics_and_near_identity():
-  net = HyperNetwork(HyperNetConfig(bottleneck=16), hidden_size=64, num_layers=L, num_tasks=T,
-                     num_languages=LANGS, rngs=nnx.Rngs(3))
+  net = HyperNetwork(
+      HyperNetConfig(bottleneck=16),
+      hidden_size=64,
+      num_layers=L,
+      num_tasks=T,
+      num_languages=LANGS,
+      rngs=nnx.Rngs(3),
+  )
   emb = np.asarray(net.task_embeddings[...])
   gen = np.asarray(net.generators["down"]["kernel"][...])
   assert abs(emb.std() - 1.0) < 0.2 and abs(gen.std() - 0.01) < 0.001
@@ -124,8 +167,14 @@ def test_init_statistics_and_near_identity():
 
 
 def test_embedding_rows_set_and_errors():
-  net = HyperNetwork(HyperNetConfig(bottleneck=4, condition_on_layer=False), hidden_size=8,
-                     num_layers=2, num_tasks=1, num_languages=3, rngs=nnx.Rngs(0))
+  net = HyperNetwork(
+      HyperNetConfig(bottleneck=4, condition_on_layer=False),
+      hidden_size=8,
+      num_layers=2,
+      num_tasks=1,
+      num_languages=3,
+      rngs=nnx.Rngs(0),
+  )
   net.set_embedding_row("language", 2, jnp.full((64,), 0.5))
   np.testing.assert_array_equal(net.embedding_rows("language")[...][2], np.full(64, 0.5))
   with pytest.raises(KeyError, match="known: \\['task', 'language'\\]"):
@@ -135,10 +184,19 @@ def test_embedding_rows_set_and_errors():
 
 
 def test_logical_axes():
-  net = HyperNetwork(HyperNetConfig(bottleneck=4, condition_on_layer=False), hidden_size=8,
-                     num_layers=2, num_tasks=1, num_languages=3, rngs=nnx.Rngs(0))
+  net = HyperNetwork(
+      HyperNetConfig(bottleneck=4, condition_on_layer=False),
+      hidden_size=8,
+      num_layers=2,
+      num_tasks=1,
+      num_languages=3,
+      rngs=nnx.Rngs(0),
+  )
   assert net.generators["down"]["kernel"].get_metadata()["out_sharding"] == (
-      "layers", "hyper_in", "hyper_out")
+      "layers",
+      "hyper_in",
+      "hyper_out",
+  )
   assert net.lang_embeddings.get_metadata()["out_sharding"] == ("languages", None)
 
 
@@ -155,8 +213,9 @@ def test_static_adapters_gather_and_start_as_identity():
   assert w.up.shape == (L, 2, B_NECK, H)
   np.testing.assert_array_equal(w.up[1, 0], table.up[...][2, 1])
   np.testing.assert_array_equal(w.ln_bias[2, 1], table.ln_bias[...][0, 2])
-  no_ln = StaticAdapters(2, num_layers=L, hidden_size=H, bottleneck=B_NECK, layer_norm=False,
-                         rngs=nnx.Rngs(0))
+  no_ln = StaticAdapters(
+      2, num_layers=L, hidden_size=H, bottleneck=B_NECK, layer_norm=False, rngs=nnx.Rngs(0)
+  )
   assert no_ln(jnp.array([1])).ln_scale is None
 
 
@@ -170,7 +229,8 @@ def test_classification_heads_match_numpy():
   ref = np.tanh(x[:, 0] @ p(seq.dense.kernel) + p(seq.dense.bias))
   ref = ref @ p(seq.out_proj.kernel) + p(seq.out_proj.bias)
   np.testing.assert_allclose(seq(jnp.asarray(x)), ref, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(tok(jnp.asarray(x)), x @ p(tok.out.kernel) + p(tok.out.bias),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+      tok(jnp.asarray(x)), x @ p(tok.out.kernel) + p(tok.out.bias), rtol=1e-5, atol=1e-5
+  )
   dropped = tok(jnp.asarray(x), dropout_rng=jax.random.key(0))
   assert not np.allclose(dropped, tok(jnp.asarray(x)))

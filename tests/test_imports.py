@@ -47,8 +47,9 @@ def _is_package(name: str) -> bool:
 def import_graph() -> dict[str, set[str]]:
   files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
   modules = set(files)
-  return {name: _imported(ast.parse(path.read_text()), name, modules)
-          for name, path in files.items()}
+  return {
+      name: _imported(ast.parse(path.read_text()), name, modules) for name, path in files.items()
+  }
 
 
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -60,7 +61,7 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     stack.append(node)
     for nxt in sorted(graph.get(node, ())):
       if state.get(nxt) == "open":
-        cycles.append(stack[stack.index(nxt):] + [nxt])
+        cycles.append(stack[stack.index(nxt) :] + [nxt])
       elif nxt not in state:
         visit(nxt, stack)
     stack.pop()
@@ -95,16 +96,28 @@ def test_train_evaluate_and_export_go_through_run():
   assert "hyperx_jax.train" not in graph["hyperx_jax.run"]
   # The models layer never reads a config: it imports no trainer-side module, and of the
   # config only its vocabulary and typed sections.
-  upper = {"hyperx_jax.config.spec", "hyperx_jax.config.environment", "hyperx_jax.config.common",
-           "hyperx_jax.config.changes", "hyperx_jax.run", "hyperx_jax.train"}
+  upper = {
+      "hyperx_jax.config.spec",
+      "hyperx_jax.config.environment",
+      "hyperx_jax.config.common",
+      "hyperx_jax.config.changes",
+      "hyperx_jax.run",
+      "hyperx_jax.train",
+  }
   for name, imports in graph.items():
     if name.startswith("hyperx_jax.models"):
       assert not imports & upper, (name, imports & upper)
 
 
-PURE_CONFIG = ("hyperx_jax.config", "hyperx_jax.config.vocabulary", "hyperx_jax.config.fields",
-               "hyperx_jax.config.sections", "hyperx_jax.config.spec",
-               "hyperx_jax.config.changes", "hyperx_jax.config.common")
+PURE_CONFIG = (
+    "hyperx_jax.config",
+    "hyperx_jax.config.vocabulary",
+    "hyperx_jax.config.fields",
+    "hyperx_jax.config.sections",
+    "hyperx_jax.config.spec",
+    "hyperx_jax.config.changes",
+    "hyperx_jax.config.common",
+)
 
 
 def test_the_config_layer_imports_no_data_models_or_metrics():
@@ -113,15 +126,30 @@ def test_the_config_layer_imports_no_data_models_or_metrics():
   graph = import_graph()
   assert graph["hyperx_jax.config.vocabulary"] == graph["hyperx_jax.errors"] == set()
   for name in PURE_CONFIG:
-    below = {m for m in graph[name]
-             if not m.startswith("hyperx_jax.config") and m != "hyperx_jax.errors"}
+    below = {
+        m for m in graph[name] if not m.startswith("hyperx_jax.config") and m != "hyperx_jax.errors"
+    }
     assert not below, (name, below)
   assert "hyperx_jax.data.sources" in graph["hyperx_jax.config.environment"]
 
 
-SHARED_CONSTANTS = ("METHODS", "TASK_KINDS", "IGNORE_INDEX", "IGNORE", "DTYPES", "METRICS",
-                    "NER_LABELS", "UPOS_TAGS", "XNLI_LABELS", "PLACEMENTS", "MLM_RATE",
-                    "TOKEN_METRICS", "METHOD_NAMES", "SOURCE_TYPES", "REMAT_POLICIES")
+SHARED_CONSTANTS = (
+    "METHODS",
+    "TASK_KINDS",
+    "IGNORE_INDEX",
+    "IGNORE",
+    "DTYPES",
+    "METRICS",
+    "NER_LABELS",
+    "UPOS_TAGS",
+    "XNLI_LABELS",
+    "PLACEMENTS",
+    "MLM_RATE",
+    "TOKEN_METRICS",
+    "METHOD_NAMES",
+    "SOURCE_TYPES",
+    "REMAT_POLICIES",
+)
 
 
 def test_each_shared_constant_is_defined_once():
@@ -135,14 +163,19 @@ def test_each_shared_constant_is_defined_once():
             if isinstance(target, ast.Name) and target.id in SHARED_CONSTANTS:
               where.setdefault(target.id, []).append(str(path.relative_to(PACKAGE.parent)))
   assert all(len(files) == 1 for files in where.values()), where
-  in_vocabulary = {name for name, files in where.items()
-                   if files == ["hyperx_jax/config/vocabulary.py"]}
+  in_vocabulary = {
+      name for name, files in where.items() if files == ["hyperx_jax/config/vocabulary.py"]
+  }
   assert in_vocabulary >= {"METHODS", "TASK_KINDS", "IGNORE_INDEX", "DTYPES", "NER_LABELS"}
 
 
 def test_code_cites_only_files_in_the_repository():
   pattern = re.compile(r"DESIGN\.md|STYLE\.md|\.\./shared")
   roots = (PACKAGE, PACKAGE.parent / "configs", PACKAGE.parent / "tests")
-  offenders = [str(p) for root in roots for p in root.rglob("*.py")
-               if p.name != "test_imports.py" and pattern.search(p.read_text())]
+  offenders = [
+      str(p)
+      for root in roots
+      for p in root.rglob("*.py")
+      if p.name != "test_imports.py" and pattern.search(p.read_text())
+  ]
   assert not offenders, offenders

@@ -10,8 +10,25 @@ from hyperx_jax import metrics
 from hyperx_jax.config import vocabulary
 
 NER_TAGS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
-UPOS = ["ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON",
-        "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X"]
+UPOS = [
+    "ADJ",
+    "ADP",
+    "ADV",
+    "AUX",
+    "CCONJ",
+    "DET",
+    "INTJ",
+    "NOUN",
+    "NUM",
+    "PART",
+    "PRON",
+    "PROPN",
+    "PUNCT",
+    "SCONJ",
+    "SYM",
+    "VERB",
+    "X",
+]
 
 
 def _seqeval(gold, pred):
@@ -31,23 +48,26 @@ def _assert_matches_seqeval(gold, pred):
     assert ours[k] == pytest.approx(theirs[k], abs=1e-12), (k, gold, pred, ours, theirs)
 
 
-@pytest.mark.parametrize("gold,pred", [
-    # I- opens an entity after O (seqeval's lenient default mode).
-    ([["O", "I-PER", "I-PER", "O"]], [["O", "B-PER", "I-PER", "O"]]),
-    ([["I-PER", "O"]], [["I-PER", "O"]]),
-    # Type switch inside a chunk: two entities.
-    ([["B-PER", "I-LOC", "O"]], [["B-PER", "I-PER", "O"]]),
-    ([["B-PER", "I-PER", "I-ORG"]], [["B-PER", "I-PER", "B-ORG"]]),
-    # Entity at the end of the sentence.
-    ([["O", "O", "B-LOC"]], [["O", "O", "B-LOC"]]),
-    ([["O", "B-LOC", "I-LOC"], ["B-ORG"]], [["O", "B-LOC", "O"], ["B-ORG"]]),
-    # All-O (undefined precision and recall -> 0).
-    ([["O", "O"]], [["O", "O"]]),
-    ([["O", "O"]], [["B-PER", "O"]]),
-    ([["B-PER", "O"]], [["O", "O"]]),
-    # B B is two entities.
-    ([["B-PER", "B-PER"]], [["B-PER", "I-PER"]]),
-])
+@pytest.mark.parametrize(
+    "gold,pred",
+    [
+        # I- opens an entity after O (seqeval's lenient default mode).
+        ([["O", "I-PER", "I-PER", "O"]], [["O", "B-PER", "I-PER", "O"]]),
+        ([["I-PER", "O"]], [["I-PER", "O"]]),
+        # Type switch inside a chunk: two entities.
+        ([["B-PER", "I-LOC", "O"]], [["B-PER", "I-PER", "O"]]),
+        ([["B-PER", "I-PER", "I-ORG"]], [["B-PER", "I-PER", "B-ORG"]]),
+        # Entity at the end of the sentence.
+        ([["O", "O", "B-LOC"]], [["O", "O", "B-LOC"]]),
+        ([["O", "B-LOC", "I-LOC"], ["B-ORG"]], [["O", "B-LOC", "O"], ["B-ORG"]]),
+        # All-O (undefined precision and recall -> 0).
+        ([["O", "O"]], [["O", "O"]]),
+        ([["O", "O"]], [["B-PER", "O"]]),
+        ([["B-PER", "O"]], [["O", "O"]]),
+        # B B is two entities.
+        ([["B-PER", "B-PER"]], [["B-PER", "I-PER"]]),
+    ],
+)
 def test_entity_f1_hand_written_cases_match_seqeval(gold, pred):
   _assert_matches_seqeval(gold, pred)
 
@@ -63,14 +83,20 @@ def test_entity_f1_hand_computed_value():
 
 
 def _random_sentences(rng, tags, n, max_len):
-  return [[tags[i] for i in rng.integers(0, len(tags), rng.integers(1, max_len + 1))] for _ in range(n)]
+  return [
+      [tags[i] for i in rng.integers(0, len(tags), rng.integers(1, max_len + 1))] for _ in range(n)
+  ]
 
 
 def _corrupt(rng, sentences, tags, rate):
-  return [[tags[rng.integers(len(tags))] if rng.random() < rate else t for t in s] for s in sentences]
+  return [
+      [tags[rng.integers(len(tags))] if rng.random() < rate else t for t in s] for s in sentences
+  ]
 
 
-@pytest.mark.parametrize("tags", [NER_TAGS, NER_TAGS + ["E-PER", "S-LOC"], UPOS + ["O", "B-X", "I-"]])
+@pytest.mark.parametrize(
+    "tags", [NER_TAGS, NER_TAGS + ["E-PER", "S-LOC"], UPOS + ["O", "B-X", "I-"]]
+)
 def test_entity_f1_random_sequences_match_seqeval(tags):
   rng = np.random.default_rng(0)
   for _ in range(150):
@@ -91,17 +117,22 @@ def test_pos_scores_match_seqeval_and_hand_accuracy():
 
 def test_accuracy_hand_computed():
   assert metrics.accuracy(np.array([0, 1, 2, 2]), np.array([0, 1, 1, 2])) == pytest.approx(0.75)
-  assert metrics.accuracy(np.array([0, 1, 2, 2]), np.array([0, 1, 1, 2]),
-                          np.array([1, 1, 1, 0])) == pytest.approx(2 / 3)
+  assert metrics.accuracy(
+      np.array([0, 1, 2, 2]), np.array([0, 1, 1, 2]), np.array([1, 1, 1, 0])
+  ) == pytest.approx(2 / 3)
   assert metrics.accuracy(np.array([1]), np.array([0]), np.array([0])) == 0.0
   with pytest.raises(ValueError, match="differ in shape"):
     metrics.accuracy(np.zeros(3), np.zeros(4))
 
 
 def test_to_tag_sentences_drops_ignored_positions_and_padding_examples():
-  labels = np.array([[-100, 1, 2, -100, 0, -100],
-                     [-100, 0, -100, -100, -100, -100],
-                     [-100, 3, -100, -100, -100, -100]])
+  labels = np.array(
+      [
+          [-100, 1, 2, -100, 0, -100],
+          [-100, 0, -100, -100, -100, -100],
+          [-100, 3, -100, -100, -100, -100],
+      ]
+  )
   preds = np.array([[5, 1, 0, 6, 0, 0], [0, 3, 0, 0, 0, 0], [0, 3, 0, 0, 0, 0]])
   gold, pred = metrics.to_tag_sentences(preds, labels, NER_TAGS, example_mask=np.array([1, 1, 0]))
   assert gold == [["B-PER", "I-PER", "O"], ["O"]]
@@ -116,7 +147,9 @@ def _pad_batches(rng, gold_ids, pred_ids, batch, seq):
     labels = np.full([batch, seq], metrics.IGNORE_INDEX)
     preds = rng.integers(0, 7, [batch, seq])  # junk wherever the label is ignored
     mask = np.zeros([batch], int)
-    for b, (g, p) in enumerate(zip(gold_ids[start:start + batch], pred_ids[start:start + batch])):
+    for b, (g, p) in enumerate(
+        zip(gold_ids[start : start + batch], pred_ids[start : start + batch])
+    ):
       pos = np.sort(rng.choice(np.arange(1, seq), len(g), replace=False))
       labels[b, pos], preds[b, pos], mask[b] = g, p, 1
     yield preds, labels, mask
@@ -139,7 +172,9 @@ def test_accumulator_token_classification_with_padded_batches(metric):
     assert out == pytest.approx(expected)
   else:
     n_correct = sum(int((g == p).sum()) for g, p in zip(gold_ids, pred_ids))
-    assert out == pytest.approx({"accuracy": n_correct / sum(map(len, gold_ids)), "f1": expected["f1"]})
+    assert out == pytest.approx(
+        {"accuracy": n_correct / sum(map(len, gold_ids)), "f1": expected["f1"]}
+    )
 
 
 def test_accumulator_pair_classification_and_loss():
@@ -168,10 +203,15 @@ def test_accumulator_rejects_bad_configuration():
     metrics.MetricAccumulator("mlm").add(np.zeros([2, 3]), np.zeros([2, 3]), np.ones([3]))
 
 
-@pytest.mark.parametrize("kind, metric", [("token_classification", "entity_f1"),
-                                          ("token_classification", "pos"),
-                                          ("pair_classification", "accuracy"),
-                                          ("mlm", "mlm_accuracy")])
+@pytest.mark.parametrize(
+    "kind, metric",
+    [
+        ("token_classification", "entity_f1"),
+        ("token_classification", "pos"),
+        ("pair_classification", "accuracy"),
+        ("mlm", "mlm_accuracy"),
+    ],
+)
 def test_metric_names_are_what_evaluation_reports(kind, metric):
   labels = ["O", "B-PER", "I-PER"]
   acc = metrics.MetricAccumulator(kind, metric, labels)

@@ -16,9 +16,16 @@ def _featurize(example, rng):
 
 
 def _streams(sizes=(5, 12, 30), max_examples=None):
-  return [mixture.Stream(task=f"t{i}", lang="xx", examples=list(range(1000 * i, 1000 * i + n)),
-                         featurize=_featurize, max_examples=max_examples)
-          for i, n in enumerate(sizes)]
+  return [
+      mixture.Stream(
+          task=f"t{i}",
+          lang="xx",
+          examples=list(range(1000 * i, 1000 * i + n)),
+          featurize=_featurize,
+          max_examples=max_examples,
+      )
+      for i, n in enumerate(sizes)
+  ]
 
 
 def _mix(streams, **kw):
@@ -34,21 +41,22 @@ def _assert_same_batches(got, want):
       np.testing.assert_array_equal(g.features[k], w.features[k])
 
 
-@pytest.mark.parametrize("temperature, want", [
-    (1.0, [0.1, 0.9]),
-    (2.0, [0.25, 0.75]),  # sqrt(.1) : sqrt(.9) = 1 : 3
-    (5.0, [0.1**0.2 / (0.1**0.2 + 0.9**0.2), 0.9**0.2 / (0.1**0.2 + 0.9**0.2)]),
-    (float("inf"), [0.5, 0.5]),
-])
+@pytest.mark.parametrize(
+    "temperature, want",
+    [
+        (1.0, [0.1, 0.9]),
+        (2.0, [0.25, 0.75]),  # sqrt(.1) : sqrt(.9) = 1 : 3
+        (5.0, [0.1**0.2 / (0.1**0.2 + 0.9**0.2), 0.9**0.2 / (0.1**0.2 + 0.9**0.2)]),
+        (float("inf"), [0.5, 0.5]),
+    ],
+)
 def test_temperature_rates_hand_computed(temperature, want):
-  np.testing.assert_allclose(mixture.temperature_rates([100, 900], temperature), want,
-                             rtol=1e-12)
+  np.testing.assert_allclose(mixture.temperature_rates([100, 900], temperature), want, rtol=1e-12)
 
 
 def test_temperature_5_value():
   # 0.1^0.2 = 0.630957, 0.9^0.2 = 0.979148.
-  np.testing.assert_allclose(mixture.temperature_rates([100, 900]), [0.391874, 0.608126],
-                             atol=1e-6)
+  np.testing.assert_allclose(mixture.temperature_rates([100, 900]), [0.391874, 0.608126], atol=1e-6)
 
 
 def test_rates_reject_bad_input():
@@ -123,15 +131,17 @@ def test_resume_from_json_state_is_exact():
 
 def test_host_slices_concatenate_to_global_batch():
   whole = _mix(_streams(), global_batch_size=8)
-  hosts = [_mix(_streams(), global_batch_size=8, process_index=p, process_count=2)
-           for p in range(2)]
+  hosts = [
+      _mix(_streams(), global_batch_size=8, process_index=p, process_count=2) for p in range(2)
+  ]
   for _ in range(15):
     w = next(whole)
     parts = [next(h) for h in hosts]
     assert parts[0].stream_id == parts[1].stream_id == w.stream_id
     for k in w.features:
       np.testing.assert_array_equal(
-          np.concatenate([parts[0].features[k], parts[1].features[k]]), w.features[k])
+          np.concatenate([parts[0].features[k], parts[1].features[k]]), w.features[k]
+      )
 
 
 def test_realized_shares_and_state_errors():
@@ -155,6 +165,7 @@ def test_realized_shares_and_state_errors():
 def test_skipped_example_takes_next_in_source_order():
   def skip_two(example, rng):
     return None if example == 2 else _featurize(example, rng)
+
   stream = mixture.Stream("t", "xx", [0, 1, 2, 3], skip_two)
   it = mixture.MixtureIterator([stream], global_batch_size=4, seed=0)
   for _ in range(3):  # every epoch: 2 replaced by 3
@@ -166,6 +177,7 @@ def test_skipped_example_takes_next_in_source_order():
 
 def test_state_round_trips_through_orbax_json(tmp_path):
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
   it = _mix(_streams())
   for _ in range(9):
     next(it)

@@ -11,32 +11,41 @@ import pytest
 import torch
 from flax import nnx
 
-from hf_fixtures import load_torch_model, make_tiny_xlmr_checkpoint
+from hyperx_jax.config import decode, environment
+from hyperx_jax.config.sections import TaskSpec
+from hyperx_jax.config.vocabulary import max_mlm_predictions
 from hyperx_jax.models import weights
 from hyperx_jax.models.hypernet import HyperNetConfig
-from hyperx_jax.config import decode, environment
 from hyperx_jax.models.losses import compute_loss, predict, select_mlm_positions
 from hyperx_jax.models.model import HyperXModel, build_model
 from hyperx_jax.models.parameters import parameter_report
 from hyperx_jax.models.xlmr import EncoderConfig
 from hyperx_jax.optim import trainable_filter
-from hyperx_jax.config.vocabulary import max_mlm_predictions
-from hyperx_jax.config.sections import TaskSpec
+
+from hf_fixtures import load_torch_model, make_tiny_xlmr_checkpoint
 
 B, S, V = 3, 10, 60
-ENC = EncoderConfig(vocab_size=V, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
-                    max_positions=40)
-TASKS = {"xnli": TaskSpec("xnli", "pair_classification", ("e", "n", "c")),
-         "ner": TaskSpec("ner", "token_classification", tuple("OBIbiXY")),
-         "mlm": TaskSpec("mlm", "mlm")}
+ENC = EncoderConfig(
+    vocab_size=V, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_positions=40
+)
+TASKS = {
+    "xnli": TaskSpec("xnli", "pair_classification", ("e", "n", "c")),
+    "ner": TaskSpec("ner", "token_classification", tuple("OBIbiXY")),
+    "mlm": TaskSpec("mlm", "mlm"),
+}
 LANGS = ["en", "tr", "ar"]
-RULES = [(r"^adapters/", True), (r"^heads/", True), (r"(^|/)(ln|attention_ln|output_ln)/", True),
-         (r".*", False)]
+RULES = [
+    (r"^adapters/", True),
+    (r"^heads/", True),
+    (r"(^|/)(ln|attention_ln|output_ln)/", True),
+    (r".*", False),
+]
 
 
 def _model(method: str, **hyper) -> HyperXModel:
-  return HyperXModel(ENC, TASKS, LANGS, method, HyperNetConfig(bottleneck=8, **hyper),
-                     rngs=nnx.Rngs(0))
+  return HyperXModel(
+      ENC, TASKS, LANGS, method, HyperNetConfig(bottleneck=8, **hyper), rngs=nnx.Rngs(0)
+  )
 
 
 def _batch(labels_kind: str = "token", seed: int = 0, task_id: int = 1, lang_id: int = 1) -> dict:
@@ -52,10 +61,18 @@ def _batch(labels_kind: str = "token", seed: int = 0, task_id: int = 1, lang_id:
     labels = np.where(rng.random((B, S)) < 0.3, rng.integers(0, 7, (B, S)), -100)
     labels[mask == 0] = -100
     labels[:, 1] = 4  # at least one label per row
-  return {k: jnp.asarray(v) for k, v in dict(
-      input_ids=ids, attention_mask=mask, token_type_ids=np.zeros_like(ids),
-      labels=labels.astype(np.int32), task_id=np.full(B, task_id, np.int32),
-      lang_id=np.full(B, lang_id, np.int32), example_mask=np.array([1, 1, 0], np.int32)).items()}
+  return {
+      k: jnp.asarray(v)
+      for k, v in dict(
+          input_ids=ids,
+          attention_mask=mask,
+          token_type_ids=np.zeros_like(ids),
+          labels=labels.astype(np.int32),
+          task_id=np.full(B, task_id, np.int32),
+          lang_id=np.full(B, lang_id, np.int32),
+          example_mask=np.array([1, 1, 0], np.int32),
+      ).items()
+  }
 
 
 @pytest.mark.parametrize("method,atol", [("hyperx", 2e-2), ("task_adapters", 0.0), ("madx", 0.0)])
@@ -65,7 +82,8 @@ def test_fresh_adapters_are_identity(method, atol):
   plain = model.encoder(batch["input_ids"], batch["attention_mask"])
   adapted = model.encode(batch, "ner")
   assert len(model.adapter_weights(batch["task_id"][:1], batch["lang_id"][:1])) == (
-      2 if method == "madx" else 1)
+      2 if method == "madx" else 1
+  )
   np.testing.assert_allclose(adapted, plain, atol=max(atol, 1e-6), rtol=0)
   if method == "hyperx":  # generated, not exactly zero: the adapters are really applied
     assert float(jnp.abs(adapted - plain).max()) > 0
@@ -78,8 +96,14 @@ def test_mixed_pairs_match_per_pair_batches():
   mixed = dict(batch, task_id=jnp.array([0, 1, 1]), lang_id=jnp.array([2, 0, 1]))
   together = model.encode(mixed, "ner", mixed_pairs=True)
   for b in range(B):
-    alone = model.encode(dict(batch, task_id=mixed["task_id"][b:b + 1].repeat(B),
-                              lang_id=mixed["lang_id"][b:b + 1].repeat(B)), "ner")
+    alone = model.encode(
+        dict(
+            batch,
+            task_id=mixed["task_id"][b : b + 1].repeat(B),
+            lang_id=mixed["lang_id"][b : b + 1].repeat(B),
+        ),
+        "ner",
+    )
     np.testing.assert_allclose(together[b], alone[b], atol=1e-5)
 
 
@@ -98,8 +122,9 @@ def test_gradients_only_for_trainable_params():
   batch = _batch()
 
   def loss_fn(trainable, frozen):
-    return compute_loss(nnx.merge(graphdef, trainable, frozen), batch, "ner",
-                        dropout_rng=jax.random.key(1))[0]
+    return compute_loss(
+        nnx.merge(graphdef, trainable, frozen), batch, "ner", dropout_rng=jax.random.key(1)
+    )[0]
 
   traced = jax.jit(jax.grad(loss_fn)).trace(trainable, frozen)
   # Only the trainable leaves get cotangents out of the graph.
@@ -110,8 +135,10 @@ def test_gradients_only_for_trainable_params():
   updates, _ = opt.update(grads, opt.init(trainable), trainable)
   new_trainable = optax.apply_updates(trainable, updates)
   new_model = nnx.merge(graphdef, new_trainable, frozen)
-  for (path, old), (_, new) in zip(nnx.to_flat_state(nnx.state(model, nnx.Param)),
-                                   nnx.to_flat_state(nnx.state(new_model, nnx.Param))):
+  for (path, old), (_, new) in zip(
+      nnx.to_flat_state(nnx.state(model, nnx.Param)),
+      nnx.to_flat_state(nnx.state(new_model, nnx.Param)),
+  ):
     name = "/".join(map(str, path))
     changed = not np.array_equal(old[...], new[...])
     if name in names(frozen):
@@ -139,11 +166,20 @@ def test_madx_mlm_trains_language_adapter_only():
 
 @pytest.mark.parametrize("method", ["full_finetune", "madx"])
 def test_mlm_logits_match_transformers(tmp_path, method):
-  directory = make_tiny_xlmr_checkpoint(tmp_path / "ckpt", mlm=True, vocab_size=V, hidden=32,
-                                        layers=2, heads=4, intermediate=64, max_positions=40)
+  directory = make_tiny_xlmr_checkpoint(
+      tmp_path / "ckpt",
+      mlm=True,
+      vocab_size=V,
+      hidden=32,
+      layers=2,
+      heads=4,
+      intermediate=64,
+      max_positions=40,
+  )
   enc = EncoderConfig.from_hf(directory, hidden_dropout=0.0, attention_dropout=0.0)
-  model = HyperXModel(enc, {"mlm": TASKS["mlm"]}, LANGS, method, HyperNetConfig(bottleneck=8),
-                      rngs=nnx.Rngs(0))
+  model = HyperXModel(
+      enc, {"mlm": TASKS["mlm"]}, LANGS, method, HyperNetConfig(bottleneck=8), rngs=nnx.Rngs(0)
+  )
   weights.load_encoder_weights(model.encoder, directory)
   assert model.heads["mlm"].load_hf(weights.load_mlm_head_weights(directory)) == []
   batch = _batch(task_id=0)
@@ -151,8 +187,10 @@ def test_mlm_logits_match_transformers(tmp_path, method):
   ours = np.asarray(model(batch, "mlm", mlm_positions=positions))  # [B, K, V]
   torch_model = load_torch_model(directory, mlm=True)
   with torch.no_grad():
-    ref = torch_model(input_ids=torch.tensor(np.asarray(batch["input_ids"]), dtype=torch.long),
-                      attention_mask=torch.tensor(np.asarray(batch["attention_mask"]))).logits
+    ref = torch_model(
+        input_ids=torch.tensor(np.asarray(batch["input_ids"]), dtype=torch.long),
+        attention_mask=torch.tensor(np.asarray(batch["attention_mask"])),
+    ).logits
   ref = np.take_along_axis(ref.numpy(), np.asarray(positions)[..., None], axis=1)
   assert ours.shape == (B, max_mlm_predictions(S), V)
   assert np.abs(ours - ref).max() <= 1e-4
@@ -209,12 +247,27 @@ def test_unknown_names_list_known_ones():
 def _config(method: str = "hyperx") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.method = method
-  c.model = dict(checkpoint=None, preset="base", dtype="float32", param_dtype="float32",
-                 scan_layers=True, remat="none", hidden_dropout=0.1, attention_dropout=0.1,
-                 classifier_dropout=0.2)
+  c.model = dict(
+      checkpoint=None,
+      preset="base",
+      dtype="float32",
+      param_dtype="float32",
+      scan_layers=True,
+      remat="none",
+      hidden_dropout=0.1,
+      attention_dropout=0.1,
+      classifier_dropout=0.2,
+  )
   c.adapter = dict(bottleneck=16, placement="ffn_output", layer_norm=True)
-  c.hyperx = dict(task_dim=8, lang_dim=8, layer_dim=8, projected_dim=12, use_projector=True,
-                  condition_on_layer=True, init_std=0.01)
+  c.hyperx = dict(
+      task_dim=8,
+      lang_dim=8,
+      layer_dim=8,
+      projected_dim=12,
+      use_projector=True,
+      condition_on_layer=True,
+      init_std=0.01,
+  )
   c.tasks = ml_collections.ConfigDict()
   c.tasks.ner = dict(kind="token_classification", labels=["O", "B-PER", "I-PER"])
   c.tasks.mlm = dict(kind="mlm")
@@ -223,16 +276,25 @@ def _config(method: str = "hyperx") -> ml_collections.ConfigDict:
 
 
 def test_build_model_from_config_and_parameter_report(tmp_path):
-  directory = make_tiny_xlmr_checkpoint(tmp_path / "ckpt", vocab_size=V, hidden=32, layers=2,
-                                        heads=4, intermediate=64, max_positions=40)
+  directory = make_tiny_xlmr_checkpoint(
+      tmp_path / "ckpt",
+      vocab_size=V,
+      hidden=32,
+      layers=2,
+      heads=4,
+      intermediate=64,
+      max_positions=40,
+  )
   config = _config()
   config.model.checkpoint = str(directory)
   model = build_model(environment.model_config(decode(config)), rngs=nnx.Rngs(0))
   assert model.encoder.config.num_layers == 2 and model.encoder.config.hidden_dropout == 0.1
   assert model.adapters.generators["down"]["kernel"].shape == (12, 32 * 16)
   assert model.heads["ner"].out.kernel.shape == (32, 3) and model.heads["ner"].dropout_rate == 0.2
-  sizes = {"/".join(map(str, p)): int(np.prod(v.shape))
-           for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+  sizes = {
+      "/".join(map(str, p)): int(np.prod(v.shape))
+      for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))
+  }
   is_trainable = lambda name: name.startswith(("adapters/", "heads/"))
   report = parameter_report(model, is_trainable)
   print(report)
@@ -246,13 +308,16 @@ def test_build_model_from_config_and_parameter_report(tmp_path):
   assert parameter_report(model, predicate) == report
   config.method = "madx"
   config.model.checkpoint = None  # preset 'base', built abstractly
-  abstract = nnx.eval_shape(lambda: build_model(environment.model_config(decode(config)), rngs=nnx.Rngs(0)))
+  abstract = nnx.eval_shape(
+      lambda: build_model(environment.model_config(decode(config)), rngs=nnx.Rngs(0))
+  )
   assert abstract.encoder.config.hidden_size == 768
   assert abstract.adapters.language.down.shape == (2, 12, 768, 16)
 
 
 def test_pair_pooling_cls_or_mean_over_real_tokens():
   from hyperx_jax.models.heads import pool
+
   hidden = jnp.arange(2 * 3 * 2, dtype=jnp.float32).reshape(2, 3, 2)  # [B, S, H]
   mask = jnp.array([[1, 1, 0], [1, 1, 1]])
   np.testing.assert_array_equal(pool(hidden, mask, "cls"), hidden[:, 0])

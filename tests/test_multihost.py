@@ -29,10 +29,9 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 import jax
+import multihost_worker as worker
 import numpy as np
 import pytest
-
-import multihost_worker as worker
 
 TESTS_DIR = pathlib.Path(__file__).resolve().parent
 REPO = TESTS_DIR.parent
@@ -59,8 +58,9 @@ def process_env(devices: int) -> dict[str, str]:
   flags = re.sub(r"--xla_force_host_platform_device_count=\S+", "", env.get("XLA_FLAGS", ""))
   env["XLA_FLAGS"] = f"{flags.strip()} --xla_force_host_platform_device_count={devices}".strip()
   env["JAX_PLATFORMS"] = "cpu"
-  env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), str(TESTS_DIR),
-                                                    env.get("PYTHONPATH")]))
+  env["PYTHONPATH"] = os.pathsep.join(
+      filter(None, [str(REPO), str(TESTS_DIR), env.get("PYTHONPATH")])
+  )
   env["TOKENIZERS_PARALLELISM"] = "false"
   env["PYTHONUNBUFFERED"] = "1"
   return env
@@ -88,8 +88,10 @@ class ProcessGroupError(AssertionError):
 def _describe(workers: Sequence[Worker], why: str) -> str:
   parts = [why]
   for w in workers:
-    parts.append(f"--- process {w.process_id} (exit code {w.popen.returncode}), log {w.log} "
-                 f"(last {LOG_TAIL_LINES} lines) ---\n{w.tail()}")
+    parts.append(
+        f"--- process {w.process_id} (exit code {w.popen.returncode}), log {w.log} "
+        f"(last {LOG_TAIL_LINES} lines) ---\n{w.tail()}"
+    )
   return "\n".join(parts)
 
 
@@ -111,10 +113,16 @@ class ProcessGroup:
   find the coordinator through JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID
   instead of --port."""
 
-  def __init__(self, scenario: str, out: pathlib.Path, *, num_processes: int = 2,
-               options: Optional[dict[str, Any]] = None,
-               compilation_cache: Optional[pathlib.Path] = None,
-               coordinator_from_env: bool = False):
+  def __init__(
+      self,
+      scenario: str,
+      out: pathlib.Path,
+      *,
+      num_processes: int = 2,
+      options: Optional[dict[str, Any]] = None,
+      compilation_cache: Optional[pathlib.Path] = None,
+      coordinator_from_env: bool = False,
+  ):
     self.scenario, self.out = scenario, out
     self.started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
@@ -127,16 +135,32 @@ class ProcessGroup:
       for i in range(num_processes):
         env_i = dict(env)
         if coordinator_from_env:
-          env_i.update({"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
-                        "JAX_NUM_PROCESSES": str(num_processes), "JAX_PROCESS_ID": str(i)})
-        cmd = [sys.executable, str(WORKER), scenario, f"--process_id={i}",
-               f"--num_processes={num_processes}",
-               f"--port={0 if coordinator_from_env else port}", f"--out={out}",
-               f"--options={json.dumps(options or {})}"]
+          env_i.update(
+              {
+                  "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+                  "JAX_NUM_PROCESSES": str(num_processes),
+                  "JAX_PROCESS_ID": str(i),
+              }
+          )
+        cmd = [
+            sys.executable,
+            str(WORKER),
+            scenario,
+            f"--process_id={i}",
+            f"--num_processes={num_processes}",
+            f"--port={0 if coordinator_from_env else port}",
+            f"--out={out}",
+            f"--options={json.dumps(options or {})}",
+        ]
         log = out / f"log_{i}.txt"
         with open(log, "w") as f:
-          self.workers.append(Worker(i, subprocess.Popen(cmd, cwd=REPO, env=env_i, stdout=f,
-                                                         stderr=subprocess.STDOUT), log))
+          self.workers.append(
+              Worker(
+                  i,
+                  subprocess.Popen(cmd, cwd=REPO, env=env_i, stdout=f, stderr=subprocess.STDOUT),
+                  log,
+              )
+          )
     except BaseException:
       self.stop()
       raise
@@ -144,8 +168,11 @@ class ProcessGroup:
   def stop(self) -> None:
     _stop(self.workers)
 
-  def join(self, timeout_s: float = JOIN_TIMEOUT_S,
-           watch: Optional[Callable[[Sequence[Worker]], None]] = None) -> list[dict[str, Any]]:
+  def join(
+      self,
+      timeout_s: float = JOIN_TIMEOUT_S,
+      watch: Optional[Callable[[Sequence[Worker]], None]] = None,
+  ) -> list[dict[str, Any]]:
     """Waits (up to `timeout_s` after the start) calling `watch(workers)` meanwhile (e.g. to
     send a signal); returns result_<i>.json by process id. Raises ProcessGroupError, with
     every log tail, when a worker fails or hangs."""
@@ -157,21 +184,28 @@ class ProcessGroup:
     for w in self.workers:
       path = self.out / f"result_{w.process_id}.json"
       if not path.exists():
-        raise ProcessGroupError(_describe(self.workers, f"{self.scenario}: {path} was not "
-                                          "written"))
+        raise ProcessGroupError(
+            _describe(self.workers, f"{self.scenario}: {path} was not " "written")
+        )
       results.append(json.loads(path.read_text()))
     return results
 
 
-def run_processes(scenario: str, out: pathlib.Path, *, timeout_s: float = JOIN_TIMEOUT_S,
-                  watch: Optional[Callable[[Sequence[Worker]], None]] = None,
-                  **kwargs) -> list[dict[str, Any]]:
+def run_processes(
+    scenario: str,
+    out: pathlib.Path,
+    *,
+    timeout_s: float = JOIN_TIMEOUT_S,
+    watch: Optional[Callable[[Sequence[Worker]], None]] = None,
+    **kwargs,
+) -> list[dict[str, Any]]:
   """Starts a ProcessGroup and joins it."""
   return ProcessGroup(scenario, out, **kwargs).join(timeout_s, watch)
 
 
-def _wait(workers: Sequence[Worker], deadline: float,
-          watch: Optional[Callable[[Sequence[Worker]], None]]) -> None:
+def _wait(
+    workers: Sequence[Worker], deadline: float, watch: Optional[Callable[[Sequence[Worker]], None]]
+) -> None:
   failed_at = None
   while any(w.popen.poll() is None for w in workers):
     now = time.monotonic()
@@ -180,8 +214,9 @@ def _wait(workers: Sequence[Worker], deadline: float,
       failed_at = now
     if failed_at is not None and now - failed_at > FAILURE_GRACE_S:
       _stop(workers)
-      raise ProcessGroupError(_describe(
-          workers, f"process {failed[0].process_id} failed; the others were killed"))
+      raise ProcessGroupError(
+          _describe(workers, f"process {failed[0].process_id} failed; the others were killed")
+      )
     if now > deadline:
       _stop(workers)
       raise ProcessGroupError(_describe(workers, "timed out; every process was killed"))
@@ -200,8 +235,13 @@ def test_harness_reports_a_failed_process_and_kills_its_peer(tmp_path):
   # Process 1 is killed at start-up; process 0 then waits for its peer in vain.
   start = time.monotonic()
   with pytest.raises(ProcessGroupError) as info:
-    run_processes("checkpoint", tmp_path, options={"mesh": [4, 2, 1]}, timeout_s=120,
-                  watch=lambda ws: ws[1].popen.poll() is None and ws[1].popen.kill())
+    run_processes(
+        "checkpoint",
+        tmp_path,
+        options={"mesh": [4, 2, 1]},
+        timeout_s=120,
+        watch=lambda ws: ws[1].popen.poll() is None and ws[1].popen.kill(),
+    )
   message = str(info.value)
   assert "process 1" in message and "--- process 0" in message and "--- process 1" in message
   assert time.monotonic() - start < 60
@@ -209,8 +249,12 @@ def test_harness_reports_a_failed_process_and_kills_its_peer(tmp_path):
 
 def test_initialize_refuses_incomplete_multiprocess_settings(monkeypatch):
   from hyperx_jax import distributed
-  for name in (distributed.ENV_COORDINATOR, distributed.ENV_NUM_PROCESSES,
-               distributed.ENV_PROCESS_ID):
+
+  for name in (
+      distributed.ENV_COORDINATOR,
+      distributed.ENV_NUM_PROCESSES,
+      distributed.ENV_PROCESS_ID,
+  ):
     monkeypatch.delenv(name, raising=False)
   monkeypatch.setattr(distributed, "detected_cluster", lambda: None)  # a plain machine
   with pytest.raises(ValueError, match="without a coordinator address"):
@@ -232,8 +276,9 @@ def test_initialize_refuses_incomplete_multiprocess_settings(monkeypatch):
 
 @pytest.fixture(scope="module")
 def collectives(tmp_path_factory) -> list[dict[str, Any]]:
-  return run_processes("collectives", tmp_path_factory.mktemp("collectives"),
-                       options={"mesh": [4, 2, 1]})
+  return run_processes(
+      "collectives", tmp_path_factory.mktemp("collectives"), options={"mesh": [4, 2, 1]}
+  )
 
 
 def test_two_processes_form_one_eight_device_runtime(collectives):
@@ -248,8 +293,9 @@ def test_global_batch_is_built_from_each_hosts_rows(collectives):
   for i, r in enumerate(collectives):
     assert r["global_shape"] == [worker.ROWS, worker.COLS]
     host = worker.host_rows(worker.ROWS, i, 2)
-    assert r["local_rows"] == [[s, s + per_device]
-                               for s in range(host.start, host.stop, per_device)]
+    assert r["local_rows"] == [
+        [s, s + per_device] for s in range(host.start, host.stop, per_device)
+    ]
     np.testing.assert_array_equal(np.asarray(r["gathered"], np.float32), x)
 
 
@@ -257,9 +303,13 @@ def test_jitted_reductions_and_gradient_match_numpy_on_every_host(collectives):
   x, w = worker.global_inputs()
   x64, w64 = x.astype(np.float64), w.astype(np.float64)
   t = np.tanh(x64 @ w64)
-  expected = {"sum": x64.sum(), "col_mean": x64.mean(0), "loss": np.mean(t ** 2),
-              # d/dw mean(tanh(xw)^2) = x^T (2 t (1 - t^2)) / (rows * out)
-              "grad": x64.T @ (2 * t * (1 - t ** 2)) / t.size}
+  expected = {
+      "sum": x64.sum(),
+      "col_mean": x64.mean(0),
+      "loss": np.mean(t**2),
+      # d/dw mean(tanh(xw)^2) = x^T (2 t (1 - t^2)) / (rows * out)
+      "grad": x64.T @ (2 * t * (1 - t**2)) / t.size,
+  }
   for r in collectives:
     for key, value in expected.items():
       np.testing.assert_allclose(np.asarray(r[key]), value, rtol=1e-5, atol=1e-6, err_msg=key)
@@ -280,8 +330,12 @@ def test_random_bits_do_not_depend_on_the_process_layout(collectives):
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> tuple[list[dict[str, Any]], pathlib.Path]:
   root = tmp_path_factory.mktemp("multihost_ckpt")
-  results = run_processes("checkpoint", root / "out", coordinator_from_env=True,
-                          options={"mesh": [4, 2, 1], "directory": str(root / "ckpt")})
+  results = run_processes(
+      "checkpoint",
+      root / "out",
+      coordinator_from_env=True,
+      options={"mesh": [4, 2, 1], "directory": str(root / "ckpt")},
+  )
   return results, root / "ckpt"
 
 
@@ -303,11 +357,14 @@ def test_checkpoint_written_by_both_processes_restores_in_other_shardings(checkp
 def test_multiprocess_checkpoint_reads_back_in_a_single_process(checkpoints):
   # Every shard landed on disk: this one process (8 local devices) reads the whole arrays.
   import orbax.checkpoint as ocp
+
   _, root = checkpoints
   x, w = worker.global_inputs()
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = {"x": jax.ShapeDtypeStruct(x.shape, np.float32, sharding=device),
-            "w": jax.ShapeDtypeStruct(w.shape, np.float32, sharding=device)}
+  target = {
+      "x": jax.ShapeDtypeStruct(x.shape, np.float32, sharding=device),
+      "w": jax.ShapeDtypeStruct(w.shape, np.float32, sharding=device),
+  }
   with ocp.CheckpointManager(root / "orbax") as manager:
     restored = manager.restore(1, args=ocp.args.StandardRestore(target))
   np.testing.assert_array_equal(np.asarray(restored["x"]), x)
@@ -323,6 +380,7 @@ TRAIN_TIMEOUT_S = 600  # generous: two cold compiles on two shared cores
 @dataclasses.dataclass
 class TrainRun:
   """One training run of the worker (`python -m hyperx_jax.main` in every process)."""
+
   workdir: pathlib.Path
   out: pathlib.Path
   group: ProcessGroup
@@ -345,23 +403,39 @@ class TrainRun:
 def train_options(workspace: pathlib.Path, workdir: pathlib.Path, **extra) -> dict[str, Any]:
   """The tiny config (two pair streams, dropout on), a (4, 2, 1) mesh, a loss every step and
   a checkpoint every N steps."""
-  return {"workdir": str(workdir),
-          "config_arg": {"workspace": str(workspace), "tasks": "pair", "steps": 2 * HALF_STEPS,
-                         "batch": 8, "mesh": "-1+2+1"},
-          "overrides": {"log_every_steps": 1, "checkpoint.every_steps": HALF_STEPS},
-          **extra}
+  return {
+      "workdir": str(workdir),
+      "config_arg": {
+          "workspace": str(workspace),
+          "tasks": "pair",
+          "steps": 2 * HALF_STEPS,
+          "batch": 8,
+          "mesh": "-1+2+1",
+      },
+      "overrides": {"log_every_steps": 1, "checkpoint.every_steps": HALF_STEPS},
+      **extra,
+  }
 
 
-def start_training(root: pathlib.Path, name: str, workspace: pathlib.Path,
-                   num_processes: int, workdir: Optional[pathlib.Path] = None,
-                   **extra) -> TrainRun:
+def start_training(
+    root: pathlib.Path,
+    name: str,
+    workspace: pathlib.Path,
+    num_processes: int,
+    workdir: Optional[pathlib.Path] = None,
+    **extra,
+) -> TrainRun:
   """Starts a run in `workdir` (default: a fresh one); compiled programs are cached under
   `root` for the runs after it."""
   workdir = workdir or root / f"{name}_workdir"
   out = root / f"{name}_out"
-  group = ProcessGroup("train", out, num_processes=num_processes,
-                       options=train_options(workspace, workdir, **extra),
-                       compilation_cache=root / "compilation_cache")
+  group = ProcessGroup(
+      "train",
+      out,
+      num_processes=num_processes,
+      options=train_options(workspace, workdir, **extra),
+      compilation_cache=root / "compilation_cache",
+  )
   return TrainRun(workdir, out, group)
 
 
@@ -382,17 +456,19 @@ def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
 def trainable_params(workdir: pathlib.Path, step: int) -> dict[str, np.ndarray]:
   """The checkpointed trainable parameters, read in full by this single process."""
   import orbax.checkpoint as ocp
+
   path = workdir / "checkpoints" / str(step) / "trainable"
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   with ocp.StandardCheckpointer() as ckpt:
     meta = ckpt.metadata(path)
     tree = getattr(meta, "item_metadata", None) or meta
     tree = getattr(tree, "tree", tree)
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                          tree)
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
     restored = ckpt.restore(path, target)
-  return {jax.tree_util.keystr(p): np.asarray(v)
-          for p, v in jax.tree_util.tree_flatten_with_path(restored)[0]}
+  return {
+      jax.tree_util.keystr(p): np.asarray(v)
+      for p, v in jax.tree_util.tree_flatten_with_path(restored)[0]
+  }
 
 
 def assert_params_close(a: dict[str, np.ndarray], b: dict[str, np.ndarray], atol: float):
@@ -409,14 +485,17 @@ def train_root(tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope="module")
 def train_workspace(train_root) -> pathlib.Path:
   from helpers import make_workspace
+
   return make_workspace(train_root / "workspace")
 
 
 @pytest.fixture(scope="module")
 def baseline_runs(train_root, train_workspace) -> tuple[TrainRun, TrainRun]:
   """One process x 8 devices and two x 4, side by side (their cold compiles overlap)."""
-  runs = [start_training(train_root, "one_process", train_workspace, 1),
-          start_training(train_root, "two_processes", train_workspace, 2)]
+  runs = [
+      start_training(train_root, "one_process", train_workspace, 1),
+      start_training(train_root, "two_processes", train_workspace, 2),
+  ]
   try:
     return tuple(run.join() for run in runs)
   finally:
@@ -434,16 +513,19 @@ def two_processes(baseline_runs) -> TrainRun:
   return baseline_runs[1]
 
 
-def test_two_processes_match_one_process_loss_curve_and_parameters(one_process,
-                                                                   two_processes):
+def test_two_processes_match_one_process_loss_curve_and_parameters(one_process, two_processes):
   steps = list(range(1, 2 * HALF_STEPS + 1))
   reference, curve = loss_curve(one_process.workdir), loss_curve(two_processes.workdir)
   assert sorted(reference) == sorted(curve) == steps
-  np.testing.assert_allclose([curve[s] for s in steps], [reference[s] for s in steps],
-                             rtol=0, atol=1e-5)
+  np.testing.assert_allclose(
+      [curve[s] for s in steps], [reference[s] for s in steps], rtol=0, atol=1e-5
+  )
   assert checkpoint_steps(two_processes.workdir) == [HALF_STEPS, 2 * HALF_STEPS]
-  assert_params_close(trainable_params(two_processes.workdir, 2 * HALF_STEPS),
-                      trainable_params(one_process.workdir, 2 * HALF_STEPS), atol=1e-5)
+  assert_params_close(
+      trainable_params(two_processes.workdir, 2 * HALF_STEPS),
+      trainable_params(one_process.workdir, 2 * HALF_STEPS),
+      atol=1e-5,
+  )
   assert all(r["completed"] for r in two_processes.results)
   assert two_processes.results[0]["results"] == two_processes.results[1]["results"]
 
@@ -473,20 +555,21 @@ def test_only_process_zero_writes_logs_and_tables(two_processes):
     assert any(f"array_metadatas/process_{p}" in path for path in w), f"process {p}"
 
 
-def test_sigterm_to_both_then_resume_matches_an_uninterrupted_run(train_root, train_workspace,
-                                                                  two_processes):
+def test_sigterm_to_both_then_resume_matches_an_uninterrupted_run(
+    train_root, train_workspace, two_processes
+):
   stopped_out = train_root / "preempted_out"
   signalled = []
 
   def sigterm_both_when_paused(workers: Sequence[Worker]) -> None:
-    if not signalled and all((stopped_out / f"paused_{w.process_id}").exists()
-                             for w in workers):
+    if not signalled and all((stopped_out / f"paused_{w.process_id}").exists() for w in workers):
       for w in workers:
         w.popen.send_signal(signal.SIGTERM)
       signalled.append(True)
 
-  stopped = start_training(train_root, "preempted", train_workspace, 2,
-                           pause_after=HALF_STEPS + 1, pause_s=3.0)
+  stopped = start_training(
+      train_root, "preempted", train_workspace, 2, pause_after=HALF_STEPS + 1, pause_s=3.0
+  )
   stopped.join(watch=sigterm_both_when_paused)
   assert signalled and not any(r["completed"] for r in stopped.results)
   # Paused in step N + 1, signalled there: the save on preemption is an extra checkpoint.
@@ -494,8 +577,9 @@ def test_sigterm_to_both_then_resume_matches_an_uninterrupted_run(train_root, tr
   assert HALF_STEPS < stop_step < 2 * HALF_STEPS, f"stopped at {stop_step}"
   assert checkpoint_steps(stopped.workdir) == [HALF_STEPS, stop_step]
 
-  resumed = start_training(train_root, "resumed", train_workspace, 2,
-                           workdir=stopped.workdir).join()
+  resumed = start_training(
+      train_root, "resumed", train_workspace, 2, workdir=stopped.workdir
+  ).join()
   assert all(r["completed"] for r in resumed.results)
   # The data iterators continued where they stopped: the same rows as the uninterrupted run.
   for p in (0, 1):
@@ -507,7 +591,11 @@ def test_sigterm_to_both_then_resume_matches_an_uninterrupted_run(train_root, tr
   steps = list(range(1, 2 * HALF_STEPS + 1))
   curve, reference = loss_curve(stopped.workdir), loss_curve(two_processes.workdir)
   assert sorted(curve) == steps
-  np.testing.assert_allclose([curve[s] for s in steps], [reference[s] for s in steps],
-                             rtol=0, atol=1e-5)
-  assert_params_close(trainable_params(stopped.workdir, 2 * HALF_STEPS),
-                      trainable_params(two_processes.workdir, 2 * HALF_STEPS), atol=1e-5)
+  np.testing.assert_allclose(
+      [curve[s] for s in steps], [reference[s] for s in steps], rtol=0, atol=1e-5
+  )
+  assert_params_close(
+      trainable_params(stopped.workdir, 2 * HALF_STEPS),
+      trainable_params(two_processes.workdir, 2 * HALF_STEPS),
+      atol=1e-5,
+  )

@@ -17,17 +17,27 @@ class Tiny(nnx.Module):
   """encoder (embedding table, dense, LayerNorm), adapters (embedding + generator), heads."""
 
   def __init__(self, rngs: nnx.Rngs):
-    self.encoder = nnx.Dict(embed=nnx.Embed(10, 4, rngs=rngs), dense=nnx.Linear(4, 4, rngs=rngs),
-                            ln=nnx.LayerNorm(4, rngs=rngs))
-    self.adapters = nnx.Dict(lang_embed=nnx.Embed(3, 4, rngs=rngs),
-                             generator=nnx.Linear(4, 6, rngs=rngs))
+    self.encoder = nnx.Dict(
+        embed=nnx.Embed(10, 4, rngs=rngs),
+        dense=nnx.Linear(4, 4, rngs=rngs),
+        ln=nnx.LayerNorm(4, rngs=rngs),
+    )
+    self.adapters = nnx.Dict(
+        lang_embed=nnx.Embed(3, 4, rngs=rngs), generator=nnx.Linear(4, 6, rngs=rngs)
+    )
     self.heads = nnx.Dict(ner=nnx.Linear(4, 2, rngs=rngs))
 
 
 RULES = [("^encoder/ln/", True), ("^encoder/", False), ("^adapters/", True), ("^heads/", True)]
-TRAINABLE = {"encoder/ln/scale", "encoder/ln/bias", "adapters/lang_embed/embedding",
-             "adapters/generator/kernel", "adapters/generator/bias", "heads/ner/kernel",
-             "heads/ner/bias"}
+TRAINABLE = {
+    "encoder/ln/scale",
+    "encoder/ln/bias",
+    "adapters/lang_embed/embedding",
+    "adapters/generator/kernel",
+    "adapters/generator/bias",
+    "heads/ner/kernel",
+    "heads/ner/bias",
+}
 
 
 def _spec(**overrides) -> OptimSpec:
@@ -92,8 +102,9 @@ def test_split_differentiates_only_trainable_and_frozen_stays_bitwise():
   for path, value in _flat(frozen).items():
     np.testing.assert_array_equal(value, frozen_before[path])
   merged = nnx.merge(graphdef, trainable, frozen)
-  np.testing.assert_array_equal(np.asarray(merged.encoder["dense"].kernel.get_value()),
-                                frozen_before["encoder/dense/kernel"])
+  np.testing.assert_array_equal(
+      np.asarray(merged.encoder["dense"].kernel.get_value()), frozen_before["encoder/dense/kernel"]
+  )
   after = _flat(trainable)
   assert all(not np.array_equal(after[p], trainable_before[p]) for p in TRAINABLE)
   # Optimiser state: one Adam (mu, nu) over the trainable leaves only.
@@ -101,8 +112,10 @@ def test_split_differentiates_only_trainable_and_frozen_stays_bitwise():
   assert n_state == 2 * 60
 
 
-@pytest.mark.parametrize("step,expected", [
-    (0, 0.0), (50, 5e-4), (100, 1e-3), (350, 7.5e-4), (600, 5e-4), (1100, 0.0), (1200, 0.0)])
+@pytest.mark.parametrize(
+    "step,expected",
+    [(0, 0.0), (50, 5e-4), (100, 1e-3), (350, 7.5e-4), (600, 5e-4), (1100, 0.0), (1200, 0.0)],
+)
 def test_schedule_warmup_then_linear_decay(step, expected):
   lr = optim.learning_rate_fn(_spec(), 1100)
   np.testing.assert_allclose(float(lr(step)), expected, rtol=1e-6, atol=1e-12)
@@ -125,8 +138,9 @@ def test_lr_multipliers_scale_each_group_by_hand():
 def test_weight_decay_mask_spares_biases_layernorms_and_embeddings():
   model = Tiny(nnx.Rngs(0))
   _, trainable, _ = _split(model)
-  mask = {path_str(p): bool(v.get_value())
-          for p, v in nnx.to_flat_state(optim.decay_mask(trainable))}
+  mask = {
+      path_str(p): bool(v.get_value()) for p, v in nnx.to_flat_state(optim.decay_mask(trainable))
+  }
   assert mask == {p: p in {"adapters/generator/kernel", "heads/ner/kernel"} for p in TRAINABLE}
   cfg = _spec(warmup_steps=0, weight_decay=0.1, lr_multipliers=[("^heads/", 100.0)])
   tx = optim.make_optimizer(cfg, 1000, trainable)
@@ -153,9 +167,8 @@ def test_per_task_adam_state_normalises_each_task_by_its_own_gradients():
   # pairs' first step on its own state: g / sqrt(v_hat) = 1, the update is -lr.
   np.testing.assert_allclose(updates["adapters"]["w"], -lr, rtol=1e-4)
   # The shared state (heads) holds mlm's second moment: v_hat after two steps, by hand.
-  v_hat = (0.999 * 0.001 * 100.0 ** 2 + 0.001 * 0.01 ** 2) / (1 - 0.999 ** 2)
-  np.testing.assert_allclose(updates["heads"]["h"], -lr * 0.01 / (np.sqrt(v_hat) + 1e-8),
-                             rtol=1e-4)
+  v_hat = (0.999 * 0.001 * 100.0**2 + 0.001 * 0.01**2) / (1 - 0.999**2)
+  np.testing.assert_allclose(updates["heads"]["h"], -lr * 0.01 / (np.sqrt(v_hat) + 1e-8), rtol=1e-4)
   with pytest.raises(ValueError, match="task=one of \\['mlm', 'pairs'\\]"):
     tx.update(small, state, params, task="pos")
 

@@ -5,14 +5,21 @@ row must make room for."""
 import numpy as np
 import pytest
 
-from assets_fixtures import xlmr_tokenizer_dir
 from hyperx_jax.benchmarks import packing_bench
-from hyperx_jax.data import features
 from hyperx_jax.config.vocabulary import IGNORE_INDEX, MLM
+from hyperx_jax.data import features
 from hyperx_jax.tokenizer import load_tokenizer
 
-TEXT = [{"text": t} for t in ("Dosya kaydedilemedi.", "Ayarlar penceresini aç",
-                              "Bu işlem geri alınamaz, devam etmek istiyor musunuz?")]
+from assets_fixtures import xlmr_tokenizer_dir
+
+TEXT = [
+    {"text": t}
+    for t in (
+        "Dosya kaydedilemedi.",
+        "Ayarlar penceresini aç",
+        "Bu işlem geri alınamaz, devam etmek istiyor musunuz?",
+    )
+]
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +31,11 @@ def _tokens(n: int) -> features.Features:
   """A pair example of `n` real tokens (ids are irrelevant to the packer)."""
   ids = np.full([16], 1, np.int32)
   ids[:n] = 5
-  return {"input_ids": ids, "attention_mask": (np.arange(16) < n).astype(np.int32),
-          "labels": np.int32(0)}
+  return {
+      "input_ids": ids,
+      "attention_mask": (np.arange(16) < n).astype(np.int32),
+      "labels": np.int32(0),
+  }
 
 
 def test_pack_epoch_by_hand():

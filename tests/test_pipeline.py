@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from assets_fixtures import turkish_treebank, xlmr_tokenizer_dir
 from hyperx_jax.config import ConfigError, common, decode, environment, vocabulary
 from hyperx_jax.data import features, mixture, pipeline, sources
 from hyperx_jax.tokenizer import load_tokenizer
+
+from assets_fixtures import turkish_treebank, xlmr_tokenizer_dir
 
 DATA = Path(__file__).parent / "data"
 POS_CAP = 40
@@ -33,8 +34,11 @@ def _config(**data):
   c.tasks.mlm = {"kind": "mlm", "labels": []}
   c.tasks.ner = {"kind": "token_classification", "labels": list(common.NER_LABELS)}
   c.languages = ["en", "tr"]
-  treebank = {"type": "conllu", "path": str(turkish_treebank()),
-              "tag_map": "google_universal_to_upos"}
+  treebank = {
+      "type": "conllu",
+      "path": str(turkish_treebank()),
+      "tag_map": "google_universal_to_upos",
+  }
   c.train_streams = [
       common.stream("pos", "tr", treebank, max_examples=POS_CAP),
       common.stream("xnli", "en", {"type": "jsonl", "path": str(DATA / "pairs.jsonl")}),
@@ -50,14 +54,16 @@ def _config(**data):
 
 def _train_pipeline(c, tokenizer, **kwargs):
   spec = decode(c)
-  return pipeline.build_train_pipeline(spec.train_streams, spec.data, spec.seed, tokenizer,
-                                       **kwargs)
+  return pipeline.build_train_pipeline(
+      spec.train_streams, spec.data, spec.seed, tokenizer, **kwargs
+  )
 
 
 def _eval_datasets(c, tokenizer):
   spec = decode(c)
-  return pipeline.build_eval_datasets(spec.eval_streams, spec.train_streams, spec.data,
-                                      spec.seed, tokenizer)
+  return pipeline.build_eval_datasets(
+      spec.eval_streams, spec.train_streams, spec.data, spec.seed, tokenizer
+  )
 
 
 def _assert_batches_equal(got, want):
@@ -108,11 +114,13 @@ def test_rates_follow_capped_sizes(tokenizer):
   want = np.sqrt([40, 3, 3]) / np.sqrt([40, 3, 3]).sum()
   np.testing.assert_allclose(list(it.rates.values()), want)
   assert list(it.rates) == [("pos", "tr"), ("xnli", "en"), ("mlm", "tr")]
-  pos_rows = {tuple(r) for ex in sources.read_source(
-      {"type": "conllu", "path": str(turkish_treebank()),
-       "tag_map": "google_universal_to_upos"})[:POS_CAP]
-              for r in [features.TokenFeaturizer(tokenizer, 32, common.UPOS_TAGS)(ex)
-                        ["input_ids"]]}
+  pos_rows = {
+      tuple(r)
+      for ex in sources.read_source(
+          {"type": "conllu", "path": str(turkish_treebank()), "tag_map": "google_universal_to_upos"}
+      )[:POS_CAP]
+      for r in [features.TokenFeaturizer(tokenizer, 32, common.UPOS_TAGS)(ex)["input_ids"]]
+  }
   for _ in range(20):
     b = next(it)
     if b.task == "pos":
@@ -137,8 +145,9 @@ def test_resume_from_json_state_is_exact(tokenizer):
 
 def test_host_slices_concatenate_to_global_batch(tokenizer):
   whole = _train_pipeline(_config(), tokenizer)
-  hosts = [_train_pipeline(_config(), tokenizer, process_index=p,
-                                         process_count=2) for p in range(2)]
+  hosts = [
+      _train_pipeline(_config(), tokenizer, process_index=p, process_count=2) for p in range(2)
+  ]
   for _ in range(12):
     w = next(whole)
     parts = [next(h) for h in hosts]
@@ -152,16 +161,22 @@ def test_host_slices_concatenate_to_global_batch(tokenizer):
 def test_eval_yields_every_example_once(tokenizer, process_count):
   evals = _eval_datasets(_config(), tokenizer)
   assert {p: d.zero_shot for p, d in evals.items()} == {
-      ("pos", "tr"): False, ("ner", "tr"): True, ("xnli", "en"): False}
+      ("pos", "tr"): False,
+      ("ner", "tr"): True,
+      ("xnli", "en"): False,
+  }
   pos = evals["pos", "tr"]
   assert len(pos) == 13
   raw = sources.read_source(pos.spec.source)[:13]
   direct = features.TokenFeaturizer(tokenizer, 32, common.UPOS_TAGS)
   hosts = [list(pos.batches(4, p, process_count)) for p in range(process_count)]
   # Global batch i = concatenation of the hosts' batch i.
-  merged = [mixture.stack_examples([{k: v[j] for k, v in b.items()}
-                                    for b in step for j in range(len(b["input_ids"]))])
-            for step in zip(*hosts)]
+  merged = [
+      mixture.stack_examples(
+          [{k: v[j] for k, v in b.items()} for b in step for j in range(len(b["input_ids"]))]
+      )
+      for step in zip(*hosts)
+  ]
   assert len(merged) == 4  # ceil(13 / 4)
   for b in merged:
     assert b["input_ids"].shape == (4, 32) and b["labels"].shape == (4, 32)
@@ -184,10 +199,13 @@ def test_eval_yields_every_example_once(tokenizer, process_count):
 def test_make_global_batch_on_8_devices():
   devices = np.array(jax.devices())
   assert devices.size == 8
-  sharding = NamedSharding(Mesh(devices.reshape(4, 2), ("data", "fsdp")),
-                           PartitionSpec(("data", "fsdp")))
-  local = {"input_ids": np.arange(16 * 6, dtype=np.int32).reshape(16, 6),
-           "labels": np.arange(16, dtype=np.int32)}
+  sharding = NamedSharding(
+      Mesh(devices.reshape(4, 2), ("data", "fsdp")), PartitionSpec(("data", "fsdp"))
+  )
+  local = {
+      "input_ids": np.arange(16 * 6, dtype=np.int32).reshape(16, 6),
+      "labels": np.arange(16, dtype=np.int32),
+  }
   batch = pipeline.make_global_batch(local, sharding)
   for k, v in local.items():
     assert batch[k].shape == v.shape and batch[k].sharding == sharding
@@ -195,7 +213,7 @@ def test_make_global_batch_on_8_devices():
     shards = sorted(batch[k].addressable_shards, key=lambda s: s.index[0].start)
     assert len(shards) == 8
     for i, s in enumerate(shards):
-      np.testing.assert_array_equal(np.asarray(s.data), v[2 * i:2 * i + 2])
+      np.testing.assert_array_equal(np.asarray(s.data), v[2 * i : 2 * i + 2])
 
 
 def test_bad_streams_name_the_known_ones(tokenizer):
@@ -205,8 +223,7 @@ def test_bad_streams_name_the_known_ones(tokenizer):
     environment.parse(c, 1)
   c = _config()
   c.train_streams[1]["task"] = "nli"
-  with pytest.raises(ConfigError,
-                     match=r"train_streams\[1\].task: unknown task 'nli'.*'xnli'"):
+  with pytest.raises(ConfigError, match=r"train_streams\[1\].task: unknown task 'nli'.*'xnli'"):
     environment.parse(c, 1)
   c = _config()
   c.train_streams[0]["lang"] = "fr"
@@ -229,7 +246,8 @@ def test_prefetch_yields_the_same_batches_and_state(tokenizer):
   state = ahead.get_state()  # the worker is ahead; the state follows the consumer
   assert state["step"] == 6
   assert ahead.realized_shares() == pytest.approx(
-      {p: sum(b.task == p[0] for b in want[:6]) / 6 for p in ahead.rates})
+      {p: sum(b.task == p[0] for b in want[:6]) / 6 for p in ahead.rates}
+  )
   restored = _train_pipeline(_config(prefetch=2), tokenizer)
   restored.set_state(json.loads(json.dumps(state)))
   got += [next(ahead) for _ in range(4)]
@@ -251,8 +269,11 @@ def _segments(batch) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
     for k in range(1, seg.max() + 1):
       at = np.flatnonzero(seg == k)
       assert (np.diff(at) == 1).all()  # contiguous
-      labels = (batch["labels"][r, k - 1:k] if batch["labels"].shape[1] != seg.size
-                else batch["labels"][r, at])
+      labels = (
+          batch["labels"][r, k - 1 : k]
+          if batch["labels"].shape[1] != seg.size
+          else batch["labels"][r, at]
+      )
       out.append((tuple(batch["input_ids"][r, at]), tuple(labels)))
   return out
 
@@ -262,7 +283,7 @@ def _unpacked_examples(batch) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
   out = []
   for r, mask in enumerate(batch["attention_mask"]):
     at = np.flatnonzero(mask)
-    labels = batch["labels"][r:r + 1] if batch["labels"].ndim == 1 else batch["labels"][r, at]
+    labels = batch["labels"][r : r + 1] if batch["labels"].ndim == 1 else batch["labels"][r, at]
     out.append((tuple(batch["input_ids"][r, at]), tuple(labels)))
   return out
 
@@ -272,9 +293,10 @@ def _packed(**data):
   return _config(**{"packing": 4, "batch_size": 16, "packed_rows": 4, **data})
 
 
-@pytest.mark.parametrize("weights,kind", [([1, 0, 0], "token_classification"),
-                                          ([0, 1, 0], "pair_classification"),
-                                          ([0, 0, 1], "mlm")])
+@pytest.mark.parametrize(
+    "weights,kind",
+    [([1, 0, 0], "token_classification"), ([0, 1, 0], "pair_classification"), ([0, 0, 1], "mlm")],
+)
 def test_packed_rows_hold_the_stream_in_order(tokenizer, weights, kind):
   packed = _train_pipeline(_packed(weights=weights, packing=3), tokenizer)
   one_by_one = _train_pipeline(_config(weights=weights, batch_size=1), tokenizer)
@@ -309,8 +331,9 @@ def test_packed_batches_take_the_padded_batches_sentences_when_they_fit(tokenize
   """With rows to spare, packing changes the layout only: each step holds exactly the
   sentences of the padded step, and the streams advance alike."""
   padded = _train_pipeline(_config(batch_size=8, max_length=64), tokenizer)
-  packed = _train_pipeline(_config(batch_size=8, max_length=64, packing=8, packed_rows=4),
-                           tokenizer)
+  packed = _train_pipeline(
+      _config(batch_size=8, max_length=64, packing=8, packed_rows=4), tokenizer
+  )
   empty_rows = 0
   for _ in range(12):
     p, q = next(padded), next(packed)
@@ -338,8 +361,9 @@ def test_packed_pipeline_resumes_exactly_and_slices_hosts(tokenizer):
   assert restored.get_state() == reference.get_state()
   restored.close()
   assert {b.task for b in want[7:]} == {"pos", "xnli", "mlm"}
-  hosts = [_train_pipeline(_packed(), tokenizer, process_index=p, process_count=2)
-           for p in range(2)]
+  hosts = [
+      _train_pipeline(_packed(), tokenizer, process_index=p, process_count=2) for p in range(2)
+  ]
   for w in want[:6]:
     parts = [next(h) for h in hosts]
     for k, v in w.items():
@@ -351,10 +375,14 @@ def test_packed_pipeline_resumes_exactly_and_slices_hosts(tokenizer):
 
 def test_packer_first_fit_by_hand():
   def example(n, label):
-    return {"input_ids": np.r_[np.full(n, 7 + label), np.ones(8 - n)].astype(np.int32),
-            "attention_mask": (np.arange(8) < n).astype(np.int32),
-            "token_type_ids": np.zeros(8, np.int32), "labels": np.asarray(label, np.int32),
-            "task_id": np.asarray(2, np.int32)}
+    return {
+        "input_ids": np.r_[np.full(n, 7 + label), np.ones(8 - n)].astype(np.int32),
+        "attention_mask": (np.arange(8) < n).astype(np.int32),
+        "token_type_ids": np.zeros(8, np.int32),
+        "labels": np.asarray(label, np.int32),
+        "task_id": np.asarray(2, np.int32),
+    }
+
   lengths = [5, 4, 3, 2, 2, 6, 1]
   packer = features.Packer(8, 2, pad_id=1)
   rows, taken = packer.fill(lambda i: example(lengths[i], i), 2)
@@ -367,8 +395,9 @@ def test_packer_first_fit_by_hand():
   np.testing.assert_array_equal(rows[1]["attention_mask"], [1] * 6 + [0] * 2)
   assert int(rows[1]["task_id"]) == 2
   # At most 3 examples: 5 -> row 0, 4 -> row 1, 3 -> row 0; a third row stays empty padding.
-  rows, taken = packer.fill(lambda i: {**example(lengths[i], i), "example_mask": np.int32(1)},
-                            3, max_examples=3)
+  rows, taken = packer.fill(
+      lambda i: {**example(lengths[i], i), "example_mask": np.int32(1)}, 3, max_examples=3
+  )
   assert taken == 3
   np.testing.assert_array_equal(rows[1]["segment_ids"], [1] * 4 + [0] * 4)
   np.testing.assert_array_equal(rows[2]["segment_ids"], [0] * 8)
@@ -389,17 +418,24 @@ def test_bad_packing_is_a_config_error(value):
   assert decode(_config()).data.packing == vocabulary.PACKING_OFF
 
 
-@pytest.mark.parametrize("data,expected", [
-    ({"packing": 4}, r"packed_rows: 0 is not an int in \[1, batch_size = 4\]"),
-    ({"packing": 4, "packed_rows": 5}, r"packed_rows: 5 is not an int in \[1, batch_size"),
-    ({"packed_rows": 2}, r"packed_rows: 2 is set but config.data.packing is off"),
-    ({"packing": 4, "batch_size": 16, "packed_rows": 6},
-     r"packed_rows: 6 is not divisible by the data-parallel mesh size 4 .*; set it to a "
-     r"multiple of that, or unpack: --config.data.packing=0 --config.data.packed_rows=0"),
-    ({"packing": 2, "batch_size": 16, "packed_rows": 4},
-     r"packed_rows: 4 rows of at most 2 sentences \(data.packing\) never hold a batch of "
-     r"batch_size = 16"),
-])
+@pytest.mark.parametrize(
+    "data,expected",
+    [
+        ({"packing": 4}, r"packed_rows: 0 is not an int in \[1, batch_size = 4\]"),
+        ({"packing": 4, "packed_rows": 5}, r"packed_rows: 5 is not an int in \[1, batch_size"),
+        ({"packed_rows": 2}, r"packed_rows: 2 is set but config.data.packing is off"),
+        (
+            {"packing": 4, "batch_size": 16, "packed_rows": 6},
+            r"packed_rows: 6 is not divisible by the data-parallel mesh size 4 .*; set it to a "
+            r"multiple of that, or unpack: --config.data.packing=0 --config.data.packed_rows=0",
+        ),
+        (
+            {"packing": 2, "batch_size": 16, "packed_rows": 4},
+            r"packed_rows: 4 rows of at most 2 sentences \(data.packing\) never hold a batch of "
+            r"batch_size = 16",
+        ),
+    ],
+)
 def test_bad_packed_rows_are_config_errors(data, expected):
   config = _config(**data)
   config.mesh.shape = (4, 1, 1)

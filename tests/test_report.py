@@ -21,7 +21,11 @@ RESULTS = {
 def test_write_results_writes_all_files(tmp_path):
   paths = report.write_results(tmp_path, RESULTS)
   assert sorted(p.name for p in tmp_path.iterdir()) == [
-      "results.csv", "results.json", "results.md", "results.png"]
+      "results.csv",
+      "results.json",
+      "results.md",
+      "results.png",
+  ]
   assert {k: p.name for k, p in paths.items()}["png"] == "results.png"
   assert json.loads((tmp_path / "results.json").read_text()) == RESULTS
 
@@ -29,15 +33,28 @@ def test_write_results_writes_all_files(tmp_path):
 def test_csv_content(tmp_path):
   report.write_results(tmp_path, RESULTS)
   rows = list(csv.DictReader(io.StringIO((tmp_path / "results.csv").read_text())))
-  assert list(rows[0]) == ["task", "language", "zero_shot", "is_average",
-                           "accuracy", "precision", "recall", "f1"]
+  assert list(rows[0]) == [
+      "task",
+      "language",
+      "zero_shot",
+      "is_average",
+      "accuracy",
+      "precision",
+      "recall",
+      "f1",
+  ]
   got = [(r["task"], r["language"], r["zero_shot"], r["is_average"]) for r in rows]
   assert got == [
-      ("xnli", "en", "False", "False"), ("xnli", "avg", "False", "True"),
-      ("xnli", "ar", "True", "False"), ("xnli", "tr", "True", "False"),
+      ("xnli", "en", "False", "False"),
+      ("xnli", "avg", "False", "True"),
+      ("xnli", "ar", "True", "False"),
+      ("xnli", "tr", "True", "False"),
       ("xnli", "avg", "True", "True"),
-      ("ner", "en", "False", "False"), ("ner", "avg", "False", "True"),
-      ("ner", "tr", "True", "False"), ("ner", "avg", "True", "True")]
+      ("ner", "en", "False", "False"),
+      ("ner", "avg", "False", "True"),
+      ("ner", "tr", "True", "False"),
+      ("ner", "avg", "True", "True"),
+  ]
   xnli_zero_avg = rows[4]
   assert float(xnli_zero_avg["accuracy"]) == pytest.approx(0.65)
   assert xnli_zero_avg["f1"] == ""
@@ -72,12 +89,19 @@ def test_png_is_a_valid_image(tmp_path):
 
 
 def test_chart_values_averages_chance_and_shared_axes():
-  results = {**RESULTS, "pos:tr": {"accuracy": 0.9, "zero_shot": False},
-             "pos:ar": {"accuracy": 0.4, "zero_shot": True}}
+  results = {
+      **RESULTS,
+      "pos:tr": {"accuracy": 0.9, "zero_shot": False},
+      "pos:ar": {"accuracy": 0.4, "zero_shot": True},
+  }
   fig = report.figure(results, chance_accuracy={"xnli": 1 / 3, "ner": 0.5})
   xnli, ner, pos = fig.axes
-  bars = {ax.get_title(): {t.get_text(): p.get_height() for t, p in
-                           zip(ax.get_xticklabels(), ax.patches)} for ax in fig.axes}
+  bars = {
+      ax.get_title(): {
+          t.get_text(): p.get_height() for t, p in zip(ax.get_xticklabels(), ax.patches)
+      }
+      for ax in fig.axes
+  }
   # xnli: en seen, ar / tr zero-shot; one seen language has no average bar of its own.
   assert bars["xnli"] == pytest.approx({"en": 80, "ar": 60, "tr": 70, "avg 0-shot": 65})
   assert bars["ner"] == pytest.approx({"en": 200 / 3, "tr": 100 / 3})  # its main metric: f1
@@ -93,8 +117,13 @@ def test_chart_values_averages_chance_and_shared_axes():
 
 
 def test_provenance_is_saved_and_both_file_kinds_read_back(tmp_path):
-  about = {"step": 20, "method": "hyperx", "seed": 1, "config_sha256": "ab" * 32,
-           "code": {"version": "0.1.0"}}
+  about = {
+      "step": 20,
+      "method": "hyperx",
+      "seed": 1,
+      "config_sha256": "ab" * 32,
+      "code": {"version": "0.1.0"},
+  }
   counted = {k: {**v, "examples": 10} for k, v in RESULTS.items()}
   report.write_results(tmp_path, counted, provenance=about)
   saved = json.loads((tmp_path / "results.json").read_text())
@@ -122,13 +151,16 @@ def test_failure_mid_write_keeps_previous_results(tmp_path, monkeypatch):
   assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
-@pytest.mark.parametrize("bad,match", [
-    ({"xnli-en": {"accuracy": 1.0}}, "task:lang"),
-    ({"xnli:en": {"accuracy": "high"}}, r"results\['xnli:en'\]\['accuracy'\]"),
-    ({"xnli:en": {"accuracy": 1.0, "zero_shot": "no"}}, "must be a bool"),
-    ({"xnli:en": {"accuracy": 1.0, "examples": 2.5}}, "must be a count"),
-    ({"xnli:en": {"accuracy": 1.0}, "provenance": {}}, "task:lang"),  # not a pair's entry
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ({"xnli-en": {"accuracy": 1.0}}, "task:lang"),
+        ({"xnli:en": {"accuracy": "high"}}, r"results\['xnli:en'\]\['accuracy'\]"),
+        ({"xnli:en": {"accuracy": 1.0, "zero_shot": "no"}}, "must be a bool"),
+        ({"xnli:en": {"accuracy": 1.0, "examples": 2.5}}, "must be a count"),
+        ({"xnli:en": {"accuracy": 1.0}, "provenance": {}}, "task:lang"),  # not a pair's entry
+    ],
+)
 def test_bad_results_are_rejected_before_writing(tmp_path, bad, match):
   with pytest.raises(ValueError, match=match):
     report.write_results(tmp_path, bad)

@@ -11,23 +11,32 @@ import sys
 import numpy as np
 import orbax.checkpoint as ocp
 
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 12
 # One CPU device compiles faster; the subprocesses need not share the 8 fake test devices.
-ENV = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}
+ENV = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
 
 
 def main_command(ws, workdir: str) -> list[str]:
-  return [sys.executable, '-m', 'hyperx_jax.main',
-          f'--config={ROOT}/configs/tiny.py:workspace={ws},tasks=tag+pair,steps={STEPS}',
-          f'--workdir={workdir}']
+  return [
+      sys.executable,
+      "-m",
+      "hyperx_jax.main",
+      f"--config={ROOT}/configs/tiny.py:workspace={ws},tasks=tag+pair,steps={STEPS}",
+      f"--workdir={workdir}",
+  ]
 
 
 def run_until_sigterm(ws, workdir: str, after_line: str) -> int:
   """Starts a run, sends SIGTERM once `after_line` is logged; returns the exit code."""
-  proc = subprocess.Popen(main_command(ws, workdir), cwd=ROOT, env=ENV, stderr=subprocess.PIPE,
-                          stdout=subprocess.DEVNULL, text=True)
+  proc = subprocess.Popen(
+      main_command(ws, workdir),
+      cwd=ROOT,
+      env=ENV,
+      stderr=subprocess.PIPE,
+      stdout=subprocess.DEVNULL,
+      text=True,
+  )
   lines = []
   try:
     for line in proc.stderr:
@@ -39,44 +48,58 @@ def run_until_sigterm(ws, workdir: str, after_line: str) -> int:
   finally:
     if proc.poll() is None:
       proc.kill()
-  log = ''.join(lines) + (rest or '')
+  log = "".join(lines) + (rest or "")
   assert proc.returncode == 0, log[-3000:]
-  assert 'preempted: saved step' in log, log[-3000:]
+  assert "preempted: saved step" in log, log[-3000:]
   return proc.returncode
 
 
 def final_trainable(workdir: str) -> dict[str, np.ndarray]:
-  path = os.path.join(workdir, 'checkpoints', str(STEPS), 'trainable')
+  path = os.path.join(workdir, "checkpoints", str(STEPS), "trainable")
   tree = ocp.PyTreeCheckpointer().restore(path)
   flat = {}
 
   def visit(prefix, node):
     if isinstance(node, dict):
       for k, v in node.items():
-        visit(f'{prefix}/{k}' if prefix else str(k), v)
+        visit(f"{prefix}/{k}" if prefix else str(k), v)
     else:
       flat[prefix] = np.asarray(node)
 
-  visit('', tree)
+  visit("", tree)
   return flat
 
 
 def test_sigterm_and_resume_match_a_straight_run(workspace, tmp_path):  # noqa: F811
-  straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
-  subprocess.run(main_command(workspace, straight), cwd=ROOT, env=ENV, check=True,
-                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
-  run_until_sigterm(workspace, resumed, f'step 5/{STEPS}')
-  steps = sorted(int(s) for s in os.listdir(os.path.join(resumed, 'checkpoints')) if s.isdigit())
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  subprocess.run(
+      main_command(workspace, straight),
+      cwd=ROOT,
+      env=ENV,
+      check=True,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+      timeout=600,
+  )
+  run_until_sigterm(workspace, resumed, f"step 5/{STEPS}")
+  steps = sorted(int(s) for s in os.listdir(os.path.join(resumed, "checkpoints")) if s.isdigit())
   assert steps and steps[-1] < STEPS, steps  # stopped part-way, with a checkpoint
-  subprocess.run(main_command(workspace, resumed), cwd=ROOT, env=ENV, check=True,
-                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+  subprocess.run(
+      main_command(workspace, resumed),
+      cwd=ROOT,
+      env=ENV,
+      check=True,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+      timeout=600,
+  )
 
   a, b = final_trainable(straight), final_trainable(resumed)
   assert a.keys() == b.keys() and a
   for name in a:
     np.testing.assert_allclose(b[name], a[name], rtol=0, atol=1e-6, err_msg=name)
-  with open(os.path.join(straight, 'results.json')) as f:
+  with open(os.path.join(straight, "results.json")) as f:
     results_a = json.load(f)
-  with open(os.path.join(resumed, 'results.json')) as f:
+  with open(os.path.join(resumed, "results.json")) as f:
     results_b = json.load(f)
   assert results_a == results_b

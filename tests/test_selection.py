@@ -9,30 +9,31 @@ import os
 import pytest
 
 from hyperx_jax import evaluate, train
+
 from helpers import tiny_config
 
 STEPS, EVERY = 12, 3
 
 
 def _config(workspace):  # noqa: F811
-  c = tiny_config(workspace, tasks='tag+pair', steps=STEPS)
-  dev = {**c.eval_streams[0], 'role': 'dev'}  # tag:aa
-  c.eval_streams = [dev] + [{**s, 'role': 'test'} for s in c.eval_streams]
+  c = tiny_config(workspace, tasks="tag+pair", steps=STEPS)
+  dev = {**c.eval_streams[0], "role": "dev"}  # tag:aa
+  c.eval_streams = [dev] + [{**s, "role": "test"} for s in c.eval_streams]
   c.eval_every_steps = c.checkpoint.every_steps = EVERY
   c.checkpoint.keep = 1
-  c.checkpoint.best_metric = 'tag:aa/f1'
+  c.checkpoint.best_metric = "tag:aa/f1"
   c.optim.lr = 3e-2  # dev F1 moves between evaluations, so the best is not trivially the last
   return c
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def selected_run(workspace, tmp_path_factory):  # noqa: F811
-  workdir = str(tmp_path_factory.mktemp('selection') / 'run')
+  workdir = str(tmp_path_factory.mktemp("selection") / "run")
   calls = []
   original = evaluate.evaluate_all
 
   def recording(eval_step, trainable, frozen, datasets, *args, **kwargs):
-    calls.append(sorted(f'{t}:{l}' for t, l in datasets))
+    calls.append(sorted(f"{t}:{l}" for t, l in datasets))
     return original(eval_step, trainable, frozen, datasets, *args, **kwargs)
 
   evaluate.evaluate_all = recording
@@ -44,18 +45,19 @@ def selected_run(workspace, tmp_path_factory):  # noqa: F811
 
 
 def _dev_history(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f]
-  return {r['step']: r['scalars']['eval/tag/aa/f1'] for r in rows
-          if 'eval/tag/aa/f1' in r['scalars']}
+  return {
+      r["step"]: r["scalars"]["eval/tag/aa/f1"] for r in rows if "eval/tag/aa/f1" in r["scalars"]
+  }
 
 
 def test_test_pairs_are_evaluated_once_and_dev_pairs_during_training(selected_run):
   _, table, calls = selected_run
   periodic, final = calls[:-2], calls[-2:]
-  assert len(periodic) == STEPS // EVERY and all(c == ['tag:aa'] for c in periodic)
-  assert final == [['tag:aa'], ['pair:aa', 'pair:cc', 'tag:aa', 'tag:bb']]
-  assert sorted(table) == ['pair:aa', 'pair:cc', 'tag:aa', 'tag:bb']
+  assert len(periodic) == STEPS // EVERY and all(c == ["tag:aa"] for c in periodic)
+  assert final == [["tag:aa"], ["pair:aa", "pair:cc", "tag:aa", "tag:bb"]]
+  assert sorted(table) == ["pair:aa", "pair:cc", "tag:aa", "tag:bb"]
 
 
 def test_the_reported_checkpoint_is_the_best_on_dev(selected_run):
@@ -64,22 +66,23 @@ def test_the_reported_checkpoint_is_the_best_on_dev(selected_run):
   assert sorted(history) == list(range(EVERY, STEPS + 1, EVERY))
   best = max(history, key=lambda step: (history[step], -step))  # orbax keeps the first best
   assert best != STEPS  # the reported checkpoint is restored, not the state in memory
-  with open(os.path.join(workdir, 'results.json')) as f:
+  with open(os.path.join(workdir, "results.json")) as f:
     saved = json.load(f)
-  chosen = saved['provenance']['selection']
-  assert saved['provenance']['step'] == chosen['step'] == best
-  assert chosen['by'] == 'tag:aa/f1' and chosen['value'] == pytest.approx(history[best])
-  assert chosen['dev']['tag:aa']['f1'] == pytest.approx(history[best])
+  chosen = saved["provenance"]["selection"]
+  assert saved["provenance"]["step"] == chosen["step"] == best
+  assert chosen["by"] == "tag:aa/f1" and chosen["value"] == pytest.approx(history[best])
+  assert chosen["dev"]["tag:aa"]["f1"] == pytest.approx(history[best])
   # Independently: that step's checkpoint, evaluated on its own, gives the reported table.
   _, again = evaluate.evaluate_checkpoint(workdir, step=best)
   assert again.table == table
 
 
-def test_a_run_without_test_streams_reports_its_dev_pairs_at_the_last_step(workspace,  # noqa: F811
-                                                                           tmp_path):
-  c = tiny_config(workspace, tasks='tag', steps=2)
-  table = train.train_and_evaluate(c, str(tmp_path / 'run'))
-  with open(tmp_path / 'run' / 'results.json') as f:
+def test_a_run_without_test_streams_reports_its_dev_pairs_at_the_last_step(
+    workspace, tmp_path  # noqa: F811
+):
+  c = tiny_config(workspace, tasks="tag", steps=2)
+  table = train.train_and_evaluate(c, str(tmp_path / "run"))
+  with open(tmp_path / "run" / "results.json") as f:
     saved = json.load(f)
-  assert sorted(table) == ['tag:aa', 'tag:bb']
-  assert saved['provenance']['selection'] == {'step': 2, 'by': None, 'value': None}
+  assert sorted(table) == ["tag:aa", "tag:bb"]
+  assert saved["provenance"]["selection"] == {"step": 2, "by": None, "value": None}

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from jax.sharding import AxisType, PartitionSpec as P
+from jax.sharding import AxisType
+from jax.sharding import PartitionSpec as P
 
 import hyperx_jax  # noqa: F401  (sets flax_always_shard_variable=False)
 from hyperx_jax import sharding
@@ -28,7 +29,9 @@ class Tiny(nnx.Module):
   def __init__(self, rngs: nnx.Rngs):
     init = nnx.initializers.normal(1.0)
     self.embed = nnx.Param(init(rngs.params(), (16, 8)), out_sharding=("vocab", "embed"))
-    self.ffn_in = nnx.Param(init(rngs.params(), (3, 8, 32)), out_sharding=("layers", "embed", "mlp"))
+    self.ffn_in = nnx.Param(
+        init(rngs.params(), (3, 8, 32)), out_sharding=("layers", "embed", "mlp")
+    )
     self.ffn_bias = nnx.Param(jnp.zeros((3, 32)), out_sharding=("layers", "mlp"))
     self.odd = nnx.Param(init(rngs.params(), (6, 5)), out_sharding=("embed", "mlp"))
     self.gen = nnx.Param(init(rngs.params(), (4, 16)), out_sharding=("hyper_out", "hyper_out"))
@@ -43,15 +46,30 @@ def _mesh(shape):
 EXPECTED = {
     # mesh (data, fsdp, tensor) -> parameter -> spec. Size-1 axes are kept in the spec (harmless,
     # and the spec does not change with the mesh shape); indivisible dimensions are replicated.
-    (8, 1, 1): {"embed": P("tensor", "fsdp"), "ffn_in": P(None, "fsdp", "tensor"),
-                "ffn_bias": P(None, "tensor"), "odd": P("fsdp", "tensor"),
-                "gen": P("fsdp", "data"), "plain": P()},
-    (2, 4, 1): {"embed": P("tensor", "fsdp"), "ffn_in": P(None, "fsdp", "tensor"),
-                "ffn_bias": P(None, "tensor"), "odd": P(None, "tensor"),
-                "gen": P("fsdp", "data"), "plain": P()},
-    (1, 2, 4): {"embed": P("tensor", "fsdp"), "ffn_in": P(None, "fsdp", "tensor"),
-                "ffn_bias": P(None, "tensor"), "odd": P("fsdp", None),
-                "gen": P("fsdp", "data"), "plain": P()},
+    (8, 1, 1): {
+        "embed": P("tensor", "fsdp"),
+        "ffn_in": P(None, "fsdp", "tensor"),
+        "ffn_bias": P(None, "tensor"),
+        "odd": P("fsdp", "tensor"),
+        "gen": P("fsdp", "data"),
+        "plain": P(),
+    },
+    (2, 4, 1): {
+        "embed": P("tensor", "fsdp"),
+        "ffn_in": P(None, "fsdp", "tensor"),
+        "ffn_bias": P(None, "tensor"),
+        "odd": P(None, "tensor"),
+        "gen": P("fsdp", "data"),
+        "plain": P(),
+    },
+    (1, 2, 4): {
+        "embed": P("tensor", "fsdp"),
+        "ffn_in": P(None, "fsdp", "tensor"),
+        "ffn_bias": P(None, "tensor"),
+        "odd": P("fsdp", None),
+        "gen": P("fsdp", "data"),
+        "plain": P(),
+    },
 }
 
 
@@ -98,7 +116,9 @@ def test_state_shardings_and_sharded_init(shape):
     value = getattr(model, name).get_value()
     assert value.sharding.spec == spec, name
     assert value.sharding.mesh.shape == mesh.shape
-    np.testing.assert_array_equal(np.asarray(value), np.asarray(getattr(reference, name).get_value()))
+    np.testing.assert_array_equal(
+        np.asarray(value), np.asarray(getattr(reference, name).get_value())
+    )
   # A sharded parameter really is split: each device holds a part.
   shard_shape = model.ffn_in.get_value().addressable_shards[0].data.shape
   assert shard_shape == (3, 8 // mesh.shape["fsdp"], 32 // mesh.shape["tensor"])
@@ -114,6 +134,19 @@ def test_batch_sharding_and_replicated():
 
 def test_default_rules_cover_documented_logical_names():
   names = {name for name, _ in vocabulary.DEFAULT_LOGICAL_AXIS_RULES}
-  for name in ("vocab", "embed", "mlp", "heads", "kv", "layers", "bottleneck", "hyper_in",
-               "hyper_out", "tasks", "languages", "labels", "batch"):
+  for name in (
+      "vocab",
+      "embed",
+      "mlp",
+      "heads",
+      "kv",
+      "layers",
+      "bottleneck",
+      "hyper_in",
+      "hyper_out",
+      "tasks",
+      "languages",
+      "labels",
+      "batch",
+  ):
     assert name in names

@@ -8,20 +8,22 @@ from pathlib import Path
 import conllu
 import pytest
 
-from assets_fixtures import turkish_treebank, xlmr_tokenizer_dir
+from hyperx_jax.config.vocabulary import UPOS_TAGS
 from hyperx_jax.data import sources
 from hyperx_jax.data.features import PairFeaturizer, TokenFeaturizer
-from hyperx_jax.config.vocabulary import UPOS_TAGS
 from hyperx_jax.data.sources import SourceError, read_source
 from hyperx_jax.tokenizer import load_tokenizer
+
+from assets_fixtures import turkish_treebank, xlmr_tokenizer_dir
 
 DATA = Path(__file__).parent / "data"
 
 
 def bare(examples):
   """The examples without their `where` and `lines` (compared separately)."""
-  return [{k: v for k, v in ex.items() if k not in (sources.WHERE, sources.LINES)}
-          for ex in examples]
+  return [
+      {k: v for k, v in ex.items() if k not in (sources.WHERE, sources.LINES)} for ex in examples
+  ]
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +36,14 @@ def test_conllu_skips_ranges_and_empty_nodes():
   assert [e["where"] for e in ex] == [f"{DATA / 'mwt.conllu'}:4", f"{DATA / 'mwt.conllu'}:14"]
   assert [e["lines"] for e in ex] == [[4, 5, 7, 8, 9, 10], [14, 15, 16, 17, 18, 20]]
   assert bare(ex) == [
-      {"tokens": ["Vamos", "nos", "a", "el", "mar", "."],
-       "tags": ["VERB", "PRON", "ADP", "DET", "NOUN", "PUNCT"]},
-      {"tokens": ["Sue", "likes", "coffee", "and", "Bill", "tea"],
-       "tags": ["PROPN", "VERB", "NOUN", "CCONJ", "PROPN", "NOUN"]},
+      {
+          "tokens": ["Vamos", "nos", "a", "el", "mar", "."],
+          "tags": ["VERB", "PRON", "ADP", "DET", "NOUN", "PUNCT"],
+      },
+      {
+          "tokens": ["Sue", "likes", "coffee", "and", "Bill", "tea"],
+          "tags": ["PROPN", "VERB", "NOUN", "CCONJ", "PROPN", "NOUN"],
+      },
   ]
 
 
@@ -49,18 +55,24 @@ def test_turkish_treebank_matches_conllu_package():
   assert len(ex) == len(reference) == 2541
   assert [e["tokens"] for e in ex] == [[t["form"] for t in s] for s in reference]
   mapped = {"CONJ": "CCONJ", "PRT": "PART", "ONOM": "INTJ", "AFFIX": "X"}
-  assert [e["tags"] for e in ex] == [[mapped.get(t["upos"], t["upos"]) for t in s]
-                                     for s in reference]
-  assert bare(ex)[0] == {"tokens": ["Burda", "da", "öylemi", "yoksa", "kiloyla", "mı", "?"],
-                   "tags": ["PRON", "PART", "VERB", "CCONJ", "VERB", "PART", "PUNCT"]}
+  assert [e["tags"] for e in ex] == [
+      [mapped.get(t["upos"], t["upos"]) for t in s] for s in reference
+  ]
+  assert bare(ex)[0] == {
+      "tokens": ["Burda", "da", "öylemi", "yoksa", "kiloyla", "mı", "?"],
+      "tags": ["PRON", "PART", "VERB", "CCONJ", "VERB", "PART", "PUNCT"],
+  }
   assert set(t for e in ex for t in e["tags"]) <= set(UPOS_TAGS)
 
 
-@pytest.mark.parametrize("bad, expect", [
-    ("3\tsaw\tsee\tVERB\t_\t_\t0\troot\t_", "10 tab-separated columns (found 9)"),
-    ("x\tsaw\tsee\tVERB\t_\t_\t0\troot\t_\t_", "integer word ID"),
-    ("3-x\tsaw\tsee\tVERB\t_\t_\t0\troot\t_\t_", "an ID like"),
-])
+@pytest.mark.parametrize(
+    "bad, expect",
+    [
+        ("3\tsaw\tsee\tVERB\t_\t_\t0\troot\t_", "10 tab-separated columns (found 9)"),
+        ("x\tsaw\tsee\tVERB\t_\t_\t0\troot\t_\t_", "integer word ID"),
+        ("3-x\tsaw\tsee\tVERB\t_\t_\t0\troot\t_\t_", "an ID like"),
+    ],
+)
 def test_conllu_malformed_line(tmp_path, bad, expect):
   lines = (DATA / "mwt.conllu").read_text(encoding="utf-8").splitlines()
   lines.insert(13, bad)  # Inside the second sentence: becomes line 14.
@@ -74,12 +86,19 @@ def test_conllu_malformed_line(tmp_path, bad, expect):
 def test_iob2_panx_prefix_and_plain():
   panx = read_source({"type": "iob2", "path": DATA / "panx_en.iob2"})
   assert bare(panx) == [
-      {"tokens": ["John", "Smith", "lives", "in", "New", "York", "."],
-       "tags": ["B-PER", "I-PER", "O", "O", "B-LOC", "I-LOC", "O"]},
-      {"tokens": ["Google", "hired", "Ana"], "tags": ["B-ORG", "O", "B-PER"]}]
+      {
+          "tokens": ["John", "Smith", "lives", "in", "New", "York", "."],
+          "tags": ["B-PER", "I-PER", "O", "O", "B-LOC", "I-LOC", "O"],
+      },
+      {"tokens": ["Google", "hired", "Ana"], "tags": ["B-ORG", "O", "B-PER"]},
+  ]
   plain = read_source({"type": "iob2", "path": DATA / "ner.iob2", "max_examples": 1})
-  assert bare(plain) == [{"tokens": ["Ankara", "Büyükşehir", "Belediyesi", "çalışıyor"],
-                    "tags": ["B-LOC", "I-LOC", "I-LOC", "O"]}]
+  assert bare(plain) == [
+      {
+          "tokens": ["Ankara", "Büyükşehir", "Belediyesi", "çalışıyor"],
+          "tags": ["B-LOC", "I-LOC", "I-LOC", "O"],
+      }
+  ]
 
 
 def test_iob2_prefix_only_when_whole_sentence_has_it():
@@ -100,13 +119,14 @@ def test_jsonl_pairs_and_text():
   assert pairs[2]["premise"] == "Bir kadın kitap okuyor."
   text = read_source({"type": "text", "path": DATA / "text.txt"})
   assert len(text) == 3 and bare(text)[1] == {
-      "text": "Le renard brun saute par-dessus le chien paresseux."}
+      "text": "Le renard brun saute par-dessus le chien paresseux."
+  }
 
 
 def test_jsonl_bad_rows(tmp_path):
   path = tmp_path / "p.jsonl"
   path.write_text('{"premise": "a", "hypothesis": "b", "label": 0}\n{"premise": "a"}\n')
-  with pytest.raises(SourceError, match=rf'{path}:2: expected an object with keys'):
+  with pytest.raises(SourceError, match=rf"{path}:2: expected an object with keys"):
     read_source({"type": "jsonl", "path": path})
   path.write_text('{"premise": "a", "hypothesis": "b", "label": 0}\n{oops\n')
   with pytest.raises(SourceError, match=rf"{path}:2: expected a JSON object"):
@@ -129,8 +149,7 @@ def test_empty_missing_unknown(tmp_path):
 
 
 def test_tag_map_dict():
-  ex = read_source({"type": "iob2", "path": DATA / "panx_en.iob2",
-                    "tag_map": {"B-PER": "B-X"}})
+  ex = read_source({"type": "iob2", "path": DATA / "panx_en.iob2", "tag_map": {"B-PER": "B-X"}})
   assert ex[1]["tags"] == ["B-ORG", "O", "B-X"]
 
 
@@ -138,9 +157,12 @@ def _locales_with_mo():
   d = sources.LOCALE_DIR
   if not os.path.isdir(d):
     return []
-  return [l for l in ("fr", "tr", "de", "es", "ja")
-          if os.path.isdir(os.path.join(d, l, "LC_MESSAGES"))
-          and any(f.endswith(".mo") for f in os.listdir(os.path.join(d, l, "LC_MESSAGES")))]
+  return [
+      l
+      for l in ("fr", "tr", "de", "es", "ja")
+      if os.path.isdir(os.path.join(d, l, "LC_MESSAGES"))
+      and any(f.endswith(".mo") for f in os.listdir(os.path.join(d, l, "LC_MESSAGES")))
+  ]
 
 
 def test_mo_sentences_and_parallel():
@@ -152,8 +174,9 @@ def test_mo_sentences_and_parallel():
   assert texts and all(len(t) > 20 for t in texts)
   assert len(set(texts)) == len(texts)
   assert sources.mo_sentences(lang, limit=5) == texts[:5]
-  assert bare(read_source({"type": "mo", "lang": lang, "limit": 3})) == [{"text": t}
-                                                                    for t in texts[:3]]
+  assert bare(read_source({"type": "mo", "lang": lang, "limit": 3})) == [
+      {"text": t} for t in texts[:3]
+  ]
   pairs = sources.mo_parallel(lang)
   assert pairs and all(e != t and len(e) > 20 and len(t) > 20 for e, t in pairs)
   assert {t for _, t in pairs} <= set(texts)
@@ -163,6 +186,7 @@ def test_mo_sentences_and_parallel():
 
 def test_ud_treebank_table_is_known_to_tfds():
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   configs = {c.name for c in tfds.builder_cls("universal_dependencies").BUILDER_CONFIGS}
   needed = "en ar zh tr kk ta yue br is tl yo fo ug mt sa hsb gn".split()
   assert set(needed) <= set(sources.UD_TREEBANKS)
@@ -204,12 +228,22 @@ def test_tfds_universal_dependencies_offline(tmp_path, tok):
   with pytest.raises(SourceError, match="wrong checksum"):
     sources.read_tfds(name, "train", str(data_dir), str(manual), trust_local_files=False)
   # ...unless the local files are trusted.
-  got = {split: read_source({"type": "tfds", "name": name, "split": split,
-                             "data_dir": str(data_dir), "manual_dir": str(manual)})
-         for split in ("train", "dev", "test")}
+  got = {
+      split: read_source(
+          {
+              "type": "tfds",
+              "name": name,
+              "split": split,
+              "data_dir": str(data_dir),
+              "manual_dir": str(manual),
+          }
+      )
+      for split in ("train", "dev", "test")
+  }
   for split in got:  # TFDS shuffles on write: compare as multisets.
     assert collections.Counter(map(_key, got[split])) == collections.Counter(
-        map(_key, expected[split])), split
+        map(_key, expected[split])
+    ), split
   assert list((data_dir / name / "1.0.1").glob("*.array_record-*"))
   with pytest.raises(SourceError, match=r"no split 'validation'.*'dev', 'test', 'train'"):
     sources.read_tfds(name, "validation", str(data_dir))
@@ -221,22 +255,47 @@ def test_tfds_universal_dependencies_offline(tmp_path, tok):
   assert labelled + featurizer.stats()["words_lost"] == n_words
 
 
-XNLI_COLUMNS = ("language", "gold_label", "sentence1_binary_parse", "sentence2_binary_parse",
-                "sentence1_parse", "sentence2_parse", "sentence1", "sentence2", "promptID",
-                "pairID", "genre")
+XNLI_COLUMNS = (
+    "language",
+    "gold_label",
+    "sentence1_binary_parse",
+    "sentence2_binary_parse",
+    "sentence1_parse",
+    "sentence2_parse",
+    "sentence1",
+    "sentence2",
+    "promptID",
+    "pairID",
+    "genre",
+)
 
 
 def _write_xnli_zip(manual: Path) -> None:
   """XNLI-1.0.zip as released: XNLI-1.0/xnli.{dev,test}.tsv, one row per (pair, language)."""
   from tensorflow_datasets.text import xnli  # pylint: disable=g-import-not-at-top
+
   with zipfile.ZipFile(manual / "XNLI-1.0.zip", "w") as z:
     for split in ("dev", "test"):
       rows = ["\t".join(XNLI_COLUMNS)]
       for i, label in enumerate(("entailment", "contradiction", "neutral")):
         for lang in xnli._LANGUAGES:  # pylint: disable=protected-access
-          rows.append("\t".join((lang, label, "", "", "", "", f"{split} {i} premise {lang}",
-                                 f"{split} {i} hypothesis {lang}", str(i), f"{split}{i}",
-                                 "fiction")))
+          rows.append(
+              "\t".join(
+                  (
+                      lang,
+                      label,
+                      "",
+                      "",
+                      "",
+                      "",
+                      f"{split} {i} premise {lang}",
+                      f"{split} {i} hypothesis {lang}",
+                      str(i),
+                      f"{split}{i}",
+                      "fiction",
+                  )
+              )
+          )
       z.writestr(f"XNLI-1.0/xnli.{split}.tsv", "\n".join(rows) + "\n")
 
 
@@ -244,12 +303,19 @@ def test_tfds_xnli_offline_without_tensorflow(tmp_path, tok):
   manual = tmp_path / "manual"
   manual.mkdir()
   _write_xnli_zip(manual)
-  source = {"type": "tfds", "name": "xnli", "split": "validation", "lang": "tr",
-            "data_dir": str(tmp_path / "tfds"), "manual_dir": str(manual)}
+  source = {
+      "type": "tfds",
+      "name": "xnli",
+      "split": "validation",
+      "lang": "tr",
+      "data_dir": str(tmp_path / "tfds"),
+      "manual_dir": str(manual),
+  }
   got = sorted(bare(read_source(source)), key=lambda ex: ex["premise"])
-  assert got == [{"premise": f"dev {i} premise tr", "hypothesis": f"dev {i} hypothesis tr",
-                  "label": label}
-                 for i, label in enumerate(("entailment", "contradiction", "neutral"))]
+  assert got == [
+      {"premise": f"dev {i} premise tr", "hypothesis": f"dev {i} hypothesis tr", "label": label}
+      for i, label in enumerate(("entailment", "contradiction", "neutral"))
+  ]
   with pytest.raises(SourceError, match=r"needs a 'lang' among \['ar', 'bg'"):
     read_source({**source, "lang": "xx"})
   featurizer = PairFeaturizer(tok, 32)
@@ -261,7 +327,10 @@ def test_tfds_multi_nli_records_convert_with_the_builders_label_names():
   builder = sources.tfds._tfds().builder("multi_nli")  # metadata only: works offline
   convert = sources.tfds._tfds_converter("multi_nli", builder, None)
   record = {"premise": b"A man plays.", "hypothesis": "Nobody plays.", "label": 2}
-  assert convert(record) == {"premise": "A man plays.", "hypothesis": "Nobody plays.",
-                             "label": "contradiction"}
+  assert convert(record) == {
+      "premise": "A man plays.",
+      "hypothesis": "Nobody plays.",
+      "label": "contradiction",
+  }
   with pytest.raises(SourceError, match="multi_nli"):
     sources.tfds._tfds_converter("glue/mnli", builder, None)

@@ -6,10 +6,17 @@ import pytest
 import tokenizers
 
 from hyperx_jax.tokenizer import load_tokenizer
+
 from assets_fixtures import xlmr_tokenizer_dir
 
-SENTENCES = ["Hello world!", "Kürtaj ve komplikasyonları", "東京に住んでいます",
-             "Двадцать два года", "لا أعرف", "  spaced   out  "]
+SENTENCES = [
+    "Hello world!",
+    "Kürtaj ve komplikasyonları",
+    "東京に住んでいます",
+    "Двадцать два года",
+    "لا أعرف",
+    "  spaced   out  ",
+]
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +62,12 @@ def test_sentencepiece_model_dir(tmp_path):
   spm = pytest.importorskip("sentencepiece")
   lines = (Path(__file__).parent / "data" / "text.txt").read_text(encoding="utf-8").split("\n")
   spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(lines * 20), model_prefix=str(tmp_path / "sentencepiece.bpe"),
-      vocab_size=60, hard_vocab_limit=False, minloglevel=2)
+      sentence_iterator=iter(lines * 20),
+      model_prefix=str(tmp_path / "sentencepiece.bpe"),
+      vocab_size=60,
+      hard_vocab_limit=False,
+      minloglevel=2,
+  )
   tok = load_tokenizer(tmp_path)
   sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "sentencepiece.bpe.model"))
   text = "The lazy dog jumps"

@@ -33,8 +33,9 @@ def _runs(method: str) -> tuple[SpeedRun, tb.TorchRun]:
     c = tb.torch_bench_config(method, checkpoint, BATCH, LENGTH, tiny=True)
     c.model.hidden_dropout = c.model.attention_dropout = c.model.classifier_dropout = 0.0
     c.optim.warmup_steps = 0  # a full-size first update
-    local = tb.text_like_batch(BATCH, LENGTH, tb.TINY_ENCODER["vocab_size"],
-                               tb.TINY_ENCODER["pad_token_id"])
+    local = tb.text_like_batch(
+        BATCH, LENGTH, tb.TINY_ENCODER["vocab_size"], tb.TINY_ENCODER["pad_token_id"]
+    )
     ours = SpeedRun(decode(c), local)
   return ours, tb.TorchRun(ours, local)
 
@@ -49,13 +50,17 @@ def _our_loss_and_grads(ours: SpeedRun):
 
 
 def _torch_trainable(theirs: tb.TorchRun, like, grads: bool = False) -> dict[str, np.ndarray]:
-  tensors = {n: (p.grad if grads else p).detach().numpy().copy()
-             for n, p in theirs.model.named_parameters() if p.requires_grad}
+  tensors = {
+      n: (p.grad if grads else p).detach().numpy().copy()
+      for n, p in theirs.model.named_parameters()
+      if p.requires_grad
+  }
   return torch_reference.ours_from_torch(tensors, like, theirs.model.encoder_config)
 
 
-def _assert_close(ours: dict, theirs: dict, what: str, tolerance: float = TOLERANCE,
-                  slack: dict | None = None) -> None:
+def _assert_close(
+    ours: dict, theirs: dict, what: str, tolerance: float = TOLERANCE, slack: dict | None = None
+) -> None:
   """Each tensor within `tolerance` of its largest magnitude (+ `slack[path]`, absolute)."""
   assert set(ours) == set(theirs)
   for path, a in ours.items():
@@ -80,16 +85,22 @@ def test_torch_step_is_our_step(method):
     ours.step(timed=False)
     theirs.step(timed=False)
   assert theirs.metrics["loss"] == pytest.approx(float(ours.metrics["loss"]), rel=TOLERANCE)
-  assert theirs.metrics["grad_norm"] == pytest.approx(float(ours.metrics["grad_norm"]),
-                                                      rel=TOLERANCE)
+  assert theirs.metrics["grad_norm"] == pytest.approx(
+      float(ours.metrics["grad_norm"]), rel=TOLERANCE
+  )
   updated = torch_reference.our_params(ours.state[0])
   _assert_close(updated, _torch_trainable(theirs, initial), "parameter")
   # An update is a difference of float32 parameters: each side rounds to the parameter's ulp
   # (1.2e-7 near 1, the LayerNorm scales, whose updates are ~1e-4).
   ulps = {p: 2 * float(np.spacing(np.abs(v).max())) for p, v in initial.items()}
   moved = {p: updated[p] - initial[p] for p in initial}
-  _assert_close(moved, {p: v - initial[p] for p, v in _torch_trainable(theirs, initial).items()},
-                "update", UPDATE_TOLERANCE, ulps)
+  _assert_close(
+      moved,
+      {p: v - initial[p] for p, v in _torch_trainable(theirs, initial).items()},
+      "update",
+      UPDATE_TOLERANCE,
+      ulps,
+  )
 
 
 def test_main_tiny(tmp_path, capsys):
@@ -124,10 +135,12 @@ def test_time_interleaved_alternates_and_skips_the_warmup_rounds():
     def run(i):
       order.append((name, i))
       now[0] += cost
+
     return run
 
-  times = bcommon.time_interleaved({"a": call("a", 1), "b": call("b", 2)}, repeats=2,
-                                       clock=lambda: now[0])
+  times = bcommon.time_interleaved(
+      {"a": call("a", 1), "b": call("b", 2)}, repeats=2, clock=lambda: now[0]
+  )
   assert order == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("b", 2)]
   assert times == {"a": [1, 1], "b": [2, 2]}
 
@@ -143,10 +156,11 @@ def test_dropout_option_sets_every_rate_on_both_sides():
     tb.main(["--tiny", "--dropout", "1.0"])
 
 
-@pytest.mark.parametrize('change', [{'unit_projection': True}, {'language_source': 'typology'},
-                                    {'use_projector': False}])
+@pytest.mark.parametrize(
+    "change", [{"unit_projection": True}, {"language_source": "typology"}, {"use_projector": False}]
+)
 def test_other_hypernetworks_are_refused(change):
   """The PyTorch side mirrors the default hypernetwork only: anything else is an error, not a
   silently different comparison."""
-  with pytest.raises(ValueError, match='mirrors the default Hyper-X only'):
+  with pytest.raises(ValueError, match="mirrors the default Hyper-X only"):
     torch_reference._check_default_hyperx(dataclasses.replace(HyperNetConfig(), **change))

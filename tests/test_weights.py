@@ -11,8 +11,9 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from safetensors.numpy import load_file, save_file
 
-import hf_fixtures
 from hyperx_jax.models import weights, xlmr
+
+import hf_fixtures
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +29,16 @@ def ckpt(tmp_path_factory):
 
 
 def encoder_for(path, **overrides):
-  return xlmr.XLMREncoder(weights.encoder_config_from_checkpoint(path, **overrides),
-                          rngs=nnx.Rngs(0))
+  return xlmr.XLMREncoder(
+      weights.encoder_config_from_checkpoint(path, **overrides), rngs=nnx.Rngs(0)
+  )
 
 
 def flat_params(enc):
-  return {"/".join(map(str, k)): np.asarray(v.get_value())
-          for k, v in nnx.to_flat_state(nnx.state(enc, nnx.Param))}
+  return {
+      "/".join(map(str, k)): np.asarray(v.get_value())
+      for k, v in nnx.to_flat_state(nnx.state(enc, nnx.Param))
+  }
 
 
 def test_name_map_against_torch_state_dict(ckpt):
@@ -43,21 +47,34 @@ def test_name_map_against_torch_state_dict(ckpt):
   p, sd = flat_params(enc), ckpt["state"]
   n, d = enc.config.num_heads, enc.config.head_dim
   assert sorted(report.loaded) == sorted(weights.PARAM_MAP) and report.initialised == []
-  assert report.ignored == sorted(f"lm_head.{k}" for k in ("bias", "dense.bias", "dense.weight",
-                                                          "layer_norm.bias", "layer_norm.weight"))
-  np.testing.assert_array_equal(p["embeddings/word"], sd["roberta.embeddings.word_embeddings.weight"])
+  assert report.ignored == sorted(
+      f"lm_head.{k}"
+      for k in ("bias", "dense.bias", "dense.weight", "layer_norm.bias", "layer_norm.weight")
+  )
+  np.testing.assert_array_equal(
+      p["embeddings/word"], sd["roberta.embeddings.word_embeddings.weight"]
+  )
   np.testing.assert_array_equal(p["embeddings/ln/scale"], sd["roberta.embeddings.LayerNorm.weight"])
   for i in range(enc.config.num_layers):
     layer = f"roberta.encoder.layer.{i}."
     q = sd[layer + "attention.self.query.weight"]  # [N*D, H], output unit = head * D + d
     np.testing.assert_array_equal(p["layers/attention/query/kernel"][i][:, 1, 2], q[1 * d + 2])
-    np.testing.assert_array_equal(p["layers/attention/value/bias"][i].reshape(-1),
-                                  sd[layer + "attention.self.value.bias"])
+    np.testing.assert_array_equal(
+        p["layers/attention/value/bias"][i].reshape(-1), sd[layer + "attention.self.value.bias"]
+    )
     out = sd[layer + "attention.output.dense.weight"]  # [H, N*D]
-    np.testing.assert_array_equal(p["layers/attention/out/kernel"][i][n - 1, 0], out[:, (n - 1) * d])
-    np.testing.assert_array_equal(p["layers/ffn_in/kernel"][i], sd[layer + "intermediate.dense.weight"].T)
-    np.testing.assert_array_equal(p["layers/ffn_out/kernel"][i], sd[layer + "output.dense.weight"].T)
-    np.testing.assert_array_equal(p["layers/output_ln/bias"][i], sd[layer + "output.LayerNorm.bias"])
+    np.testing.assert_array_equal(
+        p["layers/attention/out/kernel"][i][n - 1, 0], out[:, (n - 1) * d]
+    )
+    np.testing.assert_array_equal(
+        p["layers/ffn_in/kernel"][i], sd[layer + "intermediate.dense.weight"].T
+    )
+    np.testing.assert_array_equal(
+        p["layers/ffn_out/kernel"][i], sd[layer + "output.dense.weight"].T
+    )
+    np.testing.assert_array_equal(
+        p["layers/output_ln/bias"][i], sd[layer + "output.LayerNorm.bias"]
+    )
 
 
 def test_map_runs_backwards_to_the_torch_state_dict(ckpt):
@@ -66,16 +83,23 @@ def test_map_runs_backwards_to_the_torch_state_dict(ckpt):
   enc = encoder_for(ckpt["single"])
   weights.load_encoder_weights(enc, ckpt["single"])
   ours = weights.to_hf_tensors(flat_params(enc), enc.config)
-  theirs = {k.removeprefix("roberta."): v for k, v in ckpt["state"].items()
-            if k.startswith("roberta.") and "position_ids" not in k}
+  theirs = {
+      k.removeprefix("roberta."): v
+      for k, v in ckpt["state"].items()
+      if k.startswith("roberta.") and "position_ids" not in k
+  }
   assert sorted(ours) == sorted(theirs)
   for name, value in theirs.items():
     np.testing.assert_array_equal(ours[name], value, err_msg=name)
   fresh = encoder_for(ckpt["single"])
   before = flat_params(fresh)
-  names = ["encoder.layer.1.output.LayerNorm.weight", "encoder.layer.0.output.LayerNorm.weight",
-           "embeddings.LayerNorm.bias", "encoder.layer.0.attention.self.key.weight",
-           "encoder.layer.1.attention.self.key.weight"]
+  names = [
+      "encoder.layer.1.output.LayerNorm.weight",
+      "encoder.layer.0.output.LayerNorm.weight",
+      "embeddings.LayerNorm.bias",
+      "encoder.layer.0.attention.self.key.weight",
+      "encoder.layer.1.attention.self.key.weight",
+  ]
   changed = weights.apply_hf_tensors(fresh, {n: theirs[n] for n in names})
   assert changed == ["embeddings/ln/bias", "layers/attention/key/kernel", "layers/output_ln/scale"]
   after, loaded = flat_params(fresh), flat_params(enc)
@@ -152,8 +176,11 @@ def test_missing_allowed_stays_initialised(ckpt, tmp_path):
 
 
 def test_error_unexpected_tensor(ckpt, tmp_path):
-  path = copy_without(ckpt["single"], tmp_path / "c",
-                      add={"classifier.out_proj.weight": np.zeros((3, 32), np.float32)})
+  path = copy_without(
+      ckpt["single"],
+      tmp_path / "c",
+      add={"classifier.out_proj.weight": np.zeros((3, 32), np.float32)},
+  )
   with pytest.raises(ValueError, match=r"unexpected tensors.*classifier\.out_proj\.weight"):
     weights.load_encoder_weights(encoder_for(path), path)
 
@@ -169,11 +196,27 @@ def test_error_shape_mismatch(ckpt):
 def test_config_from_checkpoint(ckpt):
   cfg = weights.encoder_config_from_checkpoint(ckpt["single"], remat="full")
   hf = json.loads((ckpt["single"] / "config.json").read_text())
-  assert (cfg.vocab_size, cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.intermediate_size,
-          cfg.max_positions, cfg.type_vocab_size, cfg.layer_norm_eps, cfg.remat) == (
-              hf["vocab_size"], hf["hidden_size"], hf["num_hidden_layers"],
-              hf["num_attention_heads"], hf["intermediate_size"], hf["max_position_embeddings"],
-              2, 1e-12, "full")
+  assert (
+      cfg.vocab_size,
+      cfg.hidden_size,
+      cfg.num_layers,
+      cfg.num_heads,
+      cfg.intermediate_size,
+      cfg.max_positions,
+      cfg.type_vocab_size,
+      cfg.layer_norm_eps,
+      cfg.remat,
+  ) == (
+      hf["vocab_size"],
+      hf["hidden_size"],
+      hf["num_hidden_layers"],
+      hf["num_attention_heads"],
+      hf["intermediate_size"],
+      hf["max_position_embeddings"],
+      2,
+      1e-12,
+      "full",
+  )
 
 
 RULES = {"mlp": "tensor", "heads": "tensor", "embed": "fsdp", "vocab": "tensor"}
@@ -183,9 +226,12 @@ def shardings_for(abstract_enc, mesh):
   """NamedShardings from the parameters' logical axes (test-local rules)."""
   state = nnx.state(abstract_enc, nnx.Param)
   return jax.tree.map(
-      lambda v: NamedSharding(mesh, PartitionSpec(*[RULES.get(a) for a in
-                                                    v.get_metadata()["out_sharding"]])),
-      state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+      lambda v: NamedSharding(
+          mesh, PartitionSpec(*[RULES.get(a) for a in v.get_metadata()["out_sharding"]])
+      ),
+      state,
+      is_leaf=lambda x: isinstance(x, nnx.Variable),
+  )
 
 
 def test_sharded_load_reads_slices_and_matches(ckpt, monkeypatch):
@@ -219,22 +265,28 @@ def test_sharded_load_reads_slices_and_matches(ckpt, monkeypatch):
     np.testing.assert_array_equal(got[k], want[k], err_msg=k)
   ids = np.array([[0, 5, 6, 2, 1], [0, 7, 2, 1, 1]])
   out = jax.jit(lambda e, i, m: e(i, m))(abstract, ids, (ids != 1).astype(np.int32))
-  np.testing.assert_allclose(np.asarray(out), np.asarray(ref(ids, (ids != 1).astype(np.int32))),
-                             atol=1e-5)
+  np.testing.assert_allclose(
+      np.asarray(out), np.asarray(ref(ids, (ids != 1).astype(np.int32))), atol=1e-5
+  )
 
 
 def test_existing_placement_is_kept(ckpt):
   mesh = Mesh(np.array(jax.devices()).reshape(2, 4), ("fsdp", "tensor"))
   enc = encoder_for(ckpt["single"])
   state = nnx.state(enc, nnx.Param)
-  placed = jax.tree.map(jax.device_put, nnx.to_pure_dict(state),
-                        nnx.to_pure_dict(shardings_for(enc, mesh)))
+  placed = jax.tree.map(
+      jax.device_put, nnx.to_pure_dict(state), nnx.to_pure_dict(shardings_for(enc, mesh))
+  )
   nnx.replace_by_pure_dict(state, placed)
   nnx.update(enc, state)
   weights.load_encoder_weights(enc, ckpt["single"])
-  assert enc.layers.ffn_out.kernel.get_value().sharding.spec == PartitionSpec(None, "tensor", "fsdp")
-  np.testing.assert_array_equal(np.asarray(enc.embeddings.word.get_value()),
-                                ckpt["state"]["roberta.embeddings.word_embeddings.weight"])
+  assert enc.layers.ffn_out.kernel.get_value().sharding.spec == PartitionSpec(
+      None, "tensor", "fsdp"
+  )
+  np.testing.assert_array_equal(
+      np.asarray(enc.embeddings.word.get_value()),
+      ckpt["state"]["roberta.embeddings.word_embeddings.weight"],
+  )
 
 
 def test_torch_state_dict_bin_is_weights_only(ckpt):

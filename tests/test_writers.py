@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from tensorboardX.proto import plugin_hparams_pb2
 
-from helpers import read_events
 from hyperx_jax import writers
+
+from helpers import read_events
 
 
 def test_scalars_reach_event_file_and_jsonl(tmp_path):
@@ -20,11 +21,21 @@ def test_scalars_reach_event_file_and_jsonl(tmp_path):
     writer.write_scalars(2, {"loss/ner": np.float64(0.25)})
     writer.write_text(2, "config", "batch_size: 32")
   (event_file,) = tmp_path.glob("events.out.tfevents.*")
-  scalars = [(e.step, v.tag, v.simple_value) for e in read_events(event_file)
-             if e.HasField("summary") for v in e.summary.value if v.HasField("simple_value")]
+  scalars = [
+      (e.step, v.tag, v.simple_value)
+      for e in read_events(event_file)
+      if e.HasField("summary")
+      for v in e.summary.value
+      if v.HasField("simple_value")
+  ]
   assert scalars == [(1, "loss/ner", 0.5), (1, "lr", pytest.approx(1e-4)), (2, "loss/ner", 0.25)]
-  texts = [v.tag for e in read_events(event_file) if e.HasField("summary") for v in e.summary.value
-           if v.HasField("tensor")]
+  texts = [
+      v.tag
+      for e in read_events(event_file)
+      if e.HasField("summary")
+      for v in e.summary.value
+      if v.HasField("tensor")
+  ]
   assert texts and texts[0].startswith("config")
   records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in records] == [1, 2]
@@ -45,8 +56,10 @@ def test_progress_line_reports_rates_and_eta_from_the_first_line():
   progress = writers.ProgressLogger(1000, batch_size=32, start_step=50)
   # 50 steps (from step 50) in 25 training seconds: 2 steps/s, 64 ex/s, 900 left -> 450 s.
   first = progress.log(100, {"loss/ner": 0.5, "loss/xnli": 1.25, "lr": 1e-4}, 25.0)
-  assert first == ("step 100/1000 (10.0%) | loss[ner]=0.5 loss[xnli]=1.25 | lr=1.00e-04 | "
-                   "2.00 steps/s 64.0 ex/s | ETA 0:07:30")
+  assert first == (
+      "step 100/1000 (10.0%) | loss[ner]=0.5 loss[xnli]=1.25 | lr=1.00e-04 | "
+      "2.00 steps/s 64.0 ex/s | ETA 0:07:30"
+  )
   second = progress.log(150, {"loss": 0.75}, 35.0)
   # 50 steps in 10 s: 5 steps/s, 160 examples/s, 850 steps left -> 170 s.
   assert second == "step 150/1000 (15.0%) | loss=0.75 | 5.00 steps/s 160.0 ex/s | ETA 0:02:50"
@@ -86,22 +99,27 @@ def test_library_info_logs_are_filtered_and_ours_are_kept(monkeypatch):
   assert len(handler.filters) == 1
   assert not handler.filter(_record(theirs, logging.INFO))
   assert handler.filter(_record(theirs, logging.WARNING))
-  assert handler.filter(_record(ours, logging.INFO)) and handler.filter(_record(config, logging.INFO))
+  assert handler.filter(_record(ours, logging.INFO)) and handler.filter(
+      _record(config, logging.INFO)
+  )
 
 
 def test_hparams_reach_the_event_file(tmp_path):
   with writers.MetricWriter(tmp_path, is_primary=True) as writer:
     writer.write_hparams({"seed": 123, "method": "hyperx", "optim.lr": 1e-3}, metrics=["loss"])
   (event_file,) = tmp_path.glob("events.out.tfevents.*")
-  values = {v.tag: v for e in read_events(event_file) if e.HasField("summary")
-            for v in e.summary.value}
+  values = {
+      v.tag: v for e in read_events(event_file) if e.HasField("summary") for v in e.summary.value
+  }
   start = plugin_hparams_pb2.HParamsPluginData.FromString(
-      values["_hparams_/session_start_info"].metadata.plugin_data.content).session_start_info
+      values["_hparams_/session_start_info"].metadata.plugin_data.content
+  ).session_start_info
   assert start.hparams["seed"].number_value == 123
   assert start.hparams["method"].string_value == "hyperx"
   assert start.hparams["optim.lr"].number_value == pytest.approx(1e-3)
   experiment = plugin_hparams_pb2.HParamsPluginData.FromString(
-      values["_hparams_/experiment"].metadata.plugin_data.content).experiment
+      values["_hparams_/experiment"].metadata.plugin_data.content
+  ).experiment
   assert [m.name.tag for m in experiment.metric_infos] == ["loss"]
 
 

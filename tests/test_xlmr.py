@@ -10,9 +10,10 @@ import torch
 from flax import nnx
 from jax import ad_checkpoint
 
-import hf_fixtures
 from hyperx_jax.models import layers, weights, xlmr
 from hyperx_jax.models.adapters import AdapterWeights
+
+import hf_fixtures
 
 VOCAB = 100
 
@@ -29,15 +30,18 @@ def ragged_batch(seed=0, lengths=(11, 7, 4), seq=11, pair=False):
     mask[b, :n] = 1
   types = np.zeros_like(ids)
   if pair:
-    types[:, seq // 2:] = 1
+    types[:, seq // 2 :] = 1
   return ids, mask, types
 
 
 def torch_hidden(model, ids, mask, types):
   body = getattr(model, "roberta", model)
   with torch.no_grad():
-    out = body(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-               token_type_ids=torch.tensor(types))
+    out = body(
+        input_ids=torch.tensor(ids),
+        attention_mask=torch.tensor(mask),
+        token_type_ids=torch.tensor(types),
+    )
   return out.last_hidden_state.numpy()
 
 
@@ -47,8 +51,9 @@ def forward(enc, ids, mask, types, rng=None, adapters=(), group_ids=None):
 
 
 def load(path, **overrides):
-  enc = xlmr.XLMREncoder(weights.encoder_config_from_checkpoint(path, **overrides),
-                         rngs=nnx.Rngs(0))
+  enc = xlmr.XLMREncoder(
+      weights.encoder_config_from_checkpoint(path, **overrides), rngs=nnx.Rngs(0)
+  )
   weights.load_encoder_weights(enc, path)
   return enc
 
@@ -94,26 +99,37 @@ def test_position_ids_match_transformers():
 def random_adapter(layers, groups, hidden, bottleneck, seed, ln=False):
   k = jax.random.split(jax.random.key(seed), 6)
   n = lambda key, *shape: 0.3 * jax.random.normal(key, (layers, groups, *shape))
-  return AdapterWeights(n(k[0], hidden, bottleneck), n(k[1], bottleneck),
-                        n(k[2], bottleneck, hidden), n(k[3], hidden),
-                        1.0 + n(k[4], hidden) if ln else None, n(k[5], hidden) if ln else None)
+  return AdapterWeights(
+      n(k[0], hidden, bottleneck),
+      n(k[1], bottleneck),
+      n(k[2], bottleneck, hidden),
+      n(k[3], hidden),
+      1.0 + n(k[4], hidden) if ln else None,
+      n(k[5], hidden) if ln else None,
+  )
 
 
 def torch_adapter(w, layer, group_ids, z, eps=1e-5):
   """A(z) = LN(U relu(D z + bD) + bU) + z with each example's group, in torch."""
   g = torch.tensor(np.asarray(group_ids))
   t = lambda x: torch.tensor(np.asarray(x[layer]))[g]  # [B, ...]
-  out = torch.einsum("bsk,bkh->bsh",
-                     torch.relu(torch.einsum("bsh,bhk->bsk", z, t(w.down)) + t(w.down_bias)[:, None]),
-                     t(w.up)) + t(w.up_bias)[:, None]
+  out = (
+      torch.einsum(
+          "bsk,bkh->bsh",
+          torch.relu(torch.einsum("bsh,bhk->bsk", z, t(w.down)) + t(w.down_bias)[:, None]),
+          t(w.up),
+      )
+      + t(w.up_bias)[:, None]
+  )
   if w.ln_scale is not None:
     out = torch.nn.functional.layer_norm(out, out.shape[-1:], eps=eps)
     out = out * t(w.ln_scale)[:, None] + t(w.ln_bias)[:, None]
   return out + z
 
 
-@pytest.mark.parametrize("placement,module,scan", [("ffn_output", "dense", True),
-                                                   ("layer_output", None, False)])
+@pytest.mark.parametrize(
+    "placement,module,scan", [("ffn_output", "dense", True), ("layer_output", None, False)]
+)
 def test_adapters_match_hooked_transformers(checkpoint, placement, module, scan):
   """The adapter sits where docs/method.md says: LN(adapter(dense(ffn)) + attn_out), or after the
   layer output; checked against torch XLM-R with the adapter inserted by forward hooks."""
@@ -121,8 +137,10 @@ def test_adapters_match_hooked_transformers(checkpoint, placement, module, scan)
   cfg = model.config
   ids, mask, types = ragged_batch()
   group_ids = np.array([1, 0, 1])
-  stack = (random_adapter(cfg.num_hidden_layers, 2, cfg.hidden_size, 8, 1),
-           random_adapter(cfg.num_hidden_layers, 2, cfg.hidden_size, 8, 2, ln=True))
+  stack = (
+      random_adapter(cfg.num_hidden_layers, 2, cfg.hidden_size, 8, 1),
+      random_adapter(cfg.num_hidden_layers, 2, cfg.hidden_size, 8, 2, ln=True),
+  )
   body = getattr(model, "roberta", model)
   hooks = []
   for i, layer in enumerate(body.encoder.layer):
@@ -148,8 +166,14 @@ def test_adapters_match_hooked_transformers(checkpoint, placement, module, scan)
 
 @pytest.fixture(scope="module")
 def tiny():
-  cfg = xlmr.EncoderConfig(vocab_size=VOCAB, hidden_size=32, num_layers=3, num_heads=4,
-                           intermediate_size=64, max_positions=40)
+  cfg = xlmr.EncoderConfig(
+      vocab_size=VOCAB,
+      hidden_size=32,
+      num_layers=3,
+      num_heads=4,
+      intermediate_size=64,
+      max_positions=40,
+  )
   ids, mask, types = ragged_batch()
   return cfg, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(types)
 
@@ -214,9 +238,11 @@ def saved_residuals(capsys, f, *args) -> list[str]:
 def test_gelu_keeps_only_its_input_for_the_backward_pass(capsys):
   x = jnp.linspace(-4.0, 4.0, 24).reshape(2, 3, 4)
   np.testing.assert_array_equal(layers.gelu(x), jax.nn.gelu(x, approximate=False))
-  np.testing.assert_allclose(jax.grad(lambda x: layers.gelu(x).sum())(x),
-                             jax.grad(lambda x: jax.nn.gelu(x, approximate=False).sum())(x),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      jax.grad(lambda x: layers.gelu(x).sum())(x),
+      jax.grad(lambda x: jax.nn.gelu(x, approximate=False).sum())(x),
+      rtol=1e-6,
+  )
   w = jnp.ones((4, 5))  # the frozen FFN output dense: its gradient needs no residual
 
   def activation_sized(act):
@@ -245,8 +271,11 @@ def test_attention_probabilities_are_kept_once_for_the_backward_pass(capsys):
   np.testing.assert_allclose(ours(logits, v), plain(logits, v), rtol=1e-6)
   for a, b in zip(jax.grad(ours, (0, 1))(logits, v), jax.grad(plain, (0, 1))(logits, v)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-  probs_sized = lambda f: [line.split(" ")[0] for line in saved_residuals(capsys, f, logits, v)
-                           if line.startswith(("f32[2,3,5,5]", "bool[2,3,5,5]"))]
+  probs_sized = lambda f: [
+      line.split(" ")[0]
+      for line in saved_residuals(capsys, f, logits, v)
+      if line.startswith(("f32[2,3,5,5]", "bool[2,3,5,5]"))
+  ]
   assert sorted(probs_sized(plain)) == ["bool[2,3,5,5]"] + ["f32[2,3,5,5]"] * 3, probs_sized(plain)
   assert sorted(probs_sized(ours)) == ["bool[2,3,5,5]", "f32[2,3,5,5]"]  # probabilities, mask
 
@@ -257,8 +286,9 @@ def test_bf16_compute_close_to_fp32(tiny):
   fp32_params = nnx.state(make(cfg), nnx.Param)
   for overrides in (dict(dtype="bfloat16"), dict(dtype="bfloat16", param_dtype="bfloat16")):
     enc = make(cfg, **overrides)  # same seed; bf16 params are the fp32 ones rounded
-    nnx.update(enc, jax.tree.map(lambda x: x.astype(overrides.get("param_dtype", "float32")),
-                                 fp32_params))
+    nnx.update(
+        enc, jax.tree.map(lambda x: x.astype(overrides.get("param_dtype", "float32")), fp32_params)
+    )
     out = forward(enc, ids, mask, types)
     assert out.dtype == jnp.bfloat16
     assert np.isfinite(np.asarray(out, np.float32)).all()
@@ -274,21 +304,36 @@ def test_param_paths_and_logical_axes(tiny):
   flat = {"/".join(map(str, k)): v for k, v in nnx.to_flat_state(nnx.state(enc, nnx.Param))}
   assert set(flat) == set(weights.PARAM_MAP)
   lns = sorted(p for p in flat if LN_REGEX.search(p))
-  assert lns == ["embeddings/ln/bias", "embeddings/ln/scale", "layers/attention_ln/bias",
-                 "layers/attention_ln/scale", "layers/output_ln/bias", "layers/output_ln/scale"]
+  assert lns == [
+      "embeddings/ln/bias",
+      "embeddings/ln/scale",
+      "layers/attention_ln/bias",
+      "layers/attention_ln/scale",
+      "layers/output_ln/bias",
+      "layers/output_ln/scale",
+  ]
   assert enc.embeddings.word.shape == (cfg.vocab_size, cfg.hidden_size)
   for path, var in flat.items():
     axes = var.get_metadata()["out_sharding"]
     assert len(axes) == var.ndim, path
     assert (axes[0] == "layers") == path.startswith("layers/"), path
   assert flat["layers/attention/query/kernel"].get_metadata()["out_sharding"] == (
-      "layers", "embed", "heads", "kv")
+      "layers",
+      "embed",
+      "heads",
+      "kv",
+  )
   pre_ln = nnx.eval_shape(lambda: make(cfg, pre_layer_norm=True))
   paths = {"/".join(map(str, k)) for k, _ in nnx.to_flat_state(nnx.state(pre_ln, nnx.Param))}
   assert paths == set(weights.PRE_LN_PARAM_MAP)
   assert sorted(p for p in paths if LN_REGEX.search(p)) == [
-      "final_ln/bias", "final_ln/scale", "layers/attention_ln/bias", "layers/attention_ln/scale",
-      "layers/output_ln/bias", "layers/output_ln/scale"]
+      "final_ln/bias",
+      "final_ln/scale",
+      "layers/attention_ln/bias",
+      "layers/attention_ln/scale",
+      "layers/output_ln/bias",
+      "layers/output_ln/scale",
+  ]
 
 
 def hand_count(v, h, layers, f, positions=514, types=1):
@@ -297,10 +342,15 @@ def hand_count(v, h, layers, f, positions=514, types=1):
   return embeddings + layers * layer
 
 
-@pytest.mark.parametrize("name,v,h,layers,f", [("base", 250002, 768, 12, 3072),
-                                                ("large", 250002, 1024, 24, 4096),
-                                                ("xl", 250880, 2560, 36, 10240),
-                                                ("xxl", 250880, 4096, 48, 16384)])
+@pytest.mark.parametrize(
+    "name,v,h,layers,f",
+    [
+        ("base", 250002, 768, 12, 3072),
+        ("large", 250002, 1024, 24, 4096),
+        ("xl", 250880, 2560, 36, 10240),
+        ("xxl", 250880, 4096, 48, 16384),
+    ],
+)
 def test_preset_parameter_counts(name, v, h, layers, f):
   n = xlmr.count_params(xlmr.EncoderConfig.preset(name))
   assert n == hand_count(v, h, layers, f)
@@ -318,8 +368,16 @@ def test_config_errors(tiny):
   with pytest.raises(ValueError, match="remat='some'.*none, full, dots"):
     xlmr.EncoderConfig.preset("base", remat="some")
   with pytest.raises(ValueError, match="hidden_act='relu'"):
-    xlmr.EncoderConfig.from_hf(dict(vocab_size=5, hidden_size=8, num_hidden_layers=1,
-                                    num_attention_heads=2, intermediate_size=8, hidden_act="relu"))
+    xlmr.EncoderConfig.from_hf(
+        dict(
+            vocab_size=5,
+            hidden_size=8,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=8,
+            hidden_act="relu",
+        )
+    )
 
 
 @pytest.mark.parametrize("name", ["base", "xl"])

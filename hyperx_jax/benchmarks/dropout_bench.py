@@ -34,32 +34,43 @@ def median_ms(fns: dict, x: jax.Array, repeats: int) -> dict[str, float]:
   """Median ms per call of each jitted fn(x, key), interleaved (key i in round i; round 0
   compiles)."""
   times = bcommon.time_interleaved(
-      {name: lambda i, fn=fn: fn(x, jax.random.key(i)).block_until_ready()
-       for name, fn in fns.items()}, repeats)
+      {
+          name: lambda i, fn=fn: fn(x, jax.random.key(i)).block_until_ready()
+          for name, fn in fns.items()
+      },
+      repeats,
+  )
   return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
 def main(argv=None) -> dict[str, dict[str, float]]:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--batch', type=int, default=16)
-  parser.add_argument('--length', type=int, default=128)
-  parser.add_argument('--repeats', type=int, default=20)
+  parser = argparse.ArgumentParser(
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  parser.add_argument("--batch", type=int, default=16)
+  parser.add_argument("--length", type=int, default=128)
+  parser.add_argument("--repeats", type=int, default=20)
   args = parser.parse_args(argv)
-  jax.config.update('jax_threefry_partitionable', True)
-  fns = {'bernoulli': jax.jit(lambda x, k: bernoulli_dropout(x, RATE, k)),
-         '16-bit mask': jax.jit(lambda x, k: dropout(x, RATE, k))}
-  shapes = {'attention probs': (args.batch, HEADS, args.length, args.length),
-            'hidden states': (args.batch, args.length, HIDDEN)}
+  jax.config.update("jax_threefry_partitionable", True)
+  fns = {
+      "bernoulli": jax.jit(lambda x, k: bernoulli_dropout(x, RATE, k)),
+      "16-bit mask": jax.jit(lambda x, k: dropout(x, RATE, k)),
+  }
+  shapes = {
+      "attention probs": (args.batch, HEADS, args.length, args.length),
+      "hidden states": (args.batch, args.length, HIDDEN),
+  }
   print(f'{"shape":<34}{"bernoulli ms":>14}{"16-bit ms":>11}{"ratio":>8}')
   results = {}
   for what, shape in shapes.items():
     ms = median_ms(fns, jnp.ones(shape, jnp.float32), args.repeats)
     results[what] = ms
-    print(f'{what + " " + str(list(shape)):<34}{ms["bernoulli"]:>14.2f}{ms["16-bit mask"]:>11.2f}'
-          f'{ms["bernoulli"] / ms["16-bit mask"]:>7.2f}x')
+    print(
+        f'{what + " " + str(list(shape)):<34}{ms["bernoulli"]:>14.2f}{ms["16-bit mask"]:>11.2f}'
+        f'{ms["bernoulli"] / ms["16-bit mask"]:>7.2f}x'
+    )
   return results
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
   main()

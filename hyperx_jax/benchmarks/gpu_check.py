@@ -37,29 +37,40 @@ from hyperx_jax import assets
 from hyperx_jax.benchmarks import common as bcommon
 from hyperx_jax.benchmarks import packing_bench
 from hyperx_jax.config import RunSpec, decode, environment
+from hyperx_jax.config.vocabulary import CUDNN_ATTENTION, IGNORE_INDEX, XLA_ATTENTION
 from hyperx_jax.data import features
 from hyperx_jax.models import attention
 from hyperx_jax.models.adapters import adapter_shapes
 from hyperx_jax.models.model import ModelConfig
-from hyperx_jax.config.vocabulary import CUDNN_ATTENTION, IGNORE_INDEX, XLA_ATTENTION
 from hyperx_jax.tokenizer import load_tokenizer
 
 # Peak dense bfloat16 FLOP/s by device kind (first match in jax's device_kind): NVIDIA's data
 # sheets, SXM parts; an H100 PCIe or NVL is slower and gets n/a (`--peak_flops`).
-PEAK_BF16_FLOPS = (("H200", 989e12), ("H100 SXM", 989e12), ("H100 80GB HBM3", 989e12),
-                   ("A100", 312e12))
+PEAK_BF16_FLOPS = (
+    ("H200", 989e12),
+    ("H100 SXM", 989e12),
+    ("H100 80GB HBM3", 989e12),
+    ("A100", 312e12),
+)
 SYNTHETIC_LOG_MEAN, SYNTHETIC_LOG_STD = 3.22, 0.52  # log-normal tokens per treebank sentence
 PAD_ID = 1  # XLM-R's <pad>; <s> = 0, </s> = 2
-TINY_ENCODER = {**bcommon.SMALL_ENCODER, "vocab_size": 1000, "hidden_size": 64,
-                "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
+TINY_ENCODER = {
+    **bcommon.SMALL_ENCODER,
+    "vocab_size": 1000,
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 128,
+}
 TINY = dict(batch=4, length=64, packing=4, steps=2)
 
 
 # ----------------------------------------------------------------------------- FLOPs
 
 
-def train_step_flops(model: ModelConfig, rows: int, length: int, num_labels: int
-                     ) -> dict[str, float]:
+def train_step_flops(
+    model: ModelConfig, rows: int, length: int, num_labels: int
+) -> dict[str, float]:
   """Matmul FLOPs (2 per multiply-add) of one Hyper-X token-classification train step on
   [rows, length]; elementwise work (LayerNorm, GELU, softmax, AdamW) is not counted.
 
@@ -76,13 +87,20 @@ def train_step_flops(model: ModelConfig, rows: int, length: int, num_labels: int
   products = 2 * 2 * length * length * h * rows * layers  # q kᵀ and p v, all heads
   adapters = 2 * 2 * h * hyper.bottleneck * tokens * layers  # down, up
   head = 2 * h * num_labels * tokens
-  generated = sum(int(np.prod(s)) for s in adapter_shapes(
-      h, hyper.bottleneck, hyper.conditional_layer_norm).values())
+  generated = sum(
+      int(np.prod(s))
+      for s in adapter_shapes(h, hyper.bottleneck, hyper.conditional_layer_norm).values()
+  )
   sd, p = hyper.source_dim, hyper.generator_in_dim
   projector = 2 * (sd * sd + sd * p) if hyper.use_projector else 0
   hypernet = (projector + 2 * p * generated) * layers
-  return {"backbone": 2.0 * dense, "attention": 3.0 * products, "adapters": 3.0 * adapters,
-          "head": 3.0 * head, "hypernet": 3.0 * hypernet}
+  return {
+      "backbone": 2.0 * dense,
+      "attention": 3.0 * products,
+      "adapters": 3.0 * adapters,
+      "head": 3.0 * head,
+      "hypernet": 3.0 * hypernet,
+  }
 
 
 def peak_flops(device_kind: str) -> Optional[float]:
@@ -92,8 +110,7 @@ def peak_flops(device_kind: str) -> Optional[float]:
 # ----------------------------------------------------------------------------- batches
 
 
-def sentence_lengths(source: str, length: int, count: int, seed: int = 0
-                     ) -> tuple[np.ndarray, str]:
+def sentence_lengths(source: str, length: int, count: int, seed: int = 0) -> tuple[np.ndarray, str]:
   """`count` sentence lengths in tokens (<s> and </s> included, at most `length`) and where
   they came from: the treebank in file order (cycled), or the synthetic log-normal."""
   needed = [assets.asset_path(name) for name in ("tr_pos", "e5-small")]
@@ -104,22 +121,29 @@ def sentence_lengths(source: str, length: int, count: int, seed: int = 0
   if source == "treebank":
     print(f"no prepared treebank and tokenizer at {needed}: synthetic lengths")
   drawn = np.exp(np.random.default_rng(seed).normal(SYNTHETIC_LOG_MEAN, SYNTHETIC_LOG_STD, count))
-  return (np.clip(np.round(drawn), 3, length).astype(int),
-          f"synthetic log-normal exp(N({SYNTHETIC_LOG_MEAN}, {SYNTHETIC_LOG_STD}²))")
+  return (
+      np.clip(np.round(drawn), 3, length).astype(int),
+      f"synthetic log-normal exp(N({SYNTHETIC_LOG_MEAN}, {SYNTHETIC_LOG_STD}²))",
+  )
 
 
 def sentence(n: int, length: int, vocab: int, num_labels: int, rng) -> features.Features:
   """A featurised token-classification example: `<s> random ids </s>`, a tag on each."""
   ids = np.full([length], PAD_ID, np.int32)
-  ids[0], ids[1:n - 1], ids[n - 1] = 0, rng.integers(5, vocab, n - 2), 2
+  ids[0], ids[1 : n - 1], ids[n - 1] = 0, rng.integers(5, vocab, n - 2), 2
   labels = np.full([length], IGNORE_INDEX, np.int32)
-  labels[1:n - 1] = rng.integers(0, num_labels, n - 2)
-  return {"input_ids": ids, "attention_mask": (np.arange(length) < n).astype(np.int32),
-          "token_type_ids": np.zeros([length], np.int32), "labels": labels}
+  labels[1 : n - 1] = rng.integers(0, num_labels, n - 2)
+  return {
+      "input_ids": ids,
+      "attention_mask": (np.arange(length) < n).astype(np.int32),
+      "token_type_ids": np.zeros([length], np.int32),
+      "labels": labels,
+  }
 
 
-def batches(lengths: np.ndarray, rows: int, length: int, packing: int, vocab: int,
-            num_labels: int) -> dict[str, dict[str, np.ndarray]]:
+def batches(
+    lengths: np.ndarray, rows: int, length: int, packing: int, vocab: int, num_labels: int
+) -> dict[str, dict[str, np.ndarray]]:
   """'padded' (the first `rows` sentences) and 'packed, k = …' (as many as fit `rows`)."""
   rng = np.random.default_rng(0)
   examples = [sentence(int(n), length, vocab, num_labels, rng) for n in lengths]
@@ -131,8 +155,9 @@ def batches(lengths: np.ndarray, rows: int, length: int, packing: int, vocab: in
 # ----------------------------------------------------------------------------- the check
 
 
-def arm_spec(checkpoint: Optional[str], rows: int, length: int, kernel: str, packing: int,
-             tiny: bool) -> RunSpec:
+def arm_spec(
+    checkpoint: Optional[str], rows: int, length: int, kernel: str, packing: int, tiny: bool
+) -> RunSpec:
   c = bcommon.bench_config("hyperx", checkpoint, rows, length)
   c.model.dtype = "bfloat16"
   c.model.attention = kernel
@@ -148,85 +173,138 @@ def check(args: argparse.Namespace, checkpoint: Optional[str]) -> dict[str, Any]
   """Builds, compiles and times every arm that can run here; the numbers as a dict."""
   kind = jax.devices()[0].device_kind
   peak = args.peak_flops or peak_flops(kind)
-  arm = lambda kernel: arm_spec(checkpoint, args.batch, args.length, kernel, args.packing,
-                                args.tiny)
+  arm = lambda kernel: arm_spec(
+      checkpoint, args.batch, args.length, kernel, args.packing, args.tiny
+  )
   base = arm(XLA_ATTENTION)
   enc = environment.encoder_config(base)
   lengths, source = sentence_lengths(args.lengths, args.length, args.batch * args.packing * 2)
-  layouts = batches(lengths, args.batch, args.length, args.packing, enc.vocab_size,
-                    bcommon.NUM_LABELS)
-  blockers = attention.cudnn_blockers(attention.local_device(), dtype=enc.dtype,
-                                      head_dim=enc.head_dim, max_length=args.length,
-                                      packed=True)
+  layouts = batches(
+      lengths, args.batch, args.length, args.packing, enc.vocab_size, bcommon.NUM_LABELS
+  )
+  blockers = attention.cudnn_blockers(
+      attention.local_device(),
+      dtype=enc.dtype,
+      head_dim=enc.head_dim,
+      max_length=args.length,
+      packed=True,
+  )
   kernels = {XLA_ATTENTION: base, **({} if blockers else {CUDNN_ATTENTION: arm(CUDNN_ATTENTION)})}
   runs, arms = [], []
   for kernel, spec in kernels.items():
     for layout, batch in layouts.items():
       runs.append(bcommon.SpeedRun(spec, batch, name=f"{layout} / {kernel}"))
-      arms.append({"layout": layout, "attention": kernel,
-                   "sentences": packing_bench.sentences_in(batch),
-                   "useful_tokens": packing_bench.useful_tokens(batch)})
-  flops = train_step_flops(environment.model_config(base), args.batch, args.length,
-                           bcommon.NUM_LABELS)
+      arms.append(
+          {
+              "layout": layout,
+              "attention": kernel,
+              "sentences": packing_bench.sentences_in(batch),
+              "useful_tokens": packing_bench.useful_tokens(batch),
+          }
+      )
+  flops = train_step_flops(
+      environment.model_config(base), args.batch, args.length, bcommon.NUM_LABELS
+  )
   total = sum(flops.values())
   bcommon.interleaved(runs, args.steps, warmup=2)
   for arm, r in zip(arms, (speed_run.result() for speed_run in runs)):
-    arm.update(compile_s=r["compile_s"], step_s=r["step_s"], first_loss=r["first_loss"],
-               last_loss=r["last_loss"], useful_tokens_per_s=arm["useful_tokens"] / r["step_s"],
-               mfu=total / r["step_s"] / peak if peak else None)
-  return {"device": kind, "peak_flops": peak, "encoder": encoder_summary(enc),
-          "batch": args.batch, "length": args.length, "packing": args.packing,
-          "lengths": source, "mean_sentence_tokens": float(lengths.mean()),
-          "flops_per_step": flops, "cudnn_skipped": blockers, "arms": arms}
+    arm.update(
+        compile_s=r["compile_s"],
+        step_s=r["step_s"],
+        first_loss=r["first_loss"],
+        last_loss=r["last_loss"],
+        useful_tokens_per_s=arm["useful_tokens"] / r["step_s"],
+        mfu=total / r["step_s"] / peak if peak else None,
+    )
+  return {
+      "device": kind,
+      "peak_flops": peak,
+      "encoder": encoder_summary(enc),
+      "batch": args.batch,
+      "length": args.length,
+      "packing": args.packing,
+      "lengths": source,
+      "mean_sentence_tokens": float(lengths.mean()),
+      "flops_per_step": flops,
+      "cudnn_skipped": blockers,
+      "arms": arms,
+  }
 
 
 def encoder_summary(enc) -> dict[str, Any]:
-  return {k: getattr(enc, k) for k in ("hidden_size", "num_layers", "num_heads",
-                                       "intermediate_size", "vocab_size", "dtype")}
+  return {
+      k: getattr(enc, k)
+      for k in (
+          "hidden_size",
+          "num_layers",
+          "num_heads",
+          "intermediate_size",
+          "vocab_size",
+          "dtype",
+      )
+  }
 
 
 def print_report(out: dict[str, Any]) -> None:
   e = out["encoder"]
-  peak = f"peak {out['peak_flops'] / 1e12:.0f} TFLOP/s bf16" if out["peak_flops"] else (
-      "peak unknown: MFU n/a (--peak_flops)")
+  peak = (
+      f"peak {out['peak_flops'] / 1e12:.0f} TFLOP/s bf16"
+      if out["peak_flops"]
+      else ("peak unknown: MFU n/a (--peak_flops)")
+  )
   flops = out["flops_per_step"]
-  print(f"\nHyper-X train step, encoder h {e['hidden_size']}, {e['num_layers']} layers, "
-        f"{e['num_heads']} heads, FFN {e['intermediate_size']}, vocabulary "
-        f"{e['vocab_size']:,}, {e['dtype']}; batch {out['batch']} x {out['length']} on "
-        f"{out['device']} ({peak})")
+  print(
+      f"\nHyper-X train step, encoder h {e['hidden_size']}, {e['num_layers']} layers, "
+      f"{e['num_heads']} heads, FFN {e['intermediate_size']}, vocabulary "
+      f"{e['vocab_size']:,}, {e['dtype']}; batch {out['batch']} x {out['length']} on "
+      f"{out['device']} ({peak})"
+  )
   print(f"sentence lengths: {out['lengths']}, mean {out['mean_sentence_tokens']:.1f} tokens")
-  print(f"FLOPs per step {sum(flops.values()):.4g}: "
-        + ", ".join(f"{k} {v:.3g}" for k, v in flops.items()))
-  print(f"{'layout':<15}{'attention':<11}{'sentences':>10}{'useful tok':>11}{'compile s':>10}"
-        f"{'step ms':>9}{'useful tok/s':>14}{'MFU':>7}{'loss first -> last':>21}")
+  print(
+      f"FLOPs per step {sum(flops.values()):.4g}: "
+      + ", ".join(f"{k} {v:.3g}" for k, v in flops.items())
+  )
+  print(
+      f"{'layout':<15}{'attention':<11}{'sentences':>10}{'useful tok':>11}{'compile s':>10}"
+      f"{'step ms':>9}{'useful tok/s':>14}{'MFU':>7}{'loss first -> last':>21}"
+  )
   for a in out["arms"]:
     mfu = "n/a" if a["mfu"] is None else f"{a['mfu']:.1%}"
-    print(f"{a['layout']:<15}{a['attention']:<11}{a['sentences']:>10}{a['useful_tokens']:>11}"
-          f"{a['compile_s']:>10.1f}{1e3 * a['step_s']:>9.1f}{a['useful_tokens_per_s']:>14,.0f}"
-          f"{mfu:>7}{a['first_loss']:>12.4f} -> {a['last_loss']:.4f}")
+    print(
+        f"{a['layout']:<15}{a['attention']:<11}{a['sentences']:>10}{a['useful_tokens']:>11}"
+        f"{a['compile_s']:>10.1f}{1e3 * a['step_s']:>9.1f}{a['useful_tokens_per_s']:>14,.0f}"
+        f"{mfu:>7}{a['first_loss']:>12.4f} -> {a['last_loss']:.4f}"
+    )
   for reason in out["cudnn_skipped"]:
     print(f"cudnn arms skipped: {reason}")
 
 
 def main(argv=None) -> dict[str, Any]:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--steps", type=int, default=20, help="timed steps per arm")
   parser.add_argument("--batch", type=int, default=32, help="rows per batch")
   parser.add_argument("--length", type=int, default=128, help="tokens per row")
   parser.add_argument("--packing", type=int, default=8, help="sentences per packed row, at most")
   parser.add_argument("--lengths", choices=("treebank", "synthetic"), default="treebank")
-  parser.add_argument("--peak_flops", type=float, default=None,
-                      help="the device's peak bf16 FLOP/s (default: PEAK_BF16_FLOPS)")
-  parser.add_argument("--tiny", action="store_true",
-                      help=f"a tiny encoder and {TINY} (overriding those flags)")
+  parser.add_argument(
+      "--peak_flops",
+      type=float,
+      default=None,
+      help="the device's peak bf16 FLOP/s (default: PEAK_BF16_FLOPS)",
+  )
+  parser.add_argument(
+      "--tiny", action="store_true", help=f"a tiny encoder and {TINY} (overriding those flags)"
+  )
   parser.add_argument("--out", default=None, help="also write the numbers here (JSON)")
   args = parser.parse_args(argv)
   if args.tiny:
     vars(args).update(TINY)
   jax.config.update("jax_threefry_partitionable", True)
-  with (bcommon.encoder_dir(TINY_ENCODER) if args.tiny
-        else contextlib.nullcontext(None)) as checkpoint:
+  with (
+      bcommon.encoder_dir(TINY_ENCODER) if args.tiny else contextlib.nullcontext(None)
+  ) as checkpoint:
     out = check(args, checkpoint)
   print_report(out)
   if args.out:

@@ -21,11 +21,11 @@ from typing import Any, Callable
 
 import jax
 
-PERFETTO_FILE = 'perfetto_trace.json.gz'
-_COMPUTATION = re.compile(r'^(?:ENTRY )?%([\w.\-]+) .*\{$')
-_INSTRUCTION = re.compile(r'^\s*(ROOT )?%([\w.\-]+) = .*?\b([a-z][\w\-]*)\(')
+PERFETTO_FILE = "perfetto_trace.json.gz"
+_COMPUTATION = re.compile(r"^(?:ENTRY )?%([\w.\-]+) .*\{$")
+_INSTRUCTION = re.compile(r"^\s*(ROOT )?%([\w.\-]+) = .*?\b([a-z][\w\-]*)\(")
 _OP_NAME = re.compile(r'op_name="([^"]+)"')
-_CALLS = re.compile(r'calls=%([\w.\-]+)')
+_CALLS = re.compile(r"calls=%([\w.\-]+)")
 
 
 def trace(step: Callable[[], Any], directory: str, steps: int) -> str:
@@ -33,9 +33,9 @@ def trace(step: Callable[[], Any], directory: str, steps: int) -> str:
   with jax.profiler.trace(directory, create_perfetto_trace=True):
     for _ in range(steps):
       step()
-  files = glob.glob(os.path.join(directory, 'plugins', 'profile', '*', PERFETTO_FILE))
+  files = glob.glob(os.path.join(directory, "plugins", "profile", "*", PERFETTO_FILE))
   if not files:
-    raise FileNotFoundError(f'jax.profiler wrote no {PERFETTO_FILE} under {directory}')
+    raise FileNotFoundError(f"jax.profiler wrote no {PERFETTO_FILE} under {directory}")
   return max(files, key=os.path.getmtime)
 
 
@@ -44,11 +44,13 @@ def cost_summary(compiled: Any) -> str:
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   if not cost:
-    return 'XLA cost analysis: not available on this backend'
-  return (f'XLA cost analysis (static; a scanned loop body counted once): '
-          f'{cost.get("flops", 0) / 1e9:.2f} GFLOP, '
-          f'{cost.get("bytes accessed", 0) / 2**20:.1f} MiB accessed, '
-          f'{cost.get("transcendentals", 0) / 1e6:.2f} M transcendentals')
+    return "XLA cost analysis: not available on this backend"
+  return (
+      f"XLA cost analysis (static; a scanned loop body counted once): "
+      f'{cost.get("flops", 0) / 1e9:.2f} GFLOP, '
+      f'{cost.get("bytes accessed", 0) / 2**20:.1f} MiB accessed, '
+      f'{cost.get("transcendentals", 0) / 1e6:.2f} M transcendentals'
+  )
 
 
 def hlo_op_names(hlo_text: str) -> dict[str, str]:
@@ -72,7 +74,7 @@ def hlo_op_names(hlo_text: str) -> dict[str, str]:
     if is_root and computation:
       roots[computation] = name
   for name, computation in calls.items():
-    own[name] = own.get(roots.get(computation, ''), own[name])
+    own[name] = own.get(roots.get(computation, ""), own[name])
   return own
 
 
@@ -81,16 +83,16 @@ def _self_times(events: list[dict]) -> dict[str, float]:
   totals: dict[str, float] = collections.defaultdict(float)
   by_thread = collections.defaultdict(list)
   for e in events:
-    by_thread[e['tid']].append(e)
+    by_thread[e["tid"]].append(e)
   for thread in by_thread.values():
     stack: list[list] = []  # [end, name, self time]
-    for e in sorted(thread, key=lambda e: (e['ts'], -e['dur'])):
-      while stack and stack[-1][0] <= e['ts']:
+    for e in sorted(thread, key=lambda e: (e["ts"], -e["dur"])):
+      while stack and stack[-1][0] <= e["ts"]:
         _, name, own = stack.pop()
         totals[name] += own
       if stack:
-        stack[-1][2] -= e['dur']
-      stack.append([e['ts'] + e['dur'], e['args']['hlo_op'], e['dur']])
+        stack[-1][2] -= e["dur"]
+      stack.append([e["ts"] + e["dur"], e["args"]["hlo_op"], e["dur"]])
     for _, name, own in stack:
       totals[name] += own
   return totals
@@ -99,24 +101,34 @@ def _self_times(events: list[dict]) -> dict[str, float]:
 def op_summary(trace_file: str, compiled: Any, steps: int, top: int = 15) -> str:
   """The `top` HLO ops of `compiled` by self time per step in `trace_file` (`steps` steps)."""
   hlo = compiled.as_text()
-  module = re.match(r'HloModule (\S+?),', hlo)
+  module = re.match(r"HloModule (\S+?),", hlo)
   with gzip.open(trace_file) as f:
-    events = json.load(f)['traceEvents']
-  ops = [e for e in events if e.get('ph') == 'X' and 'hlo_op' in e.get('args', {})
-         and (module is None or e['args'].get('hlo_module') == module.group(1))]
+    events = json.load(f)["traceEvents"]
+  ops = [
+      e
+      for e in events
+      if e.get("ph") == "X"
+      and "hlo_op" in e.get("args", {})
+      and (module is None or e["args"].get("hlo_module") == module.group(1))
+  ]
   if not ops:
-    return f'no HLO op events in {trace_file}'
+    return f"no HLO op events in {trace_file}"
   totals = _self_times(ops)
   whole = sum(totals.values())
   origin = hlo_op_names(hlo)
-  lines = [f'HLO ops by self time ({steps} traced steps; {whole / steps / 1e3:.1f} ms/step in '
-           f'{len(totals)} ops):', f'{"ms/step":>9}{"share":>8}  {"HLO op":<34}JAX op']
+  lines = [
+      f"HLO ops by self time ({steps} traced steps; {whole / steps / 1e3:.1f} ms/step in "
+      f"{len(totals)} ops):",
+      f'{"ms/step":>9}{"share":>8}  {"HLO op":<34}JAX op',
+  ]
   for name, us in sorted(totals.items(), key=lambda kv: -kv[1])[:top]:
-    lines.append(f'{us / steps / 1e3:>9.2f}{100 * us / whole:>7.1f}%  {name:<34}'
-                 f'{_short(origin.get(name, "?"))}')
-  return '\n'.join(lines)
+    lines.append(
+        f"{us / steps / 1e3:>9.2f}{100 * us / whole:>7.1f}%  {name:<34}"
+        f'{_short(origin.get(name, "?"))}'
+    )
+  return "\n".join(lines)
 
 
 def _short(op_name: str, keep: int = 3) -> str:
   """The last `keep` parts of an op_name path (`jit(step)/…/while/body/dot_general`)."""
-  return '/'.join(op_name.split('/')[-keep:])
+  return "/".join(op_name.split("/")[-keep:])

@@ -14,6 +14,15 @@
 Only the pure modules are imported here; none of them imports data/, models/ or metrics.
 """
 
-from hyperx_jax.config.sections import (AdapterSpec, CheckpointSpec, DataSpec, HyperXSpec,
-                                        MeshSpec, ModelSpec, OptimSpec, StreamSpec, TaskSpec)
+from hyperx_jax.config.sections import (
+    AdapterSpec,
+    CheckpointSpec,
+    DataSpec,
+    HyperXSpec,
+    MeshSpec,
+    ModelSpec,
+    OptimSpec,
+    StreamSpec,
+    TaskSpec,
+)
 from hyperx_jax.config.spec import ConfigError, RunSpec, decode, parse

@@ -24,18 +24,18 @@ from hyperx_jax.config.fields import COMPARE_IGNORES, RESUMABLE, Section, defaul
 from hyperx_jax.config.sections import StreamSpec, TaskSpec
 from hyperx_jax.config.spec import RunSpec
 
-ABSENT = '<absent>'  # a config field that one of two configs lacks
+ABSENT = "<absent>"  # a config field that one of two configs lacks
 # Config keys whose value is a list (or mapping) of entries of one section.
-ENTRIES = {'train_streams': StreamSpec, 'eval_streams': StreamSpec, 'tasks': TaskSpec}
+ENTRIES = {"train_streams": StreamSpec, "eval_streams": StreamSpec, "tasks": TaskSpec}
 
 
-def _fields(section: type = RunSpec, prefix: str = '') -> Iterator[tuple[str, dataclasses.Field]]:
+def _fields(section: type = RunSpec, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field]]:
   """('data.temperature', field) for every declared field, nested sections walked."""
   for f in section.declared():
-    path = f'{prefix}{f.name}'
+    path = f"{prefix}{f.name}"
     hint = hints(section)[f.name]
     if isinstance(hint, type) and issubclass(hint, Section):
-      yield from _fields(hint, f'{path}.')
+      yield from _fields(hint, f"{path}.")
     else:
       yield path, f
 
@@ -48,12 +48,12 @@ RESUMABLE_CHANGES = fields_where(RESUMABLE)
 COLUMN_IGNORES = fields_where(COMPARE_IGNORES)
 
 
-def config_leaves(tree: Any, prefix: str = '') -> dict[str, Any]:
+def config_leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
   """{'checkpoint.keep': 3, 'train_streams[0].lang': 'en', ...} of a JSON-like tree."""
   if isinstance(tree, Mapping):
-    items = [(f'{prefix}.{k}' if prefix else str(k), v) for k, v in tree.items()]
+    items = [(f"{prefix}.{k}" if prefix else str(k), v) for k, v in tree.items()]
   elif isinstance(tree, list):
-    items = [(f'{prefix}[{i}]', v) for i, v in enumerate(tree)]
+    items = [(f"{prefix}[{i}]", v) for i, v in enumerate(tree)]
   else:
     return {prefix: tree}
   return {path: leaf for key, value in items for path, leaf in config_leaves(value, key).items()}
@@ -62,8 +62,11 @@ def config_leaves(tree: Any, prefix: str = '') -> dict[str, Any]:
 def config_differences(saved: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple]:
   """field -> (saved value, new value) for every leaf that differs (ABSENT if missing)."""
   a, b = config_leaves(saved), config_leaves(new)
-  return {k: (a.get(k, ABSENT), b.get(k, ABSENT)) for k in sorted(set(a) | set(b))
-          if a.get(k, ABSENT) != b.get(k, ABSENT)}
+  return {
+      k: (a.get(k, ABSENT), b.get(k, ABSENT))
+      for k in sorted(set(a) | set(b))
+      if a.get(k, ABSENT) != b.get(k, ABSENT)
+  }
 
 
 def _json(value: Any) -> Any:
@@ -73,26 +76,30 @@ def _json(value: Any) -> Any:
 def default_at(path: str) -> Any:
   """The default of the field at a config path ('data.packing', 'eval_streams[2].role',
   'tasks.ner.pooling'), in its JSON form; ABSENT when no declared field is there."""
-  keys = re.findall(r'[^.\[\]]+', path)
+  keys = re.findall(r"[^.\[\]]+", path)
   if keys and keys[0] in ENTRIES:
     section = ENTRIES[keys[0]]
-    rest = keys[2:] if keys[0] == 'tasks' or (len(keys) > 1 and keys[1].isdigit()) else keys[1:]
-    if keys[0] == 'eval_streams' and rest == ['role']:
+    rest = keys[2:] if keys[0] == "tasks" or (len(keys) > 1 and keys[1].isdigit()) else keys[1:]
+    if keys[0] == "eval_streams" and rest == ["role"]:
       return StreamSpec.EVAL_ROLE
     known = {f.name: f for f in section.declared()}
     return _json(default_of(known[rest[0]])) if len(rest) == 1 and rest[0] in known else ABSENT
   known = dict(_fields())
-  dotted = '.'.join(keys)
+  dotted = ".".join(keys)
   return _json(default_of(known[dotted])) if dotted in known else ABSENT
 
 
-def changes_beyond(a: Mapping[str, Any], b: Mapping[str, Any],
-                   allowed: Sequence[str]) -> dict[str, tuple]:
+def changes_beyond(
+    a: Mapping[str, Any], b: Mapping[str, Any], allowed: Sequence[str]
+) -> dict[str, tuple]:
   """The differences between two configs (JSON form) outside `allowed`, where a field one of
   them lacks (a config saved before the field existed) counts only when the other moves it off
   its default."""
-  return {k: v for k, v in config_differences(a, b).items()
-          if k not in allowed and not _absent_means_other(k, v)}
+  return {
+      k: v
+      for k, v in config_differences(a, b).items()
+      if k not in allowed and not _absent_means_other(k, v)
+  }
 
 
 def _absent_means_other(path: str, values: tuple) -> bool:

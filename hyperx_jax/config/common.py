@@ -23,37 +23,61 @@ import ml_collections
 
 from hyperx_jax.config import spec as run_spec
 from hyperx_jax.config.spec import ENCODER_LAYER_NORMS, lr_multipliers, trainable_rules
-from hyperx_jax.config.vocabulary import (DEV, HUB_DATASETS, METHODS, NER_LABELS, PACKING_OFF,
-                                          TEST, TOKEN, UPOS_TAGS, XNLI_LABELS,
-                                          XTREME_UDPOS_LANGUAGES)
+from hyperx_jax.config.vocabulary import (
+    DEV,
+    HUB_DATASETS,
+    METHODS,
+    NER_LABELS,
+    PACKING_OFF,
+    TEST,
+    TOKEN,
+    UPOS_TAGS,
+    XNLI_LABELS,
+    XTREME_UDPOS_LANGUAGES,
+)
 
 # Hugging Face checkpoints per XLM-R size, and the mesh each one wants on a pod slice
 # (the frozen backbone of XL/XXL needs FSDP and tensor parallelism; data axis takes the rest).
 SIZES = {
-    'base': ('FacebookAI/xlm-roberta-base', (-1, 1, 1)),
-    'large': ('FacebookAI/xlm-roberta-large', (-1, 1, 1)),
-    'xl': ('facebook/xlm-roberta-xl', (-1, 8, 1)),
-    'xxl': ('facebook/xlm-roberta-xxl', (-1, 8, 4)),
+    "base": ("FacebookAI/xlm-roberta-base", (-1, 1, 1)),
+    "large": ("FacebookAI/xlm-roberta-large", (-1, 1, 1)),
+    "xl": ("facebook/xlm-roberta-xl", (-1, 8, 1)),
+    "xxl": ("facebook/xlm-roberta-xxl", (-1, 8, 4)),
 }
 
-XNLI_LANGUAGES = ('en', 'fr', 'es', 'de', 'el', 'bg', 'ru', 'tr', 'ar', 'vi', 'th', 'zh', 'hi',
-                  'sw', 'ur')
+XNLI_LANGUAGES = (
+    "en",
+    "fr",
+    "es",
+    "de",
+    "el",
+    "bg",
+    "ru",
+    "tr",
+    "ar",
+    "vi",
+    "th",
+    "zh",
+    "hi",
+    "sw",
+    "ur",
+)
 
 # Optimiser recipes for the parameters every task shares (the hypernetwork or adapters, and the
 # backbone LayerNorms): 'paper' keeps one Adam state for everything, as the authors did;
 # 'per_task' keeps one Adam state per task on them, so each task's step there is normalised by
 # its own gradient statistics rather than by those of the task with the largest gradients
 # (masked LM). See docs/method.md, "Optimiser".
-SHARED_PARAMETERS = r'^(adapters|encoder)/'
+SHARED_PARAMETERS = r"^(adapters|encoder)/"
 # Packed token-task batches give each sentence this many tokens of row on average: 2.2x the
 # Turkish treebank's mean (28.7 with an XLM-R tokenizer), so at length 128 a batch of 32 fits
 # 16 rows in every batch of an epoch; masked-LM lines of the gettext text (mean 14.8-17.6
 # tokens) fill 32 sentences into 16 rows in 98.6-100% of batches
 # (python -m hyperx_jax.benchmarks.packing_bench).
 PACKING_ROOM = 64
-MLM_TASK = {'kind': 'mlm', 'labels': [], 'metric': 'mlm_accuracy'}  # masked LM on raw text
+MLM_TASK = {"kind": "mlm", "labels": [], "metric": "mlm_accuracy"}  # masked LM on raw text
 PACKED_SENTENCES = 8  # data.packing where set_packing packs
-RECIPES = {'paper': None, 'per_task': SHARED_PARAMETERS}
+RECIPES = {"paper": None, "per_task": SHARED_PARAMETERS}
 
 
 def parse_arg(arg: Optional[str], **spec: Any) -> ml_collections.ConfigDict:
@@ -62,20 +86,20 @@ def parse_arg(arg: Optional[str], **spec: Any) -> ml_collections.ConfigDict:
   A bare name sets a boolean to True. Names not in `spec` are an error listing the known ones.
   """
   result = ml_collections.ConfigDict(dict(spec))
-  for item in filter(None, (arg or '').split(',')):
-    name, eq, value = item.partition('=')
+  for item in filter(None, (arg or "").split(",")):
+    name, eq, value = item.partition("=")
     name = name.strip()
     if name not in spec:
-      raise ValueError(f'config arg {name!r} in {arg!r} is unknown; known: {sorted(spec)}')
+      raise ValueError(f"config arg {name!r} in {arg!r} is unknown; known: {sorted(spec)}")
     default = spec[name]
     if not eq:
       if not isinstance(default, bool):
-        raise ValueError(f'config arg {name!r} needs a value ({name}=...)')
+        raise ValueError(f"config arg {name!r} needs a value ({name}=...)")
       result[name] = True
     elif isinstance(default, bool):
-      if value.lower() not in ('true', 'false', '1', '0'):
-        raise ValueError(f'config arg {name}={value!r}: expected true/false')
-      result[name] = value.lower() in ('true', '1')
+      if value.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(f"config arg {name}={value!r}: expected true/false")
+      result[name] = value.lower() in ("true", "1")
     elif default is None or isinstance(default, str):
       result[name] = value
     else:
@@ -83,49 +107,63 @@ def parse_arg(arg: Optional[str], **spec: Any) -> ml_collections.ConfigDict:
   return result
 
 
-def hub_source(dataset: str, config: Optional[str], split: str, data_dir: str = '') -> dict:
+def hub_source(dataset: str, config: Optional[str], split: str, data_dir: str = "") -> dict:
   """A split of a Hugging Face hub dataset (a key of schema.HUB_DATASETS) read from its parquet
   files at the pinned revision, or, with `data_dir`, from a local copy of the repository in
   `<data_dir>/<owner>/<name>` (e.g. made by `huggingface-cli download --local-dir`)."""
   repo, revision = HUB_DATASETS[dataset]
-  source = {'type': 'hf_parquet', 'config': config, 'split': split}
+  source = {"type": "hf_parquet", "config": config, "split": split}
   if data_dir:
-    return {**source, 'path': f'{data_dir}/{repo}'}
-  return {**source, 'repo': repo, 'revision': revision}
+    return {**source, "path": f"{data_dir}/{repo}"}
+  return {**source, "repo": repo, "revision": revision}
 
 
-def panx_source(lang: str, split: str, data_dir: str = '') -> dict:
+def panx_source(lang: str, split: str, data_dir: str = "") -> dict:
   """PAN-X NER (XTREME's WikiANN split) of a language: `google/xtreme`, config PAN-X.<lang>."""
-  return hub_source('xtreme', f'PAN-X.{lang}', split, data_dir)
+  return hub_source("xtreme", f"PAN-X.{lang}", split, data_dir)
 
 
-def udpos_source(lang: str, split: str, data_dir: str = '') -> dict:
+def udpos_source(lang: str, split: str, data_dir: str = "") -> dict:
   """XTREME's UD-POS treebank of a language: `google/xtreme`, config udpos.<Language>."""
   if lang not in XTREME_UDPOS_LANGUAGES:
-    raise ValueError(f'XTREME has no UD-POS treebank for {lang!r}; it has '
-                     f'{sorted(XTREME_UDPOS_LANGUAGES)}')
-  return hub_source('xtreme', f'udpos.{XTREME_UDPOS_LANGUAGES[lang]}', split, data_dir)
+    raise ValueError(
+        f"XTREME has no UD-POS treebank for {lang!r}; it has " f"{sorted(XTREME_UDPOS_LANGUAGES)}"
+    )
+  return hub_source("xtreme", f"udpos.{XTREME_UDPOS_LANGUAGES[lang]}", split, data_dir)
 
 
-NER_TASK = {'kind': 'token_classification', 'labels': list(NER_LABELS), 'metric': 'entity_f1'}
-POS_TASK = {'kind': 'token_classification', 'labels': list(UPOS_TAGS), 'metric': 'pos'}
-XNLI_TASK = {'kind': 'pair_classification', 'labels': list(XNLI_LABELS), 'metric': 'accuracy'}
+NER_TASK = {"kind": "token_classification", "labels": list(NER_LABELS), "metric": "entity_f1"}
+POS_TASK = {"kind": "token_classification", "labels": list(UPOS_TAGS), "metric": "pos"}
+XNLI_TASK = {"kind": "pair_classification", "labels": list(XNLI_LABELS), "metric": "accuracy"}
 # XTREME's token tasks trained on English: (task, its source, the test languages, best_metric).
 XTREME_TOKEN_TASKS = {
-    'ner': (NER_TASK, panx_source, ('en', 'ar', 'de', 'es', 'fr', 'hi', 'ja', 'ru', 'sw', 'tr',
-                                    'ur', 'vi', 'zh'), 'ner:en/f1'),
-    'pos': (POS_TASK, udpos_source, ('en', 'ar', 'de', 'es', 'fr', 'hi', 'ja', 'ru', 'tr', 'ur',
-                                     'vi', 'zh'), 'pos:en/f1'),
+    "ner": (
+        NER_TASK,
+        panx_source,
+        ("en", "ar", "de", "es", "fr", "hi", "ja", "ru", "sw", "tr", "ur", "vi", "zh"),
+        "ner:en/f1",
+    ),
+    "pos": (
+        POS_TASK,
+        udpos_source,
+        ("en", "ar", "de", "es", "fr", "hi", "ja", "ru", "tr", "ur", "vi", "zh"),
+        "pos:en/f1",
+    ),
 }
 
 
-def stream(task: str, lang: str, source: dict[str, Any], max_examples: Optional[int] = None,
-           role: Optional[str] = None) -> dict[str, Any]:
+def stream(
+    task: str,
+    lang: str,
+    source: dict[str, Any],
+    max_examples: Optional[int] = None,
+    role: Optional[str] = None,
+) -> dict[str, Any]:
   """One (task, language) data stream. Evaluation streams take a `role`: 'dev' (the default:
   evaluated during training, selects the checkpoint) or 'test' (evaluated once, at the end,
   on the selected checkpoint)."""
-  out = {'task': task, 'lang': lang, 'source': dict(source), 'max_examples': max_examples}
-  return out if role is None else {**out, 'role': role}
+  out = {"task": task, "lang": lang, "source": dict(source), "max_examples": max_examples}
+  return out if role is None else {**out, "role": role}
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -133,13 +171,15 @@ def get_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(run_spec.defaults())
 
 
-def experiment(arg: Optional[str], **extra: Any
-               ) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
+def experiment(
+    arg: Optional[str], **extra: Any
+) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
   """Parses the common args (size, method, recipe, runlocal, data_dir, plus `extra`) and returns
   (arg, config) with the size's checkpoint and mesh, the method's rules and the recipe set.
   `data_dir`: local copies of the hub datasets (see `hub_source`); empty: the hub."""
-  arg = parse_arg(arg, size='base', method='hyperx', recipe='paper', runlocal=False,
-                  data_dir='', **extra)
+  arg = parse_arg(
+      arg, size="base", method="hyperx", recipe="paper", runlocal=False, data_dir="", **extra
+  )
   c = get_config()
   set_size(c, arg.size)
   set_method(c, arg.method)
@@ -147,9 +187,15 @@ def experiment(arg: Optional[str], **extra: Any
   return arg, c
 
 
-def english_to_many(arg: Optional[str], task: str, spec: dict[str, Any], source: Any,
-                    eval_languages: Sequence[str], best_metric: str,
-                    total_steps: int = 20_000) -> ml_collections.ConfigDict:
+def english_to_many(
+    arg: Optional[str],
+    task: str,
+    spec: dict[str, Any],
+    source: Any,
+    eval_languages: Sequence[str],
+    best_metric: str,
+    total_steps: int = 20_000,
+) -> ml_collections.ConfigDict:
   """One task trained on English, selected on English dev (validation) data and tested on
   `eval_languages` (zero-shot but English), as XTREME does; `source(lang, split, data_dir)`
   gives a stream's source."""
@@ -158,12 +204,12 @@ def english_to_many(arg: Optional[str], task: str, spec: dict[str, Any], source:
   c.total_steps = total_steps
   c.tasks[task] = spec
   c.languages = list(eval_languages)
-  c.train_streams = [stream(task, 'en', source('en', 'train', arg.data_dir))]
-  c.eval_streams = [stream(task, 'en', source('en', 'validation', arg.data_dir), role=DEV)] + [
-      stream(task, lang, source(lang, 'test', arg.data_dir), role=TEST)
-      for lang in eval_languages]
+  c.train_streams = [stream(task, "en", source("en", "train", arg.data_dir))]
+  c.eval_streams = [stream(task, "en", source("en", "validation", arg.data_dir), role=DEV)] + [
+      stream(task, lang, source(lang, "test", arg.data_dir), role=TEST) for lang in eval_languages
+  ]
   c.checkpoint.best_metric = best_metric
-  if spec['kind'] == TOKEN:
+  if spec["kind"] == TOKEN:
     set_packing(c)
   if arg.runlocal:
     runlocal(c)
@@ -182,7 +228,7 @@ def set_packing(c: ml_collections.ConfigDict, room: int = PACKING_ROOM) -> None:
 def set_method(c: ml_collections.ConfigDict, method: str) -> None:
   """Sets the method and the trainable / learning-rate rules that go with it."""
   if method not in METHODS:
-    raise ValueError(f'unknown method {method!r}; known: {list(METHODS)}')
+    raise ValueError(f"unknown method {method!r}; known: {list(METHODS)}")
   c.method = method
   c.trainable = trainable_rules(method)
   c.optim.lr_multipliers = lr_multipliers(method)
@@ -191,14 +237,14 @@ def set_method(c: ml_collections.ConfigDict, method: str) -> None:
 def set_recipe(c: ml_collections.ConfigDict, recipe: str) -> None:
   """'paper' (one Adam state) or 'per_task' (per-task Adam state on the shared parameters)."""
   if recipe not in RECIPES:
-    raise ValueError(f'unknown recipe {recipe!r}; known: {list(RECIPES)}')
+    raise ValueError(f"unknown recipe {recipe!r}; known: {list(RECIPES)}")
   c.optim.per_task_state = RECIPES[recipe]
 
 
 def set_size(c: ml_collections.ConfigDict, size: str) -> None:
   """XLM-R base / large / xl / xxl: checkpoint, preset and mesh."""
   if size not in SIZES:
-    raise ValueError(f'unknown size {size!r}; known: {list(SIZES)}')
+    raise ValueError(f"unknown size {size!r}; known: {list(SIZES)}")
   c.model.checkpoint, c.mesh.shape = SIZES[size]
   c.model.preset = size
 
@@ -230,13 +276,13 @@ def runlocal(c: ml_collections.ConfigDict, total_steps: int = 20) -> None:
   c.eval_every_steps = total_steps
   c.checkpoint.every_steps = total_steps
   for s in list(c.train_streams) + list(c.eval_streams):
-    s['max_examples'] = 64
+    s["max_examples"] = 64
 
 
 def languages_of(streams: Sequence[dict[str, Any]], extra: Sequence[str] = ()) -> list[str]:
   """Every language in the streams (first appearance order), plus `extra`."""
   langs: list[str] = []
-  for lang in [s['lang'] for s in streams] + list(extra):
+  for lang in [s["lang"] for s in streams] + list(extra):
     if lang not in langs:
       langs.append(lang)
   return langs

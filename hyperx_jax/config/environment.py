@@ -20,8 +20,12 @@ from typing import Any, Optional
 from hyperx_jax import typology
 from hyperx_jax.config.sections import StreamSpec
 from hyperx_jax.config.spec import RunSpec, decode, raise_if
-from hyperx_jax.config.vocabulary import (ATTENTION_CHOICES, AUTO_ATTENTION, TYPOLOGY_SOURCES,
-                                          XLA_ATTENTION)
+from hyperx_jax.config.vocabulary import (
+    ATTENTION_CHOICES,
+    AUTO_ATTENTION,
+    TYPOLOGY_SOURCES,
+    XLA_ATTENTION,
+)
 from hyperx_jax.data import sources
 from hyperx_jax.models import attention
 from hyperx_jax.models.hypernet import HyperNetConfig
@@ -32,7 +36,7 @@ from hyperx_jax.models.xlmr import EncoderConfig
 
 def is_local_path(p: str) -> bool:
   """Hub ids look like 'org/name'; local paths are absolute, relative with '.', or '~'."""
-  return p.startswith(('/', '.', '~'))
+  return p.startswith(("/", ".", "~"))
 
 
 def parse(config: Any, device_count: int) -> RunSpec:
@@ -48,23 +52,32 @@ def parse(config: Any, device_count: int) -> RunSpec:
 
 def check(spec: RunSpec, device_count: int, errors: list[str]) -> None:
   """Appends the problems that need the disk, this machine's devices or a checkpoint."""
-  for where, value in (('config.model.checkpoint', spec.model.checkpoint),
-                       ('config.tokenizer', spec.tokenizer)):
-    if isinstance(value, str) and is_local_path(value) and not os.path.exists(
-        os.path.expanduser(value)):
-      errors.append(f'{where}: local path {value!r} does not exist')
+  for where, value in (
+      ("config.model.checkpoint", spec.model.checkpoint),
+      ("config.tokenizer", spec.tokenizer),
+  ):
+    if (
+        isinstance(value, str)
+        and is_local_path(value)
+        and not os.path.exists(os.path.expanduser(value))
+    ):
+      errors.append(f"{where}: local path {value!r} does not exist")
   _check_max_length(spec, errors)
   _check_attention(spec, errors)
-  if spec.hyperx.language_source in TYPOLOGY_SOURCES and spec.method == 'hyperx':
+  if spec.hyperx.language_source in TYPOLOGY_SOURCES and spec.method == "hyperx":
     _check_uriel_codes(spec, errors)
-  for key in ('train_streams', 'eval_streams'):
+  for key in ("train_streams", "eval_streams"):
     for i, stream in enumerate(getattr(spec, key)):
-      _check_stream(stream, f'config.{key}[{i}]', errors)
+      _check_stream(stream, f"config.{key}[{i}]", errors)
   _check_mesh(spec, device_count, errors)
-  if (spec.init_from is not None and '://' not in spec.init_from
-      and not os.path.isdir(os.path.expanduser(spec.init_from))):
-    errors.append(f"config.init_from: {spec.init_from!r} is not a directory (a trained run's "
-                  'workdir)')
+  if (
+      spec.init_from is not None
+      and "://" not in spec.init_from
+      and not os.path.isdir(os.path.expanduser(spec.init_from))
+  ):
+    errors.append(
+        f"config.init_from: {spec.init_from!r} is not a directory (a trained run's " "workdir)"
+    )
 
 
 def known_encoder(spec: RunSpec) -> Optional[tuple[EncoderConfig, str]]:
@@ -73,10 +86,10 @@ def known_encoder(spec: RunSpec) -> Optional[tuple[EncoderConfig, str]]:
   m = spec.model
   try:
     if m.checkpoint is None:
-      return EncoderConfig.preset(m.preset), f'preset {m.preset!r}'
+      return EncoderConfig.preset(m.preset), f"preset {m.preset!r}"
     path = os.path.expanduser(m.checkpoint)
-    if is_local_path(m.checkpoint) and os.path.isfile(os.path.join(path, 'config.json')):
-      return EncoderConfig.from_hf(path), os.path.join(m.checkpoint, 'config.json')
+    if is_local_path(m.checkpoint) and os.path.isfile(os.path.join(path, "config.json")):
+      return EncoderConfig.from_hf(path), os.path.join(m.checkpoint, "config.json")
   except (ValueError, OSError):
     return None  # reported where the model is built
   return None
@@ -87,9 +100,11 @@ def _check_max_length(spec: RunSpec, errors: list[str]) -> None:
   n = spec.data.max_length
   if known is not None and isinstance(n, int) and n > known[0].longest_sequence:
     c, where = known
-    errors.append(f'config.data.max_length: {n} exceeds the {c.longest_sequence} positions of '
-                  f'the encoder ({where}: max_position_embeddings={c.max_positions} - '
-                  f'{c.pad_token_id + 1}, as RoBERTa position ids start at pad_token_id + 1)')
+    errors.append(
+        f"config.data.max_length: {n} exceeds the {c.longest_sequence} positions of "
+        f"the encoder ({where}: max_position_embeddings={c.max_positions} - "
+        f"{c.pad_token_id + 1}, as RoBERTa position ids start at pad_token_id + 1)"
+    )
 
 
 def _check_attention(spec: RunSpec, errors: list[str]) -> None:
@@ -99,10 +114,15 @@ def _check_attention(spec: RunSpec, errors: list[str]) -> None:
   if choice in (AUTO_ATTENTION, XLA_ATTENTION) or choice not in ATTENTION_CHOICES:
     return
   known = known_encoder(spec)
-  blockers = attention.blockers(choice, attention.local_device(), dtype=spec.model.dtype,
-                                head_dim=known[0].head_dim if known else None,
-                                max_length=spec.data.max_length, packed=spec.data.packed)
-  errors.extend(f'config.model.attention: {choice!r} cannot run here: {b}' for b in blockers)
+  blockers = attention.blockers(
+      choice,
+      attention.local_device(),
+      dtype=spec.model.dtype,
+      head_dim=known[0].head_dim if known else None,
+      max_length=spec.data.max_length,
+      packed=spec.data.packed,
+  )
+  errors.extend(f"config.model.attention: {choice!r} cannot run here: {b}" for b in blockers)
 
 
 def _check_uriel_codes(spec: RunSpec, errors: list[str]) -> None:
@@ -111,24 +131,28 @@ def _check_uriel_codes(spec: RunSpec, errors: list[str]) -> None:
     try:
       typology.resolve(lang)
     except typology.UnknownLanguageError as e:
-      errors.append(f'config.languages[{i}]: {e} (hyperx.language_source '
-                    f'{spec.hyperx.language_source!r} reads its URIEL features)')
+      errors.append(
+          f"config.languages[{i}]: {e} (hyperx.language_source "
+          f"{spec.hyperx.language_source!r} reads its URIEL features)"
+      )
 
 
 def _check_stream(stream: StreamSpec, where: str, errors: list[str]) -> None:
   """The source config against its format (keys, options, the task kinds it feeds) and the
   local files it names."""
-  problems = sources.check_source(stream.source, f'{where}.source')
+  problems = sources.check_source(stream.source, f"{where}.source")
   errors.extend(problems)
   if problems:
     return
-  source_format = sources.FORMATS[stream.source['type']]
+  source_format = sources.FORMATS[stream.source["type"]]
   if stream.kind and stream.kind not in source_format.kinds:
-    errors.append(f'{where}.source.type: a {source_format.name!r} source feeds '
-                  f'{list(source_format.kinds)} tasks; task {stream.task!r} is {stream.kind}')
+    errors.append(
+        f"{where}.source.type: a {source_format.name!r} source feeds "
+        f"{list(source_format.kinds)} tasks; task {stream.task!r} is {stream.kind}"
+    )
   for key, path in source_format.local_paths(stream.source):
     if not os.path.exists(os.path.expanduser(path)):
-      errors.append(f'{where}.source.{key}: {path!r} does not exist')
+      errors.append(f"{where}.source.{key}: {path!r} does not exist")
 
 
 def _check_mesh(spec: RunSpec, device_count: int, errors: list[str]) -> None:
@@ -138,21 +162,29 @@ def _check_mesh(spec: RunSpec, device_count: int, errors: list[str]) -> None:
     return  # a pure check reports it
   resolved = mesh.resolve(device_count)
   if resolved is None:
-    errors.append(f'config.mesh.shape: {tuple(mesh.shape)} cannot be laid out on {device_count} '
-                  'devices (at most one -1; the product must equal the device count)')
+    errors.append(
+        f"config.mesh.shape: {tuple(mesh.shape)} cannot be laid out on {device_count} "
+        "devices (at most one -1; the product must equal the device count)"
+    )
     return
   dp = mesh.data_parallel(device_count)
   d = spec.data
-  names = ['batch_size', 'eval_batch_size']
+  names = ["batch_size", "eval_batch_size"]
   if d.packed and d.packed_rows_valid:
-    names.append('packed_rows')  # a packed batch's rows are what the mesh splits
+    names.append("packed_rows")  # a packed batch's rows are what the mesh splits
   for name in names:
     value = getattr(d, name)
     if isinstance(value, int) and value > 0 and value % dp:
-      hint = ('; set it to a multiple of that, or unpack: --config.data.packing=0 '
-              '--config.data.packed_rows=0' if name == 'packed_rows' else '')
-      errors.append(f'config.data.{name}: {value} is not divisible by the data-parallel mesh '
-                    f'size {dp} (mesh {dict(zip(mesh.axes, resolved))}){hint}')
+      hint = (
+          "; set it to a multiple of that, or unpack: --config.data.packing=0 "
+          "--config.data.packed_rows=0"
+          if name == "packed_rows"
+          else ""
+      )
+      errors.append(
+          f"config.data.{name}: {value} is not divisible by the data-parallel mesh "
+          f"size {dp} (mesh {dict(zip(mesh.axes, resolved))}){hint}"
+      )
 
 
 # ------------------------------------------------------------------- the model on this machine
@@ -164,19 +196,29 @@ def encoder_config(spec: RunSpec, *, strict_attention: bool = True) -> EncoderCo
   model.attention resolved for this process's device (`attention.resolve`; with
   `strict_attention=False` an explicit kernel that cannot run here falls back to xla)."""
   m = spec.model
-  options = dict(dtype=m.dtype, param_dtype=m.param_dtype, scan_layers=m.scan_layers,
-                 remat=m.remat, hidden_dropout=m.hidden_dropout,
-                 attention_dropout=m.attention_dropout,
-                 adapter_placement=spec.adapter.placement)
+  options = dict(
+      dtype=m.dtype,
+      param_dtype=m.param_dtype,
+      scan_layers=m.scan_layers,
+      remat=m.remat,
+      hidden_dropout=m.hidden_dropout,
+      attention_dropout=m.attention_dropout,
+      adapter_placement=spec.adapter.placement,
+  )
   if m.checkpoint:
     encoder = encoder_config_from_checkpoint(m.checkpoint, **options)
   else:
     encoder = EncoderConfig.preset(m.preset, **options)
-  kernel = attention.resolve(m.attention, attention.local_device(), dtype=encoder.dtype,
-                             head_dim=encoder.head_dim, max_length=spec.data.max_length,
-                             packed=spec.data.packed,
-                             attention_dropout=encoder.attention_dropout,
-                             strict=strict_attention)
+  kernel = attention.resolve(
+      m.attention,
+      attention.local_device(),
+      dtype=encoder.dtype,
+      head_dim=encoder.head_dim,
+      max_length=spec.data.max_length,
+      packed=spec.data.packed,
+      attention_dropout=encoder.attention_dropout,
+      strict=strict_attention,
+  )
   return dataclasses.replace(encoder, attention=kernel)
 
 
@@ -184,22 +226,32 @@ def hypernet_config(spec: RunSpec) -> HyperNetConfig:
   """config.hyperx + config.adapter -> HyperNetConfig (untrained languages resolved to ids)."""
   h = spec.hyperx
   mean_languages = ()
-  if h.untrained_language == 'mean':
+  if h.untrained_language == "mean":
     mean_languages = tuple(spec.languages.index(lang) for lang in spec.untrained_languages())
   return HyperNetConfig(
-      task_dim=h.task_dim, lang_dim=h.lang_dim, layer_dim=h.layer_dim,
-      projected_dim=h.projected_dim, use_projector=h.use_projector,
-      condition_on_layer=h.condition_on_layer, init_std=h.init_std,
-      unit_projection=h.unit_projection, language_source=h.language_source,
-      typology_features=tuple(h.typology_features), mean_languages=mean_languages,
-      bottleneck=spec.adapter.bottleneck, conditional_layer_norm=spec.adapter.layer_norm)
+      task_dim=h.task_dim,
+      lang_dim=h.lang_dim,
+      layer_dim=h.layer_dim,
+      projected_dim=h.projected_dim,
+      use_projector=h.use_projector,
+      condition_on_layer=h.condition_on_layer,
+      init_std=h.init_std,
+      unit_projection=h.unit_projection,
+      language_source=h.language_source,
+      typology_features=tuple(h.typology_features),
+      mean_languages=mean_languages,
+      bottleneck=spec.adapter.bottleneck,
+      conditional_layer_norm=spec.adapter.layer_norm,
+  )
 
 
 def model_config(spec: RunSpec, *, strict_attention: bool = True) -> ModelConfig:
   """Everything that decides the model's parameters and forward pass, on this machine."""
-  return ModelConfig(method=spec.method,
-                     encoder=encoder_config(spec, strict_attention=strict_attention),
-                     hypernet=hypernet_config(spec), tasks=tuple(spec.tasks.values()),
-                     languages=tuple(spec.languages),
-                     classifier_dropout=float(spec.model.classifier_dropout))
-
+  return ModelConfig(
+      method=spec.method,
+      encoder=encoder_config(spec, strict_attention=strict_attention),
+      hypernet=hypernet_config(spec),
+      tasks=tuple(spec.tasks.values()),
+      languages=tuple(spec.languages),
+      classifier_dropout=float(spec.model.classifier_dropout),
+  )

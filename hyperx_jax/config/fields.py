@@ -23,15 +23,21 @@ import functools
 import typing
 from typing import Any, ClassVar, Mapping, Optional
 
-DOC, RESUMABLE, COMPARE_IGNORES, AS_LIST = 'doc', 'resumable', 'compare_ignores', 'as_list'
+DOC, RESUMABLE, COMPARE_IGNORES, AS_LIST = "doc", "resumable", "compare_ignores", "as_list"
 
 
-def field(default: Any = dataclasses.MISSING, doc: str = '', *, factory: Any = None,
-          resumable: bool = False, compare_ignores: bool = False, as_list: bool = False) -> Any:
+def field(
+    default: Any = dataclasses.MISSING,
+    doc: str = "",
+    *,
+    factory: Any = None,
+    resumable: bool = False,
+    compare_ignores: bool = False,
+    as_list: bool = False,
+) -> Any:
   """A dataclass field with its meaning and change policy. `as_list`: `get_config` writes the
   default as a list (fields that experiment configs extend: languages, streams)."""
-  metadata = {DOC: doc, RESUMABLE: resumable, COMPARE_IGNORES: compare_ignores,
-              AS_LIST: as_list}
+  metadata = {DOC: doc, RESUMABLE: resumable, COMPARE_IGNORES: compare_ignores, AS_LIST: as_list}
   if factory is not None:
     return dataclasses.field(default_factory=factory, metadata=metadata)
   return dataclasses.field(default=default, metadata=metadata)
@@ -39,7 +45,7 @@ def field(default: Any = dataclasses.MISSING, doc: str = '', *, factory: Any = N
 
 def plain(value: Any) -> Any:
   """ConfigDict / FrozenConfigDict (possibly nested in lists) -> plain Python values."""
-  if hasattr(value, 'to_dict'):
+  if hasattr(value, "to_dict"):
     return value.to_dict()
   if isinstance(value, Mapping):
     return {k: plain(v) for k, v in value.items()}
@@ -91,13 +97,13 @@ def _placeholder_type(hint: Any) -> Optional[type]:
 class Section:
   """A typed part of the config. `PATH`: its key in the config ('' for top-level fields)."""
 
-  PATH: ClassVar[str] = ''
+  PATH: ClassVar[str] = ""
 
   @classmethod
-  def where(cls, name: str = '') -> str:
+  def where(cls, name: str = "") -> str:
     """'config.data.batch_size' for name 'batch_size'."""
-    parts = ['config'] + [p for p in (cls.PATH, name) if p]
-    return '.'.join(parts)
+    parts = ["config"] + [p for p in (cls.PATH, name) if p]
+    return ".".join(parts)
 
   @classmethod
   def declared(cls) -> tuple[dataclasses.Field, ...]:
@@ -105,18 +111,23 @@ class Section:
     return dataclasses.fields(cls)
 
   @classmethod
-  def decode(cls, raw: Optional[Mapping[str, Any]], errors: list[str],
-             where: Optional[str] = None, **derived: Any):
+  def decode(
+      cls,
+      raw: Optional[Mapping[str, Any]],
+      errors: list[str],
+      where: Optional[str] = None,
+      **derived: Any,
+  ):
     """The section from its config mapping; absent fields take their defaults, unknown keys are
     reported in `errors` (`where` names the mapping in messages, default `where()`)."""
     raw = plain(raw) if raw is not None else {}
     if not isinstance(raw, Mapping):
-      errors.append(f'{where or cls.where()}: expected a mapping of fields, got {raw!r}')
+      errors.append(f"{where or cls.where()}: expected a mapping of fields, got {raw!r}")
       raw = {}
     known = {f.name: f for f in cls.declared()}
     unknown = sorted(str(k) for k in raw if k not in known)
     if unknown:
-      errors.append(f'{where or cls.where()}: unknown field(s) {unknown}; known: {sorted(known)}')
+      errors.append(f"{where or cls.where()}: unknown field(s) {unknown}; known: {sorted(known)}")
     values = {name: as_type(raw[name], hints(cls)[name]) for name in known if name in raw}
     return cls(**values, **derived)
 
@@ -125,6 +136,7 @@ class Section:
     """{name: default} of the declared fields, as a ConfigDict holds them (None defaults as typed
     placeholders, so that `--config.x=...` can set them)."""
     from ml_collections import config_dict  # pylint: disable=g-import-not-at-top (torch_loader)
+
     out = {}
     for f in cls.declared():
       value = default_of(f)
@@ -153,11 +165,11 @@ def check_choice(errors: list[str], where: str, value: Any, known: Any) -> bool:
   """`value in known`, else a line naming the choices."""
   if value in known:
     return True
-  errors.append(f'{where}: {value!r} is not one of {list(known)}')
+  errors.append(f"{where}: {value!r} is not one of {list(known)}")
   return False
 
 
-def check_positive(errors: list[str], where: str, value: Any, what: str = 'an int') -> None:
-  ok = is_int(value) if what == 'an int' else is_number(value)
+def check_positive(errors: list[str], where: str, value: Any, what: str = "an int") -> None:
+  ok = is_int(value) if what == "an int" else is_number(value)
   if not ok or value <= 0:
-    errors.append(f'{where}: must be {what} > 0, got {value!r}')
+    errors.append(f"{where}: must be {what} > 0, got {value!r}")

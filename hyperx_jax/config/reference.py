@@ -36,50 +36,74 @@ declarations in `hyperx_jax/config/sections.py` and `spec.py`, not this page.
 
 def _value(value: Any) -> str:
   if value is dataclasses.MISSING:
-    return '(required)'
+    return "(required)"
   text = json.dumps(value, default=str)
-  return f'`{text}`' if len(text) <= 60 else f'`{text[:57]}...`'
+  return f"`{text}`" if len(text) <= 60 else f"`{text[:57]}...`"
 
 
 def _table(section: type[Section], prefix: str) -> list[str]:
-  rows = ['| field | default | meaning | resume | compare |', '|---|---|---|:-:|:-:|']
+  rows = ["| field | default | meaning | resume | compare |", "|---|---|---|:-:|:-:|"]
   for f in section.declared():
     hint = hints(section)[f.name]
     if isinstance(hint, type) and issubclass(hint, Section):
       continue
-    doc = f.metadata.get(DOC, '').replace('|', '\\|')
-    rows.append(f'| `{prefix}{f.name}` | {_value(default_of(f))} | {doc} | '
-                f'{"yes" if f.metadata.get(RESUMABLE) else ""} | '
-                f'{"yes" if f.metadata.get(COMPARE_IGNORES) else ""} |')
+    doc = f.metadata.get(DOC, "").replace("|", "\\|")
+    rows.append(
+        f"| `{prefix}{f.name}` | {_value(default_of(f))} | {doc} | "
+        f'{"yes" if f.metadata.get(RESUMABLE) else ""} | '
+        f'{"yes" if f.metadata.get(COMPARE_IGNORES) else ""} |'
+    )
   return rows
 
 
 def _formats() -> list[str]:
-  rows = ['| `type` | feeds | needs | local files checked | options |', '|---|---|---|---|---|']
+  rows = ["| `type` | feeds | needs | local files checked | options |", "|---|---|---|---|---|"]
   for name, f in sources.FORMATS.items():
-    needs = [f'`{k}`' for k in f.required] + [' or '.join(f'`{k}`' for k in g) for g in f.one_of]
+    needs = [f"`{k}`" for k in f.required] + [" or ".join(f"`{k}`" for k in g) for g in f.one_of]
     options = [f'`{k}`: {", ".join(map(str, v))}' for k, v in f.options.items()]
-    rows.append(f'| `{name}` | {", ".join(f.kinds)} | {", ".join(needs) or "-"} | '
-                f'{", ".join(f"`{k}`" for k in f.path_keys) or "-"} | '
-                f'{"; ".join(options) or "-"} |')
+    rows.append(
+        f'| `{name}` | {", ".join(f.kinds)} | {", ".join(needs) or "-"} | '
+        f'{", ".join(f"`{k}`" for k in f.path_keys) or "-"} | '
+        f'{"; ".join(options) or "-"} |'
+    )
   return rows
 
 
 def page() -> str:
-  lines = [HEADER, '## Top level', '', *_table(RunSpec, 'config.'), '']
+  lines = [HEADER, "## Top level", "", *_table(RunSpec, "config."), ""]
   for key, section in RunSpec.SECTIONS.items():
-    lines += [f'## `config.{key}`', '', (section.__doc__ or '').strip().splitlines()[0], '',
-              *_table(section, f'config.{key}.'), '']
-  lines += ['## Tasks: `config.tasks.<name>`', '', inspect.cleandoc(TaskSpec.__doc__ or ''), '',
-            *_table(TaskSpec, ''), '',
-            '## Streams: entries of `config.train_streams` and `config.eval_streams`', '',
-            inspect.cleandoc(StreamSpec.__doc__ or ''), '', *_table(StreamSpec, ''), '',
-            '### Sources: `source.type`', '',
-            'Every source may also set `max_examples` (read at most this many) and `tag_map` '
-            f'(a dict, or one of {sorted(sources.TAG_MAPS)}). The formats are described in '
-            '[data.md](data.md).', '', *_formats(), '']
-  return '\n'.join(lines)
+    lines += [
+        f"## `config.{key}`",
+        "",
+        (section.__doc__ or "").strip().splitlines()[0],
+        "",
+        *_table(section, f"config.{key}."),
+        "",
+    ]
+  lines += [
+      "## Tasks: `config.tasks.<name>`",
+      "",
+      inspect.cleandoc(TaskSpec.__doc__ or ""),
+      "",
+      *_table(TaskSpec, ""),
+      "",
+      "## Streams: entries of `config.train_streams` and `config.eval_streams`",
+      "",
+      inspect.cleandoc(StreamSpec.__doc__ or ""),
+      "",
+      *_table(StreamSpec, ""),
+      "",
+      "### Sources: `source.type`",
+      "",
+      "Every source may also set `max_examples` (read at most this many) and `tag_map` "
+      f"(a dict, or one of {sorted(sources.TAG_MAPS)}). The formats are described in "
+      "[data.md](data.md).",
+      "",
+      *_formats(),
+      "",
+  ]
+  return "\n".join(lines)
 
 
-if __name__ == '__main__':
-  print(page(), end='')
+if __name__ == "__main__":
+  print(page(), end="")

@@ -15,17 +15,36 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Optional
 
-from hyperx_jax.errors import UserError
 from hyperx_jax.config.fields import Section, check_choice, check_positive, field, plain
-from hyperx_jax.config.sections import (AdapterSpec, CheckpointSpec, DataSpec, HyperXSpec,
-                                        MeshSpec, ModelSpec, OptimSpec, StreamSpec, TaskSpec,
-                                        check_rules)
-from hyperx_jax.config.vocabulary import (DEFAULT_LOGICAL_AXIS_RULES, DEV, EVAL_ROLES,
-                                          METHODS, MLM, NEW_LANGUAGE_INITS,
-                                          TEST, TYPOLOGY_SOURCES, Pair, metric_names, pair_key)
+from hyperx_jax.config.sections import (
+    AdapterSpec,
+    CheckpointSpec,
+    DataSpec,
+    HyperXSpec,
+    MeshSpec,
+    ModelSpec,
+    OptimSpec,
+    StreamSpec,
+    TaskSpec,
+    check_rules,
+)
+from hyperx_jax.config.vocabulary import (
+    DEFAULT_LOGICAL_AXIS_RULES,
+    DEV,
+    EVAL_ROLES,
+    METHODS,
+    MLM,
+    NEW_LANGUAGE_INITS,
+    TEST,
+    TYPOLOGY_SOURCES,
+    Pair,
+    metric_names,
+    pair_key,
+)
+from hyperx_jax.errors import UserError
 
 # Every LayerNorm of the backbone (embeddings, attention and FFN sublayers): scale and bias.
-ENCODER_LAYER_NORMS = r'^encoder/(.+/)?[a-z_]*ln/(scale|bias)$'
+ENCODER_LAYER_NORMS = r"^encoder/(.+/)?[a-z_]*ln/(scale|bias)$"
 
 
 class ConfigError(UserError):
@@ -35,10 +54,14 @@ class ConfigError(UserError):
 def trainable_rules(method: str) -> tuple[tuple[str, bool], ...]:
   """Regex -> trainable, first match wins; the last rule covers everything left. The adapter
   methods train the adapters, the heads and the backbone's LayerNorms; full fine-tuning all."""
-  if method == 'full_finetune':
-    return (('.*', True),)
-  return (('^adapters/', True), ('^heads/', True), (ENCODER_LAYER_NORMS, True),
-          ('^encoder/', False))
+  if method == "full_finetune":
+    return ((".*", True),)
+  return (
+      ("^adapters/", True),
+      ("^heads/", True),
+      (ENCODER_LAYER_NORMS, True),
+      ("^encoder/", False),
+  )
 
 
 def lr_multipliers(method: str) -> tuple[tuple[str, float], ...]:
@@ -48,7 +71,7 @@ def lr_multipliers(method: str) -> tuple[tuple[str, float], ...]:
   is head 1e-2 / hypernetwork 1e-3 / LNs 1e-4, which trains NER in a few hundred steps.
   """
   del method  # same grouping for every method; full fine-tuning lands the backbone at 0.1x
-  return (('^heads/', 10.0), ('^adapters/', 1.0), ('^encoder/', 0.1))
+  return (("^heads/", 10.0), ("^adapters/", 1.0), ("^encoder/", 0.1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,70 +79,102 @@ class RunSpec(Section):
   """One run, decoded: what to build, what to read, how to train and evaluate. Its fields are
   the config's top-level keys; nested sections are the typed `*Spec`s."""
 
-  seed: int = field(123, 'seeds the initialisation, the data order and dropout',
-                    compare_ignores=True)
-  method: str = field('hyperx', 'hyperx, task_adapters, madx or full_finetune')
+  seed: int = field(
+      123, "seeds the initialisation, the data order and dropout", compare_ignores=True
+  )
+  method: str = field("hyperx", "hyperx, task_adapters, madx or full_finetune")
   model: ModelSpec = field(factory=ModelSpec)
-  tokenizer: Optional[str] = field(None, 'Hugging Face tokenizer (hub id or local dir); None: '
-                                   "model.checkpoint's")
+  tokenizer: Optional[str] = field(
+      None, "Hugging Face tokenizer (hub id or local dir); None: " "model.checkpoint's"
+  )
   adapter: AdapterSpec = field(factory=AdapterSpec)
   hyperx: HyperXSpec = field(factory=HyperXSpec)
-  tasks: Mapping[str, TaskSpec] = field(factory=dict, doc='name -> task; task ids follow '
-                                        "the names' sorted order")
-  languages: tuple[str, ...] = field((), 'every language of the run; the order gives the ids',
-                                     as_list=True)
-  train_streams: tuple[StreamSpec, ...] = field((), 'one per trained (task, language)',
-                                                as_list=True)
-  eval_streams: tuple[StreamSpec, ...] = field((), 'one per evaluated (task, language, role)',
-                                               as_list=True)
+  tasks: Mapping[str, TaskSpec] = field(
+      factory=dict, doc="name -> task; task ids follow " "the names' sorted order"
+  )
+  languages: tuple[str, ...] = field(
+      (), "every language of the run; the order gives the ids", as_list=True
+  )
+  train_streams: tuple[StreamSpec, ...] = field(
+      (), "one per trained (task, language)", as_list=True
+  )
+  eval_streams: tuple[StreamSpec, ...] = field(
+      (), "one per evaluated (task, language, role)", as_list=True
+  )
   data: DataSpec = field(factory=DataSpec)
   optim: OptimSpec = field(factory=OptimSpec)
   trainable: tuple[tuple[str, bool], ...] = field(
-      trainable_rules('hyperx'), '(regex, trainable) over parameter paths, first match wins; '
-      'must cover every parameter')
-  total_steps: int = field(100_000, 'training steps', resumable=True)
+      trainable_rules("hyperx"),
+      "(regex, trainable) over parameter paths, first match wins; " "must cover every parameter",
+  )
+  total_steps: int = field(100_000, "training steps", resumable=True)
   mesh: MeshSpec = field(factory=MeshSpec)
   logical_axis_rules: tuple[tuple[str, Any], ...] = field(
-      DEFAULT_LOGICAL_AXIS_RULES, "the model's logical axis -> mesh axes (hyperx_jax/sharding.py)",
-      as_list=True)
+      DEFAULT_LOGICAL_AXIS_RULES,
+      "the model's logical axis -> mesh axes (hyperx_jax/sharding.py)",
+      as_list=True,
+  )
   checkpoint: CheckpointSpec = field(factory=CheckpointSpec)
-  init_from: Optional[str] = field(None, "another run's workdir whose trained parameters "
-                                   'initialise this one (few-shot)')
+  init_from: Optional[str] = field(
+      None, "another run's workdir whose trained parameters " "initialise this one (few-shot)"
+  )
   new_languages: tuple[str, ...] = field((), "languages new to init_from's run", as_list=True)
-  new_language_init: str = field('mean', "a new language's learned row: the 'mean' of the "
-                                 "others, its fresh 'random' row, or zero ('typology')")
-  eval_every_steps: int = field(5000, 'evaluate the dev streams every this many steps',
-                                resumable=True, compare_ignores=True)
-  log_every_steps: int = field(50, 'log the training metrics every this many steps',
-                               resumable=True, compare_ignores=True)
-  diagnostics: bool = field(False, 'log per-task gradient norms, adapter scale and '
-                            'second-moment shares (hyperx_jax/diagnostics.py)',
-                            compare_ignores=True)
+  new_language_init: str = field(
+      "mean",
+      "a new language's learned row: the 'mean' of the "
+      "others, its fresh 'random' row, or zero ('typology')",
+  )
+  eval_every_steps: int = field(
+      5000, "evaluate the dev streams every this many steps", resumable=True, compare_ignores=True
+  )
+  log_every_steps: int = field(
+      50, "log the training metrics every this many steps", resumable=True, compare_ignores=True
+  )
+  diagnostics: bool = field(
+      False,
+      "log per-task gradient norms, adapter scale and "
+      "second-moment shares (hyperx_jax/diagnostics.py)",
+      compare_ignores=True,
+  )
 
-  SECTIONS = {'model': ModelSpec, 'adapter': AdapterSpec, 'hyperx': HyperXSpec,
-              'data': DataSpec, 'optim': OptimSpec, 'mesh': MeshSpec,
-              'checkpoint': CheckpointSpec}
+  SECTIONS = {
+      "model": ModelSpec,
+      "adapter": AdapterSpec,
+      "hyperx": HyperXSpec,
+      "data": DataSpec,
+      "optim": OptimSpec,
+      "mesh": MeshSpec,
+      "checkpoint": CheckpointSpec,
+  }
 
   @classmethod
   def decode(cls, raw: Any, errors: list[str], where: Optional[str] = None, **derived: Any):
     raw = plain(raw)
-    top = {k: v for k, v in raw.items()
-           if k not in cls.SECTIONS and k not in ('tasks', 'train_streams', 'eval_streams')}
-    sections = {name: section.decode(raw.get(name), errors)
-                for name, section in cls.SECTIONS.items()}
+    top = {
+        k: v
+        for k, v in raw.items()
+        if k not in cls.SECTIONS and k not in ("tasks", "train_streams", "eval_streams")
+    }
+    sections = {
+        name: section.decode(raw.get(name), errors) for name, section in cls.SECTIONS.items()
+    }
     tasks = {}
-    raw_tasks = raw.get('tasks') or {}
+    raw_tasks = raw.get("tasks") or {}
     # Task ids are the names' sorted order: the order a ConfigDict (and so every config saved
     # as JSON and read back) iterates its keys in, whatever order they were set in.
     for name, entry in sorted(raw_tasks.items() if isinstance(raw_tasks, Mapping) else ()):
-      tasks[name] = TaskSpec.decode(entry, errors, f'config.tasks.{name}', name=name)
-    languages = tuple(raw.get('languages') or ())
+      tasks[name] = TaskSpec.decode(entry, errors, f"config.tasks.{name}", name=name)
+    languages = tuple(raw.get("languages") or ())
     streams = {
-        key: tuple(StreamSpec.decode_entry(entry, f'config.{key}[{i}]', tasks, languages, errors,
-                                           is_eval=key == 'eval_streams')
-                   for i, entry in enumerate(raw.get(key) or ()))
-        for key in ('train_streams', 'eval_streams')}
-    return super().decode(top, errors, 'config', tasks=tasks, **sections, **streams)
+        key: tuple(
+            StreamSpec.decode_entry(
+                entry, f"config.{key}[{i}]", tasks, languages, errors, is_eval=key == "eval_streams"
+            )
+            for i, entry in enumerate(raw.get(key) or ())
+        )
+        for key in ("train_streams", "eval_streams")
+    }
+    return super().decode(top, errors, "config", tasks=tasks, **sections, **streams)
 
   # -- views
 
@@ -162,35 +217,39 @@ class RunSpec(Section):
 
   def check(self, errors: list[str]) -> None:
     """Every section's own checks, then those across sections."""
-    check_choice(errors, 'config.method', self.method, METHODS)
+    check_choice(errors, "config.method", self.method, METHODS)
     for name in self.SECTIONS:
       getattr(self, name).check(errors)
     if self.model.checkpoint is None and self.tokenizer is None:
-      errors.append('config.tokenizer: must be set when config.model.checkpoint is None '
-                    '(random init has no tokenizer files)')
+      errors.append(
+          "config.tokenizer: must be set when config.model.checkpoint is None "
+          "(random init has no tokenizer files)"
+      )
     self._check_tasks(errors)
     self._check_language_options(errors)
-    for key in ('train_streams', 'eval_streams'):
+    for key in ("train_streams", "eval_streams"):
       self._check_streams(key, errors)
     self._check_schedule(errors)
-    check_rules(errors, 'config.trainable', self.trainable)
+    check_rules(errors, "config.trainable", self.trainable)
     axes = set(self.mesh.axes)
     for i, (name, target) in enumerate(self.logical_axis_rules):
       targets = () if target is None else (target,) if isinstance(target, str) else tuple(target)
       unknown = [t for t in targets if t not in axes]
       if unknown:
-        errors.append(f'config.logical_axis_rules[{i}] ({name!r}): mesh axes {unknown} are not '
-                      f'in config.mesh.axes {list(self.mesh.axes)}')
+        errors.append(
+            f"config.logical_axis_rules[{i}] ({name!r}): mesh axes {unknown} are not "
+            f"in config.mesh.axes {list(self.mesh.axes)}"
+        )
     self._check_best_metric(errors)
 
   def _check_tasks(self, errors: list[str]) -> None:
     if not self.tasks:
-      errors.append('config.tasks: no tasks defined')
+      errors.append("config.tasks: no tasks defined")
     for task in self.tasks.values():
       task.check(errors)
     langs = list(self.languages)
     if len(set(langs)) != len(langs):
-      errors.append(f'config.languages: duplicates in {langs}')
+      errors.append(f"config.languages: duplicates in {langs}")
 
   def _check_language_options(self, errors: list[str]) -> None:
     """Few-shot options (new languages and their init) against the hypernetwork's language
@@ -198,54 +257,69 @@ class RunSpec(Section):
     langs = list(self.languages)
     for lang in self.new_languages:
       if lang not in langs:
-        errors.append(f'config.new_languages: {lang!r} is not in config.languages {langs}')
+        errors.append(f"config.new_languages: {lang!r} is not in config.languages {langs}")
     init, source = self.new_language_init, self.hyperx.language_source
-    check_choice(errors, 'config.new_language_init', init, NEW_LANGUAGE_INITS)
-    if init == 'typology' and source not in TYPOLOGY_SOURCES:
-      errors.append("config.new_language_init: 'typology' needs config.hyperx.language_source "
-                    f"'typology' or 'both', not {source!r}")
-    if source == 'typology' and self.new_languages and init != 'typology':
-      errors.append(f'config.new_language_init: {init!r} sets learned rows; with '
-                    "language_source 'typology' there are none (a new language's vector is "
-                    "its typology vector): set 'typology'")
+    check_choice(errors, "config.new_language_init", init, NEW_LANGUAGE_INITS)
+    if init == "typology" and source not in TYPOLOGY_SOURCES:
+      errors.append(
+          "config.new_language_init: 'typology' needs config.hyperx.language_source "
+          f"'typology' or 'both', not {source!r}"
+      )
+    if source == "typology" and self.new_languages and init != "typology":
+      errors.append(
+          f"config.new_language_init: {init!r} sets learned rows; with "
+          "language_source 'typology' there are none (a new language's vector is "
+          "its typology vector): set 'typology'"
+      )
 
   def _check_streams(self, key: str, errors: list[str]) -> None:
     streams = getattr(self, key)
-    if key == 'train_streams' and not streams:
-      errors.append('config.train_streams: no training streams')
+    if key == "train_streams" and not streams:
+      errors.append("config.train_streams: no training streams")
     for i, s in enumerate(streams):
-      where = f'config.{key}[{i}]'
+      where = f"config.{key}[{i}]"
       if s.task not in self.tasks:
-        errors.append(f'{where}.task: unknown task {s.task!r}; known tasks: {list(self.tasks)}')
+        errors.append(f"{where}.task: unknown task {s.task!r}; known tasks: {list(self.tasks)}")
       if s.lang not in self.languages:
-        errors.append(f'{where}.lang: {s.lang!r} is not in config.languages '
-                      f'{list(self.languages)}')
+        errors.append(
+            f"{where}.lang: {s.lang!r} is not in config.languages " f"{list(self.languages)}"
+        )
       if s.max_examples is not None:
-        check_positive(errors, f'{where}.max_examples', s.max_examples)
-      if key == 'train_streams' and s.role is not None:
-        errors.append(f'{where}.role: only evaluation streams have a role ({list(EVAL_ROLES)})')
-      elif key == 'eval_streams':
-        check_choice(errors, f'{where}.role', s.role, EVAL_ROLES)
+        check_positive(errors, f"{where}.max_examples", s.max_examples)
+      if key == "train_streams" and s.role is not None:
+        errors.append(f"{where}.role: only evaluation streams have a role ({list(EVAL_ROLES)})")
+      elif key == "eval_streams":
+        check_choice(errors, f"{where}.role", s.role, EVAL_ROLES)
     # One stream per (task, language); an evaluation pair may have a dev and a test stream.
-    pairs = [s.pair + ((s.role,) if key == 'eval_streams' else ()) for s in streams]
+    pairs = [s.pair + ((s.role,) if key == "eval_streams" else ()) for s in streams]
     twice = sorted({p for p in pairs if pairs.count(p) > 1})
     if twice:
-      errors.append(f'config.{key}: these (task, language{", role" * (key == "eval_streams")}) '
-                    f'appear more than once: {twice}')
-    if key == 'train_streams' and self.data.weights is not None and len(
-        self.data.weights) != len(streams):
-      errors.append(f'config.data.weights: {len(self.data.weights)} weights for '
-                    f'{len(streams)} train streams (one each)')
+      errors.append(
+          f'config.{key}: these (task, language{", role" * (key == "eval_streams")}) '
+          f"appear more than once: {twice}"
+      )
+    if (
+        key == "train_streams"
+        and self.data.weights is not None
+        and len(self.data.weights) != len(streams)
+    ):
+      errors.append(
+          f"config.data.weights: {len(self.data.weights)} weights for "
+          f"{len(streams)} train streams (one each)"
+      )
 
   def _check_schedule(self, errors: list[str]) -> None:
-    check_positive(errors, 'config.total_steps', self.total_steps)
-    for name in ('eval_every_steps', 'log_every_steps'):
-      check_positive(errors, f'config.{name}', getattr(self, name))
+    check_positive(errors, "config.total_steps", self.total_steps)
+    for name in ("eval_every_steps", "log_every_steps"):
+      check_positive(errors, f"config.{name}", getattr(self, name))
     warmup = self.optim.warmup_steps
     if isinstance(self.total_steps, int) and not (
-        isinstance(warmup, int) and 0 <= warmup < self.total_steps):
-      errors.append(f'config.optim.warmup_steps: {warmup} must be in [0, '
-                    f'config.total_steps={self.total_steps})')
+        isinstance(warmup, int) and 0 <= warmup < self.total_steps
+    ):
+      errors.append(
+          f"config.optim.warmup_steps: {warmup} must be in [0, "
+          f"config.total_steps={self.total_steps})"
+      )
 
   def _check_best_metric(self, errors: list[str]) -> None:
     """`checkpoint.best_metric` must be one of the 'task:lang/metric' names the dev pairs report:
@@ -258,21 +332,26 @@ class RunSpec(Section):
       task = self.tasks.get(s.task)
       if task is not None:
         known[s.role if s.role in known else DEV] += [
-            f'{pair_key(s.task, s.lang)}/{name}' for name in metric_names(task.kind, task.metric)]
+            f"{pair_key(s.task, s.lang)}/{name}" for name in metric_names(task.kind, task.metric)
+        ]
     if best in known[DEV]:
       return
     if best in known[TEST]:
-      errors.append(f"config.checkpoint.best_metric: {best!r} is a test pair's metric; the "
-                    "checkpoint is selected on dev pairs (eval streams with role 'dev'): "
-                    f'{sorted(set(known[DEV]))}')
+      errors.append(
+          f"config.checkpoint.best_metric: {best!r} is a test pair's metric; the "
+          "checkpoint is selected on dev pairs (eval streams with role 'dev'): "
+          f"{sorted(set(known[DEV]))}"
+      )
     else:
-      errors.append(f'config.checkpoint.best_metric: {best!r} is not a metric the dev pairs '
-                    f'report; valid names: {sorted(set(known[DEV]))}')
+      errors.append(
+          f"config.checkpoint.best_metric: {best!r} is not a metric the dev pairs "
+          f"report; valid names: {sorted(set(known[DEV]))}"
+      )
 
 
 def raise_if(errors: list[str]) -> None:
   if errors:
-    raise ConfigError('invalid config:\n  ' + '\n  '.join(errors))
+    raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
 
 
 def decode(config: Any, errors: Optional[list[str]] = None) -> RunSpec:
@@ -298,5 +377,5 @@ def parse(config: Any) -> RunSpec:
 def defaults() -> dict[str, Any]:
   """The config with every field at its default, as `common.get_config()` builds it."""
   out = RunSpec.defaults()
-  out['tasks'] = {}
+  out["tasks"] = {}
   return out

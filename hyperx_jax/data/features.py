@@ -22,8 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from hyperx_jax.config.vocabulary import (IGNORE_INDEX, MLM, MLM_RATE, PAIR, TASK_KINDS, TOKEN,
-                                          XNLI_LABELS, max_mlm_predictions)
+from hyperx_jax.config.vocabulary import (
+    IGNORE_INDEX,
+    MLM,
+    MLM_RATE,
+    PAIR,
+    TASK_KINDS,
+    TOKEN,
+    XNLI_LABELS,
+    max_mlm_predictions,
+)
 
 WORD_START = "\u2581"  # SentencePiece's `▁`.
 
@@ -57,8 +65,11 @@ class Featurizer:
     input_ids[:n] = ids
     mask = np.zeros([s], np.int32)
     mask[:n] = 1
-    out = {"input_ids": input_ids, "attention_mask": mask,
-           "token_type_ids": np.zeros([s], np.int32)}
+    out = {
+        "input_ids": input_ids,
+        "attention_mask": mask,
+        "token_type_ids": np.zeros([s], np.int32),
+    }
     if labels is not None:
       out["labels"] = np.full([s], IGNORE_INDEX, np.int32)
       out["labels"][:n] = labels
@@ -75,9 +86,11 @@ def _label_index(label: Any, names: Sequence[str], what: str, where: str = "?") 
     raise ValueError(f"{where}: {what} id {label} out of range for labels {list(names)}.")
   if label in names:
     return names.index(label)
-  raise ValueError(f"{where}: Unknown {what} {label!r}; the label set is {list(names)}. "
-                   "Map other tag sets in the source config with 'tag_map' (a dict, or "
-                   "'google_universal_to_upos').")
+  raise ValueError(
+      f"{where}: Unknown {what} {label!r}; the label set is {list(names)}. "
+      "Map other tag sets in the source config with 'tag_map' (a dict, or "
+      "'google_universal_to_upos')."
+  )
 
 
 class PairFeaturizer(Featurizer):
@@ -158,8 +171,9 @@ class TokenFeaturizer(Featurizer):
     return [self.cls_id, *enc["input_ids"][:keep], self.sep_id], positions
 
 
-def _first_content_pieces(pieces: Sequence[str], word_ids: Sequence[int | None],
-                          n_words: int) -> list[int | None]:
+def _first_content_pieces(
+    pieces: Sequence[str], word_ids: Sequence[int | None], n_words: int
+) -> list[int | None]:
   """Per word, the index of its first piece with content (else its first piece; None if
   the word produced no piece)."""
   first: list[int | None] = [None] * n_words
@@ -189,12 +203,10 @@ class MLMFeaturizer(Featurizer):
     self.mask_id = tokenizer.mask_token_id
     self.max_predictions = max_mlm_predictions(max_length, mask_rate)
     special = set(tokenizer.all_special_ids)
-    self.random_ids = np.asarray(
-        [i for i in range(len(tokenizer)) if i not in special], np.int32)
+    self.random_ids = np.asarray([i for i in range(len(tokenizer)) if i not in special], np.int32)
     self.counts.update(masked=0)
 
-  def __call__(self, example: Mapping[str, Any],
-               rng: np.random.Generator | int) -> Features | None:
+  def __call__(self, example: Mapping[str, Any], rng: np.random.Generator | int) -> Features | None:
     self.counts["examples"] += 1
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     text = example["text"].strip()
@@ -227,15 +239,17 @@ class MLMFeaturizer(Featurizer):
     return np.where(u < 0.8, self.mask_id, np.where(u < 0.9, random_ids, original))
 
 
-def make_featurizer(kind: str, tokenizer, max_length: int,
-                    labels: Sequence[str] | None = None) -> Featurizer:
+def make_featurizer(
+    kind: str, tokenizer, max_length: int, labels: Sequence[str] | None = None
+) -> Featurizer:
   """The featuriser for a task kind (see `TASK_KINDS`); `labels` for the two classifiers."""
   if kind == PAIR:
     return PairFeaturizer(tokenizer, max_length, labels or XNLI_LABELS)
   if kind == TOKEN:
     if not labels:
-      raise ValueError("token_classification needs its label list (e.g. schema.NER_LABELS, "
-                       "schema.UPOS_TAGS).")
+      raise ValueError(
+          "token_classification needs its label list (e.g. schema.NER_LABELS, " "schema.UPOS_TAGS)."
+      )
     return TokenFeaturizer(tokenizer, max_length, labels)
   if kind == MLM:
     return MLMFeaturizer(tokenizer, max_length)
@@ -266,8 +280,9 @@ class Packer:
     self.pad_id = pad_id
     self.max_masked = max_mlm_predictions(max_length) if mlm else max_length
 
-  def fill(self, example_at: Callable[[int], Features], num_rows: int,
-           max_examples: int | None = None) -> tuple[list[Features], int]:
+  def fill(
+      self, example_at: Callable[[int], Features], num_rows: int, max_examples: int | None = None
+  ) -> tuple[list[Features], int]:
     """`num_rows` rows built from examples example_at(0), example_at(1), ... (at most
     `max_examples` of them); and how many it took."""
     rows: list[list[Features]] = [[] for _ in range(num_rows)]
@@ -277,9 +292,16 @@ class Packer:
     while max_examples is None or taken < max_examples:
       example = first if taken == 0 else example_at(taken)
       n, m = length(example), labelled(example)
-      fit = next((r for r in range(num_rows)
-                  if tokens[r] + n <= self.max_length and masked[r] + m <= self.max_masked
-                  and len(rows[r]) < self.max_segments), None)
+      fit = next(
+          (
+              r
+              for r in range(num_rows)
+              if tokens[r] + n <= self.max_length
+              and masked[r] + m <= self.max_masked
+              and len(rows[r]) < self.max_segments
+          ),
+          None,
+      )
       if fit is None:
         break
       rows[fit].append(example)
@@ -292,8 +314,11 @@ class Packer:
     """One packed row [S] from examples whose tokens fit in it; the stream ids come from
     `template` (an example of the stream). A row left empty is padding (example_mask 0)."""
     s = self.max_length
-    out = {**template, "input_ids": np.full([s], self.pad_id, np.int32),
-           "segment_ids": np.zeros([s], np.int32)}
+    out = {
+        **template,
+        "input_ids": np.full([s], self.pad_id, np.int32),
+        "segment_ids": np.zeros([s], np.int32),
+    }
     if not members and "example_mask" in out:
       out["example_mask"] = np.zeros_like(out["example_mask"])
     pair = template["labels"].ndim == 0
@@ -301,15 +326,18 @@ class Packer:
     at = 0
     for k, example in enumerate(members):
       n = length(example)
-      out["input_ids"][at:at + n] = example["input_ids"][:n]
-      out["segment_ids"][at:at + n] = k + 1
+      out["input_ids"][at : at + n] = example["input_ids"][:n]
+      out["segment_ids"][at : at + n] = k + 1
       if pair:
         labels[k] = example["labels"]
       else:
-        labels[at:at + n] = example["labels"][:n]
+        labels[at : at + n] = example["labels"][:n]
       at += n
-    out.update(labels=labels, attention_mask=(out["segment_ids"] > 0).astype(np.int32),
-               token_type_ids=np.zeros([s], np.int32))
+    out.update(
+        labels=labels,
+        attention_mask=(out["segment_ids"] > 0).astype(np.int32),
+        token_type_ids=np.zeros([s], np.int32),
+    )
     return out
 
 

@@ -58,8 +58,7 @@ def normalize_weights(weights: Sequence[float], num_streams: int) -> np.ndarray:
   """Explicit mixture weights (any positive scale) -> rates that sum to 1."""
   weights = np.asarray(weights, dtype=np.float64)
   if weights.shape != (num_streams,):
-    raise ValueError(
-        f"expected {num_streams} weights (one per stream), got {weights.tolist()}")
+    raise ValueError(f"expected {num_streams} weights (one per stream), got {weights.tolist()}")
   if np.any(weights < 0) or weights.sum() <= 0:
     raise ValueError(f"weights must be >= 0 with a positive sum, got {weights.tolist()}")
   return weights / weights.sum()
@@ -73,13 +72,13 @@ def fold_seed(*values: int) -> int:
 def draw_stream(cumulative_rates: np.ndarray, seed: int, step: int) -> int:
   """The stream of global step `step`: a function of (seed, step) only."""
   u = np.random.default_rng([seed, _MIXTURE_TAG, step]).random()
-  return min(int(np.searchsorted(cumulative_rates, u, side="right")),
-             len(cumulative_rates) - 1)
+  return min(int(np.searchsorted(cumulative_rates, u, side="right")), len(cumulative_rates) - 1)
 
 
 @dataclasses.dataclass(frozen=True)
 class Stream:
   """One (task, language) stream: raw examples and how to featurise one of them."""
+
   task: str
   lang: str
   examples: Sequence[Any]
@@ -138,6 +137,7 @@ def stack_examples(examples: Sequence[Example]) -> dict[str, np.ndarray]:
 @dataclasses.dataclass
 class MixtureBatch:
   """A host-local batch of one stream, plus which stream and step produced it."""
+
   features: dict[str, np.ndarray]
   stream_id: int
   task: str
@@ -155,26 +155,39 @@ class MixtureIterator:
   r = global_rows // hosts.
   """
 
-  def __init__(self, streams: Sequence[Stream], *, global_batch_size: int, seed: int,
-               temperature: float = 5.0, weights: Sequence[float] | None = None,
-               process_index: int = 0, process_count: int = 1,
-               global_rows: int | None = None):
+  def __init__(
+      self,
+      streams: Sequence[Stream],
+      *,
+      global_batch_size: int,
+      seed: int,
+      temperature: float = 5.0,
+      weights: Sequence[float] | None = None,
+      process_index: int = 0,
+      process_count: int = 1,
+      global_rows: int | None = None,
+  ):
     if not streams:
       raise ValueError("a mixture needs at least one stream")
     names = [s.name for s in streams]
     if len(set(names)) != len(names):
       raise ValueError(f"duplicate (task, language) streams in {names}")
     if global_batch_size % process_count:
-      raise ValueError(f"global batch size {global_batch_size} is not divisible by "
-                       f"process_count {process_count}")
+      raise ValueError(
+          f"global batch size {global_batch_size} is not divisible by "
+          f"process_count {process_count}"
+      )
     if not 0 <= process_index < process_count:
       raise ValueError(f"process_index {process_index} not in [0, {process_count})")
     self.packed = any(s.packer is not None for s in streams)
     global_rows = global_batch_size if global_rows is None else global_rows
-    if self.packed and not (0 < global_rows <= global_batch_size
-                            and global_rows % process_count == 0):
-      raise ValueError(f"packed rows per batch {global_rows} must be in [1, "
-                       f"{global_batch_size}] and divisible by process_count {process_count}")
+    if self.packed and not (
+        0 < global_rows <= global_batch_size and global_rows % process_count == 0
+    ):
+      raise ValueError(
+          f"packed rows per batch {global_rows} must be in [1, "
+          f"{global_batch_size}] and divisible by process_count {process_count}"
+      )
     self.streams = list(streams)
     self.global_batch_size = global_batch_size
     self.local_batch_size = global_batch_size // process_count
@@ -183,8 +196,11 @@ class MixtureIterator:
     self.process_index = process_index
     self.seed = int(seed)
     sizes = [s.size for s in streams]
-    self.rates = (temperature_rates(sizes, temperature) if weights is None
-                  else normalize_weights(weights, len(streams)))
+    self.rates = (
+        temperature_rates(sizes, temperature)
+        if weights is None
+        else normalize_weights(weights, len(streams))
+    )
     self._cumulative = np.cumsum(self.rates)
     self._datasets = [stream_dataset(s, self.seed) for s in streams]
     self.step = 0
@@ -205,10 +221,11 @@ class MixtureIterator:
       rows = [dataset[position + first + j] for j in range(self.local_batch_size)]
       taken = self.global_batch_size
     else:
-      rows, taken = stream.packer.fill(lambda i: dataset[position + i], self.global_rows,
-                                       max_examples=self.global_batch_size)
+      rows, taken = stream.packer.fill(
+          lambda i: dataset[position + i], self.global_rows, max_examples=self.global_batch_size
+      )
       first = self.process_index * self.local_rows
-      rows = rows[first:first + self.local_rows]
+      rows = rows[first : first + self.local_rows]
     batch = MixtureBatch(stack_examples(rows), sid, stream.task, stream.lang, self.step)
     self.positions[sid] += taken
     self.batches[sid] += 1
@@ -218,25 +235,32 @@ class MixtureIterator:
   def get_state(self) -> dict[str, Any]:
     """JSON-serialisable state: the step and every stream's next global position (packed:
     and every stream's batches so far)."""
-    state = {"version": STATE_VERSION, "step": self.step,
-             "positions": {s.name: p for s, p in zip(self.streams, self.positions)}}
+    state = {
+        "version": STATE_VERSION,
+        "step": self.step,
+        "positions": {s.name: p for s, p in zip(self.streams, self.positions)},
+    }
     if self.packed:
       state["batches"] = {s.name: b for s, b in zip(self.streams, self.batches)}
     return state
 
   def set_state(self, state: Mapping[str, Any]) -> None:
     if state.get("version") != STATE_VERSION:
-      raise ValueError(f"mixture state version {state.get('version')!r} is not "
-                       f"{STATE_VERSION}: {state}")
+      raise ValueError(
+          f"mixture state version {state.get('version')!r} is not " f"{STATE_VERSION}: {state}"
+      )
     positions = state["positions"]
     names = [s.name for s in self.streams]
     if sorted(positions) != sorted(names):
-      raise ValueError(f"saved state has streams {sorted(positions)}, this mixture has "
-                       f"{sorted(names)}")
+      raise ValueError(
+          f"saved state has streams {sorted(positions)}, this mixture has " f"{sorted(names)}"
+      )
     if self.packed != ("batches" in state):
       packed = lambda on: "packed" if on else "unpacked"
-      raise ValueError(f"saved mixture state is {packed('batches' in state)}, this mixture is "
-                       f"{packed(self.packed)} (data.packing changed?)")
+      raise ValueError(
+          f"saved mixture state is {packed('batches' in state)}, this mixture is "
+          f"{packed(self.packed)} (data.packing changed?)"
+      )
     self.step = int(state["step"])
     self.positions = [int(positions[n]) for n in names]
     self.batches = [int(b) for b in self._batches_of(state)]
@@ -262,5 +286,10 @@ class MixtureIterator:
     state = state or self.get_state()
     shares = self.realized_shares(state)
     for s, p in zip(self.streams, self.rates):
-      logging.info("mixture stream %-24s rate %.4f  realised %.4f  (step %d)",
-                   s.name, p, shares[s.name], state["step"])
+      logging.info(
+          "mixture stream %-24s rate %.4f  realised %.4f  (step %d)",
+          s.name,
+          p,
+          shares[s.name],
+          state["step"],
+      )

@@ -19,9 +19,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from hyperx_jax.data import features, mixture, sources
-from hyperx_jax.config.vocabulary import IGNORE_INDEX, MLM, PACKING_OFF, Pair, TOKEN
 from hyperx_jax.config.sections import DataSpec, StreamSpec
+from hyperx_jax.config.vocabulary import IGNORE_INDEX, MLM, PACKING_OFF, TOKEN, Pair
+from hyperx_jax.data import features, mixture, sources
 
 Batch = dict[str, np.ndarray]
 
@@ -33,13 +33,16 @@ _EVAL_TAG = 0x6576616C  # separates eval-time MLM masking from training masks.
 
 def stream_ids(spec: StreamSpec) -> Batch:
   """The per-example fields that say which stream a row comes from (a real row)."""
-  return {"task_id": np.asarray(spec.task_id, np.int32),
-          "lang_id": np.asarray(spec.lang_id, np.int32),
-          "example_mask": np.asarray(1, np.int32)}
+  return {
+      "task_id": np.asarray(spec.task_id, np.int32),
+      "lang_id": np.asarray(spec.lang_id, np.int32),
+      "example_mask": np.asarray(1, np.int32),
+  }
 
 
-def make_example_fn(spec: StreamSpec, tokenizer, max_length: int
-                    ) -> tuple[features.Featurizer, mixture.FeaturizeFn]:
+def make_example_fn(
+    spec: StreamSpec, tokenizer, max_length: int
+) -> tuple[features.Featurizer, mixture.FeaturizeFn]:
   """The stream's featuriser, and (raw example, rng) -> features with ids and example_mask."""
   featurizer = features.make_featurizer(spec.kind, tokenizer, max_length, spec.labels)
   is_mlm = spec.kind == MLM
@@ -54,8 +57,9 @@ def make_example_fn(spec: StreamSpec, tokenizer, max_length: int
 
 def read_examples(spec: StreamSpec) -> list[dict[str, Any]]:
   examples = sources.read_source(spec.source)
-  logging.info("stream %s/%s: %d raw examples from %s", spec.task, spec.lang, len(examples),
-               spec.source)
+  logging.info(
+      "stream %s/%s: %d raw examples from %s", spec.task, spec.lang, len(examples), spec.source
+  )
   return examples
 
 
@@ -66,8 +70,11 @@ def label_problems(spec: StreamSpec, examples: Sequence[Mapping[str, Any]]) -> l
   """One line per label of `examples` outside the stream's task labels (or tokens and tags of
   different lengths), each starting with where it is (file:line, file: row N; and the word)."""
   names, problems = set(spec.labels), []
-  valid = lambda label: (label in names if isinstance(label, str)
-                         else not isinstance(label, bool) and 0 <= label < len(spec.labels))
+  valid = lambda label: (
+      label in names
+      if isinstance(label, str)
+      else not isinstance(label, bool) and 0 <= label < len(spec.labels)
+  )
   for ex in examples:
     where = ex.get(sources.WHERE, "?")
     if spec.kind == TOKEN:
@@ -75,9 +82,12 @@ def label_problems(spec: StreamSpec, examples: Sequence[Mapping[str, Any]]) -> l
       if len(tokens) != len(tags):
         problems.append(f"{where}: {len(tokens)} tokens but {len(tags)} tags")
         continue
-      problems += [f"{sources.word_where(ex, i)} {token!r}: tag {tag!r} is not a label of "
-                   f"task {spec.task!r}" for i, (token, tag) in enumerate(zip(tokens, tags))
-                   if not valid(tag)]
+      problems += [
+          f"{sources.word_where(ex, i)} {token!r}: tag {tag!r} is not a label of "
+          f"task {spec.task!r}"
+          for i, (token, tag) in enumerate(zip(tokens, tags))
+          if not valid(tag)
+      ]
     elif spec.kind != MLM and not valid(ex["label"]):
       problems.append(f"{where}: label {ex['label']!r} is not a label of task {spec.task!r}")
   return problems
@@ -91,8 +101,9 @@ def read_streams(specs: Sequence[StreamSpec]) -> list[list[dict[str, Any]]]:
     examples = read_examples(spec)
     problems = label_problems(spec, examples)
     if problems:
-      report.append(f"stream {spec.task}/{spec.lang}: {len(problems)} labels outside "
-                    f"{list(spec.labels)}:")
+      report.append(
+          f"stream {spec.task}/{spec.lang}: {len(problems)} labels outside " f"{list(spec.labels)}:"
+      )
       report += [f"  {p}" for p in problems[:MAX_REPORTED]]
       report += [f"  ... and {len(problems) - MAX_REPORTED} more"] * (len(problems) > MAX_REPORTED)
     read.append(examples)
@@ -125,9 +136,14 @@ class TrainIterator:
   out (not the ones prefetched), so a resume continues right after the last consumed batch.
   """
 
-  def __init__(self, specs: Sequence[StreamSpec], streams: Sequence[mixture.Stream],
-               featurizers: Sequence[features.Featurizer], mix: mixture.MixtureIterator,
-               prefetch: int = 0):
+  def __init__(
+      self,
+      specs: Sequence[StreamSpec],
+      streams: Sequence[mixture.Stream],
+      featurizers: Sequence[features.Featurizer],
+      mix: mixture.MixtureIterator,
+      prefetch: int = 0,
+  ):
     self.specs = list(specs)
     self.streams = list(streams)
     self.featurizers = list(featurizers)
@@ -195,12 +211,14 @@ class TrainIterator:
 class _Prefetcher:
   """A daemon thread that keeps up to `depth` (batch, state after it) pairs ready."""
 
-  def __init__(self, produce: Callable[[], TrainBatch],
-               state: Callable[[], dict[str, Any]], depth: int):
+  def __init__(
+      self, produce: Callable[[], TrainBatch], state: Callable[[], dict[str, Any]], depth: int
+  ):
     self._queue: queue.Queue = queue.Queue(maxsize=depth)
     self._stopped = threading.Event()
-    self._thread = threading.Thread(target=self._run, args=(produce, state), daemon=True,
-                                    name="train-data-prefetch")
+    self._thread = threading.Thread(
+        target=self._run, args=(produce, state), daemon=True, name="train-data-prefetch"
+    )
     self._thread.start()
 
   def _run(self, produce, state) -> None:
@@ -230,10 +248,16 @@ class _Prefetcher:
     self._thread.join()
 
 
-def build_train_pipeline(specs: Sequence[StreamSpec], data: DataSpec, seed: int, tokenizer,
-                         process_index: int = 0, process_count: int = 1,
-                         prefetch: int | None = None,
-                         examples: Sequence[Sequence[Any]] | None = None) -> TrainIterator:
+def build_train_pipeline(
+    specs: Sequence[StreamSpec],
+    data: DataSpec,
+    seed: int,
+    tokenizer,
+    process_index: int = 0,
+    process_count: int = 1,
+    prefetch: int | None = None,
+    examples: Sequence[Sequence[Any]] | None = None,
+) -> TrainIterator:
   """One stream per spec, mixed with temperature `data.temperature` (or fixed `data.weights`);
   yields rows [p*b, (p+1)*b) of each global batch on host p; with `data.packing` = k the
   batch's examples fill `data.packed_rows` rows of up to k examples each (`features.Packer`).
@@ -247,28 +271,42 @@ def build_train_pipeline(specs: Sequence[StreamSpec], data: DataSpec, seed: int,
   for spec, raw in zip(specs, examples):
     featurizer, featurize = make_example_fn(spec, tokenizer, data.max_length)
     featurizers.append(featurizer)
-    packer = (None if data.packing == PACKING_OFF else features.Packer(
-        data.max_length, data.packing, tokenizer.pad_token_id, mlm=spec.kind == MLM))
-    streams.append(mixture.Stream(spec.task, spec.lang, list(raw), featurize,
-                                  spec.max_examples, packer))
+    packer = (
+        None
+        if data.packing == PACKING_OFF
+        else features.Packer(
+            data.max_length, data.packing, tokenizer.pad_token_id, mlm=spec.kind == MLM
+        )
+    )
+    streams.append(
+        mixture.Stream(spec.task, spec.lang, list(raw), featurize, spec.max_examples, packer)
+    )
   mix = mixture.MixtureIterator(
-      streams, global_batch_size=data.batch_size, seed=seed, temperature=data.temperature,
+      streams,
+      global_batch_size=data.batch_size,
+      seed=seed,
+      temperature=data.temperature,
       weights=None if data.weights is None else list(data.weights),
-      process_index=process_index, process_count=process_count,
-      global_rows=None if data.packing == PACKING_OFF else data.packed_rows)
-  return TrainIterator(specs, streams, featurizers, mix,
-                       data.prefetch if prefetch is None else prefetch)
+      process_index=process_index,
+      process_count=process_count,
+      global_rows=None if data.packing == PACKING_OFF else data.packed_rows,
+  )
+  return TrainIterator(
+      specs, streams, featurizers, mix, data.prefetch if prefetch is None else prefetch
+  )
 
 
-def make_global_batch(local_batch: Mapping[str, np.ndarray],
-                      sharding: jax.sharding.Sharding | Mapping[str, jax.sharding.Sharding]
-                      ) -> dict[str, jax.Array]:
+def make_global_batch(
+    local_batch: Mapping[str, np.ndarray],
+    sharding: jax.sharding.Sharding | Mapping[str, jax.sharding.Sharding],
+) -> dict[str, jax.Array]:
   """Host-local rows -> global arrays (batch axis split as `sharding` says, e.g.
   sharding.batch_sharding(mesh)); every process calls it with its own rows."""
+
   def shard_of(key: str) -> jax.sharding.Sharding:
     return sharding[key] if isinstance(sharding, Mapping) else sharding
-  return {k: jax.make_array_from_process_local_data(shard_of(k), v)
-          for k, v in local_batch.items()}
+
+  return {k: jax.make_array_from_process_local_data(shard_of(k), v) for k, v in local_batch.items()}
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -286,12 +324,21 @@ def padding_row(example: Batch, pad_id: int) -> Batch:
 class EvalDataset:
   """Every example of one (task, language) eval stream exactly once, in source order."""
 
-  def __init__(self, spec: StreamSpec, examples: Sequence[Any], tokenizer, max_length: int,
-               seed: int, stream_index: int, zero_shot: bool, batch_size: int):
+  def __init__(
+      self,
+      spec: StreamSpec,
+      examples: Sequence[Any],
+      tokenizer,
+      max_length: int,
+      seed: int,
+      stream_index: int,
+      zero_shot: bool,
+      batch_size: int,
+  ):
     self.spec = spec
     self.zero_shot = zero_shot
     self.batch_size = batch_size
-    self.examples = list(examples)[:spec.max_examples]
+    self.examples = list(examples)[: spec.max_examples]
     self.featurizer, self._featurize = make_example_fn(spec, tokenizer, max_length)
     self._pad_id = tokenizer.pad_token_id
     self._seed = (seed, _EVAL_TAG, stream_index)
@@ -326,14 +373,16 @@ class EvalDataset:
   def num_batches(self, batch_size: int) -> int:
     return -(-len(self) // batch_size)
 
-  def batches(self, batch_size: int, process_index: int = 0, process_count: int = 1
-              ) -> Iterator[Batch]:
+  def batches(
+      self, batch_size: int, process_index: int = 0, process_count: int = 1
+  ) -> Iterator[Batch]:
     """Fixed-shape host-local batches: host p gets rows [p*b, (p+1)*b) of each global batch
     of `batch_size`; rows past the end, and examples the featuriser skipped, are padding
     rows with example_mask = 0. Every host yields the same number of batches."""
     if batch_size % process_count:
-      raise ValueError(f"eval batch size {batch_size} is not divisible by process_count "
-                       f"{process_count}")
+      raise ValueError(
+          f"eval batch size {batch_size} is not divisible by process_count " f"{process_count}"
+      )
     local = batch_size // process_count
     template = self._template()
     for start in range(0, self.num_batches(batch_size) * batch_size, batch_size):
@@ -345,8 +394,10 @@ class EvalDataset:
     for i in range(len(self)):
       if (ex := self.example(i)) is not None:
         return padding_row(ex, self._pad_id)
-    raise ValueError(f"eval stream {self.task}/{self.lang}: the featuriser skipped every one "
-                     f"of its {len(self)} examples ({self.featurizer.stats()})")
+    raise ValueError(
+        f"eval stream {self.task}/{self.lang}: the featuriser skipped every one "
+        f"of its {len(self)} examples ({self.featurizer.stats()})"
+    )
 
 
 class EvalDatasets(dict):
@@ -356,10 +407,15 @@ class EvalDatasets(dict):
     raise KeyError(f"no eval stream for {pair}; known pairs: {sorted(self)}")
 
 
-def build_eval_datasets(eval_specs: Sequence[StreamSpec], train_specs: Sequence[StreamSpec],
-                        data: DataSpec, seed: int, tokenizer,
-                        examples: Sequence[Sequence[Any]] | None = None,
-                        role: str | None = None) -> EvalDatasets:
+def build_eval_datasets(
+    eval_specs: Sequence[StreamSpec],
+    train_specs: Sequence[StreamSpec],
+    data: DataSpec,
+    seed: int,
+    tokenizer,
+    examples: Sequence[Sequence[Any]] | None = None,
+    role: str | None = None,
+) -> EvalDatasets:
   """One EvalDataset per eval spec (of `role`, if given: a pair may have a dev and a test
   stream); pairs absent from the train specs are marked zero_shot. Iterating a dataset gives
   this process's batches of `data.eval_batch_size`; `batches(...)` takes any size and host
@@ -372,6 +428,13 @@ def build_eval_datasets(eval_specs: Sequence[StreamSpec], train_specs: Sequence[
   for i in chosen:  # i, the stream's index among all eval streams, seeds its MLM masks
     spec, raw = eval_specs[i], examples[i]
     datasets[spec.pair] = EvalDataset(
-        spec, raw, tokenizer, data.max_length, seed, i,
-        zero_shot=spec.pair not in trained, batch_size=data.eval_batch_size)
+        spec,
+        raw,
+        tokenizer,
+        data.max_length,
+        seed,
+        i,
+        zero_shot=spec.pair not in trained,
+        batch_size=data.eval_batch_size,
+    )
   return datasets

@@ -17,8 +17,8 @@ from typing import NamedTuple, Optional, Sequence
 
 import jax
 
-from hyperx_jax.models.layers import layer_norm
 from hyperx_jax import export_format
+from hyperx_jax.models.layers import layer_norm
 
 
 class AdapterWeights(NamedTuple):
@@ -35,8 +35,12 @@ class AdapterWeights(NamedTuple):
 
 def adapter_shapes(hidden: int, bottleneck: int, layer_norm: bool) -> dict[str, tuple[int, ...]]:
   """Shape of one adapter's tensors, by `AdapterWeights` field."""
-  shapes = {"down": (hidden, bottleneck), "down_bias": (bottleneck,),
-            "up": (bottleneck, hidden), "up_bias": (hidden,)}
+  shapes = {
+      "down": (hidden, bottleneck),
+      "down_bias": (bottleneck,),
+      "up": (bottleneck, hidden),
+      "up_bias": (hidden,),
+  }
   if layer_norm:
     shapes.update(ln_scale=(hidden,), ln_bias=(hidden,))
   return shapes
@@ -56,8 +60,9 @@ def adapter(w: AdapterWeights, z: jax.Array) -> jax.Array:
   return out + z
 
 
-def apply_adapter(w: AdapterWeights, z: jax.Array, group_ids: Optional[jax.Array] = None
-                  ) -> jax.Array:
+def apply_adapter(
+    w: AdapterWeights, z: jax.Array, group_ids: Optional[jax.Array] = None
+) -> jax.Array:
   """z: [B, S, hidden]; w: one layer's weights, leaves [G, ...]. Returns [B, S, hidden].
 
   One group (the usual training batch): the weights are shared by every example (plain
@@ -70,8 +75,9 @@ def apply_adapter(w: AdapterWeights, z: jax.Array, group_ids: Optional[jax.Array
   return adapter(jax.tree.map(lambda x: x[group_ids].astype(z.dtype), w), z)
 
 
-def apply_adapter_stack(stack: Sequence[AdapterWeights], z: jax.Array,
-                        group_ids: Optional[jax.Array] = None) -> jax.Array:
+def apply_adapter_stack(
+    stack: Sequence[AdapterWeights], z: jax.Array, group_ids: Optional[jax.Array] = None
+) -> jax.Array:
   """Applies adapters in order (MAD-X: language adapter, then task adapter)."""
   for w in stack:
     z = apply_adapter(w, z, group_ids)

@@ -45,9 +45,15 @@ from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_ma
 from jax.sharding import PartitionSpec
 
 from hyperx_jax import sharding
-from hyperx_jax.config.vocabulary import (ATTENTION_CHOICES, ATTENTION_IMPLEMENTATIONS,
-                                          AUTO_ATTENTION, CUDNN_ATTENTION, SPLASH_ATTENTION,
-                                          TENSOR_AXIS, XLA_ATTENTION)
+from hyperx_jax.config.vocabulary import (
+    ATTENTION_CHOICES,
+    ATTENTION_IMPLEMENTATIONS,
+    AUTO_ATTENTION,
+    CUDNN_ATTENTION,
+    SPLASH_ATTENTION,
+    TENSOR_AXIS,
+    XLA_ATTENTION,
+)
 
 FLASH_CAPABILITY = (8, 0)  # cuDNN flash attention: Ampere and later
 WIDE_HEADS_CAPABILITY = (9, 0)  # Hopper and later: head dims up to 256 (else 128)
@@ -68,37 +74,52 @@ def local_device() -> Device:
   """This process's first device."""
   d = jax.local_devices()[0]
   cuda = d.platform == "gpu" and "cuda" in d.client.platform_version.lower()  # not ROCm
-  return Device(d.platform, d.device_kind,
-                getattr(d, "compute_capability", None) if cuda else None)
+  return Device(d.platform, d.device_kind, getattr(d, "compute_capability", None) if cuda else None)
 
 
 def _capability(device: Device) -> tuple[int, ...]:
   return tuple(int(x) for x in device.compute_capability.split("."))
 
 
-def cudnn_blockers(device: Device, *, dtype: str, head_dim: Optional[int] = None,
-                   max_length: Optional[int] = None, packed: bool = False) -> list[str]:
+def cudnn_blockers(
+    device: Device,
+    *,
+    dtype: str,
+    head_dim: Optional[int] = None,
+    max_length: Optional[int] = None,
+    packed: bool = False,
+) -> list[str]:
   """Why cuDNN attention cannot run (empty: it can). `dtype`: the compute dtype; a None
   head_dim / max_length is not checked (unknown yet)."""
   if device.compute_capability is None:
-    return [f"cuDNN attention needs an NVIDIA GPU; this process runs on {device.platform} "
-            f"({device.kind or 'unknown device'})"]
+    return [
+        f"cuDNN attention needs an NVIDIA GPU; this process runs on {device.platform} "
+        f"({device.kind or 'unknown device'})"
+    ]
   blockers = []
   capability = _capability(device)
   if capability < FLASH_CAPABILITY:
-    blockers.append(f"cuDNN flash attention needs compute capability >= "
-                    f"{'.'.join(map(str, FLASH_CAPABILITY))}; {device.kind} has "
-                    f"{device.compute_capability}")
+    blockers.append(
+        f"cuDNN flash attention needs compute capability >= "
+        f"{'.'.join(map(str, FLASH_CAPABILITY))}; {device.kind} has "
+        f"{device.compute_capability}"
+    )
   if dtype != "bfloat16":
-    blockers.append(f"cuDNN attention takes bfloat16 inputs; the compute dtype is {dtype!r} "
-                    "(config.model.dtype)")
+    blockers.append(
+        f"cuDNN attention takes bfloat16 inputs; the compute dtype is {dtype!r} "
+        "(config.model.dtype)"
+    )
   widest = 256 if capability >= WIDE_HEADS_CAPABILITY else 128
   if head_dim is not None and (head_dim % 8 or head_dim > widest):
-    blockers.append(f"cuDNN attention needs a head dim that is a multiple of 8 and at most "
-                    f"{widest} on {device.kind}; this encoder's is {head_dim}")
+    blockers.append(
+        f"cuDNN attention needs a head dim that is a multiple of 8 and at most "
+        f"{widest} on {device.kind}; this encoder's is {head_dim}"
+    )
   if packed and max_length is not None and max_length % 2:
-    blockers.append(f"packed rows reach cuDNN as a mask (an additive bias), which it trains "
-                    f"with only at even sequence lengths; data.max_length is {max_length}")
+    blockers.append(
+        f"packed rows reach cuDNN as a mask (an additive bias), which it trains "
+        f"with only at even sequence lengths; data.max_length is {max_length}"
+    )
   return blockers
 
 
@@ -106,21 +127,33 @@ def splash_blockers(device: Device, *, max_length: Optional[int] = None) -> list
   """Why splash attention cannot run (empty: it can); a None max_length is not checked."""
   blockers = []
   if device.platform != "tpu":
-    blockers.append(f"splash attention is a TPU kernel; this process runs on {device.platform} "
-                    f"({device.kind or 'unknown device'})")
+    blockers.append(
+        f"splash attention is a TPU kernel; this process runs on {device.platform} "
+        f"({device.kind or 'unknown device'})"
+    )
   if max_length is not None and max_length % SPLASH_BLOCK:
-    blockers.append(f"splash attention tiles the sequence in blocks of {SPLASH_BLOCK}; "
-                    f"data.max_length is {max_length}")
+    blockers.append(
+        f"splash attention tiles the sequence in blocks of {SPLASH_BLOCK}; "
+        f"data.max_length is {max_length}"
+    )
   return blockers
 
 
-def blockers(kernel: str, device: Device, *, dtype: str, head_dim: Optional[int] = None,
-             max_length: Optional[int] = None, packed: bool = False) -> list[str]:
+def blockers(
+    kernel: str,
+    device: Device,
+    *,
+    dtype: str,
+    head_dim: Optional[int] = None,
+    max_length: Optional[int] = None,
+    packed: bool = False,
+) -> list[str]:
   """Why the fused `kernel` ('cudnn' or 'splash') cannot run on `device` (empty: it can)."""
   if kernel == SPLASH_ATTENTION:
     return splash_blockers(device, max_length=max_length)
-  return cudnn_blockers(device, dtype=dtype, head_dim=head_dim, max_length=max_length,
-                        packed=packed)
+  return cudnn_blockers(
+      device, dtype=dtype, head_dim=head_dim, max_length=max_length, packed=packed
+  )
 
 
 def fused_kernel(device: Device) -> str:
@@ -128,9 +161,17 @@ def fused_kernel(device: Device) -> str:
   return SPLASH_ATTENTION if device.platform == "tpu" else CUDNN_ATTENTION
 
 
-def resolve(choice: str, device: Device, *, dtype: str, head_dim: int,
-            max_length: Optional[int] = None, packed: bool = False,
-            attention_dropout: float = 0.0, strict: bool = True) -> str:
+def resolve(
+    choice: str,
+    device: Device,
+    *,
+    dtype: str,
+    head_dim: int,
+    max_length: Optional[int] = None,
+    packed: bool = False,
+    attention_dropout: float = 0.0,
+    strict: bool = True,
+) -> str:
   """model.attention -> one of ATTENTION_IMPLEMENTATIONS for `device` (logged once).
 
   'auto' is the device's fused kernel (`fused_kernel`) where its `blockers` are empty, else
@@ -144,16 +185,19 @@ def resolve(choice: str, device: Device, *, dtype: str, head_dim: int,
   if choice == XLA_ATTENTION:
     return XLA_ATTENTION
   kernel = fused_kernel(device) if choice == AUTO_ATTENTION else choice
-  reasons = blockers(kernel, device, dtype=dtype, head_dim=head_dim, max_length=max_length,
-                     packed=packed)
+  reasons = blockers(
+      kernel, device, dtype=dtype, head_dim=head_dim, max_length=max_length, packed=packed
+  )
   if choice != AUTO_ATTENTION and reasons and strict:
     raise ValueError(f"config.model.attention: {choice!r} cannot run here: " + "; ".join(reasons))
   chosen = XLA_ATTENTION if reasons else kernel
   why = "; ".join(reasons) or f"{dtype}, head dim {head_dim}, {device.kind}"
   if chosen != XLA_ATTENTION and attention_dropout:
     why += f"; attention dropout {attention_dropout}: training steps keep the dropout path"
-  _log_once(logging.WARNING if choice != AUTO_ATTENTION else logging.INFO,
-            f"attention: {choice!r} -> {chosen!r} ({why})")
+  _log_once(
+      logging.WARNING if choice != AUTO_ATTENTION else logging.INFO,
+      f"attention: {choice!r} -> {chosen!r} ({why})",
+  )
   return chosen
 
 
@@ -186,44 +230,56 @@ def row_lengths(attention_mask: jax.Array) -> jax.Array:
   return jnp.maximum(attention_mask.sum(axis=1), 1).astype(jnp.int32)
 
 
-def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask,
-                          implementation: str) -> jax.Array:
+def dot_product_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask, implementation: str
+) -> jax.Array:
   """softmax(q kᵀ / √D + mask) v per head. q, k, v: [B, S, N, D] -> [B, S, N, D]."""
   if implementation == XLA_ATTENTION:
     return jax.nn.dot_product_attention(q, k, v, mask=mask.dense, implementation="xla")
   if implementation == SPLASH_ATTENTION:
     return splash_attention(q, k, v, mask.segments)
   if implementation != CUDNN_ATTENTION:
-    raise ValueError(f"attention implementation {implementation!r} is not one of "
-                     f"{ATTENTION_IMPLEMENTATIONS} ({AUTO_ATTENTION!r} is resolved before the "
-                     "model is built: attention.resolve)")
+    raise ValueError(
+        f"attention implementation {implementation!r} is not one of "
+        f"{ATTENTION_IMPLEMENTATIONS} ({AUTO_ATTENTION!r} is resolved before the "
+        "model is built: attention.resolve)"
+    )
   b, s = q.shape[:2]
   if mask.lengths is None:
-    return jax.nn.dot_product_attention(q, k, v, mask=jnp.broadcast_to(mask.dense, (b, 1, s, s)),
-                                        implementation="cudnn")
-  ctx = jax.nn.dot_product_attention(q, k, v, query_seq_lengths=mask.lengths,
-                                     key_value_seq_lengths=mask.lengths, implementation="cudnn")
+    return jax.nn.dot_product_attention(
+        q, k, v, mask=jnp.broadcast_to(mask.dense, (b, 1, s, s)), implementation="cudnn"
+    )
+  ctx = jax.nn.dot_product_attention(
+      q,
+      k,
+      v,
+      query_seq_lengths=mask.lengths,
+      key_value_seq_lengths=mask.lengths,
+      implementation="cudnn",
+  )
   real = jnp.arange(s)[None, :] < mask.lengths[:, None]  # [B, S]
   return jnp.where(real[:, :, None, None], ctx, 0)  # rows past the length: cuDNN's to leave
 
 
-def _splash_per_shard(q: jax.Array, k: jax.Array, v: jax.Array,
-                      segments: jax.Array) -> jax.Array:
+def _splash_per_shard(q: jax.Array, k: jax.Array, v: jax.Array, segments: jax.Array) -> jax.Array:
   """Splash attention on local arrays: q, k, v [B, S, N, D], segments [B, S] -> [B, S, N, D]."""
   _, s, n, d = q.shape
   kernel = splash.make_splash_mha(
-      splash_mask.MultiHeadMask([splash_mask.FullMask((s, s))] * n), head_shards=1,
-      q_seq_shards=1, block_sizes=splash.BlockSizes.get_default(),
-      interpret=jax.default_backend() != "tpu")
+      splash_mask.MultiHeadMask([splash_mask.FullMask((s, s))] * n),
+      head_shards=1,
+      q_seq_shards=1,
+      block_sizes=splash.BlockSizes.get_default(),
+      interpret=jax.default_backend() != "tpu",
+  )
   heads_first = lambda x: jnp.swapaxes(x, 1, 2)  # [B, S, N, D] <-> [B, N, S, D]
   ids = splash.SegmentIds(q=segments, kv=segments)
-  ctx = jax.vmap(kernel)(heads_first(q * d**-0.5), heads_first(k), heads_first(v),
-                         segment_ids=ids)  # the kernel does not scale q
+  ctx = jax.vmap(kernel)(
+      heads_first(q * d**-0.5), heads_first(k), heads_first(v), segment_ids=ids
+  )  # the kernel does not scale q
   return heads_first(ctx).astype(q.dtype)
 
 
-def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array,
-                     segments: jax.Array) -> jax.Array:
+def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, segments: jax.Array) -> jax.Array:
   """The splash kernel, inside `jax.shard_map` when a mesh of several devices is set (a
   Pallas kernel is not partitioned by XLA): rows over the data axes, heads over 'tensor'
   where it divides them; sequence and head dim whole."""
@@ -231,9 +287,16 @@ def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array,
   if mesh.empty or mesh.size == 1:
     return _splash_per_shard(q, k, v, segments)
   rows = sharding.batch_axes(mesh)
-  heads = (TENSOR_AXIS if TENSOR_AXIS in mesh.axis_names
-           and q.shape[2] % mesh.shape[TENSOR_AXIS] == 0 else None)
+  heads = (
+      TENSOR_AXIS
+      if TENSOR_AXIS in mesh.axis_names and q.shape[2] % mesh.shape[TENSOR_AXIS] == 0
+      else None
+  )
   qkv = PartitionSpec(rows, None, heads, None)
-  return jax.shard_map(_splash_per_shard, mesh=mesh,
-                       in_specs=(qkv, qkv, qkv, PartitionSpec(rows, None)), out_specs=qkv,
-                       check_vma=False)(q, k, v, segments)
+  return jax.shard_map(
+      _splash_per_shard,
+      mesh=mesh,
+      in_specs=(qkv, qkv, qkv, PartitionSpec(rows, None)),
+      out_specs=qkv,
+      check_vma=False,
+  )(q, k, v, segments)

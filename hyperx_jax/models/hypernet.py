@@ -39,9 +39,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from hyperx_jax.config.vocabulary import LANGUAGE_SOURCES, TYPOLOGY_FEATURE_SETS, TYPOLOGY_SOURCES
 from hyperx_jax.models.adapters import AdapterWeights, adapter_shapes
 from hyperx_jax.models.layers import param
-from hyperx_jax.config.vocabulary import LANGUAGE_SOURCES, TYPOLOGY_FEATURE_SETS, TYPOLOGY_SOURCES
 
 UNIT_EPS = 1e-12
 
@@ -70,8 +70,9 @@ class HyperNetConfig:
 
   def __post_init__(self):
     if self.language_source not in LANGUAGE_SOURCES:
-      raise ValueError(f"language_source {self.language_source!r} is not one of "
-                       f"{LANGUAGE_SOURCES}")
+      raise ValueError(
+          f"language_source {self.language_source!r} is not one of " f"{LANGUAGE_SOURCES}"
+      )
 
   @property
   def learned_rows(self) -> bool:
@@ -112,14 +113,19 @@ def unit_vector(p: jax.Array) -> jax.Array:
   return p * jax.lax.rsqrt(jnp.sum(jnp.square(p), axis=-1, keepdims=True) + UNIT_EPS)
 
 
-def generate_adapter(generators: dict[str, dict[str, jax.Array]], p: jax.Array,
-                     shapes: dict[str, tuple[int, ...]]) -> AdapterWeights:
+def generate_adapter(
+    generators: dict[str, dict[str, jax.Array]], p: jax.Array, shapes: dict[str, tuple[int, ...]]
+) -> AdapterWeights:
   """One adapter from the projected source p [P]: tensor = reshape(p · kernel + bias).
 
   generators[name]: kernel [P, prod(shape)], bias [prod(shape)].
   """
-  return AdapterWeights(**{name: (p @ g["kernel"] + g["bias"]).reshape(shapes[name])
-                           for name, g in generators.items()})
+  return AdapterWeights(
+      **{
+          name: (p @ g["kernel"] + g["bias"]).reshape(shapes[name])
+          for name, g in generators.items()
+      }
+  )
 
 
 class LanguageFeatures(nnx.Variable):
@@ -130,36 +136,63 @@ class LanguageFeatures(nnx.Variable):
 class HyperNetwork(nnx.Module):
   """Embeddings + source projector + generators; `__call__(task_ids, lang_ids)` -> weights."""
 
-  def __init__(self, config: HyperNetConfig, *, hidden_size: int, num_layers: int,
-               num_tasks: int, num_languages: int, param_dtype=jnp.float32, rngs: nnx.Rngs,
-               language_features: Optional[jax.Array] = None):
+  def __init__(
+      self,
+      config: HyperNetConfig,
+      *,
+      hidden_size: int,
+      num_layers: int,
+      num_tasks: int,
+      num_languages: int,
+      param_dtype=jnp.float32,
+      rngs: nnx.Rngs,
+      language_features: Optional[jax.Array] = None,
+  ):
     """`language_features`: z [num_languages, F], needed by the typology sources."""
     self.config = config
     self.hidden_size = hidden_size
     self.num_layers = num_layers
     c, std = config, config.init_std
-    self.task_embeddings = param(rngs, (num_tasks, c.task_dim), ("tasks", None),
-                                         std=1.0, dtype=param_dtype)  # [T, dt]
+    self.task_embeddings = param(
+        rngs, (num_tasks, c.task_dim), ("tasks", None), std=1.0, dtype=param_dtype
+    )  # [T, dt]
     learned = c.language_source == "learned"  # `both`: rows start at 0 (a residual)
     self.lang_embeddings = (
-        param(rngs if learned else None, (num_languages, c.lang_dim), ("languages", None),
-              std=1.0 if learned else 0.0, dtype=param_dtype)
-        if c.learned_rows else None)  # [Lg, dl]
-    if c.typology and (language_features is None
-                       or language_features.shape[0] != num_languages):
-      raise ValueError(f"language_source {c.language_source!r} needs language_features "
-                       f"[{num_languages}, F], got "
-                       f"{None if language_features is None else language_features.shape}")
+        param(
+            rngs if learned else None,
+            (num_languages, c.lang_dim),
+            ("languages", None),
+            std=1.0 if learned else 0.0,
+            dtype=param_dtype,
+        )
+        if c.learned_rows
+        else None
+    )  # [Lg, dl]
+    if c.typology and (language_features is None or language_features.shape[0] != num_languages):
+      raise ValueError(
+          f"language_source {c.language_source!r} needs language_features "
+          f"[{num_languages}, F], got "
+          f"{None if language_features is None else language_features.shape}"
+      )
     self.lang_features = (
-        LanguageFeatures(jnp.asarray(language_features, param_dtype),
-                         out_sharding=("languages", None), eager_sharding=False)
-        if c.typology else None)  # [Lg, F]
+        LanguageFeatures(
+            jnp.asarray(language_features, param_dtype),
+            out_sharding=("languages", None),
+            eager_sharding=False,
+        )
+        if c.typology
+        else None
+    )  # [Lg, F]
     self.typology_projection = (
         param(None, (language_features.shape[1], c.lang_dim), (None, None), dtype=param_dtype)
-        if c.typology else None)  # [F, dl]
+        if c.typology
+        else None
+    )  # [F, dl]
     self.layer_embeddings = (
-        param(rngs, (num_layers, c.layer_dim), ("layers", None), std=1.0,
-                      dtype=param_dtype) if c.condition_on_layer else None)  # [L, di]
+        param(rngs, (num_layers, c.layer_dim), ("layers", None), std=1.0, dtype=param_dtype)
+        if c.condition_on_layer
+        else None
+    )  # [L, di]
     self.projector = nnx.Dict(_projector_params(c, param_dtype, rngs)) if c.use_projector else None
     per_layer = () if c.condition_on_layer else (num_layers,)
     layer_axes = () if c.condition_on_layer else ("layers",)
@@ -167,10 +200,15 @@ class HyperNetwork(nnx.Module):
     for name, shape in adapter_shapes(hidden_size, c.bottleneck, c.conditional_layer_norm).items():
       size = math.prod(shape)
       generators[name] = nnx.Dict(
-          kernel=param(rngs, per_layer + (c.generator_in_dim, size),
-                               layer_axes + ("hyper_in", "hyper_out"), std=std, dtype=param_dtype),
-          bias=param(None, per_layer + (size,), layer_axes + ("hyper_out",),
-                             dtype=param_dtype))
+          kernel=param(
+              rngs,
+              per_layer + (c.generator_in_dim, size),
+              layer_axes + ("hyper_in", "hyper_out"),
+              std=std,
+              dtype=param_dtype,
+          ),
+          bias=param(None, per_layer + (size,), layer_axes + ("hyper_out",), dtype=param_dtype),
+      )
     self.generators = nnx.Dict(generators)
 
   def __call__(self, task_ids: jax.Array, lang_ids: jax.Array) -> AdapterWeights:
@@ -180,10 +218,11 @@ class HyperNetwork(nnx.Module):
     if c.unit_projection:
       p = unit_vector(p)
     shapes = adapter_shapes(self.hidden_size, c.bottleneck, c.conditional_layer_norm)
-    generators = {name: {"kernel": g["kernel"][...], "bias": g["bias"][...]}
-                  for name, g in self.generators.items()}
-    per_group = jax.vmap(lambda gens, p_g: generate_adapter(gens, p_g, shapes),
-                         in_axes=(None, 0))
+    generators = {
+        name: {"kernel": g["kernel"][...], "bias": g["bias"][...]}
+        for name, g in self.generators.items()
+    }
+    per_group = jax.vmap(lambda gens, p_g: generate_adapter(gens, p_g, shapes), in_axes=(None, 0))
     gen_axis = None if c.condition_on_layer else 0  # shared generator vs one per layer
     return jax.vmap(per_group, in_axes=(gen_axis, 0))(generators, p)  # leaves [L, G, ...]
 
@@ -196,10 +235,10 @@ class HyperNetwork(nnx.Module):
       layers = self.layer_embeddings[...]  # [L, di]
     else:
       layers = jnp.zeros((self.num_layers, 0), task.dtype)  # [L, 0]
-    projector = ({k: v[...] for k, v in self.projector.items()} if self.projector is not None
-                 else {})
+    projector = {k: v[...] for k, v in self.projector.items()} if self.projector is not None else {}
     one = lambda layer_emb, task_emb, lang_emb: project_source(
-        projector, source_vector(task_emb, lang_emb, layer_emb))
+        projector, source_vector(task_emb, lang_emb, layer_emb)
+    )
     per_group = jax.vmap(one, in_axes=(None, 0, 0))
     return jax.vmap(per_group, in_axes=(0, None, None))(layers, task, lang)  # [L, G, P]
 
@@ -219,8 +258,11 @@ class HyperNetwork(nnx.Module):
 
   def embedding_rows(self, kind: str) -> nnx.Param:
     """The embedding table of `kind` ('task' | 'language' | 'layer'), rows = ids."""
-    tables = {"task": self.task_embeddings, "language": self.lang_embeddings,
-              "layer": self.layer_embeddings}
+    tables = {
+        "task": self.task_embeddings,
+        "language": self.lang_embeddings,
+        "layer": self.layer_embeddings,
+    }
     if kind not in tables or tables[kind] is None:
       known = [k for k, v in tables.items() if v is not None]
       raise KeyError(f"unknown embedding kind {kind!r}; known: {known}")
@@ -238,10 +280,8 @@ def _projector_params(c: HyperNetConfig, param_dtype, rngs: nnx.Rngs) -> dict[st
   """Linear(source -> source) -> ReLU -> Linear(source -> P); N(0, init_std), bias 0."""
   s, p = c.source_dim, c.projected_dim
   return {
-      "hidden_kernel": param(rngs, (s, s), ("hyper_in", None), std=c.init_std,
-                                     dtype=param_dtype),
+      "hidden_kernel": param(rngs, (s, s), ("hyper_in", None), std=c.init_std, dtype=param_dtype),
       "hidden_bias": param(None, (s,), (None,), dtype=param_dtype),
-      "out_kernel": param(rngs, (s, p), (None, "hyper_in"), std=c.init_std,
-                                  dtype=param_dtype),
+      "out_kernel": param(rngs, (s, p), (None, "hyper_in"), std=c.init_std, dtype=param_dtype),
       "out_bias": param(None, (p,), ("hyper_in",), dtype=param_dtype),
   }

@@ -20,8 +20,15 @@ Axes = tuple[Optional[str], ...]
 INIT_STD = 0.02  # BERT / RoBERTa initializer_range
 
 
-def param(rngs: Optional[nnx.Rngs], shape: Sequence[int], axes: Sequence[Optional[str]], *,
-          std: float = 0.0, fill: float = 0.0, dtype=jnp.float32) -> nnx.Param:
+def param(
+    rngs: Optional[nnx.Rngs],
+    shape: Sequence[int],
+    axes: Sequence[Optional[str]],
+    *,
+    std: float = 0.0,
+    fill: float = 0.0,
+    dtype=jnp.float32,
+) -> nnx.Param:
   """A parameter ~ N(0, std²) (or the constant `fill` when std = 0) tagged with logical axes."""
   shape, axes = tuple(shape), tuple(axes)
   if len(axes) != len(shape):
@@ -41,9 +48,17 @@ class Dense(nnx.Module):
   applied by `dense(x, slices, spec)` with an einsum spec.
   """
 
-  def __init__(self, kernel_shape: Sequence[int], kernel_axes: Axes,
-               bias_shape: Sequence[int], bias_axes: Axes, *, dtype=jnp.float32,
-               std: float = INIT_STD, rngs: nnx.Rngs):
+  def __init__(
+      self,
+      kernel_shape: Sequence[int],
+      kernel_axes: Axes,
+      bias_shape: Sequence[int],
+      bias_axes: Axes,
+      *,
+      dtype=jnp.float32,
+      std: float = INIT_STD,
+      rngs: nnx.Rngs,
+  ):
     self.kernel = param(rngs, kernel_shape, kernel_axes, std=std, dtype=dtype)
     self.bias = param(None, bias_shape, bias_axes, dtype=dtype)
 
@@ -65,8 +80,15 @@ class LayerNorm(nnx.Module):
   """LayerNorm parameters (γ = `scale`, β = `bias`); `lead` are stacked leading dims, e.g.
   (L,) with axes ('layers',). `scale_init` is 1 for the backbone, 0 for adapters (identity)."""
 
-  def __init__(self, hidden: int, *, lead: Sequence[int] = (), lead_axes: Axes = (),
-               scale_init: float = 1.0, dtype=jnp.float32):
+  def __init__(
+      self,
+      hidden: int,
+      *,
+      lead: Sequence[int] = (),
+      lead_axes: Axes = (),
+      scale_init: float = 1.0,
+      dtype=jnp.float32,
+  ):
     self.scale = param(None, (*lead, hidden), (*lead_axes, "embed"), fill=scale_init, dtype=dtype)
     self.bias = param(None, (*lead, hidden), (*lead_axes, "embed"), dtype=dtype)
 

@@ -18,8 +18,8 @@ from typing import Mapping, Optional
 import jax
 import jax.numpy as jnp
 
-from hyperx_jax.models.model import HyperXModel
 from hyperx_jax.config.vocabulary import IGNORE_INDEX, MLM, PAIR, max_mlm_predictions
+from hyperx_jax.models.model import HyperXModel
 
 
 def select_mlm_positions(labels: jax.Array, k: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -44,8 +44,9 @@ def segment_slots(model: HyperXModel, batch: Mapping[str, jax.Array], task: str)
   return batch["labels"].shape[1]
 
 
-def _targets(model: HyperXModel, batch: Mapping[str, jax.Array], task: str,
-             dropout_rng: Optional[jax.Array]) -> tuple[jax.Array, jax.Array, jax.Array, dict]:
+def _targets(
+    model: HyperXModel, batch: Mapping[str, jax.Array], task: str, dropout_rng: Optional[jax.Array]
+) -> tuple[jax.Array, jax.Array, jax.Array, dict]:
   """(logits [..., n], labels [...], weights [...], extra aux) for any task kind."""
   kind = model.task_kind(task)
   labels = batch["labels"]
@@ -55,8 +56,9 @@ def _targets(model: HyperXModel, batch: Mapping[str, jax.Array], task: str,
     logits = model(batch, task, dropout_rng=dropout_rng, mlm_positions=positions)
     extra["mlm_dropped"] = dropped.sum()
   else:
-    logits = model(batch, task, dropout_rng=dropout_rng,
-                   num_segments=segment_slots(model, batch, task))
+    logits = model(
+        batch, task, dropout_rng=dropout_rng, num_segments=segment_slots(model, batch, task)
+    )
   example_mask = batch.get("example_mask")
   weights = labels != IGNORE_INDEX
   if example_mask is not None:
@@ -64,8 +66,12 @@ def _targets(model: HyperXModel, batch: Mapping[str, jax.Array], task: str,
   return logits, labels, weights, extra
 
 
-def compute_loss(model: HyperXModel, batch: Mapping[str, jax.Array], task: str,
-                 dropout_rng: Optional[jax.Array] = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+def compute_loss(
+    model: HyperXModel,
+    batch: Mapping[str, jax.Array],
+    task: str,
+    dropout_rng: Optional[jax.Array] = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Mean cross-entropy over non-ignored labels of real examples; aux: count, accuracy."""
   logits, labels, weights, aux = _targets(model, batch, task, dropout_rng)
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)

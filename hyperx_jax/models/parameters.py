@@ -11,14 +11,17 @@ from flax import nnx
 from hyperx_jax.tree import path_str
 
 
-def parameter_report(model: nnx.Module, trainable_filter: Optional[Callable[..., bool]] = None) -> str:
+def parameter_report(
+    model: nnx.Module, trainable_filter: Optional[Callable[..., bool]] = None
+) -> str:
   """A table of total / trainable parameter counts per module (first two path components).
 
   `trainable_filter` is either `f(name)` on the '/'-joined parameter path or an NNX-style
   predicate `f(path, variable)` (as `optim.trainable_filter` returns); None = all trainable.
   """
-  two_args = (trainable_filter is not None
-              and len(inspect.signature(trainable_filter).parameters) == 2)
+  two_args = (
+      trainable_filter is not None and len(inspect.signature(trainable_filter).parameters) == 2
+  )
   rows: dict[str, list[int]] = {}
   for path, leaf in nnx.to_flat_state(nnx.state(model, nnx.Param)):
     name = path_str(path)

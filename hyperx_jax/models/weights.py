@@ -46,8 +46,13 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_BIN = "pytorch_model.bin"
 TORCH_BIN_INDEX = "pytorch_model.bin.index.json"
 WEIGHT_FILES = (SAFETENSORS, SAFETENSORS_INDEX, TORCH_BIN, TORCH_BIN_INDEX)
-_HUB_PATTERNS = ["config.json", "tokenizer.json", "tokenizer_config.json",
-                 "special_tokens_map.json", "sentencepiece.bpe.model"]
+_HUB_PATTERNS = [
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "sentencepiece.bpe.model",
+]
 
 # Checkpoint tensors that are not part of the encoder and are skipped without complaint.
 _IGNORED = re.compile(r"(^|\.)(pooler|lm_head)\.|(^|\.)(position_ids|token_type_ids)$")
@@ -83,7 +88,10 @@ PARAM_MAP = {**_EMBEDDING_MAP, **_LAYER_MAP}  # post-LN XLM-R (base, large)
 # Pre-LN XLM-R XL/XXL: no embedding LayerNorm, per-sublayer input LayerNorms, a final one.
 PRE_LN_PARAM_MAP = {
     **{k: v for k, v in PARAM_MAP.items() if not re.search(r"(^|/)[a-z_]*ln/", k)},
-    "layers/attention_ln/scale": ("encoder.layer.{i}.attention.self_attn_layer_norm.weight", "copy"),
+    "layers/attention_ln/scale": (
+        "encoder.layer.{i}.attention.self_attn_layer_norm.weight",
+        "copy",
+    ),
     "layers/attention_ln/bias": ("encoder.layer.{i}.attention.self_attn_layer_norm.bias", "copy"),
     "layers/output_ln/scale": ("encoder.layer.{i}.LayerNorm.weight", "copy"),
     "layers/output_ln/bias": ("encoder.layer.{i}.LayerNorm.bias", "copy"),
@@ -103,9 +111,11 @@ class LoadReport:
   initialised: list[str]  # our parameters left at their initial values (allow_missing)
 
   def __str__(self) -> str:
-    return (f"{self.source}: loaded {len(self.loaded)} parameters, ignored "
-            f"{len(self.ignored)} tensors {self.ignored}, kept initial values for "
-            f"{self.initialised}")
+    return (
+        f"{self.source}: loaded {len(self.loaded)} parameters, ignored "
+        f"{len(self.ignored)} tensors {self.ignored}, kept initial values for "
+        f"{self.initialised}"
+    )
 
 
 # ----------------------------------------------------------------------------- locating files
@@ -123,10 +133,12 @@ def resolve_checkpoint(name_or_dir: PathLike) -> pathlib.Path:
 
   try:
     local = huggingface_hub.snapshot_download(
-        name, allow_patterns=_HUB_PATTERNS + [SAFETENSORS, SAFETENSORS_INDEX, "*.safetensors"])
+        name, allow_patterns=_HUB_PATTERNS + [SAFETENSORS, SAFETENSORS_INDEX, "*.safetensors"]
+    )
     if not any(pathlib.Path(local).glob("*.safetensors")):
       local = huggingface_hub.snapshot_download(
-          name, allow_patterns=_HUB_PATTERNS + [TORCH_BIN, TORCH_BIN_INDEX, "pytorch_model*.bin"])
+          name, allow_patterns=_HUB_PATTERNS + [TORCH_BIN, TORCH_BIN_INDEX, "pytorch_model*.bin"]
+      )
   except Exception as e:  # network, unknown repo, auth: say which checkpoint failed
     raise OSError(f"could not download Hugging Face checkpoint {name!r}: {e}") from e
   return pathlib.Path(local)
@@ -139,6 +151,7 @@ def encoder_config_from_checkpoint(name_or_dir: PathLike, **overrides) -> Encode
   if path.exists():
     return EncoderConfig.from_hf(path, **overrides)
   import transformers  # pylint: disable=g-import-not-at-top
+
   hf_config = transformers.AutoConfig.from_pretrained(str(name_or_dir)).to_dict()
   return EncoderConfig.from_hf(hf_config, **overrides)
 
@@ -161,8 +174,10 @@ class TensorSource:
       self._load_torch(sorted(set(self._index(files[TORCH_BIN_INDEX]).values())))
     else:
       present = sorted(p.name for p in directory.iterdir())
-      raise FileNotFoundError(f"{directory}: no weights; looked for {', '.join(WEIGHT_FILES)}; "
-                              f"the directory holds {present}")
+      raise FileNotFoundError(
+          f"{directory}: no weights; looked for {', '.join(WEIGHT_FILES)}; "
+          f"the directory holds {present}"
+      )
 
   def _index(self, index_file: pathlib.Path) -> dict[str, pathlib.Path]:
     weight_map = json.loads(index_file.read_text()).get("weight_map")
@@ -184,8 +199,10 @@ class TensorSource:
     try:
       import torch  # pylint: disable=g-import-not-at-top
     except ImportError as e:
-      raise ImportError(f"{files[0]}: reading PyTorch .bin checkpoints needs torch; install it "
-                        "or convert the checkpoint to safetensors") from e
+      raise ImportError(
+          f"{files[0]}: reading PyTorch .bin checkpoints needs torch; install it "
+          "or convert the checkpoint to safetensors"
+      ) from e
     for f in files:
       for name, t in torch.load(f, map_location="cpu", weights_only=True).items():
         self._torch[name] = t.float().numpy() if t.is_floating_point() else t.numpy()
@@ -248,8 +265,9 @@ def _head_rows(heads: slice, head_dim: int) -> slice:
   return slice(heads.start * head_dim, heads.stop * head_dim)
 
 
-def _read_layout(src: TensorSource, name: str, layout: str, ours: tuple[int, ...],
-                 index: tuple[slice, ...]) -> np.ndarray:
+def _read_layout(
+    src: TensorSource, name: str, layout: str, ours: tuple[int, ...], index: tuple[slice, ...]
+) -> np.ndarray:
   """`index` (one layer, our layout, normalised slices) read from the PyTorch tensor `name`."""
   if layout == "copy":
     return src.read(name, index)
@@ -315,8 +333,9 @@ class _Target:
     if not self.stacked:
       return _read_layout(src, self.names[0], self.layout, self.shape, index).astype(self.dtype)
     layers = range(index[0].start, index[0].stop)
-    per_layer = [_read_layout(src, self.names[i], self.layout, self.shape[1:], index[1:])
-                 for i in layers]
+    per_layer = [
+        _read_layout(src, self.names[i], self.layout, self.shape[1:], index[1:]) for i in layers
+    ]
     return np.stack(per_layer).astype(self.dtype)
 
 
@@ -354,29 +373,39 @@ def _find_prefix(src: TensorSource) -> str:
   for prefix in _PREFIXES:
     if f"{prefix}embeddings.word_embeddings.weight" in names:
       return prefix
-  raise ValueError(f"{src.directory}: no 'embeddings.word_embeddings.weight' (with prefix "
-                   f"{' or '.join(repr(p) for p in _PREFIXES)}); not an XLM-R checkpoint? "
-                   f"First tensors: {sorted(names)[:10]}")
+  raise ValueError(
+      f"{src.directory}: no 'embeddings.word_embeddings.weight' (with prefix "
+      f"{' or '.join(repr(p) for p in _PREFIXES)}); not an XLM-R checkpoint? "
+      f"First tensors: {sorted(names)[:10]}"
+  )
 
 
 def _check_shapes(src: Any, target: _Target) -> None:
   expected = _hf_shape(target.layout, target.shape[1:] if target.stacked else target.shape)
   for n in target.names:
     if src.shape(n) != expected:
-      raise ValueError(f"{src.directory}: tensor {n} has shape {src.shape(n)}, but encoder "
-                       f"parameter {target.path} {target.shape} needs {expected} (PyTorch layout)")
+      raise ValueError(
+          f"{src.directory}: tensor {n} has shape {src.shape(n)}, but encoder "
+          f"parameter {target.path} {target.shape} needs {expected} (PyTorch layout)"
+      )
 
 
-def _targets(params: Mapping[str, Any], src: TensorSource, config: EncoderConfig,
-             allow_missing: Sequence[str]) -> tuple[list[_Target], list[str], list[str]]:
+def _targets(
+    params: Mapping[str, Any],
+    src: TensorSource,
+    config: EncoderConfig,
+    allow_missing: Sequence[str],
+) -> tuple[list[_Target], list[str], list[str]]:
   """Matches our parameters with checkpoint tensors; checks names and shapes."""
   prefix = _find_prefix(src)
   available = set(src.names())
   targets, missing, initialised, used = [], [], [], set()
   param_map = param_map_of(config)
   if set(params) != set(param_map):
-    raise ValueError(f"encoder parameters {sorted(params)} do not match the checkpoint mapping "
-                     f"{sorted(param_map)}")
+    raise ValueError(
+        f"encoder parameters {sorted(params)} do not match the checkpoint mapping "
+        f"{sorted(param_map)}"
+    )
   for path, (_, layout) in param_map.items():
     shape, dtype = tuple(params[path].shape), params[path].dtype
     names = tuple(prefix + name for name in hf_names(path, config))
@@ -396,8 +425,9 @@ def _targets(params: Mapping[str, Any], src: TensorSource, config: EncoderConfig
   ignored = sorted(available - used)
   unexpected = [n for n in ignored if not _IGNORED.search(n)]
   if unexpected:
-    raise ValueError(f"{src.directory}: unexpected tensors (not pooler/lm_head/position_ids): "
-                     f"{unexpected}")
+    raise ValueError(
+        f"{src.directory}: unexpected tensors (not pooler/lm_head/position_ids): " f"{unexpected}"
+    )
   return targets, ignored, initialised
 
 
@@ -422,8 +452,9 @@ def _device_sharding(value: Any) -> Optional[jax.sharding.Sharding]:
   return None
 
 
-def _build(target: _Target, src: TensorSource,
-           sharding: Optional[jax.sharding.Sharding]) -> jax.Array:
+def _build(
+    target: _Target, src: TensorSource, sharding: Optional[jax.sharding.Sharding]
+) -> jax.Array:
   if sharding is None:
     return jnp.asarray(target.read(src, ()))  # whole parameter
   return jax.make_array_from_callback(target.shape, sharding, lambda idx: target.read(src, idx))
@@ -442,8 +473,13 @@ def _replace(encoder: XLMREncoder, state: Any, values: Mapping[str, jax.Array]) 
   nnx.update(encoder, state)
 
 
-def load_encoder_weights(encoder: XLMREncoder, name_or_dir: PathLike, *, shardings: Any = None,
-                         allow_missing: Sequence[str] = ()) -> LoadReport:
+def load_encoder_weights(
+    encoder: XLMREncoder,
+    name_or_dir: PathLike,
+    *,
+    shardings: Any = None,
+    allow_missing: Sequence[str] = (),
+) -> LoadReport:
   """Replaces `encoder`'s parameters in place with a Hugging Face checkpoint's.
 
   `shardings`: a `jax.sharding.Sharding` for every parameter (an `nnx.State` / nested dict of
@@ -493,8 +529,13 @@ def load_mlm_head_weights(name_or_dir: PathLike) -> Optional[dict[str, np.ndarra
   return out
 
 
-def from_hf_tensors(tensors: Mapping[str, np.ndarray], config: EncoderConfig,
-                    like: Mapping[str, Any], *, source: str = "<tensors>") -> dict[str, np.ndarray]:
+def from_hf_tensors(
+    tensors: Mapping[str, np.ndarray],
+    config: EncoderConfig,
+    like: Mapping[str, Any],
+    *,
+    source: str = "<tensors>",
+) -> dict[str, np.ndarray]:
   """The inverse of `to_hf_tensors`: tensors under `XLMRobertaModel.state_dict()` names, PyTorch
   layout -> our encoder parameters (path -> array), each shaped and typed as `like[path]` (an
   array or ShapeDtypeStruct of our layout). A stacked parameter needs all of its layers.
@@ -502,8 +543,10 @@ def from_hf_tensors(tensors: Mapping[str, np.ndarray], config: EncoderConfig,
   owner = {name: path for path in param_map_of(config) for name in hf_names(path, config)}
   unknown = sorted(set(tensors) - set(owner))
   if unknown:
-    raise ValueError(f"{source}: {unknown} are not parameters of this encoder (XLMRobertaModel "
-                     f"names, e.g. {next(iter(owner))!r})")
+    raise ValueError(
+        f"{source}: {unknown} are not parameters of this encoder (XLMRobertaModel "
+        f"names, e.g. {next(iter(owner))!r})"
+    )
   src = ArraySource(tensors, source)
   values = {}
   for path in sorted({owner[name] for name in tensors}):
@@ -517,8 +560,9 @@ def from_hf_tensors(tensors: Mapping[str, np.ndarray], config: EncoderConfig,
   return values
 
 
-def apply_hf_tensors(encoder: XLMREncoder, tensors: Mapping[str, np.ndarray], *,
-                     source: str = "<tensors>") -> list[str]:
+def apply_hf_tensors(
+    encoder: XLMREncoder, tensors: Mapping[str, np.ndarray], *, source: str = "<tensors>"
+) -> list[str]:
   """Replaces the encoder parameters named by `tensors` (`XLMRobertaModel.state_dict()` names,
   PyTorch layout, as `to_hf_tensors` writes them); returns our paths that changed. A stacked
   parameter needs all of its layers. `source` names the tensors in errors."""

@@ -39,13 +39,30 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from hyperx_jax.config.vocabulary import (
+    ATTENTION_IMPLEMENTATIONS,
+    CUDNN_ATTENTION,
+    DTYPES,
+    PLACEMENTS,
+    REMAT_POLICIES,
+    SPLASH_ATTENTION,
+    XLA_ATTENTION,
+)
 from hyperx_jax.models.adapters import AdapterWeights, apply_adapter_stack, layer_slice
 from hyperx_jax.models.attention import AttentionMask, dot_product_attention, row_lengths
-from hyperx_jax.models.layers import (INIT_STD, Dense, LayerNorm, apply_keep_mask, dense,
-                                      dropout, gelu, keep_mask, layer_norm, param, softmax)
-from hyperx_jax.config.vocabulary import (ATTENTION_IMPLEMENTATIONS, CUDNN_ATTENTION, DTYPES,
-                                          PLACEMENTS, REMAT_POLICIES, SPLASH_ATTENTION,
-                                          XLA_ATTENTION)
+from hyperx_jax.models.layers import (
+    INIT_STD,
+    Dense,
+    LayerNorm,
+    apply_keep_mask,
+    dense,
+    dropout,
+    gelu,
+    keep_mask,
+    layer_norm,
+    param,
+    softmax,
+)
 
 # Hugging Face `config.json` key -> EncoderConfig field.
 _HF_CONFIG_KEYS = {
@@ -66,14 +83,28 @@ _PRE_LN_MODEL_TYPES = ("xlm-roberta-xl",)
 
 # XLM-R sizes (Conneau et al. 2020; Goyal et al. 2021 for XL/XXL).
 _PRESETS = {
-    "base": dict(vocab_size=250002, hidden_size=768, num_layers=12, num_heads=12,
-                 intermediate_size=3072),
-    "large": dict(vocab_size=250002, hidden_size=1024, num_layers=24, num_heads=16,
-                  intermediate_size=4096),
-    "xl": dict(vocab_size=250880, hidden_size=2560, num_layers=36, num_heads=32,
-               intermediate_size=10240, pre_layer_norm=True),
-    "xxl": dict(vocab_size=250880, hidden_size=4096, num_layers=48, num_heads=32,
-                intermediate_size=16384, pre_layer_norm=True),
+    "base": dict(
+        vocab_size=250002, hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072
+    ),
+    "large": dict(
+        vocab_size=250002, hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096
+    ),
+    "xl": dict(
+        vocab_size=250880,
+        hidden_size=2560,
+        num_layers=36,
+        num_heads=32,
+        intermediate_size=10240,
+        pre_layer_norm=True,
+    ),
+    "xxl": dict(
+        vocab_size=250880,
+        hidden_size=4096,
+        num_layers=48,
+        num_heads=32,
+        intermediate_size=16384,
+        pre_layer_norm=True,
+    ),
 }
 
 
@@ -102,13 +133,17 @@ class EncoderConfig:
 
   def __post_init__(self):
     if self.hidden_size % self.num_heads:
-      raise ValueError(f"EncoderConfig: hidden_size={self.hidden_size} is not divisible by "
-                       f"num_heads={self.num_heads}")
-    for field, value, known in (("remat", self.remat, REMAT_POLICIES),
-                                ("adapter_placement", self.adapter_placement, PLACEMENTS),
-                                ("attention", self.attention, ATTENTION_IMPLEMENTATIONS),
-                                ("dtype", self.dtype, DTYPES),
-                                ("param_dtype", self.param_dtype, DTYPES)):
+      raise ValueError(
+          f"EncoderConfig: hidden_size={self.hidden_size} is not divisible by "
+          f"num_heads={self.num_heads}"
+      )
+    for field, value, known in (
+        ("remat", self.remat, REMAT_POLICIES),
+        ("adapter_placement", self.adapter_placement, PLACEMENTS),
+        ("attention", self.attention, ATTENTION_IMPLEMENTATIONS),
+        ("dtype", self.dtype, DTYPES),
+        ("param_dtype", self.param_dtype, DTYPES),
+    ):
       if value not in known:
         raise ValueError(f"EncoderConfig.{field}={value!r} is unknown; known: {', '.join(known)}")
 
@@ -122,8 +157,9 @@ class EncoderConfig:
     return self.max_positions - self.pad_token_id - 1
 
   @classmethod
-  def from_hf(cls, config: Union[str, pathlib.Path, Mapping[str, Any]],
-              **overrides) -> "EncoderConfig":
+  def from_hf(
+      cls, config: Union[str, pathlib.Path, Mapping[str, Any]], **overrides
+  ) -> "EncoderConfig":
     """From a Hugging Face `config.json` (path to the file or its directory, or the dict)."""
     source = "<dict>"
     if not isinstance(config, Mapping):
@@ -136,20 +172,26 @@ class EncoderConfig:
       config = json.loads(path.read_text())
     model_type = config.get("model_type")
     if model_type is not None and model_type not in _HF_MODEL_TYPES:
-      raise ValueError(f"{source}: model_type={model_type!r} is not an XLM-R/RoBERTa encoder; "
-                       f"known: {', '.join(_HF_MODEL_TYPES)}")
+      raise ValueError(
+          f"{source}: model_type={model_type!r} is not an XLM-R/RoBERTa encoder; "
+          f"known: {', '.join(_HF_MODEL_TYPES)}"
+      )
     act = config.get("hidden_act", "gelu")
     if act != "gelu":
       raise ValueError(f"{source}: hidden_act={act!r}; only exact 'gelu' is supported")
     pos_type = config.get("position_embedding_type", "absolute")
     if pos_type != "absolute":
-      raise ValueError(f"{source}: position_embedding_type={pos_type!r}; only 'absolute' is "
-                       "supported")
+      raise ValueError(
+          f"{source}: position_embedding_type={pos_type!r}; only 'absolute' is " "supported"
+      )
     missing = [k for k in list(_HF_CONFIG_KEYS)[:5] if k not in config]
     if missing:
       raise ValueError(f"{source}: missing keys {missing}")
-    kwargs = {ours: config[theirs] for theirs, ours in _HF_CONFIG_KEYS.items()
-              if config.get(theirs) is not None}
+    kwargs = {
+        ours: config[theirs]
+        for theirs, ours in _HF_CONFIG_KEYS.items()
+        if config.get(theirs) is not None
+    }
     kwargs["pre_layer_norm"] = model_type in _PRE_LN_MODEL_TYPES
     kwargs.update(overrides)
     return cls(**kwargs)
@@ -158,8 +200,12 @@ class EncoderConfig:
     """The Hugging Face `config.json` of this encoder (the inverse of `from_hf`)."""
     config = {theirs: getattr(self, ours) for theirs, ours in _HF_CONFIG_KEYS.items()}
     model_type = _PRE_LN_MODEL_TYPES[0] if self.pre_layer_norm else "xlm-roberta"
-    return {"model_type": model_type, "hidden_act": "gelu",
-            "position_embedding_type": "absolute", **config}
+    return {
+        "model_type": model_type,
+        "hidden_act": "gelu",
+        "position_embedding_type": "absolute",
+        **config,
+    }
 
   @classmethod
   def preset(cls, name: str, **overrides) -> "EncoderConfig":
@@ -189,11 +235,23 @@ class Attention(nnx.Module):
 
   def __init__(self, c: EncoderConfig, dtype, rngs: nnx.Rngs):
     L, h, n, d = c.num_layers, c.hidden_size, c.num_heads, c.head_dim
-    qkv = lambda: Dense((L, h, n, d), ("layers", "embed", "heads", "kv"),
-                        (L, n, d), ("layers", "heads", "kv"), dtype=dtype, rngs=rngs)
+    qkv = lambda: Dense(
+        (L, h, n, d),
+        ("layers", "embed", "heads", "kv"),
+        (L, n, d),
+        ("layers", "heads", "kv"),
+        dtype=dtype,
+        rngs=rngs,
+    )
     self.query, self.key, self.value = qkv(), qkv(), qkv()
-    self.out = Dense((L, n, d, h), ("layers", "heads", "kv", "embed"),
-                     (L, h), ("layers", "embed"), dtype=dtype, rngs=rngs)
+    self.out = Dense(
+        (L, n, d, h),
+        ("layers", "heads", "kv", "embed"),
+        (L, h),
+        ("layers", "embed"),
+        dtype=dtype,
+        rngs=rngs,
+    )
 
 
 class EncoderLayers(nnx.Module):
@@ -204,10 +262,12 @@ class EncoderLayers(nnx.Module):
     stacked = dict(lead=(L,), lead_axes=("layers",), dtype=dtype)
     self.attention = Attention(c, dtype, rngs)
     self.attention_ln = LayerNorm(h, **stacked)
-    self.ffn_in = Dense((L, h, f), ("layers", "embed", "mlp"), (L, f), ("layers", "mlp"),
-                        dtype=dtype, rngs=rngs)
-    self.ffn_out = Dense((L, f, h), ("layers", "mlp", "embed"), (L, h), ("layers", "embed"),
-                         dtype=dtype, rngs=rngs)
+    self.ffn_in = Dense(
+        (L, h, f), ("layers", "embed", "mlp"), (L, f), ("layers", "mlp"), dtype=dtype, rngs=rngs
+    )
+    self.ffn_out = Dense(
+        (L, f, h), ("layers", "mlp", "embed"), (L, h), ("layers", "embed"), dtype=dtype, rngs=rngs
+    )
     self.output_ln = LayerNorm(h, **stacked)
 
 
@@ -224,14 +284,14 @@ def segment_position_ids(segment_ids: jax.Array, pad_id: int) -> jax.Array:
   """Positions of packed rows: each segment counts from pad_id + 1 as RoBERTa counts a sentence
   of its own; padding (segment 0) keeps pad_id. segment_ids [B, S] -> [B, S]."""
   index = jnp.arange(segment_ids.shape[1])
-  starts = jnp.concatenate([jnp.ones_like(segment_ids[:, :1], bool),
-                            segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)  # [B, S]
+  starts = jnp.concatenate(
+      [jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1
+  )  # [B, S]
   first = jax.lax.cummax(jnp.where(starts, index, 0), axis=1)  # each token's segment start
   return jnp.where(segment_ids > 0, index - first + 1 + pad_id, pad_id).astype(jnp.int32)
 
 
-def attention_mask_4d(attention_mask: jax.Array,
-                      segment_ids: Optional[jax.Array]) -> jax.Array:
+def attention_mask_4d(attention_mask: jax.Array, segment_ids: Optional[jax.Array]) -> jax.Array:
   """Which keys each query sees, [B, 1, S or 1, S] bool: the real tokens ([B, 1, 1, S]), or
   with `segment_ids` its own segment only (block-diagonal [B, 1, S, S]; padding sees padding,
   so no row is empty). `attention.dot_product_attention` takes it in the form its kernel
@@ -241,8 +301,9 @@ def attention_mask_4d(attention_mask: jax.Array,
   return (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
 
 
-def attention_mask_for(kernel: str, attention_mask: jax.Array,
-                       segment_ids: Optional[jax.Array]) -> AttentionMask:
+def attention_mask_for(
+    kernel: str, attention_mask: jax.Array, segment_ids: Optional[jax.Array]
+) -> AttentionMask:
   """[B, S] attention mask (and segment ids of packed rows) in the forms `kernel` reads: the
   dense mask always (the dropout path); cuDNN takes one right-padded sentence per row as its
   lengths, splash takes segment ids (one sentence per row: 1 real, 0 padding)."""
@@ -255,8 +316,14 @@ def attention_mask_for(kernel: str, attention_mask: jax.Array,
   return AttentionMask(dense)
 
 
-def self_attention(x: jax.Array, p: Mapping[str, Any], mask: AttentionMask, implementation: str,
-                   rate: float, key: Optional[jax.Array]) -> jax.Array:
+def self_attention(
+    x: jax.Array,
+    p: Mapping[str, Any],
+    mask: AttentionMask,
+    implementation: str,
+    rate: float,
+    key: Optional[jax.Array],
+) -> jax.Array:
   """x: [B, S, H]; mask.dense: [B, 1, 1 or S, S] bool (True = attend). Returns [B, S, H]."""
   q = dense(x, p["query"], "bsh,hnd->bsnd")  # [B, S, N, D]
   k = dense(x, p["key"], "bsh,hnd->bsnd")
@@ -273,8 +340,7 @@ def self_attention(x: jax.Array, p: Mapping[str, Any], mask: AttentionMask, impl
 
 
 @functools.partial(jax.checkpoint, static_argnums=(3,))
-def attend_dropped_out(probs: jax.Array, keep: jax.Array, v: jax.Array,
-                       rate: float) -> jax.Array:
+def attend_dropped_out(probs: jax.Array, keep: jax.Array, v: jax.Array, rate: float) -> jax.Array:
   """dropout(probs) @ v: probs [B, N, S, S] fp32, keep its mask, v [B, S, N, D] -> [B, S, N, D].
   The backward pass recomputes the dropped-out probabilities from probs and keep, which it
   keeps anyway (softmax's and dropout's own gradients), instead of storing a third
@@ -283,9 +349,15 @@ def attend_dropped_out(probs: jax.Array, keep: jax.Array, v: jax.Array,
   return jnp.einsum("bnqk,bknd->bqnd", dropped, v)
 
 
-def encoder_layer(c: EncoderConfig, p: Mapping[str, Any], x: jax.Array, mask: AttentionMask,
-                  adapters: tuple[AdapterWeights, ...], group_ids: Optional[jax.Array],
-                  key: Optional[jax.Array]) -> jax.Array:
+def encoder_layer(
+    c: EncoderConfig,
+    p: Mapping[str, Any],
+    x: jax.Array,
+    mask: AttentionMask,
+    adapters: tuple[AdapterWeights, ...],
+    group_ids: Optional[jax.Array],
+    key: Optional[jax.Array],
+) -> jax.Array:
   """One layer; p holds this layer's parameter slices, adapters leaves [G, ...].
 
   post-LN: a = LN(x + attn(x));  out = LN(a + adapter(ffn(a)))
@@ -294,8 +366,14 @@ def encoder_layer(c: EncoderConfig, p: Mapping[str, Any], x: jax.Array, mask: At
   k_probs, k_attn, k_ffn = (None,) * 3 if key is None else jax.random.split(key, 3)
   ln = lambda y, name: layer_norm(y, p[name]["scale"], p[name]["bias"], c.layer_norm_eps)
   pre = c.pre_layer_norm
-  attn = self_attention(ln(x, "attention_ln") if pre else x, p["attention"], mask, c.attention,
-                        c.attention_dropout, k_probs)
+  attn = self_attention(
+      ln(x, "attention_ln") if pre else x,
+      p["attention"],
+      mask,
+      c.attention,
+      c.attention_dropout,
+      k_probs,
+  )
   attn_out = dropout(attn, c.hidden_dropout, k_attn) + x  # [B, S, H]
   attn_out = attn_out if pre else ln(attn_out, "attention_ln")
   ffn = dense(ln(attn_out, "output_ln") if pre else attn_out, p["ffn_in"], "bsh,hf->bsf")
@@ -326,25 +404,42 @@ class XLMREncoder(nnx.Module):
     self.layers = EncoderLayers(config, dtype, rngs)
     self.final_ln = LayerNorm(config.hidden_size, dtype=dtype) if config.pre_layer_norm else None
 
-  def embed(self, input_ids: jax.Array, token_type_ids: Optional[jax.Array],
-            key: Optional[jax.Array], segment_ids: Optional[jax.Array] = None) -> jax.Array:
+  def embed(
+      self,
+      input_ids: jax.Array,
+      token_type_ids: Optional[jax.Array],
+      key: Optional[jax.Array],
+      segment_ids: Optional[jax.Array] = None,
+  ) -> jax.Array:
     """[B, S] ids -> [B, S, H] in the compute dtype."""
     c, e = self.config, self.embeddings
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
-    positions = (position_ids_from_input_ids(input_ids, c.pad_token_id) if segment_ids is None
-                 else segment_position_ids(segment_ids, c.pad_token_id))
-    x = (jnp.take(e.word[...], input_ids, axis=0) + jnp.take(e.position[...], positions, axis=0)
-         + jnp.take(e.token_type[...], token_type_ids, axis=0))
+    positions = (
+        position_ids_from_input_ids(input_ids, c.pad_token_id)
+        if segment_ids is None
+        else segment_position_ids(segment_ids, c.pad_token_id)
+    )
+    x = (
+        jnp.take(e.word[...], input_ids, axis=0)
+        + jnp.take(e.position[...], positions, axis=0)
+        + jnp.take(e.token_type[...], token_type_ids, axis=0)
+    )
     if e.ln is not None:
       x = e.ln(x.astype(jnp.float32), c.layer_norm_eps)
     return dropout(x.astype(jnp.dtype(c.dtype)), c.hidden_dropout, key)
 
-  def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
-               token_type_ids: Optional[jax.Array] = None, *,
-               adapters: tuple[AdapterWeights, ...] = (), group_ids: Optional[jax.Array] = None,
-               dropout_rng: Optional[jax.Array] = None,
-               segment_ids: Optional[jax.Array] = None) -> jax.Array:
+  def __call__(
+      self,
+      input_ids: jax.Array,
+      attention_mask: jax.Array,
+      token_type_ids: Optional[jax.Array] = None,
+      *,
+      adapters: tuple[AdapterWeights, ...] = (),
+      group_ids: Optional[jax.Array] = None,
+      dropout_rng: Optional[jax.Array] = None,
+      segment_ids: Optional[jax.Array] = None,
+  ) -> jax.Array:
     """input_ids, attention_mask, token_type_ids: [B, S]. Returns hidden states [B, S, H].
 
     `adapters`: AdapterWeights with leaves [L, G, ...]; `group_ids` [B] picks each example's
@@ -353,26 +448,34 @@ class XLMREncoder(nnx.Module):
     """
     c = self.config
     if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
-      raise ValueError(f"XLMREncoder: input_ids {input_ids.shape} and attention_mask "
-                       f"{attention_mask.shape} must both be [batch, seq]")
+      raise ValueError(
+          f"XLMREncoder: input_ids {input_ids.shape} and attention_mask "
+          f"{attention_mask.shape} must both be [batch, seq]"
+      )
     if segment_ids is not None and segment_ids.shape != input_ids.shape:
-      raise ValueError(f"XLMREncoder: segment_ids {segment_ids.shape} must match input_ids "
-                       f"{input_ids.shape}")
+      raise ValueError(
+          f"XLMREncoder: segment_ids {segment_ids.shape} must match input_ids " f"{input_ids.shape}"
+      )
     if input_ids.shape[1] > c.longest_sequence:
-      raise ValueError(f"XLMREncoder: sequence length {input_ids.shape[1]} exceeds the "
-                       f"{c.longest_sequence} positions of this encoder "
-                       f"(max_positions={c.max_positions})")
+      raise ValueError(
+          f"XLMREncoder: sequence length {input_ids.shape[1]} exceeds the "
+          f"{c.longest_sequence} positions of this encoder "
+          f"(max_positions={c.max_positions})"
+      )
     adapters = tuple(adapters)
     for i, w in enumerate(adapters):
       if w.down.shape[0] != c.num_layers:
-        raise ValueError(f"XLMREncoder: adapters[{i}].down has {w.down.shape[0]} layers, the "
-                         f"encoder has {c.num_layers}")
+        raise ValueError(
+            f"XLMREncoder: adapters[{i}].down has {w.down.shape[0]} layers, the "
+            f"encoder has {c.num_layers}"
+        )
     layer_keys = None
     emb_key = None
     if dropout_rng is not None:
       emb_key = jax.random.fold_in(dropout_rng, c.num_layers)
       layer_keys = jax.vmap(lambda i: jax.random.fold_in(dropout_rng, i))(
-          jnp.arange(c.num_layers))  # layer i's key = fold_in(rng, i)
+          jnp.arange(c.num_layers)
+      )  # layer i's key = fold_in(rng, i)
     x = self.embed(input_ids, token_type_ids, emb_key, segment_ids)  # [B, S, H]
     mask = attention_mask_for(c.attention, attention_mask, segment_ids)
     params = _values(self.layers)  # leaves [L, ...]

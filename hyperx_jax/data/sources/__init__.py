@@ -15,9 +15,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from hyperx_jax.data.sources import conllu, hf_parquet, iob2, jsonl, mo, text, tfds
-from hyperx_jax.data.sources.base import (LINES, TAG_MAPS, WHERE, Document, Example, Format,
-                                          SourceError, apply_tag_map, bad_line, blocks,
-                                          json_row, read_lines, resolve_tag_map, word_where)
+from hyperx_jax.data.sources.base import (
+    LINES,
+    TAG_MAPS,
+    WHERE,
+    Document,
+    Example,
+    Format,
+    SourceError,
+    apply_tag_map,
+    bad_line,
+    blocks,
+    json_row,
+    read_lines,
+    resolve_tag_map,
+    word_where,
+)
 from hyperx_jax.data.sources.conllu import UPOS_COLUMN, read_conllu
 from hyperx_jax.data.sources.iob2 import read_iob2, repair_iob2, strip_language_prefix
 from hyperx_jax.data.sources.jsonl import NLI_FIELDS, PAIR_FIELDS, read_jsonl_pairs
@@ -25,8 +38,9 @@ from hyperx_jax.data.sources.mo import LOCALE_DIR, mo_parallel, mo_sentences
 from hyperx_jax.data.sources.text import read_text
 from hyperx_jax.data.sources.tfds import UD_TREEBANKS, prepare_tfds, read_tfds
 
-FORMATS: dict[str, Format] = {m.FORMAT.name: m.FORMAT
-                              for m in (conllu, iob2, jsonl, text, mo, hf_parquet, tfds)}
+FORMATS: dict[str, Format] = {
+    m.FORMAT.name: m.FORMAT for m in (conllu, iob2, jsonl, text, mo, hf_parquet, tfds)
+}
 SOURCE_TYPES = tuple(FORMATS)
 # Formats that `predict` reads and writes back -> the task kind they label.
 DOCUMENT_FORMATS = {name: f.document_kind for name, f in FORMATS.items() if f.read_document}
@@ -36,8 +50,9 @@ FORMAT_OF_SUFFIX = {suffix: name for name, f in FORMATS.items() for suffix in f.
 def format_of(source: Mapping) -> Format:
   kind = source.get("type")
   if kind not in FORMATS:
-    raise SourceError(f"Unknown source type {kind!r} in {dict(source)}; "
-                      f"known: {list(SOURCE_TYPES)}")
+    raise SourceError(
+        f"Unknown source type {kind!r} in {dict(source)}; " f"known: {list(SOURCE_TYPES)}"
+    )
   return FORMATS[kind]
 
 
@@ -61,5 +76,5 @@ def read_source(source: Mapping) -> list[Example]:
   if not examples:
     raise SourceError(f"Source {dict(source)} yielded no examples.")
   if source.get("max_examples") is not None:
-    examples = examples[:source["max_examples"]]
+    examples = examples[: source["max_examples"]]
   return apply_tag_map(examples, source.get("tag_map"))

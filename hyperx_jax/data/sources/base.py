@@ -90,7 +90,6 @@ def json_row(path, number: int, line: str) -> Any:
     raise bad_line(path, number, line, f"a JSON object ({e.msg})") from e
 
 
-
 def resolve_tag_map(tag_map: str | Mapping[str, str] | None) -> Callable[[str], str] | None:
   """A tag-mapping function from a dict or a known name (see `TAG_MAPS`)."""
   if tag_map is None:
@@ -115,7 +114,6 @@ def need(source: Mapping, key: str):
   if source.get(key) is None:
     raise SourceError(f"Source {dict(source)} of type {source['type']!r} needs a {key!r}.")
   return source[key]
-
 
 
 @dataclasses.dataclass
@@ -155,8 +153,11 @@ class Format:
 
   def check(self, source: Mapping, where: str) -> list[str]:
     """Problems of a source config of this format that need no disk: missing keys, options."""
-    errors = [f"{where}.{key}: a {self.name} source needs {key!r}"
-              for key in self.required if source.get(key) is None]
+    errors = [
+        f"{where}.{key}: a {self.name} source needs {key!r}"
+        for key in self.required
+        if source.get(key) is None
+    ]
     for group in self.one_of:
       if not any(source.get(k) is not None for k in group):
         errors.append(f"{where}: a {self.name} source needs one of {list(group)}")

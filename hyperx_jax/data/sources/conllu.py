@@ -5,9 +5,18 @@ from __future__ import annotations
 import os
 
 from hyperx_jax.config.vocabulary import TOKEN
-from hyperx_jax.data.sources.base import (LINES, WHERE, Document, Example, Format, SourceError,
-                                          bad_line, blocks, need, read_lines)
-
+from hyperx_jax.data.sources.base import (
+    LINES,
+    WHERE,
+    Document,
+    Example,
+    Format,
+    SourceError,
+    bad_line,
+    blocks,
+    need,
+    read_lines,
+)
 
 CONLLU_COLUMNS = 10
 UPOS_COLUMN = 3
@@ -36,32 +45,44 @@ def _conllu_sentence(path, block: list[tuple[int, str]]) -> Example | None:
       continue
     cols = line.split("\t")
     if len(cols) != CONLLU_COLUMNS:
-      raise bad_line(path, number, line,
-                      f"{CONLLU_COLUMNS} tab-separated columns (found {len(cols)})")
+      raise bad_line(
+          path, number, line, f"{CONLLU_COLUMNS} tab-separated columns (found {len(cols)})"
+      )
     expected = len(tokens) + 1
     lo, hi, kind = _conllu_id(path, number, line, cols[0])
     if kind == "range":
       if lo != expected or hi <= lo:
-        raise bad_line(path, number, line, f"a multiword range starting at word {expected} "
-                        f"(like {expected}-{expected + 1})")
+        raise bad_line(
+            path,
+            number,
+            line,
+            f"a multiword range starting at word {expected} " f"(like {expected}-{expected + 1})",
+        )
       range_end = (hi, number)
       continue
     if kind == "empty":
       if lo != expected - 1:
-        raise bad_line(path, number, line, f"an empty node after word {expected - 1} "
-                        f"(like {expected - 1}.1)")
+        raise bad_line(
+            path,
+            number,
+            line,
+            f"an empty node after word {expected - 1} " f"(like {expected - 1}.1)",
+        )
       continue
     if lo != expected:
-      raise bad_line(path, number, line,
-                      f"word ID {expected} (IDs run 1, 2, 3, ... in each sentence)")
+      raise bad_line(
+          path, number, line, f"word ID {expected} (IDs run 1, 2, 3, ... in each sentence)"
+      )
     if not cols[1] or not cols[UPOS_COLUMN]:
       raise bad_line(path, number, line, "a FORM and a UPOS")
     lines.append(number)
     tokens.append(cols[1])
     tags.append(cols[UPOS_COLUMN])
   if range_end[0] > len(tokens):
-    raise SourceError(f"{path}:{range_end[1]}: multiword range ends at word {range_end[0]} but "
-                      f"the sentence has {len(tokens)} words")
+    raise SourceError(
+        f"{path}:{range_end[1]}: multiword range ends at word {range_end[0]} but "
+        f"the sentence has {len(tokens)} words"
+    )
   if not tokens:
     return None
   return {"tokens": tokens, "tags": tags, WHERE: f"{path}:{lines[0]}", LINES: lines}
@@ -75,7 +96,6 @@ def read_conllu(path: str | os.PathLike) -> list[Example]:
   """
   sentences = (_conllu_sentence(path, block) for block in blocks(read_lines(path)))
   return [s for s in sentences if s is not None]
-
 
 
 def read_document(path: str) -> Document:
@@ -96,6 +116,13 @@ def read_document(path: str) -> Document:
   return Document(examples, render)
 
 
-FORMAT = Format("conllu", lambda s: read_conllu(need(s, "path")), kinds=(TOKEN,),
-                required=("path",), path_keys=("path",), read_document=read_document,
-                suffixes=(".conllu",), document_kind=TOKEN)
+FORMAT = Format(
+    "conllu",
+    lambda s: read_conllu(need(s, "path")),
+    kinds=(TOKEN,),
+    required=("path",),
+    path_keys=("path",),
+    read_document=read_document,
+    suffixes=(".conllu",),
+    document_kind=TOKEN,
+)

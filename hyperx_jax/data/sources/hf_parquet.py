@@ -24,12 +24,22 @@ def _hub_snapshot(repo: str, revision: str, pattern: str, cache_dir: str | None)
   """The local folder holding `pattern`'s files of `repo` at `revision` (downloaded once into
   the Hugging Face cache; with HF_HUB_OFFLINE=1 only the cache is read)."""
   from huggingface_hub import snapshot_download  # pylint: disable=g-import-not-at-top
+
   try:
-    return Path(snapshot_download(repo_id=repo, repo_type="dataset", revision=revision,
-                                  allow_patterns=[pattern], cache_dir=cache_dir))
+    return Path(
+        snapshot_download(
+            repo_id=repo,
+            repo_type="dataset",
+            revision=revision,
+            allow_patterns=[pattern],
+            cache_dir=cache_dir,
+        )
+    )
   except Exception as e:
-    raise SourceError(f"hub dataset {repo}@{revision} ({pattern}): could not download: "
-                      f"{type(e).__name__}: {e}") from e
+    raise SourceError(
+        f"hub dataset {repo}@{revision} ({pattern}): could not download: "
+        f"{type(e).__name__}: {e}"
+    ) from e
 
 
 def parquet_files(source: Mapping) -> list[Path]:
@@ -67,14 +77,18 @@ def _check_column(file: Path, schema, column: str, kinds: tuple[str, ...], expec
   """`column` holds values of one of `kinds` ('string', 'int'), in lists if `expected` says
   `list<...>`; else an error naming the file, the column and both types."""
   import pyarrow as pa  # pylint: disable=g-import-not-at-top
-  is_kind = {"string": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
-             "int": pa.types.is_integer}
+
+  is_kind = {
+      "string": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+      "int": pa.types.is_integer,
+  }
   t = schema.field(column).type
   if expected.startswith("list"):
     t = t.value_type if pa.types.is_list(t) or pa.types.is_large_list(t) else None
   if t is None or not any(is_kind[k](t) for k in kinds):
-    raise SourceError(f"{file}: column {column!r} has type {schema.field(column).type}, "
-                      f"expected {expected}.")
+    raise SourceError(
+        f"{file}: column {column!r} has type {schema.field(column).type}, " f"expected {expected}."
+    )
 
 
 def _names_of(file: Path, row: int, column: str, values: list, names: tuple[str, ...]) -> list:
@@ -86,13 +100,16 @@ def _names_of(file: Path, row: int, column: str, values: list, names: tuple[str,
     elif 0 <= v < len(names):
       out.append(names[v])
     else:
-      raise SourceError(f"{file}: row {row}: {column} id {v} is outside the {len(names)} "
-                        f"classes {list(names)}.")
+      raise SourceError(
+          f"{file}: row {row}: {column} id {v} is outside the {len(names)} "
+          f"classes {list(names)}."
+      )
   return out
 
 
 def _parquet_tokens(file: Path, schema, tag_column: str) -> list[Example]:
   import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+
   _check_column(file, schema, "tokens", ("string",), "list<string>")
   _check_column(file, schema, tag_column, ("int", "string"), "list<int64> class ids")
   names = _class_names(schema, tag_column)
@@ -101,13 +118,19 @@ def _parquet_tokens(file: Path, schema, tag_column: str) -> list[Example]:
   for i, (tokens, tags) in enumerate(zip(cols["tokens"], cols[tag_column])):
     if tokens is None or tags is None or None in tags:
       raise SourceError(f"{file}: row {i}: null tokens or {tag_column}.")
-    examples.append({"tokens": tokens, "tags": _names_of(file, i, tag_column, tags, names),
-                     WHERE: f"{file}: row {i}"})
+    examples.append(
+        {
+            "tokens": tokens,
+            "tags": _names_of(file, i, tag_column, tags, names),
+            WHERE: f"{file}: row {i}",
+        }
+    )
   return examples
 
 
 def _parquet_pairs(file: Path, schema) -> list[Example]:
   import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+
   for column in ("premise", "hypothesis"):
     _check_column(file, schema, column, ("string",), "string")
   _check_column(file, schema, "label", ("int", "string"), "int64 class ids")
@@ -120,9 +143,14 @@ def _parquet_pairs(file: Path, schema) -> list[Example]:
     if label == HF_NO_LABEL:
       unlabelled += 1
       continue
-    examples.append({"premise": premise, "hypothesis": hypothesis,
-                     "label": _names_of(file, i, "label", [label], names)[0],
-                     WHERE: f"{file}: row {i}"})
+    examples.append(
+        {
+            "premise": premise,
+            "hypothesis": hypothesis,
+            "label": _names_of(file, i, "label", [label], names)[0],
+            WHERE: f"{file}: row {i}",
+        }
+    )
   if unlabelled:
     logging.info("%s: skipped %d rows without a gold label (%d)", file, unlabelled, HF_NO_LABEL)
   return examples
@@ -132,6 +160,7 @@ def read_parquet(file: Path, iob2: str = "repair") -> list[Example]:
   """One hub parquet file, by its columns: `tokens` with `ner_tags` (IOB2, repaired or refused
   as `iob2` says) or `pos_tags`, or `premise`, `hypothesis`, `label`. Class ids become names."""
   import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+
   schema = pq.read_schema(file)
   columns = set(schema.names)
   if "tokens" in columns and "ner_tags" in columns:
@@ -140,25 +169,37 @@ def read_parquet(file: Path, iob2: str = "repair") -> list[Example]:
     return _parquet_tokens(file, schema, "pos_tags")
   if set(PAIR_FIELDS) <= columns:
     return _parquet_pairs(file, schema)
-  raise SourceError(f"{file}: columns {sorted(columns)}; expected tokens + ner_tags (PAN-X), "
-                    "tokens + pos_tags (UD-POS) or premise + hypothesis + label (XNLI).")
+  raise SourceError(
+      f"{file}: columns {sorted(columns)}; expected tokens + ner_tags (PAN-X), "
+      "tokens + pos_tags (UD-POS) or premise + hypothesis + label (XNLI)."
+  )
 
 
 def read_hf_parquet(source: Mapping) -> list[Example]:
   """Every parquet file of an `hf_parquet` source, in file order (see `parquet_files`)."""
-  return [ex for file in parquet_files(source)
-          for ex in read_parquet(file, source.get("iob2", "repair"))]
-
+  return [
+      ex
+      for file in parquet_files(source)
+      for ex in read_parquet(file, source.get("iob2", "repair"))
+  ]
 
 
 def _check_revision(source: Mapping, where: str) -> list[str]:
   """Without a local `path`, the hub's `repo` must come with a pinned `revision`."""
   if source.get("path") is not None or source.get("repo") is None or source.get("revision"):
     return []
-  return [f"{where}.revision: an hf_parquet source without a local path needs a pinned "
-          "revision (a commit sha or a tag)"]
+  return [
+      f"{where}.revision: an hf_parquet source without a local path needs a pinned "
+      "revision (a commit sha or a tag)"
+  ]
 
 
-FORMAT = Format("hf_parquet", read_hf_parquet, kinds=(PAIR, TOKEN),
-                one_of=(("path", "repo"),), path_keys=("path",), options={"iob2": IOB2_MODES},
-                extra_check=_check_revision)
+FORMAT = Format(
+    "hf_parquet",
+    read_hf_parquet,
+    kinds=(PAIR, TOKEN),
+    one_of=(("path", "repo"),),
+    path_keys=("path",),
+    options={"iob2": IOB2_MODES},
+    extra_check=_check_revision,
+)

@@ -6,8 +6,19 @@ import logging
 import os
 
 from hyperx_jax.config.vocabulary import IOB2_MODES, TOKEN
-from hyperx_jax.data.sources.base import (LINES, WHERE, Document, Example, Format, SourceError,
-                                          bad_line, blocks, need, read_lines, word_where)
+from hyperx_jax.data.sources.base import (
+    LINES,
+    WHERE,
+    Document,
+    Example,
+    Format,
+    SourceError,
+    bad_line,
+    blocks,
+    need,
+    read_lines,
+    word_where,
+)
 
 
 def _separator(lines: list[str]) -> tuple[str, int]:
@@ -22,8 +33,13 @@ def _iob2_pair(path, number: int, line: str, separator: tuple[str, int]) -> tupl
   cols = line.split("\t") if sep == "\t" else line.split()
   if mixed or len(cols) != 2 or not cols[0] or not cols[1]:
     name = "a tab" if sep == "\t" else "spaces"
-    raise bad_line(path, number, line, f"two columns: token and IOB2 tag, separated by {name} "
-                    f"as on line {first} (one separator per file)")
+    raise bad_line(
+        path,
+        number,
+        line,
+        f"two columns: token and IOB2 tag, separated by {name} "
+        f"as on line {first} (one separator per file)",
+    )
   return cols[0], cols[1]
 
 
@@ -38,17 +54,23 @@ def repair_iob2(examples: list[Example], mode: str, what: str) -> list[Example]:
     for i, tag in enumerate(tags):
       if isinstance(tag, str) and tag.startswith("I-") and previous[2:] != tag[2:]:
         if mode == "strict":
-          raise SourceError(f"{word_where(ex, i)} {ex['tokens'][i]!r}: {tag} follows "
-                            f"{previous!r}; IOB2 begins an entity with B-{tag[2:]} "
-                            "(iob2='repair' rewrites it)")
+          raise SourceError(
+              f"{word_where(ex, i)} {ex['tokens'][i]!r}: {tag} follows "
+              f"{previous!r}; IOB2 begins an entity with B-{tag[2:]} "
+              "(iob2='repair' rewrites it)"
+          )
         tags[i] = "B-" + tag[2:]
         repaired += 1
         first = first or word_where(ex, i)
       previous = tags[i] if isinstance(tags[i], str) else "O"
     out.append({**ex, "tags": tags})
   if repaired:
-    logging.warning("%s: %d I-X tags that began an entity became B-X (iob2='repair'); first "
-                    "at %s", what, repaired, first)
+    logging.warning(
+        "%s: %d I-X tags that began an entity became B-X (iob2='repair'); first " "at %s",
+        what,
+        repaired,
+        first,
+    )
   return out
 
 
@@ -60,7 +82,7 @@ def strip_language_prefix(tokens: list[str]) -> list[str]:
     return tokens
   if not all(len(t) > len(lang) + 1 and t[len(lang)] == ":" for t in tokens):
     return tokens
-  return [t[len(lang) + 1:] for t in tokens]
+  return [t[len(lang) + 1 :] for t in tokens]
 
 
 def read_iob2(path: str | os.PathLike, iob2: str = "repair") -> list[Example]:
@@ -76,11 +98,15 @@ def read_iob2(path: str | os.PathLike, iob2: str = "repair") -> list[Example]:
   examples = []
   for block in blocks(lines):
     pairs = [_iob2_pair(path, n, line, separator) for n, line in block]
-    examples.append({"tokens": strip_language_prefix([p[0] for p in pairs]),
-                     "tags": [p[1] for p in pairs], WHERE: f"{path}:{block[0][0]}",
-                     LINES: [n for n, _ in block]})
+    examples.append(
+        {
+            "tokens": strip_language_prefix([p[0] for p in pairs]),
+            "tags": [p[1] for p in pairs],
+            WHERE: f"{path}:{block[0][0]}",
+            LINES: [n for n, _ in block],
+        }
+    )
   return repair_iob2(examples, iob2, str(path))
-
 
 
 def _word(path, number: int, line: str) -> str:
@@ -96,8 +122,10 @@ def read_document(path: str) -> Document:
   sentences; written back as `word<TAB>predicted tag`, blank lines kept."""
   lines = read_lines(path)
   sentences = list(blocks(lines))
-  examples = [{"tokens": strip_language_prefix([_word(path, n, line) for n, line in block])}
-              for block in sentences]
+  examples = [
+      {"tokens": strip_language_prefix([_word(path, n, line) for n, line in block])}
+      for block in sentences
+  ]
 
   def render(predictions: list[list[str]]) -> str:
     out = {}
@@ -109,7 +137,14 @@ def read_document(path: str) -> Document:
   return Document(examples, render)
 
 
-FORMAT = Format("iob2", lambda s: read_iob2(need(s, "path"), s.get("iob2", "repair")),
-                kinds=(TOKEN,), required=("path",), path_keys=("path",),
-                options={"iob2": IOB2_MODES}, read_document=read_document,
-                suffixes=(".iob2", ".conll", ".tsv"), document_kind=TOKEN)
+FORMAT = Format(
+    "iob2",
+    lambda s: read_iob2(need(s, "path"), s.get("iob2", "repair")),
+    kinds=(TOKEN,),
+    required=("path",),
+    path_keys=("path",),
+    options={"iob2": IOB2_MODES},
+    read_document=read_document,
+    suffixes=(".iob2", ".conll", ".tsv"),
+    document_kind=TOKEN,
+)

@@ -9,10 +9,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from hyperx_jax.config.vocabulary import PAIR
-from hyperx_jax.data.sources.base import (WHERE, Document, Example, Format, bad_line, json_row,
-                                          need,
-                                          read_lines)
-
+from hyperx_jax.data.sources.base import (
+    WHERE,
+    Document,
+    Example,
+    Format,
+    bad_line,
+    json_row,
+    need,
+    read_lines,
+)
 
 PAIR_FIELDS = ("premise", "hypothesis", "label")
 # The field names of the official MultiNLI / XNLI JSON lines files, read as PAIR_FIELDS.
@@ -20,8 +26,9 @@ NLI_FIELDS = ("sentence1", "sentence2", "gold_label")
 NO_GOLD_LABEL = "-"  # MultiNLI: annotators reached no consensus (the row is skipped)
 
 
-def read_jsonl_pairs(path: str | os.PathLike, fields: Mapping[str, str] | None = None,
-                     language: str | None = None) -> list[Example]:
+def read_jsonl_pairs(
+    path: str | os.PathLike, fields: Mapping[str, str] | None = None, language: str | None = None
+) -> list[Example]:
   """JSON lines of sentence pairs; the label is a name or an int id.
 
   Field names: `fields` maps premise / hypothesis / label to the file's names; without it a
@@ -29,8 +36,11 @@ def read_jsonl_pairs(path: str | os.PathLike, fields: Mapping[str, str] | None =
   official MultiNLI / XNLI names (NLI_FIELDS). `language` keeps the rows whose "language" is
   that (the official XNLI files hold every language). Rows labelled "-" are skipped, counted.
   """
-  rows = [(n, line, json_row(path, n, line))
-          for n, line in enumerate(read_lines(path), start=1) if line.strip()]
+  rows = [
+      (n, line, json_row(path, n, line))
+      for n, line in enumerate(read_lines(path), start=1)
+      if line.strip()
+  ]
   if fields is not None:
     names = tuple(fields[k] for k in PAIR_FIELDS)
   else:
@@ -39,8 +49,13 @@ def read_jsonl_pairs(path: str | os.PathLike, fields: Mapping[str, str] | None =
   examples, unlabelled = [], 0
   for number, line, row in rows:
     if not isinstance(row, dict) or not all(k in row for k in names):
-      raise bad_line(path, number, line, f"an object with keys {list(names)} (the source's "
-                      '"fields" maps premise / hypothesis / label to other names)')
+      raise bad_line(
+          path,
+          number,
+          line,
+          f"an object with keys {list(names)} (the source's "
+          '"fields" maps premise / hypothesis / label to other names)',
+      )
     if language is not None and row.get("language") != language:
       continue
     premise, hypothesis, label = (row[k] for k in names)
@@ -49,13 +64,12 @@ def read_jsonl_pairs(path: str | os.PathLike, fields: Mapping[str, str] | None =
       continue
     if not isinstance(label, (str, int)) or isinstance(label, bool):
       raise bad_line(path, number, line, "a label that is a name or an int")
-    examples.append({"premise": premise, "hypothesis": hypothesis, "label": label,
-                     WHERE: f"{path}:{number}"})
+    examples.append(
+        {"premise": premise, "hypothesis": hypothesis, "label": label, WHERE: f"{path}:{number}"}
+    )
   if unlabelled:
-    logging.info("%s: skipped %d rows without a gold label (%r)", path, unlabelled,
-                 NO_GOLD_LABEL)
+    logging.info("%s: skipped %d rows without a gold label (%r)", path, unlabelled, NO_GOLD_LABEL)
   return examples
-
 
 
 def _pair_row(path: str, number: int, line: str) -> tuple[dict[str, Any], dict[str, str]]:
@@ -71,18 +85,26 @@ def _pair_row(path: str, number: int, line: str) -> tuple[dict[str, Any], dict[s
 def read_document(path: str) -> Document:
   """One object per line with "premise" and "hypothesis" (or the MultiNLI/XNLI names
   "sentence1" and "sentence2"); written back as the same objects plus "prediction"."""
-  rows = [_pair_row(path, n, line)
-          for n, line in enumerate(read_lines(path), start=1) if line.strip()]
+  rows = [
+      _pair_row(path, n, line) for n, line in enumerate(read_lines(path), start=1) if line.strip()
+  ]
 
   def render(predictions: list[str]) -> str:
-    return "".join(json.dumps({**row, "prediction": label}, ensure_ascii=False) + "\n"
-                   for (row, _), label in zip(rows, predictions))
+    return "".join(
+        json.dumps({**row, "prediction": label}, ensure_ascii=False) + "\n"
+        for (row, _), label in zip(rows, predictions)
+    )
 
   return Document([pair for _, pair in rows], render)
 
 
-FORMAT = Format("jsonl", lambda s: read_jsonl_pairs(need(s, "path"), s.get("fields"),
-                                                    s.get("language")),
-                kinds=(PAIR,), required=("path",), path_keys=("path",),
-                read_document=read_document,
-                suffixes=(".jsonl",), document_kind=PAIR)
+FORMAT = Format(
+    "jsonl",
+    lambda s: read_jsonl_pairs(need(s, "path"), s.get("fields"), s.get("language")),
+    kinds=(PAIR,),
+    required=("path",),
+    path_keys=("path",),
+    read_document=read_document,
+    suffixes=(".jsonl",),
+    document_kind=PAIR,
+)

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from hyperx_jax.config.vocabulary import MLM
 from hyperx_jax.data.sources.base import WHERE, Example, Format, SourceError, need
 
-
 LOCALE_DIR = "/usr/share/locale"
 
 
@@ -19,8 +18,10 @@ def _mo_catalogues(lang: str, locale_dir: str) -> list[dict]:
   files = sorted(glob.glob(os.path.join(locale_dir, lang, "LC_MESSAGES", "*.mo")))
   if not files:
     known = sorted(d for d in os.listdir(locale_dir)) if os.path.isdir(locale_dir) else []
-    raise SourceError(f"No .mo catalogues for locale {lang!r} in "
-                      f"{locale_dir}/{lang}/LC_MESSAGES; locales there: {known}")
+    raise SourceError(
+        f"No .mo catalogues for locale {lang!r} in "
+        f"{locale_dir}/{lang}/LC_MESSAGES; locales there: {known}"
+    )
   catalogues = []
   for name in files:
     with open(name, "rb") as f:
@@ -51,8 +52,9 @@ def _dedup(items: Iterable, key: Callable = lambda x: x, limit: int | None = Non
   return out
 
 
-def mo_sentences(lang: str, min_chars: int = 20, limit: int | None = None,
-                 locale_dir: str = LOCALE_DIR) -> list[str]:
+def mo_sentences(
+    lang: str, min_chars: int = 20, limit: int | None = None, locale_dir: str = LOCALE_DIR
+) -> list[str]:
   """Translated strings of a locale's gettext catalogues longer than `min_chars`
   (strings left untranslated, i.e. still English, are left out).
 
@@ -63,11 +65,15 @@ def mo_sentences(lang: str, min_chars: int = 20, limit: int | None = None,
   return _dedup(texts, limit=limit)
 
 
-def mo_parallel(lang: str, min_chars: int = 20, limit: int | None = None,
-                locale_dir: str = LOCALE_DIR) -> list[tuple[str, str]]:
+def mo_parallel(
+    lang: str, min_chars: int = 20, limit: int | None = None, locale_dir: str = LOCALE_DIR
+) -> list[tuple[str, str]]:
   """(english, translation) pairs of a locale's catalogues; untranslated ones left out."""
-  pairs = ((e, t) for e, t in _mo_entries(lang, locale_dir)
-           if len(e) > min_chars and len(t) > min_chars and e != t)
+  pairs = (
+      (e, t)
+      for e, t in _mo_entries(lang, locale_dir)
+      if len(e) > min_chars and len(t) > min_chars and e != t
+  )
   return _dedup(pairs, key=lambda p: p[1], limit=limit)
 
 
@@ -75,7 +81,6 @@ def _read_mo(source: Mapping) -> list[Example]:
   lang, locale_dir = need(source, "lang"), source.get("locale_dir", LOCALE_DIR)
   texts = mo_sentences(lang, source.get("min_chars", 20), source.get("limit"), locale_dir)
   return [{"text": t, WHERE: f"{locale_dir}/{lang}: string {i}"} for i, t in enumerate(texts)]
-
 
 
 FORMAT = Format("mo", _read_mo, kinds=(MLM,), required=("lang",), path_keys=("locale_dir",))

@@ -10,9 +10,11 @@ from hyperx_jax.data.sources.base import WHERE, Document, Example, Format, need,
 
 def read_text(path: str | os.PathLike) -> list[Example]:
   """Plain text, one sentence per line (blank lines skipped), as {"text"}."""
-  return [{"text": line.strip(), WHERE: f"{path}:{n}"}
-          for n, line in enumerate(read_lines(path), start=1) if line.strip()]
-
+  return [
+      {"text": line.strip(), WHERE: f"{path}:{n}"}
+      for n, line in enumerate(read_lines(path), start=1)
+      if line.strip()
+  ]
 
 
 def read_document(path: str) -> Document:
@@ -22,14 +24,23 @@ def read_document(path: str) -> Document:
   sentences = [line.split() for line in lines if line.strip()]
 
   def render(predictions: list[list[str]]) -> str:
-    tagged = iter(" ".join(f"{w}/{t}" for w, t in zip(words, tags))
-                  for words, tags in zip(sentences, predictions))
+    tagged = iter(
+        " ".join(f"{w}/{t}" for w, t in zip(words, tags))
+        for words, tags in zip(sentences, predictions)
+    )
     return "\n".join(next(tagged) if line.strip() else "" for line in lines) + "\n"
 
   return Document([{"tokens": words} for words in sentences], render)
 
 
 # As a source: masked-LM text. As a file to label: sentences of a token task.
-FORMAT = Format("text", lambda s: read_text(need(s, "path")), kinds=(MLM,),
-                required=("path",), path_keys=("path",), read_document=read_document,
-                suffixes=(".txt",), document_kind=TOKEN)
+FORMAT = Format(
+    "text",
+    lambda s: read_text(need(s, "path")),
+    kinds=(MLM,),
+    required=("path",),
+    path_keys=("path",),
+    read_document=read_document,
+    suffixes=(".txt",),
+    document_kind=TOKEN,
+)

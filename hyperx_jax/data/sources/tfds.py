@@ -13,21 +13,45 @@ from typing import Any
 from hyperx_jax.config.vocabulary import PAIR, TOKEN
 from hyperx_jax.data.sources.base import WHERE, Example, Format, SourceError, need
 
-
 # Language -> the UD treebank (a config of TFDS `universal_dependencies`) used for POS.
 UD_TREEBANKS = {
-    "en": "en_ewt", "ar": "ar_padt", "zh": "zh_gsd", "tr": "tr_imst", "kk": "kk_ktb",
-    "ta": "ta_ttb", "yue": "yue_hk", "br": "br_keb", "is": "is_modern", "tl": "tl_trg",
-    "yo": "yo_ytb", "fo": "fo_oft", "ug": "ug_udt", "mt": "mt_mudt", "sa": "sa_ufal",
-    "hsb": "hsb_ufal", "gn": "gn_oldtudet", "ja": "ja_gsd", "de": "de_gsd", "fr": "fr_gsd",
-    "es": "es_gsd", "ru": "ru_gsd", "hi": "hi_hdtb", "ko": "ko_gsd", "fi": "fi_tdt",
-    "th": "th_pud", "vi": "vi_vtb", "he": "he_htb", "id": "id_gsd", "it": "it_isdt",
+    "en": "en_ewt",
+    "ar": "ar_padt",
+    "zh": "zh_gsd",
+    "tr": "tr_imst",
+    "kk": "kk_ktb",
+    "ta": "ta_ttb",
+    "yue": "yue_hk",
+    "br": "br_keb",
+    "is": "is_modern",
+    "tl": "tl_trg",
+    "yo": "yo_ytb",
+    "fo": "fo_oft",
+    "ug": "ug_udt",
+    "mt": "mt_mudt",
+    "sa": "sa_ufal",
+    "hsb": "hsb_ufal",
+    "gn": "gn_oldtudet",
+    "ja": "ja_gsd",
+    "de": "de_gsd",
+    "fr": "fr_gsd",
+    "es": "es_gsd",
+    "ru": "ru_gsd",
+    "hi": "hi_hdtb",
+    "ko": "ko_gsd",
+    "fi": "fi_tdt",
+    "th": "th_pud",
+    "vi": "vi_vtb",
+    "he": "he_htb",
+    "id": "id_gsd",
+    "it": "it_isdt",
 }
 
 
 def _tfds():
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets.text  # noqa: F401  registers xnli, wikiann
+
   return tfds
 
 
@@ -82,8 +106,13 @@ def _pre_extract(manual_dir: str, download_dir: Path) -> None:
     partial.rename(target)
 
 
-def prepare_tfds(name: str, data_dir: str | None = None, manual_dir: str | None = None,
-                 builder_kwargs: Mapping | None = None, trust_local_files: bool = True):
+def prepare_tfds(
+    name: str,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    builder_kwargs: Mapping | None = None,
+    trust_local_files: bool = True,
+):
   """Builds a TFDS dataset as array_record (once); returns the builder.
 
   With `manual_dir`, the files the builder would download are taken from there by their
@@ -105,12 +134,15 @@ def prepare_tfds(name: str, data_dir: str | None = None, manual_dir: str | None 
       _pre_extract(manual_dir, download_dir)
       if trust_local_files:
         _trust_local_files(builder, manual_dir)
-    builder.download_and_prepare(download_dir=str(download_dir), download_config=config,
-                                 file_format="array_record")
+    builder.download_and_prepare(
+        download_dir=str(download_dir), download_config=config, file_format="array_record"
+    )
   except Exception as e:
     where = f"from manual_dir {manual_dir}" if manual_dir else "by download"
-    raise SourceError(f"Could not prepare TFDS {name!r} {where} into "
-                      f"{builder.data_dir}: {type(e).__name__}: {e}") from e
+    raise SourceError(
+        f"Could not prepare TFDS {name!r} {where} into "
+        f"{builder.data_dir}: {type(e).__name__}: {e}"
+    ) from e
   return builder
 
 
@@ -135,9 +167,11 @@ def _xnli_converter(builder, lang: str | None) -> Callable[[Mapping], Example]:
 
   def convert(r: Mapping) -> Example:
     hyp_langs = [_text(x) for x in r["hypothesis"]["language"]]
-    return {"premise": _text(r["premise"][lang]),
-            "hypothesis": _text(r["hypothesis"]["translation"][hyp_langs.index(lang)]),
-            "label": label.int2str(int(r["label"]))}
+    return {
+        "premise": _text(r["premise"][lang]),
+        "hypothesis": _text(r["hypothesis"]["translation"][hyp_langs.index(lang)]),
+        "label": label.int2str(int(r["label"])),
+    }
 
   return convert
 
@@ -145,8 +179,11 @@ def _xnli_converter(builder, lang: str | None) -> Callable[[Mapping], Example]:
 def _pair_converter(builder) -> Callable[[Mapping], Example]:
   """Datasets with plain `premise`, `hypothesis`, `label` features (MultiNLI: XNLI's training set)."""
   label = builder.info.features["label"]
-  return lambda r: {"premise": _text(r["premise"]), "hypothesis": _text(r["hypothesis"]),
-                    "label": label.int2str(int(r["label"]))}
+  return lambda r: {
+      "premise": _text(r["premise"]),
+      "hypothesis": _text(r["hypothesis"]),
+      "label": label.int2str(int(r["label"])),
+  }
 
 
 def _tfds_converter(name: str, builder, lang: str | None) -> Callable[[Mapping], Example]:
@@ -159,15 +196,23 @@ def _tfds_converter(name: str, builder, lang: str | None) -> Callable[[Mapping],
     return _xnli_converter(builder, lang)
   if family == "multi_nli":
     return _pair_converter(builder)
-  raise SourceError(f"TFDS dataset {name!r}: no converter; known: "
-                    "['universal_dependencies/<treebank>', 'xtreme_pos/<config>', "
-                    "'wikiann/<lang>', 'xnli', 'multi_nli']")
+  raise SourceError(
+      f"TFDS dataset {name!r}: no converter; known: "
+      "['universal_dependencies/<treebank>', 'xtreme_pos/<config>', "
+      "'wikiann/<lang>', 'xnli', 'multi_nli']"
+  )
 
 
-def read_tfds(name: str, split: str = "train", data_dir: str | None = None,
-              manual_dir: str | None = None, lang: str | None = None,
-              builder_kwargs: Mapping | None = None, max_examples: int | None = None,
-              trust_local_files: bool = True) -> list[Example]:
+def read_tfds(
+    name: str,
+    split: str = "train",
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    lang: str | None = None,
+    builder_kwargs: Mapping | None = None,
+    max_examples: int | None = None,
+    trust_local_files: bool = True,
+) -> list[Example]:
   """A TFDS split read through `tfds.data_source` (array_record, no TensorFlow).
 
   Prepares the dataset first when needed (see `prepare_tfds`). `lang` picks XNLI's language.
@@ -175,22 +220,34 @@ def read_tfds(name: str, split: str = "train", data_dir: str | None = None,
   tfds = _tfds()
   builder = prepare_tfds(name, data_dir, manual_dir, builder_kwargs, trust_local_files)
   if split not in builder.info.splits:
-    raise SourceError(f"TFDS {name!r} has no split {split!r}; splits: "
-                      f"{sorted(builder.info.splits)}")
-  source = tfds.data_source(name, split=split, data_dir=data_dir,
-                            builder_kwargs=dict(builder_kwargs or {}))
+    raise SourceError(
+        f"TFDS {name!r} has no split {split!r}; splits: " f"{sorted(builder.info.splits)}"
+    )
+  source = tfds.data_source(
+      name, split=split, data_dir=data_dir, builder_kwargs=dict(builder_kwargs or {})
+  )
   convert = _tfds_converter(name, builder, lang)
   n = len(source) if max_examples is None else min(len(source), max_examples)
   return [{**convert(source[i]), WHERE: f"tfds {name} {split}: row {i}"} for i in range(n)]
 
 
 def _read_tfds_source(source: Mapping) -> list[Example]:
-  return read_tfds(need(source, "name"), source.get("split", "train"), source.get("data_dir"),
-                   source.get("manual_dir"), source.get("lang"),
-                   source.get("builder_kwargs"), source.get("max_examples"),
-                   source.get("trust_local_files", True))
+  return read_tfds(
+      need(source, "name"),
+      source.get("split", "train"),
+      source.get("data_dir"),
+      source.get("manual_dir"),
+      source.get("lang"),
+      source.get("builder_kwargs"),
+      source.get("max_examples"),
+      source.get("trust_local_files", True),
+  )
 
 
-
-FORMAT = Format("tfds", _read_tfds_source, kinds=(PAIR, TOKEN), required=("name",),
-                path_keys=("data_dir", "manual_dir"))
+FORMAT = Format(
+    "tfds",
+    _read_tfds_source,
+    kinds=(PAIR, TOKEN),
+    required=("name",),
+    path_keys=("data_dir", "manual_dir"),
+)
