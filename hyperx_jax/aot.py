@@ -1,14 +1,15 @@
 """Jitted functions compiled ahead of time, once per value of their static argument, each compile
 announced on the console:
 
-    compiling train step (task pos) … done in 12.3 s
+    compiling train step (task pos) … done in 12.3 s (saved to the persistent compilation cache)
 
 `AheadOfTime(jitted, 'train step (task {})', static_argnum)` is called like the jitted
 function. The first call with a new static value (e.g. a task name) lowers and compiles it
 (`jitted.lower(*args).compile()`); every call runs that executable, so nothing compiles
 twice (jit's own cache stays empty) and the compile time is measured apart from running.
 Every process lowers the same program from the same global shapes and shardings, as jit
-itself would.
+itself would. The line says when the executable came from, or went to, jax's persistent
+compilation cache (`compile_cache.py`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any, Hashable
+
+from hyperx_jax.compile_cache import Events
 
 
 class AheadOfTime:
@@ -34,9 +37,14 @@ class AheadOfTime:
     """The executable for `args`' static value, compiled (and announced) on first use."""
     key = args[self.static_argnum]
     if key not in self.executables:
-      start = time.monotonic()
+      start, cache = time.monotonic(), Events.snapshot()
       self.executables[key] = self.jitted.lower(*args).compile()
-      logging.info("compiling %s … done in %.1f s", self.what.format(key), time.monotonic() - start)
+      logging.info(
+          "compiling %s … done in %.1f s%s",
+          self.what.format(key),
+          time.monotonic() - start,
+          Events.since(cache),
+      )
     return self.executables[key]
 
   def __call__(self, *args) -> Any:

@@ -23,6 +23,7 @@ import sys
 import types
 from typing import Iterator, Optional, Sequence
 
+from hyperx_jax import compile_cache
 from hyperx_jax.errors import UserError
 
 # name -> module; `python -m <module>` and `hyperx <name>` run the same code.
@@ -51,6 +52,13 @@ def command_flags(module: types.ModuleType) -> Iterator[None]:
 
   before = set(flags.FLAGS)
   module.define_flags()
+  if "compilation_cache" not in flags.FLAGS:
+    flags.DEFINE_string(
+        "compilation_cache",
+        "",
+        "Where jax's persistent compilation cache lives (default: $JAX_COMPILATION_CACHE_DIR, "
+        "else <asset cache>/jax_compilation_cache); 'off' turns it off.",
+    )
   if "verbose" not in flags.FLAGS:
     flags.DEFINE_bool(
         "verbose",
@@ -64,6 +72,18 @@ def command_flags(module: types.ModuleType) -> Iterator[None]:
   finally:
     for name in set(flags.FLAGS) - before:
       delattr(flags.FLAGS, name)
+
+
+def define_step_flag() -> None:
+  """--step of the commands that read a trained run's checkpoint."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  flags.DEFINE_string(
+      "step",
+      "best",
+      "Which checkpoint: 'best' (the step the run's results.json reports: selected on dev "
+      "data, else the last), 'latest', or a step number.",
+  )
 
 
 def invoke(module: types.ModuleType, argv: Sequence[str]) -> None:
@@ -87,6 +107,10 @@ def run(
 
   def main(args: list[str]) -> None:
     try:
+      from hyperx_jax import writers  # pylint: disable=g-import-not-at-top
+
+      writers.setup_console(flags.FLAGS.verbose)
+      compile_cache.enable(flags.FLAGS.compilation_cache)
       module.main(args)
     except USER_ERRORS as e:
       if flags.FLAGS.verbose:

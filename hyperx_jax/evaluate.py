@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any, Iterable, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Optional, Sequence, Union
 
 import jax
 import numpy as np
@@ -111,7 +111,7 @@ def evaluate_pair(
   """Metrics of one (task, language) pair over all its eval batches (per-host numpy), and the
   number of examples they count (`examples`)."""
   acc = metrics.MetricAccumulator(task.kind, task.metric, list(task.labels) or None)
-  for local in batches:
+  for local in writers.progress_bar(batches, f"eval {task.name}"):
     batch = pipeline.make_global_batch(local, sharding.batch_sharding(mesh))
     predictions, labels = eval_step(trainable, frozen, batch, task.name)
     acc.add(to_host(predictions), to_host(labels), to_host(batch["example_mask"]))
@@ -222,7 +222,7 @@ def evaluate_checkpoint(
     workdir: str,
     *,
     pairs_text: Optional[str] = None,
-    step: Optional[int] = None,
+    step: Union[str, int] = "best",
     allow_fallback: bool = False,
 ) -> tuple[run.TrainedRun, Evaluation]:
   """A run's latest (or given) checkpoint on its eval pairs (all, or 'ner:tr,pos:ar'), and the
@@ -233,7 +233,7 @@ def evaluate_checkpoint(
   pairs = parse_pairs(pairs_text, spec)
   tokenizer = tokenizers.load_tokenizer(spec.tokenizer_path)
   datasets = datasets_by_role(spec, tokenizer)
-  logging.info("evaluating %s at step %d", workdir, trained.step)
+  logging.info("evaluating %s at step %d (%s)", workdir, trained.step, trained.step_reason)
   eval_step = make_eval_step(
       parts.graphdef,
       trained.mesh,
@@ -273,7 +273,6 @@ def main(argv: Sequence[str]) -> None:
         f"--out={FLAGS.out} is the run directory: pass --replace_run_results "
         "to replace the run's results.*"
     )
-  writers.quiet_library_logs(FLAGS.verbose)
   distributed.initialize()  # every host of a pod evaluates its slice; a no-op on one machine
   trained, evaluation = evaluate_checkpoint(
       FLAGS.workdir, pairs_text=FLAGS.pairs, step=FLAGS.step, allow_fallback=FLAGS.allow_fallback
@@ -281,14 +280,17 @@ def main(argv: Sequence[str]) -> None:
   out = FLAGS.out or output_dir(FLAGS.workdir, trained.step, FLAGS.pairs)
   if FLAGS.replace_run_results:
     out = FLAGS.workdir
+  reported, chosen = run.reported_step(FLAGS.workdir)
+  by = chosen.get("by") if reported == trained.step else None
   run.write_results(
       trained.config,
       trained.spec,
       out,
       evaluation.table,
       trained.step,
-      selection(trained.step, evaluation),
+      selection(trained.step, evaluation, by),
   )
+  print(f"evaluated step {trained.step} ({trained.step_reason}) -> {out}")
 
 
 def define_flags() -> None:
@@ -296,7 +298,7 @@ def define_flags() -> None:
       "workdir", None, "A training run directory (holds config.json).", required=True
   )
   flags.DEFINE_string("pairs", None, "Comma-separated task:lang pairs (default: all).")
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+  cli.define_step_flag()
   flags.DEFINE_bool(
       "allow_fallback",
       False,

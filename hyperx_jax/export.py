@@ -53,7 +53,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -282,6 +282,7 @@ def export_adapter(
     step: Optional[int] = None,
     workdir: Optional[str] = None,
     format: str = "native",
+    step_reason: Optional[str] = None,
 ) -> dict:  # pylint: disable=redefined-builtin
   """Writes (task, lang)'s adapter, task head and trained backbone parameters from `model` (a
   HyperXModel) to `out_dir`; `format='adapterhub'` adds the AdapterHub directories.
@@ -326,6 +327,7 @@ def export_adapter(
       "backbone_tensors": sorted(backbone),
       "adapterhub": None,
       "step": step,
+      "step_reason": step_reason,
       "workdir": workdir,
   }
   files = {}
@@ -449,7 +451,7 @@ def export_from_run(
     lang: str,
     out_dir: str,
     *,
-    step: Optional[int] = None,
+    step: Union[str, int] = "best",
     allow_fallback: bool = False,
     format: str = "native",
 ) -> dict:  # pylint: disable=redefined-builtin
@@ -470,6 +472,7 @@ def export_from_run(
       step=trained.step,
       workdir=os.path.abspath(workdir),
       format=format,
+      step_reason=trained.step_reason,
   )
 
 
@@ -482,7 +485,7 @@ def define_flags() -> None:
       None,
       "Output directory (adapter.safetensors, backbone.safetensors, " "adapter_config.json).",
   )
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+  cli.define_step_flag()
   flags.DEFINE_enum(
       "format",
       "native",
@@ -513,7 +516,8 @@ def main(argv: Sequence[str]) -> None:
       format=f.format,
   )
   print(
-      f"exported {meta['task']}/{meta['language']} (step {meta['step']}, {meta['num_layers']} "
+      f"exported {meta['task']}/{meta['language']} of step {meta['step']} "
+      f"({meta['step_reason']}; {meta['num_layers']} "
       f"layers, bottleneck {meta['bottleneck']}, {len(meta['backbone_tensors'])} backbone "
       f"tensors) to {f.out}"
   )

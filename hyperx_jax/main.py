@@ -48,9 +48,6 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   FLAGS = flags.FLAGS
-  from hyperx_jax import writers  # pylint: disable=g-import-not-at-top
-
-  writers.quiet_library_logs(FLAGS.verbose)
   from hyperx_jax import distributed  # pylint: disable=g-import-not-at-top
 
   distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)

@@ -29,7 +29,7 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 from absl import app, flags
@@ -192,7 +192,7 @@ def predict_file(
     out_path: str,
     *,
     fmt: Optional[str] = None,
-    step: Optional[int] = None,
+    step: Union[str, int] = "best",
     batch_size: Optional[int] = None,
     max_length: Optional[int] = None,
 ) -> dict[str, Any]:
@@ -224,6 +224,7 @@ def predict_file(
       "lang": lang,
       "format": request.input_format,
       "step": trained.step,
+      "step_reason": trained.step_reason,
       "zero_shot": (task, lang) not in {s.pair for s in request.spec.train_streams},
       "seconds": round(seconds, 2),
       "out": out_path,
@@ -251,7 +252,7 @@ def main(argv: Sequence[str]) -> None:
   lost = summary.get("words_without_prediction")
   print(
       f"{summary['examples']} examples of {task_label(summary)} -> {summary['out']} in "
-      f"{summary['seconds']:.1f} s (step {summary['step']})"
+      f"{summary['seconds']:.1f} s (step {summary['step']}: {summary['step_reason']})"
       + (f"; {lost} words past max_length tagged {NO_PREDICTION!r}" if lost else "")
   )
 
@@ -275,7 +276,7 @@ def define_flags() -> None:
       list(sources.DOCUMENT_FORMATS),
       "Input/output format (default: from the " "input's extension).",
   )
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+  cli.define_step_flag()
   flags.DEFINE_integer("batch_size", None, "Examples per batch (default: data.eval_batch_size).")
   flags.DEFINE_integer("max_length", None, "Sub-words per example (default: data.max_length).")
 

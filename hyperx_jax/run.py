@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +30,10 @@ from jax.sharding import Mesh
 
 from hyperx_jax import checkpoint, fileio, optim, provenance, report, sharding
 from hyperx_jax.config import ConfigError, RunSpec, changes, decode, environment
-from hyperx_jax.config.vocabulary import METHOD_NAMES, MLM, PAIR
+from hyperx_jax.config.vocabulary import BEST_STEP as BEST
+from hyperx_jax.config.vocabulary import LATEST_STEP as LATEST
+from hyperx_jax.config.vocabulary import METHOD_NAMES, MLM, PAIR, STEP_WORDS
+from hyperx_jax.errors import UserError
 from hyperx_jax.models import weights
 from hyperx_jax.models.model import HyperXModel, ModelConfig, build_model
 from hyperx_jax.models.parameters import parameter_report
@@ -205,6 +208,7 @@ class TrainedRun(NamedTuple):
   mesh: Mesh
   parts: ModelParts  # trainable = the restored parameters
   step: int
+  step_reason: str = ""  # why this step (`resolve_step`)
 
   def model(self) -> HyperXModel:
     return self.parts.merge()
@@ -214,20 +218,69 @@ class TrainedRun(NamedTuple):
     return self.parts.config
 
 
+def parse_step(text: Union[str, int, None]) -> Union[str, int]:
+  """'best', 'latest' or a step number (from a flag or a config field)."""
+  if text is None or text == "":
+    return BEST
+  if isinstance(text, int) and not isinstance(text, bool) and text >= 0:
+    return text
+  if isinstance(text, str) and (text in STEP_WORDS or text.isdigit()):
+    return int(text) if text.isdigit() else text
+  raise UserError(
+      f"step {text!r}: expected 'best' (the step the run's results report), "
+      "'latest', or a step number"
+  )
+
+
+def reported_step(workdir: str) -> tuple[Optional[int], dict[str, Any]]:
+  """(the step the run's results.json reports, what selected it: provenance `selection`, or {});
+  (None, {}) without a results.json that names a step."""
+  path = epath.Path(workdir) / "results.json"
+  if not path.exists():
+    return None, {}
+  _, about = report.from_file(json.loads(path.read_text()))
+  selection = dict((about or {}).get("selection") or {})
+  step = selection.get("step", (about or {}).get("step"))
+  return (None, {}) if step is None else (int(step), selection)
+
+
+def resolve_step(workdir: str, step: Union[str, int, None] = BEST) -> tuple[Optional[int], str]:
+  """(the checkpoint step to restore, why) of 'best', 'latest' or a number; None: the latest.
+
+  'best' is the step the run's results.json reports: the one selected on dev data
+  (`checkpoint.best_metric`), else the last step; a run without results.json yet (unfinished)
+  falls back to its latest checkpoint, and says so."""
+  step = parse_step(step)
+  if isinstance(step, int):
+    return step, "asked for"
+  if step == LATEST:
+    return None, "the latest checkpoint"
+  reported, selection = reported_step(workdir)
+  if reported is None:
+    return None, "the latest checkpoint (no results.json with a step yet: an unfinished run)"
+  if selection.get("by"):
+    value = selection.get("value")
+    shown = f" = {value:.4f}" if isinstance(value, (int, float)) else ""
+    return reported, f"the step results.json reports: best {selection['by']}{shown} on dev"
+  return reported, "the step results.json reports: the last step (no dev selection)"
+
+
 def restore(
     workdir: str,
     *,
-    step: Optional[int] = None,
+    step: Union[str, int, None] = BEST,
     mesh: Optional[Mesh] = None,
     load_pretrained: bool = True,
     allow_fallback: bool = False,
 ) -> TrainedRun:
   """Rebuilds a trained run from its `config.json` and restores its trainable parameters at
-  `step` (default: the latest checkpoint). An unreadable step is an error
-  (checkpoint.UnreadableCheckpointError) unless `allow_fallback`: then the latest readable
-  earlier step is used, with a warning naming it. The frozen encoder comes from its pretrained
-  source (`load_pretrained=False` leaves it randomly initialised, when only the trainable
-  parameters are wanted). `mesh` defaults to the run's configured mesh on this machine."""
+  `step`: 'best' (default: the step its results report, `resolve_step`), 'latest' or a
+  number. An unreadable step is an error (checkpoint.UnreadableCheckpointError) unless
+  `allow_fallback`: then the latest readable earlier step is used, with a warning naming it.
+  The frozen encoder comes from its pretrained source (`load_pretrained=False` leaves it
+  randomly initialised, when only the trainable parameters are wanted). `mesh` defaults to the
+  run's configured mesh on this machine."""
+  number, why = resolve_step(workdir, step)
   config = load_config(workdir)
   # Checked when the run started (its data need not be here now); the attention kernel is
   # this machine's: a run trained with 'cudnn' evaluates on a CPU with 'xla'.
@@ -236,19 +289,34 @@ def restore(
   parts, _ = create_model(spec, mesh, load_pretrained=load_pretrained, strict_attention=False)
   ckpt = checkpoint.Checkpointer(workdir, read_only=True, async_save=False)
   try:
-    restored = ckpt.restore(step, abstract_trainable=parts.trainable, allow_fallback=allow_fallback)
+    if number is not None and number not in ckpt.all_steps():
+      raise UserError(
+          f"{workdir}: no checkpoint of step {number} ({why}); its checkpoints: "
+          f"{ckpt.all_steps()}"
+      )
+    restored = ckpt.restore(
+        number, abstract_trainable=parts.trainable, allow_fallback=allow_fallback
+    )
   finally:
     ckpt.close()
-  logging.info("restored %s at step %d", workdir, restored["step"])
+  if restored["step"] != number and number is not None:
+    why = f"the latest readable step before {number} (allow_fallback)"
+  logging.info("%s: step %d, %s", workdir, restored["step"], why)
   return TrainedRun(
-      workdir, config, spec, mesh, parts._replace(trainable=restored["trainable"]), restored["step"]
+      workdir,
+      config,
+      spec,
+      mesh,
+      parts._replace(trainable=restored["trainable"]),
+      restored["step"],
+      why,
   )
 
 
 def init_from_run(spec: RunSpec, trainable: Any, mesh: Mesh) -> Any:
   """`spec.init_from`: the fresh trainable state takes another run's trained values
   (`merge_trainable`); new language rows are then initialised per `spec.new_language_init`."""
-  source = restore(spec.init_from, mesh=mesh, load_pretrained=False)
+  source = restore(spec.init_from, step=spec.init_from_step, mesh=mesh, load_pretrained=False)
   new, lines = merge_trainable(trainable, nnx.to_pure_dict(source.parts.trainable))
   logging.info("init_from %s step %d:\n%s", spec.init_from, source.step, "\n".join(lines))
   return init_new_languages(spec, new)

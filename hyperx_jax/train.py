@@ -386,6 +386,16 @@ class Trainer:
     progress = writers.ProgressLogger(
         c.total_steps, batch_size=c.data.batch_size, start_step=self.state.step
     )
+    try:
+      with writers.console_lines_above_bars():
+        return self._loop(stats, clock, progress)
+    finally:
+      progress.close()
+
+  def _loop(
+      self, stats: StepStats, clock: writers.TrainingClock, progress: writers.ProgressLogger
+  ) -> bool:
+    c = self.spec
     while self.state.step < c.total_steps:
       if self.preempted() or self.ckpt.reached_preemption(self.state.step):
         self._stop_on_nonfinite(stats)
@@ -407,6 +417,7 @@ class Trainer:
       self.state = s._replace(step=s.step + 1, trainable=trainable, opt_state=opt_state)
       stats.add(task, metrics)
       step = self.state.step
+      progress.advance(step)
       if step % c.log_every_steps == 0 or step == c.total_steps:
         self._log(stats, progress, clock)
       eval_scalars = None

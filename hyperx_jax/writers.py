@@ -10,7 +10,10 @@
 - `TrainingClock`, `ProgressLogger`: one readable console line per call: step/total, per-task
   losses, learning rate, steps/s, examples/s and ETA, the rates over training time alone
   (evaluation, checkpoint saves and compiling run with the clock paused).
-- `quiet_library_logs`: other libraries' INFO lines (orbax, jax, absl, ...) off the console.
+  On a terminal the same line rides on a progress bar (tqdm) that moves every step; in a log
+  file or a pipe it is a plain line.
+- `setup_console`: this package's lines as `HH:MM:SS message` (no thread id, no source
+  location), and other libraries' INFO lines (orbax, jax, absl, ...) off the console.
 - `NonFiniteError`: what the trainer raises when a loss or gradient norm is NaN/Inf.
 """
 
@@ -21,12 +24,15 @@ import json
 import logging as std_logging
 import math
 import os
+import sys
 import time
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
+import tqdm
 from absl import logging
 from etils import epath
+from tqdm.contrib import logging as tqdm_logging
 
 JSONL_NAME = "metrics.jsonl"
 
@@ -193,10 +199,32 @@ class ProgressLogger:
   the ETA is the remaining steps at that rate.
   """
 
-  def __init__(self, total_steps: int, *, batch_size: Optional[int] = None, start_step: int = 0):
+  def __init__(
+      self,
+      total_steps: int,
+      *,
+      batch_size: Optional[int] = None,
+      start_step: int = 0,
+      bar: Optional[bool] = None,
+  ):
+    """`bar`: a progress bar moved by `advance` (default: when stderr is a terminal)."""
     self.total_steps = total_steps
     self.batch_size = batch_size
     self._last = (start_step, 0.0)  # (step, training seconds) of the previous line
+    self.bar = None
+    if is_terminal() if bar is None else bar:
+      self.bar = tqdm.tqdm(
+          total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, leave=True
+      )
+
+  def advance(self, step: int) -> None:
+    """The bar to `step` (nothing without a bar)."""
+    if self.bar is not None:
+      self.bar.update(step - self.bar.n)
+
+  def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
 
   def _rate(self, step: int, train_seconds: float) -> float:
     last, self._last = self._last, (step, train_seconds)
@@ -233,8 +261,53 @@ class ProgressLogger:
 
   def log(self, step: int, scalars: Mapping[str, Any], train_seconds: float) -> str:
     text = self.line(step, scalars, train_seconds)
+    if self.bar is not None:
+      self.bar.set_postfix_str(text.split(" | ", 1)[-1], refresh=False)
     logging.info("%s", text)
     return text
+
+
+def is_terminal() -> bool:
+  """Whether the console is a terminal (progress bars) rather than a log file or a pipe."""
+  return sys.stderr.isatty()
+
+
+def progress_bar(iterable: Any, description: str, total: Optional[int] = None) -> Any:
+  """`iterable` with a transient progress bar on a terminal; as it is elsewhere."""
+  return tqdm.tqdm(
+      iterable, desc=description, total=total, leave=False, disable=not is_terminal(), unit="batch"
+  )
+
+
+@contextlib.contextmanager
+def console_lines_above_bars() -> Iterator[None]:
+  """Log lines printed above the progress bars (not through them) while the block runs."""
+  if not is_terminal():
+    yield
+    return
+  with tqdm_logging.logging_redirect_tqdm(loggers=[std_logging.getLogger()]):
+    yield
+
+
+class ConsoleFormatter(std_logging.Formatter):
+  """`09:13:22 message`; warnings and errors name their level."""
+
+  def __init__(self):
+    super().__init__("%(asctime)s %(message)s", datefmt="%H:%M:%S")
+
+  def format(self, record: std_logging.LogRecord) -> str:
+    text = super().format(record)
+    if record.levelno >= std_logging.WARNING:
+      time_part, _, message = text.partition(" ")
+      return f"{time_part} {record.levelname}: {message}"
+    return text
+
+
+def setup_console(verbose: bool = False) -> None:
+  """This package's lines without thread ids and source locations, and other libraries' INFO
+  lines off the console unless `verbose` (call it after absl.app has started)."""
+  logging.get_absl_handler().setFormatter(ConsoleFormatter())
+  quiet_library_logs(verbose)
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))

@@ -35,6 +35,7 @@ from hyperx_jax.config.vocabulary import (
     METHODS,
     MLM,
     NEW_LANGUAGE_INITS,
+    STEP_WORDS,
     TEST,
     TYPOLOGY_SOURCES,
     Pair,
@@ -117,6 +118,11 @@ class RunSpec(Section):
   checkpoint: CheckpointSpec = field(factory=CheckpointSpec)
   init_from: Optional[str] = field(
       None, "another run's workdir whose trained parameters " "initialise this one (few-shot)"
+  )
+  init_from_step: str = field(
+      "best",
+      "which checkpoint of init_from's run: 'best' (the step its results report: selected on "
+      "dev data, else the last), 'latest', or a step number",
   )
   new_languages: tuple[str, ...] = field((), "languages new to init_from's run", as_list=True)
   new_language_init: str = field(
@@ -260,6 +266,11 @@ class RunSpec(Section):
         errors.append(f"config.new_languages: {lang!r} is not in config.languages {langs}")
     init, source = self.new_language_init, self.hyperx.language_source
     check_choice(errors, "config.new_language_init", init, NEW_LANGUAGE_INITS)
+    step = self.init_from_step
+    if not (step in STEP_WORDS or (isinstance(step, str) and step.isdigit())):
+      errors.append(
+          f"config.init_from_step: {step!r} is not one of {list(STEP_WORDS)} or a " "step number"
+      )
     if init == "typology" and source not in TYPOLOGY_SOURCES:
       errors.append(
           "config.new_language_init: 'typology' needs config.hyperx.language_source "

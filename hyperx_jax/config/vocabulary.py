@@ -147,6 +147,11 @@ XTREME_UDPOS_LANGUAGES = {
 }
 IOB2_MODES = ("repair", "strict")  # an I-X that does not continue an X entity: B-X, or an error
 
+# Which checkpoint of a run (--step, init_from_step): the step its results report ('best': the
+# one selected on dev data, else the last), the latest one, or a step number.
+BEST_STEP, LATEST_STEP = "best", "latest"
+STEP_WORDS = (BEST_STEP, LATEST_STEP)
+
 Pair = tuple[str, str]  # (task, language)
 
 

@@ -18,6 +18,7 @@ with the predictions.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -149,6 +150,10 @@ class Format:
   read_document: Optional[Callable[[str], Document]] = None
   document_kind: Optional[str] = None
   suffixes: tuple[str, ...] = ()  # file extensions that name the format (predict)
+  # Python modules the reader needs beyond the runtime dependencies, and the extra that
+  # installs them (`pip install hyperx_jax[extra]`).
+  modules: tuple[str, ...] = ()
+  extra: Optional[str] = None
   extra_check: Optional[Callable[[Mapping, str], list[str]]] = None
 
   def check(self, source: Mapping, where: str) -> list[str]:
@@ -166,6 +171,12 @@ class Format:
         errors.append(f"{where}.{key}: {source[key]!r} is not one of {list(allowed)}")
     if self.extra_check is not None:
       errors += self.extra_check(source, where)
+    missing = [m for m in self.modules if importlib.util.find_spec(m) is None]
+    if missing:
+      errors.append(
+          f"{where}.type: a {self.name} source needs {missing}, which are not "
+          f"installed: pip install 'hyperx_jax[{self.extra}]'"
+      )
     return errors
 
   def local_paths(self, source: Mapping) -> Iterator[tuple[str, str]]:

@@ -250,4 +250,6 @@ FORMAT = Format(
     kinds=(PAIR, TOKEN),
     required=("name",),
     path_keys=("data_dir", "manual_dir"),
+    modules=("tensorflow_datasets",),
+    extra="tfds",
 )
