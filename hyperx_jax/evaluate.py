@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any, Iterable, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
 import jax
 import numpy as np
@@ -28,7 +28,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from hyperx_jax import aot, cli, distributed, faults, metrics, report, run, sharding
+from hyperx_jax import aot, cli, distributed, faults, language_swap, metrics, report, run, sharding
 from hyperx_jax import tokenizer as tokenizers
 from hyperx_jax import writers
 from hyperx_jax.config import RunSpec
@@ -46,22 +46,35 @@ from hyperx_jax.data import pipeline
 from hyperx_jax.errors import UserError
 from hyperx_jax.models import losses
 
+Request = tuple[Pair, str]  # ((task, lang), the language whose vector the adapters read)
 
-def parse_pairs(text: Optional[str], spec: RunSpec) -> Optional[list[Pair]]:
-  """'ner:tr,pos:ar' -> [('ner', 'tr'), ('pos', 'ar')], each an eval pair of the run."""
+
+def parse_pairs(text: Optional[str], spec: RunSpec) -> Optional[list[Request]]:
+  """'ner:tr,pairs:tr@de' -> [(('ner', 'tr'), 'tr'), (('pairs', 'tr'), 'de')]: eval pairs of
+  the run, each scored with its own language vector or, after '@', another language's."""
   if not text:
     return None
   known = [s.pair for s in spec.eval_streams]
-  pairs = []
+  requests = []
   for item in text.split(","):
-    task, _, lang = item.strip().partition(":")
+    task, lang, vector = language_swap.split_swapped(item.strip())
     if (task, lang) not in known:
       raise UserError(
           f"--pairs: {item!r} is not an eval pair of the run; known: "
           f"{[pair_key(*p) for p in known]}"
       )
-    pairs.append((task, lang))
-  return pairs
+    if vector not in spec.languages:
+      raise UserError(
+          f"--pairs: {item!r}: {vector!r} is not a language of the run {list(spec.languages)}"
+      )
+    requests.append(((task, lang), vector))
+  return requests
+
+
+def with_language(batches: Iterable[Mapping[str, Any]], lang_id: int) -> Iterator[dict]:
+  """The batches with every row's language id replaced: the adapters read that vector."""
+  for local in batches:
+    yield {**local, "lang_id": np.full_like(np.asarray(local["lang_id"]), lang_id)}
 
 
 def make_eval_step(graphdef: Any, mesh: Mesh, trainable_sh: Any, frozen_sh: Any):
@@ -107,11 +120,12 @@ def evaluate_pair(
     batches: Iterable[Mapping[str, Any]],
     task: TaskSpec,
     mesh: Mesh,
+    description: str = "",
 ) -> dict[str, Any]:
   """Metrics of one (task, language) pair over all its eval batches (per-host numpy), and the
   number of examples they count (`examples`)."""
   acc = metrics.MetricAccumulator(task.kind, task.metric, list(task.labels) or None)
-  for local in writers.progress_bar(batches, f"eval {task.name}"):
+  for local in writers.progress_bar(batches, f"eval {description or task.name}"):
     batch = pipeline.make_global_batch(local, sharding.batch_sharding(mesh))
     predictions, labels = eval_step(trainable, frozen, batch, task.name)
     acc.add(to_host(predictions), to_host(labels), to_host(batch["example_mask"]))
@@ -127,20 +141,26 @@ def evaluate_all(
     datasets: Mapping[Pair, Iterable[Mapping[str, Any]]],
     spec: RunSpec,
     mesh: Mesh,
-    pairs: Optional[Sequence[Pair]] = None,
+    pairs: Optional[Sequence[Request]] = None,
 ) -> dict[str, dict[str, Any]]:
-  """{'task:lang': {metric: value, ..., 'zero_shot': bool, 'examples': int}} for every
-  (selected) eval pair."""
+  """{'task:lang': {metric: value, ..., 'zero_shot': bool, 'examples': int}} for every eval
+  pair of `datasets`, or the requested ones (`parse_pairs`; a pair scored with another
+  language's vector is 'task:lang@vector')."""
   zero_shot = spec.zero_shot_pairs()
   mlm_only = spec.mlm_only_languages()
+  requests = pairs if pairs is not None else [(p, p[1]) for p in datasets]
   results = {}
-  for (task, lang), batches in datasets.items():
-    if pairs is not None and (task, lang) not in pairs:
-      continue
-    faults.inject("eval", pair_key(task, lang))  # test-only (faults.py)
-    result = evaluate_pair(eval_step, trainable, frozen, batches, spec.tasks[task], mesh)
+  for (task, lang), vector in requests:
+    if (task, lang) not in datasets:
+      continue  # a pair of the other role
+    key = language_swap.swapped_key(pair_key(task, lang), vector)
+    faults.inject("eval", key)  # test-only (faults.py)
+    batches = datasets[(task, lang)]
+    if vector != lang:
+      batches = with_language(batches, spec.languages.index(vector))
+    result = evaluate_pair(eval_step, trainable, frozen, batches, spec.tasks[task], mesh, key)
     result[report.ZERO_SHOT] = (task, lang) in zero_shot
-    results[pair_key(task, lang)] = result
+    results[key] = result
     note = (
         (" (zero-shot" + (", language seen only through MLM" if lang in mlm_only else "") + ")")
         if result[report.ZERO_SHOT]
@@ -148,7 +168,7 @@ def evaluate_all(
     )
     logging.info(
         "eval %s%s, %d examples: %s",
-        pair_key(task, lang),
+        key,
         note,
         result[report.EXAMPLES],
         {k: round(v, 4) for k, v in result.items() if isinstance(v, float)},
@@ -184,7 +204,7 @@ def evaluate_roles(
     datasets: Mapping[str, pipeline.EvalDatasets],
     spec: RunSpec,
     mesh: Mesh,
-    pairs: Optional[Sequence[Pair]] = None,
+    pairs: Optional[Sequence[Request]] = None,
 ) -> Evaluation:
   """Dev and test pairs of one checkpoint (test pairs are only ever evaluated here, once)."""
   dev = evaluate_all(eval_step, trainable, frozen, datasets[DEV], spec, mesh, pairs)
@@ -218,21 +238,62 @@ def flat_scalars(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
   }
 
 
-def evaluate_checkpoint(
-    workdir: str,
-    *,
-    pairs_text: Optional[str] = None,
-    step: Union[str, int] = "best",
-    allow_fallback: bool = False,
-) -> tuple[run.TrainedRun, Evaluation]:
-  """A run's latest (or given) checkpoint on its eval pairs (all, or 'ner:tr,pos:ar'), and the
-  run restored at that step; an unreadable step is an error unless `allow_fallback`
-  (`run.restore`)."""
+class Checkpoint(NamedTuple):
+  """A trained run restored at a step, with its eval step and eval datasets."""
+
+  trained: run.TrainedRun
+  eval_step: Any
+  datasets: dict[str, pipeline.EvalDatasets]
+
+  def evaluate(self, pairs: Optional[Sequence[Request]] = None) -> Evaluation:
+    parts = self.trained.parts
+    return evaluate_roles(
+        self.eval_step,
+        parts.trainable,
+        parts.frozen,
+        self.datasets,
+        self.trained.spec,
+        self.trained.mesh,
+        pairs,
+    )
+
+  def language_swap(self) -> language_swap.Table:
+    """Every zero-shot pair's main metric (%) with its own language vector and with each
+    trained language's (a language with any training stream)."""
+    spec, parts = self.trained.spec, self.trained.parts
+    trained = {s.lang for s in spec.train_streams}
+    vectors = [lang for lang in spec.languages if lang in trained]
+    table = {}
+    for role in (TEST, DEV):
+      for task, lang in self.datasets[role]:
+        key = pair_key(task, lang)
+        if (task, lang) not in spec.zero_shot_pairs() or key in table:
+          continue
+        requests = [((task, lang), v) for v in [lang] + [v for v in vectors if v != lang]]
+        results = evaluate_all(
+            self.eval_step,
+            parts.trainable,
+            parts.frozen,
+            self.datasets[role],
+            spec,
+            self.trained.mesh,
+            requests,
+        )
+        metric = report.main_metric(list(results.values()))
+        table[key] = {
+            language_swap.split_swapped(k)[2]: 100 * float(r[metric]) for k, r in results.items()
+        }
+    return table
+
+
+def restore_checkpoint(
+    workdir: str, *, step: Union[str, int] = "best", allow_fallback: bool = False
+) -> Checkpoint:
+  """A run at `step` ('best', 'latest' or a number: `run.restore`; an unreadable step is an
+  error unless `allow_fallback`) with what evaluating it needs."""
   trained = run.restore(workdir, step=step, allow_fallback=allow_fallback)
   spec, parts = trained.spec, trained.parts
-  pairs = parse_pairs(pairs_text, spec)
   tokenizer = tokenizers.load_tokenizer(spec.tokenizer_path)
-  datasets = datasets_by_role(spec, tokenizer)
   logging.info("evaluating %s at step %d (%s)", workdir, trained.step, trained.step_reason)
   eval_step = make_eval_step(
       parts.graphdef,
@@ -240,9 +301,21 @@ def evaluate_checkpoint(
       run.shardings_of(parts.trainable),
       run.shardings_of(parts.frozen),
   )
-  return trained, evaluate_roles(
-      eval_step, parts.trainable, parts.frozen, datasets, spec, trained.mesh, pairs
-  )
+  return Checkpoint(trained, eval_step, datasets_by_role(spec, tokenizer))
+
+
+def evaluate_checkpoint(
+    workdir: str,
+    *,
+    pairs_text: Optional[str] = None,
+    step: Union[str, int] = "best",
+    allow_fallback: bool = False,
+) -> tuple[run.TrainedRun, Evaluation]:
+  """A run's checkpoint (the reported one by default) on its eval pairs (all, or
+  'ner:tr,pairs:tr@de'), and the run restored at that step."""
+  checkpoint = restore_checkpoint(workdir, step=step, allow_fallback=allow_fallback)
+  pairs = parse_pairs(pairs_text, checkpoint.trained.spec)
+  return checkpoint.trained, checkpoint.evaluate(pairs)
 
 
 def output_dir(workdir: str, step: int, pairs_text: Optional[str] = None) -> str:
@@ -268,15 +341,31 @@ def main(argv: Sequence[str]) -> None:
         "--replace_run_results writes every pair to --workdir: it takes "
         "neither --pairs nor --out"
     )
-  if FLAGS.out and same_directory(FLAGS.out, FLAGS.workdir):
+  if FLAGS.out and same_directory(FLAGS.out, FLAGS.workdir) and not FLAGS.language_swap:
     raise app.UsageError(
         f"--out={FLAGS.out} is the run directory: pass --replace_run_results "
         "to replace the run's results.*"
     )
+  if FLAGS.language_swap and (FLAGS.pairs or FLAGS.replace_run_results):
+    raise app.UsageError(
+        "--language_swap scores every zero-shot pair: no --pairs, and it "
+        "writes language_swap.* beside, never the run's results"
+    )
   distributed.initialize()  # every host of a pod evaluates its slice; a no-op on one machine
-  trained, evaluation = evaluate_checkpoint(
-      FLAGS.workdir, pairs_text=FLAGS.pairs, step=FLAGS.step, allow_fallback=FLAGS.allow_fallback
+  checkpoint = restore_checkpoint(
+      FLAGS.workdir, step=FLAGS.step, allow_fallback=FLAGS.allow_fallback
   )
+  trained = checkpoint.trained
+  if FLAGS.language_swap:
+    out = FLAGS.out or output_dir(FLAGS.workdir, trained.step)
+    table = checkpoint.language_swap()
+    if jax.process_index() == 0:
+      os.makedirs(out, exist_ok=True)
+      language_swap.write(out, table)
+      print(language_swap.markdown(table), end="")
+    print(f"language swap of step {trained.step} ({trained.step_reason}) -> {out}")
+    return
+  evaluation = checkpoint.evaluate(parse_pairs(FLAGS.pairs, trained.spec))
   out = FLAGS.out or output_dir(FLAGS.workdir, trained.step, FLAGS.pairs)
   if FLAGS.replace_run_results:
     out = FLAGS.workdir
@@ -297,7 +386,18 @@ def define_flags() -> None:
   flags.DEFINE_string(
       "workdir", None, "A training run directory (holds config.json).", required=True
   )
-  flags.DEFINE_string("pairs", None, "Comma-separated task:lang pairs (default: all).")
+  flags.DEFINE_string(
+      "pairs",
+      None,
+      "Comma-separated task:lang pairs (default: all); task:lang@other scores the pair with "
+      "another language's vector (e.g. pairs:tr@de).",
+  )
+  flags.DEFINE_bool(
+      "language_swap",
+      False,
+      "Score every zero-shot pair with its own language vector and with each trained "
+      "language's; writes language_swap.{json,md} (hyperx_jax/language_swap.py).",
+  )
   cli.define_step_flag()
   flags.DEFINE_bool(
       "allow_fallback",

@@ -18,6 +18,7 @@ configs/ does).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from typing import Any, Sequence
 
 from absl import app, flags
 
-from hyperx_jax import cli, compare
+from hyperx_jax import cli, compare, fileio, language_swap
 from hyperx_jax.config.vocabulary import LANGUAGE_SOURCES, LEARNED_SOURCE, METHODS
 
 
@@ -102,6 +103,12 @@ def define_flags() -> None:
       "set", [], "A config override for every run, FIELD=VALUE, e.g. " "optim.b2=0.9 (repeatable)."
   )
   flags.DEFINE_bool("dry_run", False, "Print the commands only.")
+  flags.DEFINE_bool(
+      "language_swap",
+      False,
+      "After training, score every run's zero-shot pairs with each trained language's vector "
+      "(hyperx evaluate --language_swap) and write WORKDIR/language_swap.md.",
+  )
 
 
 def grid_of(f: Any) -> tuple[list[str], list[int], bool]:
@@ -169,6 +176,39 @@ def main(argv: Sequence[str]) -> None:
   runs = [compare.load_run(run_dir(args.workdir, m, s)) for m, s in grid]
   print(compare.write(runs, args.workdir))
   print(f'wrote {os.path.join(args.workdir, "compare.md")} (.csv, .png)')
+  if args.language_swap:
+    swap_runs(runs, args.workdir)
+
+
+def swap_command(directory: str) -> list[str]:
+  """Scores a finished run's zero-shot pairs with every trained language's vector, into the
+  run directory (`hyperx evaluate --language_swap`)."""
+  return [
+      sys.executable,
+      "-m",
+      "hyperx_jax.evaluate",
+      f"--workdir={directory}",
+      "--language_swap",
+      f"--out={directory}",
+  ]
+
+
+def swap_runs(runs: Sequence[compare.RunResult], workdir: str) -> None:
+  """language_swap.json in every run (made once), then WORKDIR/language_swap.md: mean ± std
+  over seeds per column, pair and vector."""
+  tables = []
+  for r in runs:
+    path = os.path.join(r.directory, language_swap.JSON_NAME)
+    if not os.path.exists(path):
+      print(f"language swap: {r.directory}", flush=True)
+      if subprocess.run(swap_command(r.directory), check=False).returncode != 0:
+        sys.exit(f"language swap of {r.directory} failed (its log is above); rerun the command")
+    with open(path) as f:
+      tables.append((r.column, json.load(f)))
+  text = language_swap.aggregate(tables)
+  fileio.atomic_write_text(os.path.join(workdir, language_swap.MD_NAME), text)
+  print(text)
+  print(f"wrote {os.path.join(workdir, language_swap.MD_NAME)}")
 
 
 if __name__ == "__main__":
