@@ -23,7 +23,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from absl import app, flags
 
@@ -53,8 +53,17 @@ def with_variant(config_arg: str, variant: str, explicit_source: bool = False) -
   return config_arg
 
 
-def run_dir(workdir: str, method: str, seed: int) -> str:
-  return os.path.join(workdir, method, f"seed{seed}")
+Args = tuple[tuple[str, str], ...]  # config arguments of one grid point: (('k', '10'),)
+
+
+def run_dir(workdir: str, method: str, seed: int, args: Args = ()) -> str:
+  """WORKDIR/<method>[/<name><value>...]/seed<seed>, e.g. runs/fewshot/hyperx/k10/seed1."""
+  return os.path.join(workdir, method, *(f"{n}{v}" for n, v in args), f"seed{seed}")
+
+
+def column(method: str, args: Args = ()) -> str:
+  """The compare column of a grid point: 'hyperx', or 'hyperx k=10'."""
+  return " ".join([method, *(f"{n}={v}" for n, v in args)])
 
 
 def train_command(
@@ -64,17 +73,34 @@ def train_command(
     workdir: str,
     overrides: Sequence[str],
     explicit_source: bool = False,
+    args: Args = (),
+    seed_arg: Optional[str] = None,
 ) -> list[str]:
-  """`method`: a variant name (a method, or 'hyperx-<language source>')."""
+  """`method`: a variant name (a method, or 'hyperx-<language source>'); `args`: the config
+  arguments of the grid point; `seed_arg`: a config argument that also takes the seed (e.g.
+  the few-shot sample's)."""
   config_arg = with_variant(config_arg, method, explicit_source)
+  for name, value in args + (((seed_arg, str(seed)),) if seed_arg else ()):
+    config_arg = with_arg(config_arg, name, value)
   return [
       sys.executable,
       "-m",
       "hyperx_jax.main",
       f"--config={config_arg}",
       f"--config.seed={seed}",
-      f"--workdir={run_dir(workdir, method, seed)}",
+      f"--workdir={run_dir(workdir, method, seed, args)}",
   ] + [f"--config.{o}" for o in overrides]
+
+
+def vary_grid(specs: Sequence[str]) -> list[Args]:
+  """['k=10,50', 'steps=100'] -> every combination: [(('k', '10'), ('steps', '100')), ...]."""
+  grid: list[Args] = [()]
+  for spec in specs:
+    name, eq, values = spec.partition("=")
+    if not eq or not name or not values:
+      raise app.UsageError(f"--vary={spec!r}: expected NAME=V1,V2,... (a config argument)")
+    grid = [point + ((name, v),) for point in grid for v in values.split(",") if v]
+  return grid
 
 
 def _ints(text: str) -> list[int]:
@@ -101,6 +127,18 @@ def define_flags() -> None:
   )
   flags.DEFINE_multi_string(
       "set", [], "A config override for every run, FIELD=VALUE, e.g. " "optim.b2=0.9 (repeatable)."
+  )
+  flags.DEFINE_multi_string(
+      "vary",
+      [],
+      "A config argument to run at several values, NAME=V1,V2 (repeatable: every "
+      "combination), e.g. k=10,50,100; each is its own compare column.",
+  )
+  flags.DEFINE_string(
+      "seed_arg",
+      None,
+      "A config argument that also takes each run's seed (e.g. sample_seed: the few-shot "
+      "sample differs per seed).",
   )
   flags.DEFINE_bool("dry_run", False, "Print the commands only.")
   flags.DEFINE_bool(
@@ -150,10 +188,15 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   args = flags.FLAGS
   variants, seeds, explicit = grid_of(args)
-  grid = [(v, s) for s in seeds for v in variants]  # seed-major: early rows compare methods
-  for i, (method, seed) in enumerate(grid, 1):
-    directory = run_dir(args.workdir, method, seed)
-    command = train_command(args.config, method, seed, args.workdir, args.set, explicit)
+  points = vary_grid(args.vary)
+  # seed-major: early rows compare methods
+  grid = [(v, s, p) for s in seeds for v in variants for p in points]
+  for i, (method, seed, point) in enumerate(grid, 1):
+    directory = run_dir(args.workdir, method, seed, point)
+    command = train_command(
+        args.config, method, seed, args.workdir, args.set, explicit, point, args.seed_arg
+    )
+    method = column(method, point)
     if os.path.exists(os.path.join(directory, "results.json")):
       print(f"[{i}/{len(grid)}] {method} seed {seed}: done ({directory})", flush=True)
       continue
@@ -173,7 +216,10 @@ def main(argv: Sequence[str]) -> None:
     )
   if args.dry_run:
     return
-  runs = [compare.load_run(run_dir(args.workdir, m, s)) for m, s in grid]
+  runs = [
+      compare.load_run(run_dir(args.workdir, m, s, p), column(m, p) if p else None)
+      for m, s, p in grid
+  ]
   print(compare.write(runs, args.workdir))
   print(f'wrote {os.path.join(args.workdir, "compare.md")} (.csv, .png)')
   if args.language_swap:

@@ -176,6 +176,8 @@ def write_results(
 ) -> None:
   """results.{json,md,csv,png} with their provenance (process 0) and the table on the
   console; `selection` (evaluate.selection) records what chose the checkpoint."""
+  if not results:
+    raise UserError(f"nothing to report for {out_dir}: the run has no eval streams")
   if jax.process_index() != 0:
     return
   about = provenance.provenance(

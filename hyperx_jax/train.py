@@ -248,6 +248,9 @@ class Trainer:
     self.mesh = sharding.make_mesh(spec.mesh)
     self.task_names = list(spec.tasks)
     self.tokenizer = tokenizers.load_tokenizer(spec.tokenizer_path)
+    pipeline.log_truncation(
+        spec.train_streams + spec.eval_streams, raw, self.tokenizer, spec.data.max_length
+    )
     self.parts, param_report = run.create_model(spec, self.mesh)
     logging.info("mesh %s", dict(self.mesh.shape))
     if self.is_primary:
@@ -446,6 +449,14 @@ class Trainer:
       if not self.train():
         return None
       self.ckpt.wait()  # results.* come from a committed checkpoint: a rerun reproduces them
+      if not self.spec.eval_streams:
+        logging.info(
+            "trained to step %d; the config has no eval streams, so there is nothing to "
+            "evaluate or report (the trained parameters are in %s)",
+            self.state.step,
+            self.ckpt.directory,
+        )
+        return {}
       evaluation, chosen = self.final_evaluation()
       self.writer.write_scalars(
           self.state.step, tb_names("final", evaluate.flat_scalars(evaluation.table))

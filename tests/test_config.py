@@ -12,7 +12,7 @@ import pytest
 from hyperx_jax import sharding, train
 from hyperx_jax.config import ConfigError, common, decode, environment, vocabulary
 
-from configs import fewshot, mixed, ner, pos, tiny, xnli
+from configs import mixed, ner, pos, tiny, xnli
 from helpers import tiny_config
 
 
@@ -25,8 +25,6 @@ from helpers import tiny_config
         (pos, "size=xl"),
         (ner, "size=xxl"),
         (mixed, None),
-        (fewshot, "init_from=/tmp,task=pos,lang=yo,k=10"),
-        (fewshot, "init_from=/tmp,task=ner,runlocal"),
         (pos, "runlocal"),
     ],
 )

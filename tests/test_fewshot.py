@@ -7,6 +7,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from hyperx_jax.config import common
 
@@ -99,3 +100,57 @@ def test_fewshot_new_language_continues_from_the_first_run(workspace, tmp_path):
     saved = json.load(f)
   assert set(saved) == {"tag:cc", "provenance"} and not saved["tag:cc"]["zero_shot"]
   assert saved["tag:cc"]["accuracy"] == results["tag:cc"]["accuracy"]
+
+
+def test_fewshot_config_samples_k_examples_with_a_seed(workspace, tmp_path):
+  """configs/fewshot.py continues a saved run on k examples of a new language drawn with a
+  seed: the rows trained on are exactly those k sentences of the file (read by hand), another
+  seed draws other ones, and the run's model, tasks and recipe carry over."""
+  from hyperx_jax import train
+  from hyperx_jax.config import environment
+
+  first = tiny_config(workspace, tasks="tag", steps=2)
+  first.languages = ["aa", "bb"]
+  first.train_streams = [tag_stream(workspace, lang, "train") for lang in first.languages]
+  first.eval_streams = [tag_stream(workspace, "aa", "test", max_examples=8)]
+  train.train_and_evaluate(first, str(tmp_path / "first"))
+
+  path = tiny.source(str(workspace), "tag", "cc", "train")["path"]
+  n = len(open(path).read().strip().split("\n\n"))
+  rows = {}
+  for seed in (1, 2):
+    config = common.fewshot(
+        str(tmp_path / "first"),
+        "tag",
+        "cc",
+        tiny.source(str(workspace), "tag", "cc", "train"),
+        tiny.source(str(workspace), "tag", "cc", "test"),
+        k=K,
+        sample_seed=seed,
+        steps=2,
+    )
+    assert (config.init_from, config.new_languages) == (str(tmp_path / "first"), ["cc"])
+    assert config.adapter.bottleneck == first.adapter.bottleneck and config.method == "hyperx"
+    spec = environment.parse(config, 8)
+    assert spec.train_streams[0].sample_seed == seed and spec.train_streams[0].max_examples == K
+    trainer = train.Trainer(config, str(tmp_path / f"second{seed}"))
+    recorder = Recorder(trainer.train_iter)
+    trainer.train_iter = recorder
+    trainer.run()
+    rows[seed] = recorder.rows
+    drawn = np.sort(np.random.default_rng(seed).choice(n, size=K, replace=False))
+    assert recorder.rows == sampled_rows(path, drawn, config.data.max_length)
+  assert rows[1] != rows[2]
+  with pytest.raises(ValueError, match="has no task 'pos'"):
+    common.fewshot(str(tmp_path / "first"), "pos", "cc", {}, {}, k=K, sample_seed=1, steps=2)
+
+
+def sampled_rows(path: str, indices, max_length: int) -> set[tuple[int, ...]]:
+  """input_ids of the file's sentences at `indices`, by hand (see `expected_rows`)."""
+  with open(path) as f:
+    sentences = [block.split("\n") for block in f.read().strip().split("\n\n")]
+  rows = set()
+  for i in indices:
+    ids = [0] + [len(SPECIALS) + int(line.split("\t")[0][1:]) for line in sentences[i]] + [2]
+    rows.add(tuple(ids + [1] * (max_length - len(ids))))
+  return rows

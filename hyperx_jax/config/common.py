@@ -17,6 +17,8 @@ file is loaded by its path, so it imports only the installed package, never its 
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, Optional, Sequence
 
 import ml_collections
@@ -158,12 +160,60 @@ def stream(
     source: dict[str, Any],
     max_examples: Optional[int] = None,
     role: Optional[str] = None,
+    sample_seed: Optional[int] = None,
 ) -> dict[str, Any]:
   """One (task, language) data stream. Evaluation streams take a `role`: 'dev' (the default:
   evaluated during training, selects the checkpoint) or 'test' (evaluated once, at the end,
-  on the selected checkpoint)."""
+  on the selected checkpoint). `sample_seed`: `max_examples` drawn at random (few-shot)."""
   out = {"task": task, "lang": lang, "source": dict(source), "max_examples": max_examples}
+  if sample_seed is not None:
+    out["sample_seed"] = sample_seed
   return out if role is None else {**out, "role": role}
+
+
+def saved_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a trained run saved (its config.json), to build a continuation on."""
+  path = os.path.join(os.path.expanduser(workdir), "config.json")
+  if not os.path.isfile(path):
+    raise ValueError(f"{path} not found: init_from must be a trained run's workdir")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def fewshot(
+    workdir: str,
+    task: str,
+    lang: str,
+    train: dict[str, Any],
+    test: dict[str, Any],
+    *,
+    k: int,
+    sample_seed: Optional[int],
+    steps: int,
+) -> ml_collections.ConfigDict:
+  """Few-shot: the trained run in `workdir` continued on k examples of (task, lang) (drawn with
+  `sample_seed`, or the first k) and tested on `test`. The model, tasks and recipe are the run's
+  own; a language the run never had gets a new vector (its typology vector with a typology
+  source, else the mean of the trained rows)."""
+  c = saved_config(workdir)
+  if task not in c.tasks:
+    raise ValueError(f"{workdir}: the run has no task {task!r}; its tasks: {sorted(c.tasks)}")
+  c.init_from = os.path.abspath(os.path.expanduser(workdir))
+  c.new_languages = [] if lang in c.languages else [lang]
+  c.languages = list(c.languages) + c.new_languages
+  typology = c.hyperx.language_source == "typology"
+  c.new_language_init = "typology" if typology else "mean"
+  c.hyperx.untrained_language = "row"  # the other languages train no more: their own rows
+  c.train_streams = [stream(task, lang, train, max_examples=k, sample_seed=sample_seed)]
+  c.eval_streams = [stream(task, lang, test, role=TEST)]
+  c.data.weights = None
+  c.total_steps = steps
+  c.optim.warmup_steps = steps // 10
+  c.eval_every_steps = c.checkpoint.every_steps = steps
+  c.log_every_steps = max(1, steps // 10)
+  c.checkpoint.best_metric = None  # no dev data in few-shot: the last step is reported
+  c.checkpoint.keep = 1
+  return c
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -253,7 +253,12 @@ class StreamSpec(Section):
   source: Mapping[str, Any] = field(
       factory=dict, doc='where the examples come from: {"type": ' "..., ...} (docs/data.md)"
   )
-  max_examples: Optional[int] = field(None, "read at most this many examples")
+  max_examples: Optional[int] = field(None, "read at most this many examples (the first ones)")
+  sample_seed: Optional[int] = field(
+      None,
+      "with max_examples: that many examples drawn at random with this seed instead of the "
+      "first ones (a few-shot sample)",
+  )
   role: Optional[str] = field(
       None,
       "eval streams: 'dev' (evaluated during training, selects "

@@ -15,7 +15,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Optional
 
-from hyperx_jax.config.fields import Section, check_choice, check_positive, field, plain
+from hyperx_jax.config.fields import (
+    Section,
+    check_choice,
+    check_positive,
+    field,
+    is_int,
+    plain,
+)
 from hyperx_jax.config.sections import (
     AdapterSpec,
     CheckpointSpec,
@@ -297,6 +304,11 @@ class RunSpec(Section):
         )
       if s.max_examples is not None:
         check_positive(errors, f"{where}.max_examples", s.max_examples)
+      if s.sample_seed is not None and (s.max_examples is None or not is_int(s.sample_seed)):
+        errors.append(
+            f"{where}.sample_seed: {s.sample_seed!r} needs an int seed and "
+            "max_examples (how many examples to draw)"
+        )
       if key == "train_streams" and s.role is not None:
         errors.append(f"{where}.role: only evaluation streams have a role ({list(EVAL_ROLES)})")
       elif key == "eval_streams":

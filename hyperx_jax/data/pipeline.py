@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import numpy as np
@@ -56,11 +56,30 @@ def make_example_fn(
 
 
 def read_examples(spec: StreamSpec) -> list[dict[str, Any]]:
+  """The stream's raw examples; with `sample_seed`, `max_examples` of them drawn at random
+  (kept in file order), else all (the pipeline takes the first `max_examples`)."""
   examples = sources.read_source(spec.source)
   logging.info(
       "stream %s/%s: %d raw examples from %s", spec.task, spec.lang, len(examples), spec.source
   )
+  if spec.sample_seed is not None and spec.max_examples is not None:
+    sample = sample_indices(len(examples), spec.max_examples, spec.sample_seed)
+    logging.info(
+        "stream %s/%s: %d of them drawn with seed %d",
+        spec.task,
+        spec.lang,
+        len(sample),
+        spec.sample_seed,
+    )
+    examples = [examples[i] for i in sample]
   return examples
+
+
+def sample_indices(n: int, k: int, seed: int) -> np.ndarray:
+  """k of range(n) drawn without replacement with `seed`, sorted (all of them when k >= n)."""
+  if k >= n:
+    return np.arange(n)
+  return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
 
 
 MAX_REPORTED = 20  # bad labels listed per stream (the count covers all of them)
@@ -93,6 +112,85 @@ def label_problems(spec: StreamSpec, examples: Sequence[Mapping[str, Any]]) -> l
   return problems
 
 
+def tag_map_hints(spec: StreamSpec, examples: Sequence[Mapping[str, Any]]) -> list[str]:
+  """For tags outside the task's labels that a known tag map turns into its labels (the Google
+  universal tagset's PRT, CONJ for UPOS): the map to set on the source."""
+  if spec.kind != TOKEN or spec.source.get("tag_map") is not None:
+    return []
+  labels = set(spec.labels)
+  unknown = {t for ex in examples for t in ex.get("tags", ()) if t not in labels}
+  hints = []
+  for name, table in sources.TAG_MAPS.items():
+    fixed = sorted(t for t in unknown if table.get(t) in labels)
+    if fixed:
+      hints.append(
+          f"{fixed} look like the tags tag_map={name!r} maps to these labels: set it on the "
+          f'source ("tag_map": "{name}"; other tags outside the labels become X)'
+      )
+  return hints
+
+
+TRUNCATION_SAMPLE = 10_000  # examples per stream whose lengths are measured at start-up
+
+
+def truncation(
+    spec: StreamSpec, examples: Sequence[Mapping[str, Any]], tokenizer, max_length: int
+) -> Optional[str]:
+  """A line naming what `max_length` cuts off in the stream's first TRUNCATION_SAMPLE
+  examples (token tasks: the words that lose their label; pairs and text: the examples
+  shortened) and the length that would keep everything; None when nothing is cut."""
+  sample = list(examples[:TRUNCATION_SAMPLE])
+  if not sample:
+    return None
+  if spec.kind == TOKEN:
+    enc = tokenizer(
+        [list(ex["tokens"]) for ex in sample], is_split_into_words=True, add_special_tokens=False
+    )
+    lengths = [len(ids) + 2 for ids in enc["input_ids"]]
+    lost = 0
+    for i in range(len(sample)):
+      first = {}
+      for position, word in enumerate(enc.word_ids(i)):
+        if word is not None:
+          first.setdefault(word, position)
+      lost += sum(p >= max_length - 2 for p in first.values())
+    what = f"{lost} words lose their label" if lost else ""
+  else:
+    if spec.kind == MLM:
+      lengths = [
+          len(ids) + 2
+          for ids in tokenizer([ex["text"] for ex in sample], add_special_tokens=False)["input_ids"]
+      ]
+    else:
+      firsts = tokenizer([ex["premise"] for ex in sample], add_special_tokens=False)["input_ids"]
+      seconds = tokenizer([ex["hypothesis"] for ex in sample], add_special_tokens=False)[
+          "input_ids"
+      ]
+      lengths = [len(a) + len(b) + 4 for a, b in zip(firsts, seconds)]
+    what = ""
+  cut = sum(n > max_length for n in lengths)
+  if not cut:
+    return None
+  counted = "" if len(sample) == len(examples) else f" (of the first {len(sample):,})"
+  return (
+      f"stream {spec.task}/{spec.lang}: {cut:,} of {len(sample):,} examples{counted} are "
+      f"longer than data.max_length = {max_length}"
+      + (f": {what}" if what else "")
+      + f"; max_length {max(lengths)} would keep them all, "
+      f"{int(np.percentile(lengths, 99))} keeps 99 %"
+  )
+
+
+def log_truncation(
+    specs: Sequence[StreamSpec], examples: Sequence[Sequence[Any]], tokenizer, max_length: int
+) -> None:
+  """At start-up: what max_length cuts off, per stream (`truncation`)."""
+  for spec, raw in zip(specs, examples):
+    line = truncation(spec, raw, tokenizer, max_length)
+    if line:
+      logging.warning("%s", line)
+
+
 def read_streams(specs: Sequence[StreamSpec]) -> list[list[dict[str, Any]]]:
   """Every stream's raw examples, each label checked against its task's label set. All bad
   labels of all streams are reported at once (SourceError), before anything is built."""
@@ -106,6 +204,7 @@ def read_streams(specs: Sequence[StreamSpec]) -> list[list[dict[str, Any]]]:
       )
       report += [f"  {p}" for p in problems[:MAX_REPORTED]]
       report += [f"  ... and {len(problems) - MAX_REPORTED} more"] * (len(problems) > MAX_REPORTED)
+      report += [f"  {hint}" for hint in tag_map_hints(spec, examples)]
     read.append(examples)
   if report:
     raise sources.SourceError("bad labels in the data:\n" + "\n".join(report))
