@@ -31,11 +31,16 @@ under `encoder/`; in practice the LayerNorms), named and laid out as in Hugging 
 `model.load_state_dict(safetensors.torch.load_file(path), strict=False)` in PyTorch,
 `build_encoder` here. Frozen parameters equal the base checkpoint and are not written.
 
-`adapter_config.json`: format, method, task, task_kind, labels, pooling (pair tasks), language,
-hidden_size, bottleneck, num_layers, placement, layer_norm, num_adapters, stack (names of the
-stack entries), checkpoint (the base encoder: a hub id or directory), tokenizer, head_type,
+`hyperx_export.json` (written last: it marks a complete export): format, method, task,
+task_kind, labels, id2label and label2id, pooling (pair tasks), language, hidden_size,
+bottleneck, num_layers, placement, layer_norm, num_adapters, stack (names of the stack
+entries), checkpoint (the base encoder: a hub id or directory), tokenizer, head_type,
 backbone_file and backbone_tensors (what backbone.safetensors holds; null / [] when the run
-trained no encoder parameter), adapterhub (below, or null), step, workdir.
+trained no encoder parameter), adapterhub (below, or null), step and why, workdir.
+
+The run's tokenizer files (`AutoTokenizer.from_pretrained(DIR)`), and `README.md`, the model
+card (`hub.model_card`: base model, task, language, labels, the run's metrics and provenance,
+how to load it). `--push_to_hub=OWNER/NAME` uploads the directory (`hub.push`).
 
 `--format=adapterhub` also writes `DIR/adapterhub/{name}/` per stack entry (name from `stack`),
 directories that the `adapters` library loads with `model.load_adapter(path,
@@ -62,7 +67,8 @@ from absl import app, flags
 from flax import nnx
 from safetensors.numpy import load_file, save
 
-from hyperx_jax import cli, export_format, fileio, run
+from hyperx_jax import cli, export_format, fileio, hub, run
+from hyperx_jax import tokenizer as tokenizers
 from hyperx_jax.config import RunSpec, decode, environment
 from hyperx_jax.config.vocabulary import MLM, PAIR, TOKEN
 from hyperx_jax.errors import UserError
@@ -310,6 +316,8 @@ def export_adapter(
       "task": task,
       "task_kind": kind,
       "labels": list(spec.tasks[task].labels),
+      "id2label": {str(i): label for i, label in enumerate(spec.tasks[task].labels)},
+      "label2id": {label: i for i, label in enumerate(spec.tasks[task].labels)},
       "language": lang,
       "pooling": spec.tasks[task].pooling if kind == PAIR else None,
       "hidden_size": int(down.shape[1]),
@@ -340,6 +348,8 @@ def export_adapter(
   files[export_format.ADAPTER_FILE] = save(tensors, metadata={"format": export_format.FORMAT})
   if backbone:
     files[export_format.BACKBONE_FILE] = save(backbone, metadata={"format": export_format.FORMAT})
+  files.update(tokenizer_files(spec.tokenizer_path))
+  files[export_format.README_FILE] = hub.model_card(meta, run_results(workdir)).encode()
   files[export_format.CONFIG_FILE] = json.dumps(meta, indent=2).encode()  # last: marks it complete
   if jax.process_index() == 0:
     for name, data in files.items():
@@ -349,13 +359,35 @@ def export_adapter(
   return meta
 
 
+def tokenizer_files(name_or_dir: str) -> dict[str, bytes]:
+  """The run's tokenizer as the files `save_pretrained` writes (name -> contents)."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+
+  with tempfile.TemporaryDirectory() as tmp:
+    tokenizers.load_tokenizer(name_or_dir).save_pretrained(tmp)
+    return {
+        name: open(os.path.join(tmp, name), "rb").read()
+        for name in sorted(os.listdir(tmp))
+        if os.path.isfile(os.path.join(tmp, name))
+    }
+
+
+def run_results(workdir: Optional[str]) -> Optional[dict]:
+  """The run's results.json (entries and provenance), where it has one."""
+  path = os.path.join(workdir, "results.json") if workdir else None
+  if not path or not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
 class Exported(NamedTuple):
   """An export read back (`load_static_adapter`)."""
 
   adapters: tuple[AdapterWeights, ...]  # leaves [L, 1, ...], what XLMREncoder(adapters=) takes
   head: dict  # the head's parameters, nested
   backbone: dict[str, np.ndarray]  # trained encoder parameters, XLMRobertaModel names
-  config: dict  # adapter_config.json
+  config: dict  # hyperx_export.json
 
 
 def load_static_adapter(directory: str) -> Exported:
@@ -483,7 +515,8 @@ def define_flags() -> None:
   flags.DEFINE_string(
       "out",
       None,
-      "Output directory (adapter.safetensors, backbone.safetensors, " "adapter_config.json).",
+      "Output directory (adapter.safetensors, backbone.safetensors, hyperx_export.json, the "
+      "tokenizer, README.md: the model card).",
   )
   cli.define_step_flag()
   flags.DEFINE_enum(
@@ -499,6 +532,13 @@ def define_flags() -> None:
       "If the step is unreadable, export the latest "
       "readable earlier one (default: stop with an error).",
   )
+  flags.DEFINE_string(
+      "push_to_hub",
+      None,
+      "OWNER/NAME: then upload the export (with its model card) to this Hugging Face hub "
+      "repository, created if missing (huggingface_hub: HF_TOKEN or `hf auth login`).",
+  )
+  flags.DEFINE_bool("private", False, "With --push_to_hub: create the repository private.")
   flags.mark_flags_as_required(["workdir", "task", "lang", "out"])
 
 
@@ -521,6 +561,9 @@ def main(argv: Sequence[str]) -> None:
       f"layers, bottleneck {meta['bottleneck']}, {len(meta['backbone_tensors'])} backbone "
       f"tensors) to {f.out}"
   )
+  if f.push_to_hub:
+    url = hub.push(f.out, f.push_to_hub, private=f.private)
+    print(f"pushed {f.out} to {url}")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,12 @@ Files of an export directory:
   ADAPTER_FILE   adapters.{k}.{field} [L, ...] per stack entry k (ADAPTER_FIELDS; kernels
                  [in, out], JAX layout) and head.{layer}.{kernel|bias} (HEAD_LAYERS)
   BACKBONE_FILE  the trained encoder parameters, `XLMRobertaModel.state_dict()` names and layout
-  CONFIG_FILE    what the export is (FORMAT, the task, labels, sizes, placement, ...); written
-                 last, so its presence marks a complete export
+  CONFIG_FILE    what the export is (FORMAT, the task, labels with id2label, sizes, placement,
+                 ...); written last, so its presence marks a complete export
+  README_FILE    the model card: base model, task, language, labels, the run's metrics and
+                 provenance, how to load it (huggingface_hub.ModelCard reads it)
+  tokenizer.json, tokenizer_config.json, ...  the run's tokenizer (AutoTokenizer reads the
+                 directory)
 """
 
 from __future__ import annotations
@@ -22,8 +26,12 @@ from typing import Any
 from hyperx_jax.config.vocabulary import PAIR, TOKEN
 from hyperx_jax.errors import UserError
 
-FORMAT = "hyperx_jax.static_adapter.v2"  # v2: + the trained backbone parameters
-CONFIG_FILE = "adapter_config.json"
+# v2: + the trained backbone parameters; v3: its own config file name, id2label, the tokenizer
+# and the model card
+FORMAT = "hyperx_jax.static_adapter.v3"
+CONFIG_FILE = "hyperx_export.json"  # a name no other library's loader reads
+LEGACY_CONFIG_FILE = "adapter_config.json"  # v2 and older (peft and AdapterHub use this name)
+README_FILE = "README.md"
 ADAPTER_FILE = "adapter.safetensors"
 BACKBONE_FILE = "backbone.safetensors"
 FORMATS = ("native", "adapterhub")  # --format: ours; ours + AdapterHub directories
@@ -59,16 +67,18 @@ class ExportFormatError(UserError):
 def read_config(directory: str) -> dict[str, Any]:
   """CONFIG_FILE of an export directory, its format checked."""
   path = os.path.join(directory, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-        f"{path} not found: is {directory!r} an export of " "`python -m hyperx_jax.export`?"
+  if not os.path.exists(path) and os.path.exists(os.path.join(directory, LEGACY_CONFIG_FILE)):
+    raise ExportFormatError(
+        f"{directory}: an export of an older version ({LEGACY_CONFIG_FILE}); export the run "
+        "again (hyperx export)"
     )
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: is {directory!r} an export of `hyperx export`?")
   with open(path) as f:
     config = json.load(f)
   if config.get("format") != FORMAT:
     raise ExportFormatError(
-        f'{path}: format {config.get("format")!r}, expected {FORMAT!r} '
-        "(older exports lack the trained backbone parameters: export the "
-        "run again)"
+        f"{path}: format {config.get('format')!r}, expected {FORMAT!r}: export the run again "
+        "(hyperx export)"
     )
   return config

@@ -71,10 +71,13 @@ def make_train_step(
     mesh: Mesh,
     *,
     diagnostics: bool = False,
+    groups: Optional[Mapping[str, int]] = None,
 ):
   """The jitted step: (trainable, opt_state, frozen, batch, step, rng, task) ->
   (trainable, opt_state, metrics). `task` (a name) is static; everything else is traced.
-  `diagnostics` adds the `diagnostics.py` measurements to the metrics."""
+  `groups`: task -> the (task, language) groups its batches hold (default 1; fixed per task,
+  so still one compile per task). `diagnostics` adds the `diagnostics.py` measurements."""
+  groups = dict(groups or {})
   trainable_sh, opt_sh, frozen_sh = state_shardings
   replicated = sharding.replicated(mesh)
   batch_sh = sharding.batch_sharding(mesh)
@@ -85,7 +88,7 @@ def make_train_step(
     def loss_fn(params):
       model = nnx.merge(graphdef, params, frozen)
       with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):  # for splash's shard_map
-        return losses.compute_loss(model, batch, task, dropout_rng)
+        return losses.compute_loss(model, batch, task, dropout_rng, groups.get(task, 1))
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
     updates, new_opt_state = tx.update(grads, opt_state, trainable, task=task)
@@ -285,6 +288,7 @@ class Trainer:
             (trainable_sh, run.shardings_of(self.state.opt_state), frozen_sh),
             self.mesh,
             diagnostics=spec.diagnostics,
+            groups={task: spec.groups_of(task) for task in spec.tasks},
         ),
         "train step (task {})",
         static_argnum=6,

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 
 def run(base: str, export: str, inputs: str, out: str) -> None:
-  with open(os.path.join(export, "adapter_config.json")) as f:
+  with open(os.path.join(export, "hyperx_export.json")) as f:
     config = json.load(f)
   hub = config["adapterhub"]
   model = XLMRobertaAdapterModel.from_pretrained(base)

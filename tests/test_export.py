@@ -145,7 +145,7 @@ def test_export_matches_hypernetwork_path(run):
 
 
 def test_load_rejects_other_directories(tmp_path):
-  with pytest.raises(FileNotFoundError, match="adapter_config.json not found"):
+  with pytest.raises(FileNotFoundError, match="hyperx_export.json not found"):
     export.load_static_adapter(str(tmp_path))
 
 
@@ -269,3 +269,58 @@ def test_adapterhub_refusals_come_before_loading(run, tmp_path, change, message)
     export.export_from_run(str(other), "pair", "aa", str(tmp_path / "out"), format="adapterhub")
   assert "torch_loader.load_exported" in str(error.value)
   assert not (tmp_path / "out").exists()
+
+
+def test_an_export_carries_its_tokenizer_labels_and_model_card(trained, monkeypatch):
+  """Every export holds the run's tokenizer, id2label and a model card that huggingface_hub
+  parses back; --push_to_hub hands the directory to the hub (the upload itself needs hub
+  access: here a stand-in for HfApi records the calls)."""
+  import huggingface_hub
+  import transformers
+
+  from hyperx_jax import hub, tokenizer
+  from hyperx_jax.errors import UserError
+
+  tmp, run = trained
+  out = tmp / "shared"
+  meta = export.export_from_run(run.workdir, "tag", "aa", str(out))
+  assert meta["id2label"] == {"0": "T0", "1": "T1", "2": "T2"} and meta["label2id"]["T2"] == 2
+  assert not (out / export_format.LEGACY_CONFIG_FILE).exists()
+  ours = transformers.AutoTokenizer.from_pretrained(str(out))
+  theirs = tokenizer.load_tokenizer(run.spec.tokenizer_path)
+  assert ours("w1 w7 w30")["input_ids"] == theirs("w1 w7 w30")["input_ids"]
+  card = huggingface_hub.ModelCard.load(out / export_format.README_FILE)
+  assert card.data.library_name == "hyperx_jax" and card.data.language == ["aa"]
+  assert "hyper-x" in card.data.tags and card.data.metrics == ["accuracy", "f1"]
+  results = json.loads((tmp / "run" / "results.json").read_text())
+  assert f"accuracy {100 * results['tag:aa']['accuracy']:.1f} %" in card.text
+  assert "load_exported" in card.text and results["provenance"]["config_sha256"] in card.text
+
+  calls = []
+
+  class FakeApi:
+
+    def __init__(self, token=None):
+      calls.append(("token", token))
+
+    def create_repo(self, repo_id, **kwargs):
+      calls.append(("create_repo", repo_id, kwargs))
+      return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, **kwargs):
+      calls.append(("upload_folder", kwargs["folder_path"], kwargs["repo_id"]))
+
+  monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+  assert hub.push(str(out), "me/tag-aa", private=True) == "https://huggingface.co/me/tag-aa"
+  assert ("upload_folder", str(out), "me/tag-aa") in calls
+  assert calls[1][2]["private"] is True and calls[1][2]["exist_ok"] is True
+  with pytest.raises(UserError, match="expected OWNER/NAME"):
+    hub.push(str(out), "tag-aa")
+
+  def offline(*args, **kwargs):
+    raise ConnectionError("hub unreachable")
+
+  monkeypatch.setattr(FakeApi, "create_repo", offline)
+  with pytest.raises(UserError, match="could not push .* ConnectionError: hub unreachable"):
+    hub.push(str(out), "me/tag-aa")
+  assert (out / export_format.CONFIG_FILE).exists()  # the export on disk stays complete

@@ -196,7 +196,7 @@ def test_adapterhub_matches_jax(exports, tmp_path):
   e5, _, out = exports
   jobs = []
   for (method, task), (directory, tokens, _, _) in out.items():
-    if json.loads((directory / "adapter_config.json").read_text())["adapterhub"] is None:
+    if json.loads((directory / "hyperx_export.json").read_text())["adapterhub"] is None:
       continue
     np.savez(tmp_path / f"{method}_{task}_in.npz", **tokens)
     jobs.append(

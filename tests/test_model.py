@@ -94,7 +94,7 @@ def test_mixed_pairs_match_per_pair_batches():
   _randomise_adapters(model)
   batch = _batch()
   mixed = dict(batch, task_id=jnp.array([0, 1, 1]), lang_id=jnp.array([2, 0, 1]))
-  together = model.encode(mixed, "ner", mixed_pairs=True)
+  together = model.encode(mixed, "ner", groups=mixed["task_id"].shape[0])
   for b in range(B):
     alone = model.encode(
         dict(

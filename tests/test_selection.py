@@ -86,3 +86,56 @@ def test_a_run_without_test_streams_reports_its_dev_pairs_at_the_last_step(
     saved = json.load(f)
   assert sorted(table) == ["tag:aa", "tag:bb"]
   assert saved["provenance"]["selection"] == {"step": 2, "by": None, "value": None}
+
+
+def test_commands_read_the_reported_checkpoint_by_default(selected_run, tmp_path):
+  """Without --step, evaluate, export and predict use the step results.json reports (the best
+  on dev, not the last), and reproduce its numbers."""
+  import numpy as np
+
+  from hyperx_jax import cli, export, predict, run
+
+  workdir, table, _ = selected_run
+  with open(os.path.join(workdir, "results.json")) as f:
+    saved = json.load(f)
+  best = saved["provenance"]["step"]
+  assert best != STEPS
+  assert run.resolve_step(workdir) == (
+      best,
+      f"the step results.json reports: best tag:aa/f1 = "
+      f"{saved['provenance']['selection']['value']:.4f} on dev",
+  )
+
+  cli.invoke(evaluate, [f"--workdir={workdir}", f"--out={tmp_path / 'eval'}"])
+  with open(tmp_path / "eval" / "results.json") as f:
+    again = json.load(f)
+  assert {k: v for k, v in again.items() if k != "provenance"} == {
+      k: v for k, v in saved.items() if k != "provenance"
+  }
+  assert again["provenance"]["selection"]["by"] == "tag:aa/f1"
+
+  meta = export.export_from_run(workdir, "tag", "bb", str(tmp_path / "export"))
+  assert meta["step"] == best and "best tag:aa/f1" in meta["step_reason"]
+  exported = export.load_static_adapter(str(tmp_path / "export")).adapters[0].down
+  model = run.restore(workdir, step=best, load_pretrained=False).model()
+  import jax.numpy as jnp
+
+  ids = jnp.array([model.task_id("tag")]), jnp.array([model.lang_id("bb")])
+  np.testing.assert_allclose(exported, model.adapter_weights(*ids)[0].down, atol=1e-6)
+  latest = run.restore(workdir, step="latest", load_pretrained=False).model()
+  assert not np.allclose(exported, latest.adapter_weights(*ids)[0].down, atol=1e-6)
+
+  config = run.load_config(workdir)
+  test_file = next(
+      s["source"]["path"]
+      for s in config.eval_streams
+      if (s["task"], s["lang"], s["role"]) == ("tag", "bb", "test")
+  )
+  summary = predict.predict_file(workdir, "tag", "bb", test_file, str(tmp_path / "bb.iob2"))
+  assert summary["step"] == best
+  gold = [line.split("\t")[1] for line in open(test_file).read().splitlines() if line.strip()]
+  got = [
+      line.split("\t")[1] for line in open(tmp_path / "bb.iob2").read().splitlines() if line.strip()
+  ]
+  accuracy = sum(a == b for a, b in zip(gold, got)) / len(gold)
+  assert accuracy == pytest.approx(saved["tag:bb"]["accuracy"])

@@ -330,12 +330,18 @@ class DataSpec(Section):
       PACKING_OFF,
       f"sentences per training row at most ({PACKING_OFF}: one " "example per padded row)",
   )
+  groups_per_batch: int = field(
+      1,
+      "G: (task, language) groups in a training batch, each from its own stream of the drawn "
+      "stream's task (at most the task's streams), batch_size / G examples each; 1: one pair "
+      "per batch, as the paper",
+  )
   packed_rows: int = field(
       0, "with packing: the rows of a packed batch, which holds up to " "batch_size sentences"
   )
 
   def check(self, errors: list[str]) -> None:
-    for name in ("max_length", "batch_size", "eval_batch_size"):
+    for name in ("max_length", "batch_size", "eval_batch_size", "groups_per_batch"):
       check_positive(errors, self.where(name), getattr(self, name))
     check_positive(errors, self.where("temperature"), self.temperature, "a number")
     if not is_int(self.prefetch) or self.prefetch < 0:

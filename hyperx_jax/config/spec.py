@@ -13,7 +13,7 @@ saved verbatim in the run directory (`config.json`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from hyperx_jax.config.fields import (
     Section,
@@ -221,6 +221,11 @@ class RunSpec(Section):
       kinds.setdefault(s.lang, set()).add(s.kind)
     return {lang for lang, k in kinds.items() if k == {MLM}}
 
+  def groups_of(self, task: str) -> int:
+    """G of the task's training batches: data.groups_per_batch, at most its streams."""
+    streams = sum(s.task == task for s in self.train_streams)
+    return max(1, min(self.data.groups_per_batch, streams))
+
   def untrained_languages(self) -> list[str]:
     """Languages that no training stream has (any task, MLM included)."""
     trained = {s.lang for s in self.train_streams}
@@ -321,6 +326,8 @@ class RunSpec(Section):
           f'config.{key}: these (task, language{", role" * (key == "eval_streams")}) '
           f"appear more than once: {twice}"
       )
+    if key == "train_streams" and is_int(self.data.groups_per_batch):
+      self._check_groups(streams, errors)
     if (
         key == "train_streams"
         and self.data.weights is not None
@@ -330,6 +337,17 @@ class RunSpec(Section):
           f"config.data.weights: {len(self.data.weights)} weights for "
           f"{len(streams)} train streams (one each)"
       )
+
+  def _check_groups(self, streams: Sequence[StreamSpec], errors: list[str]) -> None:
+    """Every task's G divides the batch's examples and rows (equal blocks per group)."""
+    rows = self.data.train_rows
+    for task in dict.fromkeys(s.task for s in streams):
+      g = self.groups_of(task)
+      if g > 1 and is_int(rows) and (self.data.batch_size % g or rows % g):
+        errors.append(
+            f"config.data.groups_per_batch: task {task!r} trains {g} groups per batch, which "
+            f"do not split batch_size = {self.data.batch_size} ({rows} rows) into equal blocks"
+        )
 
   def _check_schedule(self, errors: list[str]) -> None:
     check_positive(errors, "config.total_steps", self.total_steps)

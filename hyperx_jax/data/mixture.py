@@ -36,6 +36,7 @@ Example = dict[str, np.ndarray]
 FeaturizeFn = Callable[[Any, np.random.Generator], Example | None]
 
 _MIXTURE_TAG = 0x6D6978  # separates the stream-choice RNG from the per-stream seeds.
+_GROUP_TAG = 0x677270  # the draw of a step's other groups (data.groups_per_batch)
 _STREAM_TAG = 0x737472
 
 STATE_VERSION = 1
@@ -73,6 +74,22 @@ def draw_stream(cumulative_rates: np.ndarray, seed: int, step: int) -> int:
   """The stream of global step `step`: a function of (seed, step) only."""
   u = np.random.default_rng([seed, _MIXTURE_TAG, step]).random()
   return min(int(np.searchsorted(cumulative_rates, u, side="right")), len(cumulative_rates) - 1)
+
+
+def draw_companions(
+    first: int, candidates: Sequence[int], rates: np.ndarray, count: int, seed: int, step: int
+) -> list[int]:
+  """`count` more streams for step `step`'s batch, besides `first`: drawn from `candidates`
+  (the other streams of its task) without replacement, in proportion to their rates; a
+  function of (seed, step) only."""
+  others = [c for c in candidates if c != first]
+  if count <= 0 or not others:
+    return []
+  p = np.asarray([rates[c] for c in others], np.float64)
+  rng = np.random.default_rng([seed, _GROUP_TAG, step])
+  return [
+      int(c) for c in rng.choice(others, size=min(count, len(others)), replace=False, p=p / p.sum())
+  ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,13 +153,15 @@ def stack_examples(examples: Sequence[Example]) -> dict[str, np.ndarray]:
 
 @dataclasses.dataclass
 class MixtureBatch:
-  """A host-local batch of one stream, plus which stream and step produced it."""
+  """A host-local batch, plus which streams (its groups, in row order; the first is the drawn
+  one) and step produced it."""
 
   features: dict[str, np.ndarray]
   stream_id: int
   task: str
   lang: str
   step: int
+  stream_ids: tuple[int, ...] = ()
 
 
 class MixtureIterator:
@@ -153,6 +172,11 @@ class MixtureIterator:
   Packed streams lay those examples out in `global_rows` rows (default: global_batch); every
   host then featurises the whole global batch and keeps rows [p * r, (p + 1) * r),
   r = global_rows // hosts.
+
+  With `groups_per_batch` G > 1 the drawn stream's batch shares the step with up to G - 1
+  other streams of its task (`draw_companions`): G equal blocks of rows, in that order, each
+  holding global_batch / G of its stream's examples (packed: global_rows / G rows of them).
+  G = 1 is the draw above, bit for bit.
   """
 
   def __init__(
@@ -166,6 +190,7 @@ class MixtureIterator:
       process_index: int = 0,
       process_count: int = 1,
       global_rows: int | None = None,
+      groups_per_batch: int = 1,
   ):
     if not streams:
       raise ValueError("a mixture needs at least one stream")
@@ -202,6 +227,17 @@ class MixtureIterator:
         else normalize_weights(weights, len(streams))
     )
     self._cumulative = np.cumsum(self.rates)
+    self.groups_per_batch = groups_per_batch
+    self._task_streams = {
+        s.task: [i for i, t in enumerate(streams) if t.task == s.task] for s in streams
+    }
+    for task, ids in self._task_streams.items():
+      g = min(groups_per_batch, len(ids))
+      if global_batch_size % g or global_rows % g:
+        raise ValueError(
+            f"task {task}: {g} groups per batch do not split the batch of {global_batch_size} "
+            f"({global_rows} rows) evenly"
+        )
     self._datasets = [stream_dataset(s, self.seed) for s in streams]
     self.step = 0
     self.positions = [0] * len(streams)
@@ -212,37 +248,68 @@ class MixtureIterator:
   def __iter__(self) -> MixtureIterator:
     return self
 
+  def groups_of(self, task: str) -> int:
+    """G of a task's batches: groups_per_batch, at most its number of streams."""
+    return min(self.groups_per_batch, len(self._task_streams[task]))
+
   def __next__(self) -> MixtureBatch:
     sid = draw_stream(self._cumulative, self.seed, self.step)
-    dataset, position = self._datasets[sid], self.positions[sid]
     stream = self.streams[sid]
+    group = [sid] + draw_companions(
+        sid,
+        self._task_streams[stream.task],
+        self.rates,
+        self.groups_of(stream.task) - 1,
+        self.seed,
+        self.step,
+    )
+    per_group = self.global_batch_size // len(group)  # examples of each group
     if stream.packer is None:
       first = self.process_index * self.local_batch_size
-      rows = [dataset[position + first + j] for j in range(self.local_batch_size)]
-      taken = self.global_batch_size
+      rows = []
+      for r in range(first, first + self.local_batch_size):
+        g, j = divmod(r, per_group)
+        rows.append(self._datasets[group[g]][self.positions[group[g]] + j])
+      taken = [per_group] * len(group)
     else:
-      rows, taken = stream.packer.fill(
-          lambda i: dataset[position + i], self.global_rows, max_examples=self.global_batch_size
-      )
+      rows, taken = [], []
+      for g in group:
+        position, dataset = self.positions[g], self._datasets[g]
+        block, n = self.streams[g].packer.fill(
+            lambda i, d=dataset, p=position: d[p + i],
+            self.global_rows // len(group),
+            max_examples=per_group,
+        )
+        rows += block
+        taken.append(n)
       first = self.process_index * self.local_rows
       rows = rows[first : first + self.local_rows]
-    batch = MixtureBatch(stack_examples(rows), sid, stream.task, stream.lang, self.step)
-    self.positions[sid] += taken
-    self.batches[sid] += 1
+    batch = MixtureBatch(
+        stack_examples(rows), sid, stream.task, stream.lang, self.step, tuple(group)
+    )
+    for g, n in zip(group, taken):
+      self.positions[g] += n
+      self.batches[g] += 1
     self.step += 1
     return batch
 
   def get_state(self) -> dict[str, Any]:
-    """JSON-serialisable state: the step and every stream's next global position (packed:
-    and every stream's batches so far)."""
+    """JSON-serialisable state: the step and every stream's next global position (packed or
+    several groups per batch: and every stream's batches so far)."""
     state = {
         "version": STATE_VERSION,
         "step": self.step,
         "positions": {s.name: p for s, p in zip(self.streams, self.positions)},
     }
-    if self.packed:
+    if self._counts_batches:
       state["batches"] = {s.name: b for s, b in zip(self.streams, self.batches)}
     return state
+
+  @property
+  def _counts_batches(self) -> bool:
+    """Whether a stream's batches are not its position over the batch size (packed rows, or
+    groups that take a part of the batch each): then the state keeps them."""
+    return self.packed or self.groups_per_batch > 1
 
   def set_state(self, state: Mapping[str, Any]) -> None:
     if state.get("version") != STATE_VERSION:
@@ -255,11 +322,11 @@ class MixtureIterator:
       raise ValueError(
           f"saved state has streams {sorted(positions)}, this mixture has " f"{sorted(names)}"
       )
-    if self.packed != ("batches" in state):
-      packed = lambda on: "packed" if on else "unpacked"
+    if self._counts_batches != ("batches" in state):
       raise ValueError(
-          f"saved mixture state is {packed('batches' in state)}, this mixture is "
-          f"{packed(self.packed)} (data.packing changed?)"
+          f"saved mixture state {'counts' if 'batches' in state else 'does not count'} "
+          f"batches per stream, this mixture {'does' if self._counts_batches else 'does not'} "
+          "(data.packing or data.groups_per_batch changed?)"
       )
     self.step = int(state["step"])
     self.positions = [int(positions[n]) for n in names]

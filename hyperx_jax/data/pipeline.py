@@ -389,6 +389,7 @@ def build_train_pipeline(
       process_index=process_index,
       process_count=process_count,
       global_rows=None if data.packing == PACKING_OFF else data.packed_rows,
+      groups_per_batch=data.groups_per_batch,
   )
   return TrainIterator(
       specs, streams, featurizers, mix, data.prefetch if prefetch is None else prefetch

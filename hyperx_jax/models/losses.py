@@ -45,19 +45,28 @@ def segment_slots(model: HyperXModel, batch: Mapping[str, jax.Array], task: str)
 
 
 def _targets(
-    model: HyperXModel, batch: Mapping[str, jax.Array], task: str, dropout_rng: Optional[jax.Array]
+    model: HyperXModel,
+    batch: Mapping[str, jax.Array],
+    task: str,
+    dropout_rng: Optional[jax.Array],
+    groups: int = 1,
 ) -> tuple[jax.Array, jax.Array, jax.Array, dict]:
-  """(logits [..., n], labels [...], weights [...], extra aux) for any task kind."""
+  """(logits [..., n], labels [...], weights [...], extra aux) for any task kind; `groups`:
+  the batch's (task, language) groups (`HyperXModel.encode`)."""
   kind = model.task_kind(task)
   labels = batch["labels"]
   extra = {}
   if kind == MLM:
     positions, labels, dropped = select_mlm_positions(labels, max_mlm_predictions(labels.shape[1]))
-    logits = model(batch, task, dropout_rng=dropout_rng, mlm_positions=positions)
+    logits = model(batch, task, dropout_rng=dropout_rng, mlm_positions=positions, groups=groups)
     extra["mlm_dropped"] = dropped.sum()
   else:
     logits = model(
-        batch, task, dropout_rng=dropout_rng, num_segments=segment_slots(model, batch, task)
+        batch,
+        task,
+        dropout_rng=dropout_rng,
+        num_segments=segment_slots(model, batch, task),
+        groups=groups,
     )
   example_mask = batch.get("example_mask")
   weights = labels != IGNORE_INDEX
@@ -71,9 +80,11 @@ def compute_loss(
     batch: Mapping[str, jax.Array],
     task: str,
     dropout_rng: Optional[jax.Array] = None,
+    groups: int = 1,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Mean cross-entropy over non-ignored labels of real examples; aux: count, accuracy."""
-  logits, labels, weights, aux = _targets(model, batch, task, dropout_rng)
+  """Mean cross-entropy over non-ignored labels of real examples (every group's together);
+  aux: count, accuracy."""
+  logits, labels, weights, aux = _targets(model, batch, task, dropout_rng, groups)
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   safe = jnp.where(weights, labels, 0)
   nll = -jnp.take_along_axis(log_probs, safe[..., None], axis=-1)[..., 0]

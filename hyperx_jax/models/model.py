@@ -13,9 +13,11 @@ Methods (docs/method.md, "Baselines"):
 All adapter parameters live under `adapters/…` and heads under `heads/<task>/…`, so the
 trainable regex rules are the same for every method.
 
-A training batch holds one (task, language) pair, so the adapters are generated once per batch
-(G = 1, from `task_id[:1], lang_id[:1]`). `mixed_pairs=True` generates one adapter set per
-example (G = B) for batches that mix pairs.
+A batch holds `groups` (task, language) pairs in equal blocks of contiguous rows (one task; the
+pipeline's `data.groups_per_batch`), so the adapters are generated once per group: from the
+ids of each block's first row, G = groups, and row b reads group b // (B / G). `groups=1` is
+the paper's one pair per batch; `groups=B` one pair per example. Labelling a file in many
+languages passes its own `adapters` (generated once per language) and `group_ids`.
 """
 
 from __future__ import annotations
@@ -150,17 +152,22 @@ class HyperXModel(nnx.Module):
       task: str,
       *,
       dropout_rng: Optional[jax.Array] = None,
-      mixed_pairs: bool = False,
+      groups: int = 1,
+      adapters: Optional[tuple[AdapterWeights, ...]] = None,
+      group_ids: Optional[jax.Array] = None,
   ) -> jax.Array:
-    """The adapted encoder's hidden states [B, S, H]."""
-    task_ids, lang_ids = batch["task_id"], batch["lang_id"]
-    group_ids = None
-    if mixed_pairs:  # one group per example
-      group_ids = jnp.arange(task_ids.shape[0])
-    else:  # one (task, language) pair per batch: generate once
-      task_ids, lang_ids = task_ids[:1], lang_ids[:1]
-    is_mlm = self.task_kind(task) == MLM
-    adapters = self.adapter_weights(task_ids, lang_ids, skip_task_adapter=is_mlm)
+    """The adapted encoder's hidden states [B, S, H]. `groups` (static): the batch's rows
+    are that many equal blocks, each one (task, language) pair; or `adapters` [L, G, ...] given
+    with the `group_ids` [B] of each row."""
+    if adapters is None:
+      task_ids, lang_ids = batch["task_id"], batch["lang_id"]
+      rows = task_ids.shape[0] // groups
+      if rows * groups != task_ids.shape[0]:
+        raise ValueError(f"{task_ids.shape[0]} rows do not split into {groups} equal groups")
+      task_ids, lang_ids = task_ids[::rows], lang_ids[::rows]  # each block's first row
+      group_ids = None if groups == 1 else jnp.arange(rows * groups) // rows
+      is_mlm = self.task_kind(task) == MLM
+      adapters = self.adapter_weights(task_ids, lang_ids, skip_task_adapter=is_mlm)
     return self.encoder(
         batch["input_ids"],
         batch["attention_mask"],
@@ -178,8 +185,10 @@ class HyperXModel(nnx.Module):
       *,
       dropout_rng: Optional[jax.Array] = None,
       mlm_positions: Optional[jax.Array] = None,
-      mixed_pairs: bool = False,
+      groups: int = 1,
       num_segments: int = 0,
+      adapters: Optional[tuple[AdapterWeights, ...]] = None,
+      group_ids: Optional[jax.Array] = None,
   ) -> jax.Array:
     """Logits: pair [B, n]; token [B, S, n]; mlm [B, K, V] at `mlm_positions` [B, K].
 
@@ -189,7 +198,9 @@ class HyperXModel(nnx.Module):
     enc_rng = head_rng = None
     if dropout_rng is not None:
       enc_rng, head_rng = jax.random.split(dropout_rng)
-    hidden = self.encode(batch, task, dropout_rng=enc_rng, mixed_pairs=mixed_pairs)
+    hidden = self.encode(
+        batch, task, dropout_rng=enc_rng, groups=groups, adapters=adapters, group_ids=group_ids
+    )
     head = self.heads[task]
     if isinstance(head, MLMHead):
       if mlm_positions is None:
