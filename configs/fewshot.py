@@ -1,9 +1,11 @@
 """Few-shot: continue a trained run on k labelled examples of a language, drawn with a seed.
 
 The run in `init_from` (its workdir) gives the model, tasks and recipe; a language it never had
-gets a new vector (its typology vector with a typology source, else the mean of the trained
-rows: `common.fewshot`). Only the k examples train; the language's test split is evaluated
-once, at the last step (few-shot has no dev data to select on).
+gets a new vector: `vector=typology` (its typology vector; the only one a typology-source run
+has, and its default), `mean` (a learned row started at the mean of the trained rows; the
+default of a learned-source run) or `random` (a fresh learned row); see `common.fewshot`. Only
+the k examples train; the language's test split is evaluated once, at the last step (few-shot
+has no dev data to select on).
 
   hyperx train --config=configs/fewshot.py:init_from=RUN,task=pairs,lang=ja,k=50,sample_seed=1 \\
       --workdir=DIR
@@ -71,6 +73,7 @@ def get_config(arg=None):
       sample_seed=0,
       steps=200,
       method="",
+      vector="",
       data="offline",
       data_dir="",
   )
@@ -94,6 +97,7 @@ def get_config(arg=None):
       k=arg.k,
       sample_seed=arg.sample_seed,
       steps=arg.steps,
+      vector=arg.vector or None,
   )
   if arg.method and c.method != arg.method:
     raise ValueError(

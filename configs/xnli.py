@@ -1,7 +1,8 @@
 """XNLI: train on English MultiNLI, evaluate zero-shot on the 15 XNLI languages.
 
 The authors' hyper-parameters (AdamW 1e-4, 4k warm-up, linear decay, 100k steps, batch 32,
-max length 256, seed 123, b = 256, P = 192) on XLM-R.
+max length 256, seed 123, b = 256, P = 192) on XLM-R, with the `per_task` recipe (unit
+projection; one task here, so one Adam state either way); `:recipe=paper` is the authors' own.
 
   python -m hyperx_jax.main --config=configs/xnli.py --workdir=DIR
   python -m hyperx_jax.main --config=configs/xnli.py:size=large,method=task_adapters --workdir=DIR

@@ -140,6 +140,32 @@ class Cell:
     return f"{self.mean:.1f} ± {self.std:.1f}"
 
 
+@dataclasses.dataclass(frozen=True)
+class Difference:
+  """a − b over the seeds both columns ran: mean ± sample std of the per-seed differences."""
+
+  mean: float
+  std: float
+  ahead: int  # seeds where a > b
+  seeds: tuple[int, ...]
+
+  def text(self) -> str:
+    spread = f" ± {self.std:.1f}" if len(self.seeds) > 1 else ""
+    return f"{self.mean:+.1f}{spread} ({self.ahead}/{len(self.seeds)})"
+
+
+def paired_difference(a: Cell, b: Cell) -> Optional[Difference]:
+  """a − b seed by seed (seed s of one method against seed s of the other: the same data
+  order and initial draws); None where they share no seed."""
+  shared = sorted(set(a.seeds) & set(b.seeds))
+  if not shared:
+    return None
+  a_of, b_of = dict(zip(a.seeds, a.values)), dict(zip(b.seeds, b.values))
+  diffs = np.asarray([a_of[s] - b_of[s] for s in shared])
+  std = float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0
+  return Difference(float(diffs.mean()), std, int((diffs > 0).sum()), tuple(shared))
+
+
 def aggregate(
     runs: Sequence[RunResult],
 ) -> tuple[list[str], list[str], dict[tuple[str, str], Cell], dict[str, bool]]:
@@ -196,6 +222,30 @@ def to_markdown(runs: Sequence[RunResult]) -> str:
   note = (
       "Main metric per task (F1 where reported, else accuracy), in %, mean ± sample std "
       "over seeds; the best mean per row in bold.\n\n"
+  )
+  table = note + "".join("| " + " | ".join(cells_) + " |\n" for cells_ in lines)
+  return table + _paired_markdown(methods, rows, cells)
+
+
+def _paired_markdown(methods: Sequence[str], rows: Sequence[str], cells) -> str:
+  """The first column minus each other one, seed by seed; empty with one column."""
+  first, others = methods[0], methods[1:]
+  if not others:
+    return ""
+  lines = [
+      ["task:lang"] + [f"{_name(first)} − {_name(m)}" for m in others],
+      ["---"] + ["---:"] * len(others),
+  ]
+  for row in rows:
+    texts = []
+    for m in others:
+      both = (first, row) in cells and (m, row) in cells
+      diff = paired_difference(cells[first, row], cells[m, row]) if both else None
+      texts.append("-" if diff is None else diff.text())
+    lines.append([row] + texts)
+  note = (
+      f"\nPaired differences over the seeds both columns ran: mean ± sample std of the "
+      f"per-seed differences, in points (seeds where {_name(first)} is ahead / seeds).\n\n"
   )
   return note + "".join("| " + " | ".join(cells_) + " |\n" for cells_ in lines)
 

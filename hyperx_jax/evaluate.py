@@ -406,7 +406,7 @@ def define_flags() -> None:
       "readable earlier one (default: stop with an error).",
   )
   flags.DEFINE_string(
-      "out", None, "Directory for results.* (default: " "WORKDIR/eval/step_<N>[_<pairs>])."
+      "out", None, "Directory for results.* (default: WORKDIR/eval/step_<N>[_<pairs>])."
   )
   flags.DEFINE_bool(
       "replace_run_results",

@@ -111,7 +111,7 @@ def define_flags() -> None:
   flags.DEFINE_string(
       "config",
       None,
-      "configs/<name>.py[:arg] (a path: the file is loaded as " "it is)",
+      "configs/<name>.py[:arg] (a path: the file is loaded as it is)",
       required=True,
   )
   flags.DEFINE_string("methods", "hyperx,task_adapters,madx", "Comma-separated methods.")
@@ -126,7 +126,7 @@ def define_flags() -> None:
       "workdir", None, "Root of the runs: WORKDIR/<method>/seed<seed>.", required=True
   )
   flags.DEFINE_multi_string(
-      "set", [], "A config override for every run, FIELD=VALUE, e.g. " "optim.b2=0.9 (repeatable)."
+      "set", [], "A config override for every run, FIELD=VALUE, e.g. optim.b2=0.9 (repeatable)."
   )
   flags.DEFINE_multi_string(
       "vary",
@@ -160,7 +160,7 @@ def grid_of(f: Any) -> tuple[list[str], list[int], bool]:
   unknown = [s for s in sources if s not in LANGUAGE_SOURCES]
   if unknown or not sources:
     raise app.UsageError(
-        f"--language_sources={f.language_sources!r}: expected some of " f"{list(LANGUAGE_SOURCES)}"
+        f"--language_sources={f.language_sources!r}: expected some of {list(LANGUAGE_SOURCES)}"
     )
   variants = [
       compare.variant_name(m, s)
@@ -171,14 +171,14 @@ def grid_of(f: Any) -> tuple[list[str], list[int], bool]:
     seeds = _ints(f.seeds)
   except ValueError:
     raise app.UsageError(
-        f"--seeds={f.seeds!r}: expected comma-separated integers, e.g. " "1,2,3"
+        f"--seeds={f.seeds!r}: expected comma-separated integers, e.g. 1,2,3"
     ) from None
   if not variants or not seeds:
     raise app.UsageError("need at least one method and one seed")
   config_file = f.config.partition(":")[0]
   if not os.path.isfile(config_file):
     raise app.UsageError(
-        f"--config: {config_file!r} is not a file (expected " "configs/<name>.py[:arg])"
+        f"--config: {config_file!r} is not a file (expected configs/<name>.py[:arg])"
     )
   return variants, seeds, explicit
 
@@ -211,7 +211,7 @@ def main(argv: Sequence[str]) -> None:
           "runs are kept and this one resumes from its last checkpoint."
       )
     print(
-        f"[{i}/{len(grid)}] {method} seed {seed}: finished in " f"{time.monotonic() - start:.0f} s",
+        f"[{i}/{len(grid)}] {method} seed {seed}: finished in {time.monotonic() - start:.0f} s",
         flush=True,
     )
   if args.dry_run:

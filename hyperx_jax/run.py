@@ -16,9 +16,10 @@ beyond `changes.RESUMABLE_CHANGES` (how long and how often, not what is trained)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-from typing import Any, Callable, Mapping, NamedTuple, Optional, Union
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -274,6 +275,7 @@ def restore(
     mesh: Optional[Mesh] = None,
     load_pretrained: bool = True,
     allow_fallback: bool = False,
+    extra_languages: Sequence[str] = (),
 ) -> TrainedRun:
   """Rebuilds a trained run from its `config.json` and restores its trainable parameters at
   `step`: 'best' (default: the step its results report, `resolve_step`), 'latest' or a
@@ -281,7 +283,9 @@ def restore(
   `allow_fallback`: then the latest readable earlier step is used, with a warning naming it.
   The frozen encoder comes from its pretrained source (`load_pretrained=False` leaves it
   randomly initialised, when only the trainable parameters are wanted). `mesh` defaults to the
-  run's configured mesh on this machine."""
+  run's configured mesh on this machine. `extra_languages`: languages the run lacks, appended
+  to its spec with new vectors (their typology vectors with a typology source, else the mean
+  of the learned rows), as `init_from` gives a new language."""
   number, why = resolve_step(workdir, step)
   config = load_config(workdir)
   # Checked when the run started (its data need not be here now); the attention kernel is
@@ -304,15 +308,28 @@ def restore(
   if restored["step"] != number and number is not None:
     why = f"the latest readable step before {number} (allow_fallback)"
   logging.info("%s: step %d, %s", workdir, restored["step"], why)
-  return TrainedRun(
-      workdir,
-      config,
+  parts = parts._replace(trainable=restored["trainable"])
+  new = tuple(lang for lang in dict.fromkeys(extra_languages) if lang not in spec.languages)
+  if new:
+    spec, parts = with_new_languages(spec, parts, new, mesh, load_pretrained)
+  return TrainedRun(workdir, config, spec, mesh, parts, restored["step"], why)
+
+
+def with_new_languages(
+    spec: RunSpec, parts: ModelParts, new: Sequence[str], mesh: Mesh, load_pretrained: bool
+) -> tuple[RunSpec, ModelParts]:
+  """The run's model with `new` languages appended: the trained parameters copied over
+  (`merge_trainable`), the new rows set per `init_new_languages`."""
+  typology = spec.hyperx.language_source in ("typology", "both")
+  spec = dataclasses.replace(
       spec,
-      mesh,
-      parts._replace(trainable=restored["trainable"]),
-      restored["step"],
-      why,
+      languages=spec.languages + tuple(new),
+      new_languages=tuple(new),
+      new_language_init="typology" if typology else "mean",
   )
+  grown, _ = create_model(spec, mesh, load_pretrained=load_pretrained, strict_attention=False)
+  trainable, _ = merge_trainable(grown.trainable, nnx.to_pure_dict(parts.trainable))
+  return spec, grown._replace(trainable=init_new_languages(spec, trainable))
 
 
 def init_from_run(spec: RunSpec, trainable: Any, mesh: Mesh) -> Any:

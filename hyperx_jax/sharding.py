@@ -101,7 +101,7 @@ def logical_to_mesh_spec(
       size = _axis_size(mesh, axes)
       if shape is not None and shape[dim] % size:
         logging.debug(
-            "dimension %d (%s, size %d) not divisible by mesh axes %s (size %d): " "replicated",
+            "dimension %d (%s, size %d) not divisible by mesh axes %s (size %d): replicated",
             dim,
             name,
             shape[dim],

@@ -24,7 +24,6 @@ flax only when it is installed).
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Mapping, NamedTuple, Optional, Sequence
 

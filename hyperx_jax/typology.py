@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import difflib
 import functools
-import importlib.resources
+import importlib.metadata
 import json
 import re
 from typing import Sequence
@@ -46,7 +46,9 @@ class UnknownLanguageError(KeyError):
 @functools.cache
 def _data() -> tuple[np.ndarray, tuple[str, ...], tuple[str, ...], dict[str, str]]:
   """(values [languages, features] uint8, ISO 639-3 codes, feature names, 639-1 -> 639-3)."""
-  data = importlib.resources.files(PACKAGE) / "data"
+  # Found through the installed distribution, not by importing it: lang2vec also installs a
+  # `lang2vec.py` script beside console scripts, which `import lang2vec` finds first there.
+  data = importlib.metadata.distribution(PACKAGE).locate_file(PACKAGE) / "data"
   with (data / FEATURES_FILE).open("rb") as f:
     npz = np.load(f)
     sources = list(npz["sources"])

@@ -290,17 +290,19 @@ def console_lines_above_bars() -> Iterator[None]:
 
 
 class ConsoleFormatter(std_logging.Formatter):
-  """`09:13:22 message`; warnings and errors name their level."""
+  """`09:13:22 message`; warnings and errors name their level, other libraries' lines (shown
+  with --verbose) their source file and line."""
 
   def __init__(self):
     super().__init__("%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
   def format(self, record: std_logging.LogRecord) -> str:
-    text = super().format(record)
+    time_part, _, message = super().format(record).partition(" ")
+    if not is_own_record(record):
+      message = f"{record.filename}:{record.lineno} {message}"
     if record.levelno >= std_logging.WARNING:
-      time_part, _, message = text.partition(" ")
-      return f"{time_part} {record.levelname}: {message}"
-    return text
+      message = f"{record.levelname}: {message}"
+    return f"{time_part} {message}"
 
 
 def setup_console(verbose: bool = False) -> None:
@@ -318,13 +320,16 @@ OWN_SOURCE_DIRS = (
 )
 
 
+def is_own_record(record: std_logging.LogRecord) -> bool:
+  """Logged from this package or its configs."""
+  return os.path.abspath(record.pathname).startswith(OWN_SOURCE_DIRS)
+
+
 class _OwnInfoOnly(std_logging.Filter):
   """Passes warnings and errors, and INFO/DEBUG records logged from OWN_SOURCE_DIRS."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return record.levelno >= std_logging.WARNING or os.path.abspath(record.pathname).startswith(
-        OWN_SOURCE_DIRS
-    )
+    return record.levelno >= std_logging.WARNING or is_own_record(record)
 
 
 def quiet_library_logs(verbose_libraries: bool = False) -> None:

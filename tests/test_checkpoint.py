@@ -139,7 +139,7 @@ def test_fallback_moves_the_unreadable_step_aside_and_it_is_saved_again(tmp_path
   trainable, opt_state, values = _two_steps(tmp_path)
   ckpt = checkpoint.Checkpointer(str(tmp_path), keep=3, async_save=False)
   with pytest.warns(
-      RuntimeWarning, match="step 2 .* unreadable .*moved to .*corrupt/2-.*; " "using step 1"
+      RuntimeWarning, match="step 2 .* unreadable .*moved to .*corrupt/2-.*; using step 1"
   ):
     out = ckpt.restore(
         abstract_trainable=trainable, abstract_opt_state=opt_state, allow_fallback=True

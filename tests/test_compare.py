@@ -43,10 +43,23 @@ def test_mean_and_sample_std_over_seeds(tmp_path):
   table = compare.to_markdown(runs)
   assert "| pairs:tr | zero-shot | **65.0 ± 7.1** | 50.0 |" in table
   assert "Hyper-X (seeds 1,2)" in table
+  # paired over seed 1 only: pos F1 70 - 75, pairs:tr 60 - 50
+  assert "| Hyper-X − Task adapters |" in table
+  assert "| pos:tr | -5.0 (0/1) |" in table and "| pairs:tr | +10.0 (1/1) |" in table
   out = tmp_path / "out"
   compare.write(runs, str(out))
   assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
   assert "hyperx,pairs:tr,True,65.0000,7.0711,2,1 2" in (out / "compare.csv").read_text()
+
+
+def test_paired_differences_seed_by_seed():
+  a = compare.Cell(0.0, 0.0, (80.0, 70.0, 90.0), (1, 2, 3))
+  b = compare.Cell(0.0, 0.0, (75.0, 72.0), (1, 3))  # seed 2 missing: pairs 80-75, 90-72
+  diff = compare.paired_difference(a, b)
+  assert diff.seeds == (1, 3) and diff.ahead == 2
+  assert diff.mean == pytest.approx(11.5) and diff.std == pytest.approx(math.sqrt(84.5))
+  assert diff.text() == "+11.5 ± 9.2 (2/2)"
+  assert compare.paired_difference(a, compare.Cell(0.0, 0.0, (1.0,), (7,))) is None
 
 
 def test_files_with_and_without_provenance_compare_alike(tmp_path):

@@ -37,6 +37,16 @@ def test_configs_build_and_validate(module, arg):
   assert config.train_streams and config.eval_streams
 
 
+@pytest.mark.parametrize("module", [xnli, ner, pos, mixed])
+def test_xlmr_configs_default_to_the_per_task_recipe_and_keep_the_papers(module):
+  c = module.get_config()
+  assert (c.optim.per_task_state, c.hyperx.unit_projection) == ("^(adapters|encoder)/", True)
+  paper = module.get_config("recipe=paper")
+  assert (paper.optim.per_task_state, paper.hyperx.unit_projection) == (None, False)
+  paper.optim.per_task_state, paper.hyperx.unit_projection = c.optim.per_task_state, True
+  assert paper.to_dict() == c.to_dict()  # the recipe sets those two fields, nothing else
+
+
 def test_xnli_has_the_paper_hyperparameters():
   c = xnli.get_config()
   assert (c.optim.lr, c.optim.warmup_steps, c.total_steps, c.data.batch_size) == (

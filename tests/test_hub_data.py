@@ -13,14 +13,13 @@ import os
 import pathlib
 import subprocess
 import sys
-import textwrap
 
 import pyarrow as pa
 import pytest
 
 from hyperx_jax.config import ConfigError, common, environment
 from hyperx_jax.config.vocabulary import HUB_DATASETS
-from hyperx_jax.data import pipeline, sources
+from hyperx_jax.data import pipeline
 from hyperx_jax.data.sources import SourceError, read_source
 
 import hub_fixtures as hub
@@ -153,7 +152,7 @@ def test_conllu_range_past_the_last_word(tmp_path):
   path.write_text("1-3\tx\t_\t_\t_\t_\t_\t_\t_\t_\n" + CONLLU.format("2" + WORD))
   with pytest.raises(
       SourceError,
-      match=rf"{path}:1: multiword range ends at word 3 but the " "sentence has 2 words",
+      match=rf"{path}:1: multiword range ends at word 3 but the sentence has 2 words",
   ):
     read_source({"type": "conllu", "path": str(path)})
 

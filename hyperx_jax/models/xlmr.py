@@ -182,7 +182,7 @@ class EncoderConfig:
     pos_type = config.get("position_embedding_type", "absolute")
     if pos_type != "absolute":
       raise ValueError(
-          f"{source}: position_embedding_type={pos_type!r}; only 'absolute' is " "supported"
+          f"{source}: position_embedding_type={pos_type!r}; only 'absolute' is supported"
       )
     missing = [k for k in list(_HF_CONFIG_KEYS)[:5] if k not in config]
     if missing:
@@ -454,7 +454,7 @@ class XLMREncoder(nnx.Module):
       )
     if segment_ids is not None and segment_ids.shape != input_ids.shape:
       raise ValueError(
-          f"XLMREncoder: segment_ids {segment_ids.shape} must match input_ids " f"{input_ids.shape}"
+          f"XLMREncoder: segment_ids {segment_ids.shape} must match input_ids {input_ids.shape}"
       )
     if input_ids.shape[1] > c.longest_sequence:
       raise ValueError(

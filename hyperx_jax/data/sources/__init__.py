@@ -42,8 +42,8 @@ FORMATS: dict[str, Format] = {
     m.FORMAT.name: m.FORMAT for m in (conllu, iob2, jsonl, text, mo, hf_parquet, tfds)
 }
 SOURCE_TYPES = tuple(FORMATS)
-# Formats that `predict` reads and writes back -> the task kind they label.
-DOCUMENT_FORMATS = {name: f.document_kind for name, f in FORMATS.items() if f.read_document}
+# Formats that `predict` reads and writes back -> the task kinds they label.
+DOCUMENT_FORMATS = {name: f.document_kinds for name, f in FORMATS.items() if f.read_document}
 FORMAT_OF_SUFFIX = {suffix: name for name, f in FORMATS.items() for suffix in f.suffixes}
 
 

@@ -21,6 +21,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Optional
@@ -55,8 +56,17 @@ class SourceError(UserError):
 # ---------------------------------------------------------------- files
 
 
+STDIN = "-"  # a path that reads standard input (predict)
+
+
 def read_lines(path: str | os.PathLike) -> list[str]:
-  """All lines of a UTF-8 text file; a missing or empty file is an error."""
+  """All lines of a UTF-8 text file (or of standard input, path "-"); a missing or empty file
+  is an error."""
+  if str(path) == STDIN:
+    lines = sys.stdin.read().splitlines()
+    if not any(line.strip() for line in lines):
+      raise SourceError("<stdin>: no input.")
+    return lines
   path = Path(path).expanduser()
   if not path.is_file():
     raise SourceError(f"{path}: no such file.")
@@ -137,7 +147,7 @@ class Format:
   `required`: keys that must be set; `one_of`: groups of keys of which one must be set;
   `path_keys`: keys naming local files or directories (checked to exist before any read);
   `options`: key -> allowed values; `kinds`: the task kinds it feeds as a source;
-  `document_kind`: the kind of task whose predictions `read_document`'s files take;
+  `document_kinds`: the kinds of task whose predictions `read_document`'s files take;
   `suffixes`: the file extensions that name it."""
 
   name: str
@@ -148,7 +158,7 @@ class Format:
   path_keys: tuple[str, ...] = ()
   options: Mapping[str, tuple[Any, ...]] = dataclasses.field(default_factory=dict)
   read_document: Optional[Callable[[str], Document]] = None
-  document_kind: Optional[str] = None
+  document_kinds: tuple[str, ...] = ()
   suffixes: tuple[str, ...] = ()  # file extensions that name the format (predict)
   # Python modules the reader needs beyond the runtime dependencies, and the extra that
   # installs them (`pip install hyperx_jax[extra]`).

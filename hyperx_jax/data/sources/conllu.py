@@ -124,5 +124,5 @@ FORMAT = Format(
     path_keys=("path",),
     read_document=read_document,
     suffixes=(".conllu",),
-    document_kind=TOKEN,
+    document_kinds=(TOKEN,),
 )

@@ -66,7 +66,7 @@ def repair_iob2(examples: list[Example], mode: str, what: str) -> list[Example]:
     out.append({**ex, "tags": tags})
   if repaired:
     logging.warning(
-        "%s: %d I-X tags that began an entity became B-X (iob2='repair'); first " "at %s",
+        "%s: %d I-X tags that began an entity became B-X (iob2='repair'); first at %s",
         what,
         repaired,
         first,
@@ -146,5 +146,5 @@ FORMAT = Format(
     options={"iob2": IOB2_MODES},
     read_document=read_document,
     suffixes=(".iob2", ".conll", ".tsv"),
-    document_kind=TOKEN,
+    document_kinds=(TOKEN,),
 )

@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from hyperx_jax.config.vocabulary import PAIR
+from hyperx_jax.config.vocabulary import PAIR, TOKEN
 from hyperx_jax.data.sources.base import (
     WHERE,
     Document,
@@ -72,30 +72,49 @@ def read_jsonl_pairs(
   return examples
 
 
-def _pair_row(path: str, number: int, line: str) -> tuple[dict[str, Any], dict[str, str]]:
-  """(the row as read, {'premise', 'hypothesis'}) of a pair to label."""
+def _record(path: str, number: int, line: str) -> tuple[dict[str, Any], dict[str, Any]]:
+  """(the row as read, the example to label) of one line of a file to label: a pair
+  ("premise" and "hypothesis", or "sentence1" and "sentence2"), or a sentence to tag ("tokens":
+  a list of words, or "text": split on whitespace); an optional "lang" names its language."""
   row = json_row(path, number, line)
-  for a, b in (PAIR_FIELDS[:2], NLI_FIELDS[:2]):
-    if isinstance(row, dict) and isinstance(row.get(a), str) and isinstance(row.get(b), str):
-      return row, {"premise": row[a], "hypothesis": row[b]}
+  lang = row.get("lang") if isinstance(row, dict) else None
+  if lang is not None and not isinstance(lang, str):
+    raise bad_line(path, number, line, 'a string "lang"')
+  extra = {} if lang is None else {"lang": lang}
+  if isinstance(row, dict):
+    for a, b in (PAIR_FIELDS[:2], NLI_FIELDS[:2]):
+      if isinstance(row.get(a), str) and isinstance(row.get(b), str):
+        return row, {"premise": row[a], "hypothesis": row[b], **extra}
+    tokens = row.get("tokens")
+    if isinstance(tokens, list) and tokens and all(isinstance(t, str) and t for t in tokens):
+      return row, {"tokens": tokens, **extra}
+    if isinstance(row.get("text"), str) and row["text"].split():
+      return row, {"tokens": row["text"].split(), **extra}
   names = " or ".join(f'"{a}" and "{b}"' for a, b in (PAIR_FIELDS[:2], NLI_FIELDS[:2]))
-  raise bad_line(path, number, line, f"an object with string fields {names}")
+  raise bad_line(
+      path,
+      number,
+      line,
+      f'an object with string fields {names} (pairs), or "tokens" (a list '
+      'of words) or "text" (words to tag), and optionally "lang"',
+  )
 
 
 def read_document(path: str) -> Document:
-  """One object per line with "premise" and "hypothesis" (or the MultiNLI/XNLI names
-  "sentence1" and "sentence2"); written back as the same objects plus "prediction"."""
+  """One object per line (`_record`): pairs to classify or sentences to tag, each optionally
+  with its "lang"; written back as the same objects plus the prediction's fields."""
   rows = [
-      _pair_row(path, n, line) for n, line in enumerate(read_lines(path), start=1) if line.strip()
+      _record(path, n, line) for n, line in enumerate(read_lines(path), start=1) if line.strip()
   ]
 
-  def render(predictions: list[str]) -> str:
+  def render(predictions: list[Any]) -> str:
     return "".join(
-        json.dumps({**row, "prediction": label}, ensure_ascii=False) + "\n"
-        for (row, _), label in zip(rows, predictions)
+        json.dumps({**row, **(p if isinstance(p, dict) else {"prediction": p})}, ensure_ascii=False)
+        + "\n"
+        for (row, _), p in zip(rows, predictions)
     )
 
-  return Document([pair for _, pair in rows], render)
+  return Document([example for _, example in rows], render)
 
 
 FORMAT = Format(
@@ -106,5 +125,5 @@ FORMAT = Format(
     path_keys=("path",),
     read_document=read_document,
     suffixes=(".jsonl",),
-    document_kind=PAIR,
+    document_kinds=(PAIR, TOKEN),
 )

@@ -42,5 +42,5 @@ FORMAT = Format(
     path_keys=("path",),
     read_document=read_document,
     suffixes=(".txt",),
-    document_kind=TOKEN,
+    document_kinds=(TOKEN,),
 )
