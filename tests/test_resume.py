@@ -19,6 +19,8 @@ ENV = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
 
 
 def main_command(ws, workdir: str, groups: int = 1) -> list[str]:
+  """The tiny run; with G > 1 its saves are synchronous, so that the periodic checkpoint is on
+  disk when the SIGKILL test kills it."""
   return [
       sys.executable,
       "-m",
@@ -26,6 +28,7 @@ def main_command(ws, workdir: str, groups: int = 1) -> list[str]:
       f"--config={ROOT}/configs/tiny.py:workspace={ws},tasks=tag+pair,steps={STEPS}",
       f"--workdir={workdir}",
       f"--config.data.groups_per_batch={groups}",
+      f"--config.checkpoint.async_save={groups == 1}",
   ]
 
 
