@@ -101,6 +101,6 @@ def get_config(arg=None):
   )
   if arg.method and c.method != arg.method:
     raise ValueError(
-        f"configs/fewshot.py: method={arg.method!r} but {init_from} trained " f"{c.method!r}"
+        f"configs/fewshot.py: method={arg.method!r} but {init_from} trained {c.method!r}"
     )
   return c

@@ -473,7 +473,7 @@ def check_names(workdir: str, task: str, lang: str) -> None:
     raise UserError(f"{workdir}: unknown task {task!r}; the run's tasks: {', '.join(tasks)}")
   if lang not in languages:
     raise UserError(
-        f"{workdir}: unknown language {lang!r}; the run's languages: " f"{', '.join(languages)}"
+        f"{workdir}: unknown language {lang!r}; the run's languages: {', '.join(languages)}"
     )
 
 

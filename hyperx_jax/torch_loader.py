@@ -164,9 +164,7 @@ def place_adapters(
     elif placement == "layer_output":
       layer.output = AfterOutput(layer.output, adapters)
     else:
-      raise ValueError(
-          f"unknown adapter placement {placement!r}; known: " f"{', '.join(PLACEMENTS)}"
-      )
+      raise ValueError(f"unknown adapter placement {placement!r}; known: {', '.join(PLACEMENTS)}")
 
 
 def insert_adapters(

@@ -253,15 +253,13 @@ class CpuTime:
 def cpu_report(ours: CpuTime, theirs: CpuTime) -> str:
   """Median CPU per step of each, and the temporaries XLA allocates for each of our steps (on
   CPU fresh memory each time: one minor fault per 4 KiB page touched)."""
-  lines = [
-      f'CPU per step (median, all threads):{"user s":>9}{"system s":>10}' f'{"minor faults":>14}'
-  ]
+  lines = [f'CPU per step (median, all threads):{"user s":>9}{"system s":>10}{"minor faults":>14}']
   for name, run in (("ours (JAX)", ours), ("PyTorch", theirs)):
     user, system, faults = np.median(np.asarray(run.samples), axis=0)
     lines.append(f"{name:<35}{user:>9.2f}{system:>10.2f}{faults:>14,.0f}")
   temp = ours.run.compiled.memory_analysis().temp_size_in_bytes
   lines.append(
-      f"XLA temporaries of our step: {temp / 2**30:.2f} GiB ({temp / 4096:,.0f} " f"pages of 4 KiB)"
+      f"XLA temporaries of our step: {temp / 2**30:.2f} GiB ({temp / 4096:,.0f} pages of 4 KiB)"
   )
   return "\n".join(lines)
 

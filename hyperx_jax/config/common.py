@@ -136,7 +136,7 @@ def udpos_source(lang: str, split: str, data_dir: str = "") -> dict:
   """XTREME's UD-POS treebank of a language: `google/xtreme`, config udpos.<Language>."""
   if lang not in XTREME_UDPOS_LANGUAGES:
     raise ValueError(
-        f"XTREME has no UD-POS treebank for {lang!r}; it has " f"{sorted(XTREME_UDPOS_LANGUAGES)}"
+        f"XTREME has no UD-POS treebank for {lang!r}; it has {sorted(XTREME_UDPOS_LANGUAGES)}"
     )
   return hub_source("xtreme", f"udpos.{XTREME_UDPOS_LANGUAGES[lang]}", split, data_dir)
 

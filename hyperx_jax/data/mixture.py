@@ -314,13 +314,13 @@ class MixtureIterator:
   def set_state(self, state: Mapping[str, Any]) -> None:
     if state.get("version") != STATE_VERSION:
       raise ValueError(
-          f"mixture state version {state.get('version')!r} is not " f"{STATE_VERSION}: {state}"
+          f"mixture state version {state.get('version')!r} is not {STATE_VERSION}: {state}"
       )
     positions = state["positions"]
     names = [s.name for s in self.streams]
     if sorted(positions) != sorted(names):
       raise ValueError(
-          f"saved state has streams {sorted(positions)}, this mixture has " f"{sorted(names)}"
+          f"saved state has streams {sorted(positions)}, this mixture has {sorted(names)}"
       )
     if self._counts_batches != ("batches" in state):
       raise ValueError(

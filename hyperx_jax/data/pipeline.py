@@ -200,7 +200,7 @@ def read_streams(specs: Sequence[StreamSpec]) -> list[list[dict[str, Any]]]:
     problems = label_problems(spec, examples)
     if problems:
       report.append(
-          f"stream {spec.task}/{spec.lang}: {len(problems)} labels outside " f"{list(spec.labels)}:"
+          f"stream {spec.task}/{spec.lang}: {len(problems)} labels outside {list(spec.labels)}:"
       )
       report += [f"  {p}" for p in problems[:MAX_REPORTED]]
       report += [f"  ... and {len(problems) - MAX_REPORTED} more"] * (len(problems) > MAX_REPORTED)
@@ -481,7 +481,7 @@ class EvalDataset:
     rows with example_mask = 0. Every host yields the same number of batches."""
     if batch_size % process_count:
       raise ValueError(
-          f"eval batch size {batch_size} is not divisible by process_count " f"{process_count}"
+          f"eval batch size {batch_size} is not divisible by process_count {process_count}"
       )
     local = batch_size // process_count
     template = self._template()

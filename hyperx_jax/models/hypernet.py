@@ -70,9 +70,7 @@ class HyperNetConfig:
 
   def __post_init__(self):
     if self.language_source not in LANGUAGE_SOURCES:
-      raise ValueError(
-          f"language_source {self.language_source!r} is not one of " f"{LANGUAGE_SOURCES}"
-      )
+      raise ValueError(f"language_source {self.language_source!r} is not one of {LANGUAGE_SOURCES}")
 
   @property
   def learned_rows(self) -> bool:

@@ -426,7 +426,7 @@ def _targets(
   unexpected = [n for n in ignored if not _IGNORED.search(n)]
   if unexpected:
     raise ValueError(
-        f"{src.directory}: unexpected tensors (not pooler/lm_head/position_ids): " f"{unexpected}"
+        f"{src.directory}: unexpected tensors (not pooler/lm_head/position_ids): {unexpected}"
     )
   return targets, ignored, initialised
 

@@ -51,7 +51,7 @@ def format_of(source: Mapping) -> Format:
   kind = source.get("type")
   if kind not in FORMATS:
     raise SourceError(
-        f"Unknown source type {kind!r} in {dict(source)}; " f"known: {list(SOURCE_TYPES)}"
+        f"Unknown source type {kind!r} in {dict(source)}; known: {list(SOURCE_TYPES)}"
     )
   return FORMATS[kind]
 

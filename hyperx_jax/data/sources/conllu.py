@@ -56,7 +56,7 @@ def _conllu_sentence(path, block: list[tuple[int, str]]) -> Example | None:
             path,
             number,
             line,
-            f"a multiword range starting at word {expected} " f"(like {expected}-{expected + 1})",
+            f"a multiword range starting at word {expected} (like {expected}-{expected + 1})",
         )
       range_end = (hi, number)
       continue
@@ -66,7 +66,7 @@ def _conllu_sentence(path, block: list[tuple[int, str]]) -> Example | None:
             path,
             number,
             line,
-            f"an empty node after word {expected - 1} " f"(like {expected - 1}.1)",
+            f"an empty node after word {expected - 1} (like {expected - 1}.1)",
         )
       continue
     if lo != expected:

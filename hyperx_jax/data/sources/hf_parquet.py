@@ -87,7 +87,7 @@ def _check_column(file: Path, schema, column: str, kinds: tuple[str, ...], expec
     t = t.value_type if pa.types.is_list(t) or pa.types.is_large_list(t) else None
   if t is None or not any(is_kind[k](t) for k in kinds):
     raise SourceError(
-        f"{file}: column {column!r} has type {schema.field(column).type}, " f"expected {expected}."
+        f"{file}: column {column!r} has type {schema.field(column).type}, expected {expected}."
     )
 
 

@@ -221,7 +221,7 @@ def read_tfds(
   builder = prepare_tfds(name, data_dir, manual_dir, builder_kwargs, trust_local_files)
   if split not in builder.info.splits:
     raise SourceError(
-        f"TFDS {name!r} has no split {split!r}; splits: " f"{sorted(builder.info.splits)}"
+        f"TFDS {name!r} has no split {split!r}; splits: {sorted(builder.info.splits)}"
     )
   source = tfds.data_source(
       name, split=split, data_dir=data_dir, builder_kwargs=dict(builder_kwargs or {})
