@@ -17,8 +17,9 @@ from typing import Any, Mapping, Optional
 from hyperx_jax.errors import UserError
 
 LIBRARY = "hyperx_jax"
+# str.format first (the doubled braces), then ModelCard.from_template renders card_data with jinja
 TEMPLATE = """---
-{{ card_data }}
+{{{{ card_data }}}}
 ---
 
 # {title}

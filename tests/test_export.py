@@ -17,6 +17,7 @@ from hyperx_jax import checkpoint, export, export_format
 from hyperx_jax import run as run_lib
 from hyperx_jax.config import decode
 
+import helpers
 from configs import tiny
 
 HF_CONFIG = {
@@ -112,6 +113,8 @@ def run(tmp_path_factory):
       **{k: v for k, v in HF_CONFIG.items() if k != "model_type"}
   )
   transformers.XLMRobertaModel(hf_config).save_pretrained(str(tmp / "ws" / "checkpoint"))
+  (tmp / "ws" / "tokenizer").mkdir()
+  helpers.write_tokenizer(tmp / "ws" / "tokenizer")  # every export carries the run's tokenizer
   config = _config(str(tmp / "ws"))
   workdir = tmp / "run"
   run_lib.save_config(config, str(workdir))
