@@ -369,7 +369,7 @@ def test_packed_pipeline_resumes_exactly_and_slices_hosts(tokenizer):
     for k, v in w.items():
       np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), v)
   unpacked = _train_pipeline(_config(), tokenizer)
-  with pytest.raises(ValueError, match="saved mixture state is packed, this mixture is unpacked"):
+  with pytest.raises(ValueError, match="saved mixture state counts batches per stream, this"):
     unpacked.set_state(state)
 
 
