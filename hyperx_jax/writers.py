@@ -32,7 +32,6 @@ import numpy as np
 import tqdm
 from absl import logging
 from etils import epath
-from tqdm.contrib import logging as tqdm_logging
 
 JSONL_NAME = "metrics.jsonl"
 
@@ -279,14 +278,41 @@ def progress_bar(iterable: Any, description: str, total: Optional[int] = None) -
   )
 
 
+class _AboveBarsHandler(std_logging.Handler):
+  """The console handler's records, formatted and filtered as it does, written through
+  `tqdm.write` so that they print above the progress bars."""
+
+  def __init__(self, console: std_logging.Handler):
+    super().__init__(console.level)
+    self.console = console
+    for f in console.filters:
+      self.addFilter(f)
+
+  def emit(self, record: std_logging.LogRecord) -> None:
+    try:
+      tqdm.tqdm.write(self.console.format(record), file=sys.stderr)
+    except Exception:  # pylint: disable=broad-except
+      self.handleError(record)
+
+
 @contextlib.contextmanager
 def console_lines_above_bars() -> Iterator[None]:
-  """Log lines printed above the progress bars (not through them) while the block runs."""
-  if not is_terminal():
+  """Log lines printed above the progress bars (not through them) while the block runs: absl's
+  console handler is swapped for one that writes through tqdm (tqdm's own redirect does not
+  recognise absl's handler, and would print every line twice, other libraries' INFO lines
+  included)."""
+  root, console = std_logging.getLogger(), logging.get_absl_handler()
+  if not is_terminal() or console not in root.handlers:
     yield
     return
-  with tqdm_logging.logging_redirect_tqdm(loggers=[std_logging.getLogger()]):
+  above = _AboveBarsHandler(console)
+  root.removeHandler(console)
+  root.addHandler(above)
+  try:
     yield
+  finally:
+    root.removeHandler(above)
+    root.addHandler(console)
 
 
 class ConsoleFormatter(std_logging.Formatter):

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import pathlib
+import pty
 import re
 import subprocess
 import sys
@@ -22,7 +23,6 @@ from helpers import read_events
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 10
 COMPILE_LINE = r"compiling {} step \(task {}\) … done in \d+\.\d s"
-# absl's console format: "I1128 06:54:08.279149 140689912785792 writers.py:225] text"
 # an INFO line of another library, as the console shows it with --verbose (warnings say WARNING:)
 LIBRARY_INFO = re.compile(r"^\d\d:\d\d:\d\d ([\w.]+\.py):\d+ ", re.M)
 
@@ -178,3 +178,38 @@ def test_evaluate_writes_its_own_directory_and_leaves_the_runs_results(tiny_run,
   assert done.returncode != 0 and "pass --replace_run_results" in done.stderr
   assert "compiling" not in done.stderr
   assert {name: (workdir / name).read_bytes() for name in names} == before
+
+
+def on_a_terminal(env, *args: str) -> str:
+  """The console of `python -m ARGS` run on a pseudo-terminal (progress bars on)."""
+  chunks = []
+
+  def read(fd):
+    data = os.read(fd, 4096)
+    chunks.append(data)
+    return data
+
+  saved = dict(os.environ)
+  os.environ.clear()
+  os.environ.update(env)
+  try:
+    os.chdir(ROOT)
+    pty.spawn([sys.executable, "-m", *args], read)
+  finally:
+    os.environ.clear()
+    os.environ.update(saved)
+  return b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+
+
+def test_on_a_terminal_each_line_prints_once_and_library_lines_stay_off(workspace, env, tmp_path):
+  console = on_a_terminal(
+      env,
+      "hyperx_jax.main",
+      f"--config={ROOT}/configs/tiny.py:workspace={workspace},tasks=tag,steps={STEPS}",
+      f"--workdir={tmp_path / 'run'}",
+  )
+  lines = [line.split("\r")[-1] for line in console.splitlines()]
+  assert any(re.match(r"\d\d:\d\d:\d\d step 5/10 \(", line) for line in lines), console[-3000:]
+  progress = [line for line in lines if re.search(r"\bstep 5/10 \(", line)]
+  assert len(progress) == 1, progress  # once, with its time (not again through the bar)
+  assert "Saving checkpoint" not in console and "orbax" not in console, console[-3000:]
