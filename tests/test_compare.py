@@ -207,3 +207,19 @@ def test_labels_name_columns_and_a_column_holds_one_config(tmp_path, capsys):
   table = capsys.readouterr().out
   assert "Hyper-X (seeds 1,2) | paper (seeds 1,2) |" in table
   assert "| pairs:tr | zero-shot | **70.0 ± 14.1** | 60.0 ± 14.1 |" in table
+
+
+def test_runs_differing_only_in_their_sample_seed_share_a_column(tmp_path):
+  """Few-shot's sample seeds (experiment --seed_arg=sample_seed) are seeds of one column; any
+  other stream difference still splits it."""
+  dirs = [_run(tmp_path, "hyperx", s, 0.8, 0.6) for s in (1, 2)]
+  for d, sample_seed in zip(dirs, (1, 2)):
+    stream = {"task": "pos", "lang": "tr", "max_examples": 10, "sample_seed": sample_seed}
+    config = {"method": "hyperx", "seed": sample_seed, "train_streams": [stream]}
+    (tmp_path / d / "config.json").write_text(json.dumps(config))
+  compare.check_columns([compare.load_run(d) for d in dirs])
+  config = json.loads((tmp_path / dirs[1] / "config.json").read_text())
+  config["train_streams"][0]["max_examples"] = 20
+  (tmp_path / dirs[1] / "config.json").write_text(json.dumps(config))
+  with pytest.raises(UserError, match=r"train_streams\[0\].max_examples: 10 vs 20"):
+    compare.check_columns([compare.load_run(d) for d in dirs])

@@ -44,6 +44,8 @@ def test_the_change_policies_read_off_the_fields():
       "data.prefetch",
       "diagnostics",
       "model.attention",
+      "train_streams[].sample_seed",  # few-shot's sample seeds are seeds of one column
+      "eval_streams[].sample_seed",
   }
 
 

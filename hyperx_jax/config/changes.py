@@ -41,7 +41,19 @@ def _fields(section: type = RunSpec, prefix: str = "") -> Iterator[tuple[str, da
 
 
 def fields_where(flag: str) -> tuple[str, ...]:
-  return tuple(path for path, f in _fields() if f.metadata.get(flag))
+  """Paths of the fields with `flag`; a list entry's field as 'train_streams[].sample_seed'."""
+  entries = tuple(
+      f"{name}[].{f.name}"
+      for name, spec in ENTRIES.items()
+      for f in spec.declared()
+      if f.metadata.get(flag)
+  )
+  return tuple(path for path, f in _fields() if f.metadata.get(flag)) + entries
+
+
+def entry_path(path: str) -> str:
+  """'train_streams[2].sample_seed' -> 'train_streams[].sample_seed'."""
+  return re.sub(r"\[\d+\]", "[]", path)
 
 
 RESUMABLE_CHANGES = fields_where(RESUMABLE)
@@ -98,7 +110,7 @@ def changes_beyond(
   return {
       k: v
       for k, v in config_differences(a, b).items()
-      if k not in allowed and not _absent_means_other(k, v)
+      if k not in allowed and entry_path(k) not in allowed and not _absent_means_other(k, v)
   }
 
 

@@ -258,6 +258,7 @@ class StreamSpec(Section):
       None,
       "with max_examples: that many examples drawn at random with this seed instead of the "
       "first ones (a few-shot sample)",
+      compare_ignores=True,
   )
   role: Optional[str] = field(
       None,
