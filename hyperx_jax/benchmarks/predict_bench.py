@@ -4,7 +4,7 @@ exported static adapters in PyTorch.
 The pair task of a trained run (`--workdir`, e.g. the offline demo's), `--examples` test pairs
 of each of `--langs` (the offline gettext pairs; a language the run never trained reads its
 typology or mean vector, as `hyperx predict` does), shuffled into one mixed list. Per round
-(median over `--rounds`; the order of the columns alternates between rounds):
+(median over `--rounds`, one call of each column per round: `bcommon.time_interleaved`):
 
   one pass      `Predictor.predict` on the mixed list: each language's adapters generated once,
                 languages mixed within batches
@@ -23,7 +23,6 @@ probabilities (checked), and PyTorch's labels are compared with them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
@@ -36,14 +35,15 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from hyperx_jax import assets, run  # noqa: E402
+from hyperx_jax.benchmarks import common as bcommon  # noqa: E402
+from hyperx_jax.data import sources  # noqa: E402
 from hyperx_jax.predict import Predictor  # noqa: E402
 
 
 def read_pairs(lang: str, n: int) -> list[dict]:
-  """The first n test pairs of `lang` from the offline gettext pairs."""
+  """The first n test pairs of `lang` from the offline gettext pairs (the jsonl source)."""
   path = os.path.join(assets.asset_path("pairs"), lang, "test.jsonl")
-  with open(path) as f:
-    rows = [json.loads(line) for line, _ in zip(f, range(n))]
+  rows = sources.read_source({"type": "jsonl", "path": path, "max_examples": n})
   return [{"premise": r["premise"], "hypothesis": r["hypothesis"]} for r in rows]
 
 
@@ -138,12 +138,14 @@ def main() -> None:
   }
   gap = float(np.abs(outputs["one pass"] - outputs["per language"]).max())
   print(f"compiled; one pass against per language: max |probability difference| {gap:.2e}")
-  seconds = {name: [] for name in columns}
-  for r in range(args.rounds):
-    for name in list(columns)[:: 1 if r % 2 == 0 else -1]:
-      seconds[name].append(
-          timed(lambda fn=columns[name]: fn(predictor, examples, example_langs, args.task))[0]
-      )
+  seconds = bcommon.time_interleaved(
+      {
+          name: lambda _, fn=fn: fn(predictor, examples, example_langs, args.task)
+          for name, fn in columns.items()
+      },
+      repeats=args.rounds,
+      warmup=0,  # compiled above
+  )
   generation = []
   for lang in langs:
     predictor.adapter_cache.clear()
