@@ -288,7 +288,12 @@ class RunSpec(Section):
           "config.new_language_init: 'typology' needs config.hyperx.language_source "
           f"'typology' or 'both', not {source!r}"
       )
-    if source == "typology" and self.new_languages and init != "typology":
+    if (
+        source == "typology"
+        and self.new_languages
+        and init in NEW_LANGUAGE_INITS
+        and init != "typology"
+    ):
       errors.append(
           f"config.new_language_init: {init!r} sets learned rows; with "
           "language_source 'typology' there are none (a new language's vector is "
