@@ -1,17 +1,19 @@
 """Compare runs in one table: mean ± std over seeds per method and task:lang, zero-shot marked.
 
-    hyperx compare [LABEL=]RUN_DIR [[LABEL=]RUN_DIR ...] [--out=DIR]
+    hyperx compare [LABEL=]RUN_DIR [[LABEL=]RUN_DIR ...] [--out=DIR] [--differences=A:B,...]
 
 Each RUN_DIR is a finished training run (`config.json` + `results.json`); its method and seed
 come from its config. Runs form one column per method (a Hyper-X run with a typology language
 source is its own column, `hyperx-typology` / `hyperx-both`), or per LABEL where given
-(`paper=runs/p/hyperx/seed1`). The runs of one column must have the same config apart from
-the seed and bookkeeping (`config.changes.COLUMN_IGNORES`); otherwise it is an error naming the fields, so that
-runs of different recipes are never averaged together. Every (task, language) pair is scored by its task's main metric (F1
-where the task reports it, else accuracy, as XTREME does); the "zero-shot average" row
-averages each run's zero-shot pairs first and then takes mean ± std over that method's runs.
-Writes `compare.md`, `compare.csv` and `compare.png` to --out (default: the current directory)
-and prints the Markdown table.
+(`paper=runs/p/hyperx/seed1`). The runs of one column must have the same config apart from the
+seed and bookkeeping (`config.changes.COLUMN_IGNORES`); otherwise it is an error naming the
+fields, so that runs of different recipes are never averaged together. Every (task, language)
+pair is scored by its task's main metric (F1 where the task reports it, else accuracy, as
+XTREME does); the "zero-shot average" row averages each run's zero-shot pairs first and then
+takes mean ± std over that method's runs. Under the table come the paired differences, seed by
+seed: the first column minus each other one, or A − B for each `--differences=A:B,...` pair of
+columns. Writes `compare.md`, `compare.csv` and `compare.png` to --out (default: the current
+directory) and prints the Markdown.
 """
 
 from __future__ import annotations
@@ -201,7 +203,11 @@ def _name(variant: str) -> str:
   return f"{name} ({source})" if source else name
 
 
-def to_markdown(runs: Sequence[RunResult]) -> str:
+def to_markdown(
+    runs: Sequence[RunResult], differences: Optional[Sequence[tuple[str, str]]] = None
+) -> str:
+  """The table, then the paired differences: `differences` (column a, column b) gives a − b
+  each; default: the first column minus each other one."""
   methods, rows, cells, zero_shot = aggregate(runs)
   seeds = {m: sorted({r.seed for r in runs if r.column == m}) for m in methods}
   header = ["task:lang", "setting"] + [
@@ -224,28 +230,30 @@ def to_markdown(runs: Sequence[RunResult]) -> str:
       "over seeds; the best mean per row in bold.\n\n"
   )
   table = note + "".join("| " + " | ".join(cells_) + " |\n" for cells_ in lines)
-  return table + _paired_markdown(methods, rows, cells)
+  if differences is None:
+    differences = [(methods[0], m) for m in methods[1:]]
+  return table + _paired_markdown(differences, rows, cells)
 
 
-def _paired_markdown(methods: Sequence[str], rows: Sequence[str], cells) -> str:
-  """The first column minus each other one, seed by seed; empty with one column."""
-  first, others = methods[0], methods[1:]
-  if not others:
+def _paired_markdown(differences: Sequence[tuple[str, str]], rows: Sequence[str], cells) -> str:
+  """Column a minus column b, seed by seed, for each (a, b); empty without any."""
+  if not differences:
     return ""
   lines = [
-      ["task:lang"] + [f"{_name(first)} − {_name(m)}" for m in others],
-      ["---"] + ["---:"] * len(others),
+      ["task:lang"] + [f"{_name(a)} − {_name(b)}" for a, b in differences],
+      ["---"] + ["---:"] * len(differences),
   ]
   for row in rows:
     texts = []
-    for m in others:
-      both = (first, row) in cells and (m, row) in cells
-      diff = paired_difference(cells[first, row], cells[m, row]) if both else None
+    for a, b in differences:
+      both = (a, row) in cells and (b, row) in cells
+      diff = paired_difference(cells[a, row], cells[b, row]) if both else None
       texts.append("-" if diff is None else diff.text())
     lines.append([row] + texts)
+  ahead = _name(differences[0][0]) if len(differences) == 1 else "the first of a pair"
   note = (
       f"\nPaired differences over the seeds both columns ran: mean ± sample std of the "
-      f"per-seed differences, in points (seeds where {_name(first)} is ahead / seeds).\n\n"
+      f"per-seed differences, in points (seeds where {ahead} is ahead / seeds).\n\n"
   )
   return note + "".join("| " + " | ".join(cells_) + " |\n" for cells_ in lines)
 
@@ -329,12 +337,32 @@ def plot(runs: Sequence[RunResult]) -> bytes:
   return buf.getvalue()
 
 
-def write(runs: Sequence[RunResult], out_dir: str) -> str:
-  """compare.{md,csv,png} in out_dir, once check_columns passes; returns the Markdown."""
+def parse_differences(
+    spec: Sequence[str], runs: Sequence[RunResult]
+) -> Optional[list[tuple[str, str]]]:
+  """['A:B', ...] -> [('A', 'B'), ...], each a column of `runs`; [] -> None (the default)."""
+  if not spec:
+    return None
+  columns = list(dict.fromkeys(r.column for r in runs))
+  pairs = []
+  for item in spec:
+    a, sep, b = item.partition(":")
+    if not sep or a not in columns or b not in columns or a == b:
+      raise UserError(
+          f"--differences: {item!r} is not COLUMN:OTHER with two of the columns {columns}"
+      )
+    pairs.append((a, b))
+  return pairs
+
+
+def write(runs: Sequence[RunResult], out_dir: str, differences: Sequence[str] = ()) -> str:
+  """compare.{md,csv,png} in out_dir, once check_columns passes; returns the Markdown.
+  `differences`: 'A:B' column pairs whose paired differences A − B follow the table."""
   check_columns(runs)
+  pairs = parse_differences(differences, runs)
   out = epath.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  markdown = to_markdown(runs)
+  markdown = to_markdown(runs, pairs)
   fileio.atomic_write_text(out / "compare.md", markdown)
   fileio.atomic_write_text(out / "compare.csv", to_csv(runs))
   png = plot(runs)
@@ -344,6 +372,12 @@ def write(runs: Sequence[RunResult], out_dir: str) -> str:
 
 def define_flags() -> None:
   flags.DEFINE_string("out", ".", "Where compare.{md,csv,png} go.")
+  flags.DEFINE_list(
+      "differences",
+      [],
+      "Paired differences to print, COLUMN:OTHER (COLUMN − OTHER), comma-separated "
+      "(default: the first column minus each other one).",
+  )
 
 
 def main(argv: Sequence[str]) -> None:
@@ -351,7 +385,8 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) < 2:
     raise app.UsageError("give the finished run directories to compare: [LABEL=]RUN_DIR ...")
   runs = [load_run(d, label) for label, d in map(split_label, argv[1:])]
-  print(write(runs, flags.FLAGS.out))  # checks the columns before writing anything
+  # checks the columns and the differences before writing anything
+  print(write(runs, flags.FLAGS.out, flags.FLAGS.differences))
 
 
 if __name__ == "__main__":

@@ -209,6 +209,28 @@ def test_labels_name_columns_and_a_column_holds_one_config(tmp_path, capsys):
   assert "| pairs:tr | zero-shot | **70.0 ± 14.1** | 60.0 ± 14.1 |" in table
 
 
+def test_chosen_differences_are_computed_between_the_named_columns(tmp_path, capsys):
+  # pos F1 (accuracy - 10): hyperx 70, 80; task_adapters 75, 65; madx 60 (seed 1 only)
+  dirs = [
+      _run(tmp_path, "hyperx", 1, 0.80, 0.60),
+      _run(tmp_path, "hyperx", 2, 0.90, 0.70),
+      _run(tmp_path, "task_adapters", 1, 0.85, 0.50),
+      _run(tmp_path, "task_adapters", 2, 0.75, 0.40),
+      _run(tmp_path, "madx", 1, 0.70, 0.20),
+  ]
+  out = f"--out={tmp_path / 'out'}"
+  with pytest.raises(UserError, match=r"'hyperx:full_finetune' is not COLUMN:OTHER"):
+    cli.invoke(compare, dirs + [out, "--differences=hyperx:full_finetune"])
+  assert not (tmp_path / "out").exists()
+  cli.invoke(compare, dirs + [out, "--differences=task_adapters:madx,hyperx:task_adapters"])
+  table = capsys.readouterr().out
+  assert "| task:lang | Task adapters − MAD-X | Hyper-X − Task adapters |" in table
+  # task_adapters - madx over seed 1: pos 75 - 60, pairs:tr 50 - 20; hyperx - task_adapters:
+  # pos (70 - 75, 80 - 65) -> +5.0 ± 14.1, pairs:tr (60 - 50, 70 - 40) -> +20.0 ± 14.1
+  assert "| pos:tr | +15.0 (1/1) | +5.0 ± 14.1 (1/2) |" in table
+  assert "| pairs:tr | +30.0 (1/1) | +20.0 ± 14.1 (2/2) |" in table
+
+
 def test_runs_differing_only_in_their_sample_seed_share_a_column(tmp_path):
   """Few-shot's sample seeds (experiment --seed_arg=sample_seed) are seeds of one column; any
   other stream difference still splits it."""
