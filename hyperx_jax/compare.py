@@ -168,16 +168,19 @@ def paired_difference(a: Cell, b: Cell) -> Optional[Difference]:
   return Difference(float(diffs.mean()), std, int((diffs > 0).sum()), tuple(shared))
 
 
+def columns(runs: Sequence[RunResult]) -> list[str]:
+  """The runs' columns, in the order they first appear."""
+  return list(dict.fromkeys(r.column for r in runs))
+
+
 def aggregate(
     runs: Sequence[RunResult],
 ) -> tuple[list[str], list[str], dict[tuple[str, str], Cell], dict[str, bool]]:
   """(methods, rows, {(method, row): Cell}, {row: zero_shot}) with rows in result order."""
   values: dict[tuple[str, str], list[tuple[int, float]]] = collections.defaultdict(list)
   zero_shot: dict[str, bool] = {}
-  methods: list[str] = []
+  methods = columns(runs)
   for r in runs:
-    if r.column not in methods:
-      methods.append(r.column)
     for row, (value, z) in main_scores(r.results).items():
       values[r.column, row].append((r.seed, value))
       zero_shot.setdefault(row, z)
@@ -343,13 +346,13 @@ def parse_differences(
   """['A:B', ...] -> [('A', 'B'), ...], each a column of `runs`; [] -> None (the default)."""
   if not spec:
     return None
-  columns = list(dict.fromkeys(r.column for r in runs))
+  known = columns(runs)
   pairs = []
   for item in spec:
     a, sep, b = item.partition(":")
-    if not sep or a not in columns or b not in columns or a == b:
+    if not sep or a not in known or b not in known or a == b:
       raise UserError(
-          f"--differences: {item!r} is not COLUMN:OTHER with two of the columns {columns}"
+          f"--differences: {item!r} is not COLUMN:OTHER with two of the columns {known}"
       )
     pairs.append((a, b))
   return pairs

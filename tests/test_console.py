@@ -189,13 +189,14 @@ def on_a_terminal(env, *args: str) -> str:
     chunks.append(data)
     return data
 
-  saved = dict(os.environ)
+  saved, cwd = dict(os.environ), os.getcwd()  # pty.spawn takes neither env nor cwd
   os.environ.clear()
   os.environ.update(env)
   try:
     os.chdir(ROOT)
     pty.spawn([sys.executable, "-m", *args], read)
   finally:
+    os.chdir(cwd)
     os.environ.clear()
     os.environ.update(saved)
   return b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
