@@ -32,11 +32,12 @@ serve one task, so Hyper-X should be on par with the static task adapters there.
 Budget: 600 steps, most of them on the pair task. Recipe: `recipe=per_task` (one Adam state
 per task for the shared parameters), `unit_projection=True` (the generators read p / ‖p‖, so a
 generated adapter's step is bounded by the generator's; docs/method.md, section 3) and mean
-pooling for the pair head (e5 was trained with mean pooling). With the paper's recipe
-(`:recipe=paper,pooling=cls,language_source=learned,unit_projection=false`) masked
-LM supplied ~98 % of the shared generators' squared gradients early on and Hyper-X's pair loss
-never left chance in 600 steps (seed 123); with this recipe it left chance by step 125. The
-tables (methods x seeds, the control, the paper recipe, the ablations): README.md, made with
+pooling for the pair head (e5 was trained with mean pooling). Sizes: bottleneck 64, P 256.
+With the paper's recipe (`:recipe=paper,pooling=cls,language_source=learned,
+unit_projection=false`) masked LM supplied ~98 % of the shared generators' squared gradients
+early on and Hyper-X's pair loss never left chance in 600 steps (seed 123); with this recipe it
+left chance by step 125 (both at P 64). The tables (methods x seeds, the control, the paper
+recipe, the ablations): README.md, made with
 `python -m hyperx_jax.experiment` (see there).
 """
 
@@ -111,7 +112,9 @@ def get_config(arg=None):
   c.model.checkpoint = assets.asset_path("e5-small")
   c.tokenizer = c.model.checkpoint
   c.adapter.bottleneck = 64
-  c.hyperx.projected_dim = 64
+  # A P smaller than the source cost Hyper-X on the seen pairs and bought no zero-shot
+  # (docs/results/2026-12-07-seen-pair-cost.md).
+  c.hyperx.projected_dim = 256
   if mixed:
     c.tasks.pos = {
         "kind": "token_classification",

