@@ -111,10 +111,7 @@ def get_config(arg=None):
   common.set_recipe(c, arg.recipe)
   c.model.checkpoint = assets.asset_path("e5-small")
   c.tokenizer = c.model.checkpoint
-  c.adapter.bottleneck = 64
-  # A P smaller than the source cost Hyper-X on the seen pairs and bought no zero-shot
-  # (docs/results/2026-12-07-seen-pair-cost.md).
-  c.hyperx.projected_dim = 256
+  common.set_offline_sizes(c)
   if mixed:
     c.tasks.pos = {
         "kind": "token_classification",

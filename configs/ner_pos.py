@@ -69,8 +69,7 @@ def get_config(arg=None):
   common.set_recipe(c, arg.recipe)
   c.model.checkpoint = c.tokenizer = assets.asset_path("e5-small")
   c.model.hidden_dropout = c.model.attention_dropout = 0.0  # frozen pretrained encoder
-  c.adapter.bottleneck = 64
-  c.hyperx.projected_dim = 256  # as the demo's (docs/results/2026-12-07-seen-pair-cost.md)
+  common.set_offline_sizes(c)
   c.hyperx.language_source = arg.language_source
   c.hyperx.unit_projection = arg.unit_projection
   c.tasks.ner = dict(common.NER_TASK)

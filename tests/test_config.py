@@ -12,7 +12,7 @@ import pytest
 from hyperx_jax import sharding, train
 from hyperx_jax.config import ConfigError, common, decode, environment, vocabulary
 
-from configs import mixed, ner, pos, tiny, xnli
+from configs import demo, mixed, ner, ner_pos, pos, tiny, xnli
 from helpers import tiny_config
 
 
@@ -45,6 +45,11 @@ def test_xlmr_configs_default_to_the_per_task_recipe_and_keep_the_papers(module)
   assert (paper.optim.per_task_state, paper.hyperx.unit_projection) == (None, False)
   paper.optim.per_task_state, paper.hyperx.unit_projection = c.optim.per_task_state, True
   assert paper.to_dict() == c.to_dict()  # the recipe sets those two fields, nothing else
+
+
+def test_the_offline_settings_use_the_measured_adapter_sizes():
+  for config in (demo.get_config(), ner_pos.get_config()):
+    assert (config.adapter.bottleneck, config.hyperx.projected_dim) == (64, 256)
 
 
 def test_xnli_has_the_paper_hyperparameters():

@@ -315,6 +315,13 @@ def set_size(c: ml_collections.ConfigDict, size: str) -> None:
   c.model.preset = size
 
 
+def set_offline_sizes(c: ml_collections.ConfigDict) -> None:
+  """The offline settings' adapter sizes on e5-small: bottleneck 64 and P 256 (a P below the
+  3 x 64 source cost Hyper-X the seen pairs; docs/results/2026-12-07-seen-pair-cost.md)."""
+  c.adapter.bottleneck = 64
+  c.hyperx.projected_dim = 256
+
+
 def set_paper_optim(c: ml_collections.ConfigDict) -> None:
   """The authors' run: AdamW 1e-4, 4k warm-up then linear decay, 100k steps, batch 32,
   max length 256, seed 123, b = 256, P = 192 (one learning rate for everything)."""
