@@ -1,4 +1,4 @@
-"""Report how a run's tasks learned: loss onset per task and per-task gradient diagnostics.
+"""Report how a run's tasks learned: loss onset and final loss per task, gradient diagnostics.
 
 How a shared hypernetwork learns several tasks: measurements a run can log and a report.
 
@@ -21,7 +21,8 @@ its share of steps sets Adam's denominator for every task that shares the group.
     hyperx diagnostics WORKDIR
 
 reads the run's metrics.jsonl and prints, per task, the first logged step where the training
-loss left chance (below 95 % of ln(#labels)), and the logged diagnostics over training.
+loss left chance (below 95 % of ln(#labels)), the training loss at the end, and the logged
+diagnostics over training.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ GROUPS = (
 )
 PREFIX = "diag/"
 CHANCE_FRACTION = 0.95  # "left chance": the loss fell below 95 % of ln(#labels)
+FINAL_POINTS = 8  # the end of training: the mean over a task's last logged losses
 
 
 def group_of(path: str) -> Optional[str]:
@@ -145,6 +147,22 @@ def loss_onsets(
   return onsets
 
 
+def final_losses(
+    records: Sequence[Mapping[str, Any]], points: int = FINAL_POINTS
+) -> dict[str, float]:
+  """Per task, the mean training loss over its last `points` logged values.
+
+  Two methods with the same final training loss and different test scores differ in how they
+  generalise; a higher final loss says the method fits the task more slowly.
+  """
+  losses: dict[str, list[float]] = {}
+  for record in records:
+    for key, value in record["scalars"].items():
+      if key.startswith("loss/"):
+        losses.setdefault(key[len("loss/") :], []).append(value)
+  return {task: float(np.mean(values[-points:])) for task, values in sorted(losses.items())}
+
+
 def report(workdir: str) -> str:
   records = read_metrics(workdir)
   config = json.loads((epath.Path(workdir) / "config.json").read_text())
@@ -155,6 +173,9 @@ def report(workdir: str) -> str:
   ]
   for task, step in loss_onsets(records, chance_losses(config)).items():
     lines.append(f'  {task:12s} {"never" if step is None else step}')
+  lines += ["", f"training loss at the end (mean of the last {FINAL_POINTS} logged values):"]
+  for task, loss in final_losses(records).items():
+    lines.append(f"  {task:12s} {loss:.4f}")
   diag = [r for r in records if any(k.startswith(PREFIX) for k in r["scalars"])]
   if not diag:
     lines.append("\n(no diag/ scalars: train with config.diagnostics=True to log them)")

@@ -58,6 +58,15 @@ def test_loss_onsets_from_logged_losses():
   assert diag.loss_onsets(records, chance) == {"pairs": 75, "pos": 50}
 
 
+def test_final_losses_average_each_tasks_last_logged_values():
+  records = [
+      {"step": 25, "scalars": {"loss": 9.0, "loss/pairs": 0.9, "loss/pos": 2.0}},
+      {"step": 50, "scalars": {"loss/pairs": 0.5, "loss/pos": 1.0}},
+      {"step": 75, "scalars": {"loss/pairs": 0.3}},
+  ]
+  assert diag.final_losses(records, points=2) == pytest.approx({"pairs": 0.4, "pos": 1.5})
+
+
 def test_a_per_task_recipe_run_logs_diagnostics_per_task(workspace, tmp_path):  # noqa: F811
   from hyperx_jax import train
 
