@@ -6,8 +6,9 @@ Each RUN_DIR is a finished training run (`config.json` + `results.json`); its me
 come from its config. Runs form one column per method (a Hyper-X run with a typology language
 source is its own column, `hyperx-typology` / `hyperx-both`), or per LABEL where given
 (`paper=runs/p/hyperx/seed1`). The runs of one column must have the same config apart from the
-seed and bookkeeping (`config.changes.COLUMN_IGNORES`); otherwise it is an error naming the
-fields, so that runs of different recipes are never averaged together. Every (task, language)
+seed and bookkeeping (`config.changes.COLUMN_IGNORES`; for the methods other than Hyper-X
+also the fields only the hypernetwork reads); otherwise it is an error naming the fields, so
+that runs of different recipes are never averaged together. Every (task, language)
 pair is scored by its task's main metric (F1 where the task reports it, else accuracy, as
 XTREME does); the "zero-shot average" row averages each run's zero-shot pairs first and then
 takes mean ± std over that method's runs. Under the table come the paired differences, seed by
@@ -96,14 +97,16 @@ def load_run(directory: str, label: Optional[str] = None) -> RunResult:
 
 
 def check_columns(runs: Sequence[RunResult]) -> None:
-  """A ValueError where two runs of one column differ in config beyond COLUMN_IGNORES (a field
-  one config lacks counts only where the other moves it off its default)."""
+  """A ValueError where two runs of one column differ in config beyond COLUMN_IGNORES (and,
+  for a method other than Hyper-X, the hypernetwork's own fields); a field one config lacks
+  counts only where the other moves it off its default."""
   first: dict[str, RunResult] = {}
   for r in runs:
     ref = first.setdefault(r.column, r)
     if r is ref or r.config is None or ref.config is None:
       continue
-    fields = changes.changes_beyond(ref.config, r.config, changes.COLUMN_IGNORES)
+    allowed = changes.for_method(changes.COLUMN_IGNORES, ref.config, r.config)
+    fields = changes.changes_beyond(ref.config, r.config, allowed)
     if fields:
       listed = "; ".join(f"{k}: {a!r} vs {b!r}" for k, (a, b) in list(fields.items())[:6])
       raise UserError(

@@ -144,14 +144,16 @@ def check_saved_config(
   if allow_change or not path.exists():
     return
   new = json.loads(config.to_json_best_effort())  # the form save_config writes
-  differences = changes.changes_beyond(json.loads(path.read_text()), new, changes.RESUMABLE_CHANGES)
+  saved = json.loads(path.read_text())
+  allowed = changes.for_method(changes.RESUMABLE_CHANGES, saved, new)
+  differences = changes.changes_beyond(saved, new, allowed)
   if differences:
     lines = [
         f"  config.{k}: {old!r} (saved) -> {value!r}" for k, (old, value) in differences.items()
     ]
     raise ConfigError(
         f"the config differs from {path}, the one this workdir was trained with, "
-        f"beyond {changes.RESUMABLE_CHANGES}:\n" + "\n".join(lines) + "\nUse a "
+        f"beyond {allowed}:\n" + "\n".join(lines) + "\nUse a "
         "new workdir, or pass --allow_config_change to continue with the new "
         "config."
     )

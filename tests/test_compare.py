@@ -245,3 +245,19 @@ def test_runs_differing_only_in_their_sample_seed_share_a_column(tmp_path):
   (tmp_path / dirs[1] / "config.json").write_text(json.dumps(config))
   with pytest.raises(UserError, match=r"train_streams\[0\].max_examples: 10 vs 20"):
     compare.check_columns([compare.load_run(d) for d in dirs])
+
+
+@pytest.mark.parametrize("method", ["hyperx", "task_adapters"])
+def test_only_hyperx_columns_split_on_the_hypernetworks_fields(tmp_path, method):
+  """A changed P (a field only the hypernetwork reads) splits Hyper-X's column and not the task
+  adapters': their runs before and after the change are the same model."""
+  dirs = [_run(tmp_path, method, seed, 0.8, 0.6) for seed in (1, 2)]
+  for seed, d, projected_dim in zip((1, 2), dirs, (64, 256)):
+    config = {"method": method, "seed": seed, "hyperx": {"projected_dim": projected_dim}}
+    (tmp_path / d / "config.json").write_text(json.dumps(config))
+  runs = [compare.load_run(d) for d in dirs]
+  if method == "hyperx":
+    with pytest.raises(UserError, match=r"hyperx.projected_dim: 64 vs 256"):
+      compare.check_columns(runs)
+  else:
+    compare.check_columns(runs)

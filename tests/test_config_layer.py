@@ -123,3 +123,21 @@ def test_resume_refuses_a_changed_field_and_names_it(workspace, tmp_path):
   config.data.temperature = 2.0
   with pytest.raises(ConfigError, match=r"config.data.temperature: 5.0 \(saved\) -> 2.0"):
     run.check_saved_config(config, str(tmp_path))
+
+
+@pytest.mark.parametrize("method", ["hyperx", "task_adapters"])
+def test_resume_allows_the_hypernetworks_fields_to_change_for_other_methods(
+    workspace, tmp_path, method
+):
+  config = tiny_config(workspace)
+  config.method = method
+  run.save_config(config, str(tmp_path))
+  config.hyperx.projected_dim = 2 * config.hyperx.projected_dim
+  if method == "hyperx":
+    with pytest.raises(ConfigError, match=r"config.hyperx.projected_dim"):
+      run.check_saved_config(config, str(tmp_path))
+  else:
+    run.check_saved_config(config, str(tmp_path))  # the static adapters never read P
+  config.adapter.bottleneck = 2 * config.adapter.bottleneck  # every method reads it
+  with pytest.raises(ConfigError, match=r"config.adapter.bottleneck"):
+    run.check_saved_config(config, str(tmp_path))

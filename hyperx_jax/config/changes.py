@@ -7,7 +7,10 @@ written where the field is:
   how often it trains, logs, evaluates and saves, which kernel computes attention; never what a
   step computes);
 - `COLUMN_IGNORES`: fields the runs of one `compare` column may differ in (the seed, and what
-  changes no result).
+  changes no result);
+
+and `HYPERNETWORK_ONLY`, the fields only Hyper-X reads, which both lists gain for the other
+methods (`for_method`).
 
 A field that a saved config lacks (added since) is no change while the new config keeps it at
 its default: the behaviour the run was trained with.
@@ -20,7 +23,14 @@ import json
 import re
 from typing import Any, Iterator, Mapping, Sequence
 
-from hyperx_jax.config.fields import COMPARE_IGNORES, RESUMABLE, Section, default_of, hints
+from hyperx_jax.config.fields import (
+    COMPARE_IGNORES,
+    HYPERNETWORK_ONLY,
+    RESUMABLE,
+    Section,
+    default_of,
+    hints,
+)
 from hyperx_jax.config.sections import StreamSpec, TaskSpec
 from hyperx_jax.config.spec import RunSpec
 
@@ -58,6 +68,14 @@ def entry_path(path: str) -> str:
 
 RESUMABLE_CHANGES = fields_where(RESUMABLE)
 COLUMN_IGNORES = fields_where(COMPARE_IGNORES)
+HYPERNETWORK_ONLY_FIELDS = fields_where(HYPERNETWORK_ONLY)
+
+
+def for_method(allowed: tuple[str, ...], *configs: Mapping[str, Any]) -> tuple[str, ...]:
+  """`allowed`, plus the hypernetwork's own fields where no config is a Hyper-X run."""
+  if any(c.get("method", "hyperx") == "hyperx" for c in configs):
+    return allowed
+  return allowed + HYPERNETWORK_ONLY_FIELDS
 
 
 def config_leaves(tree: Any, prefix: str = "") -> dict[str, Any]:

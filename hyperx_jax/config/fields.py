@@ -9,7 +9,8 @@ The default is the one `common.get_config()` writes and the one an older saved c
 lacks the field decodes to; `doc` is its entry in the config reference (docs/config.md);
 `resumable` marks a field a run may change when it continues in its workdir (how long and how
 often, never what a step computes); `compare_ignores` a field that runs of one `compare` column
-may differ in (the seed, and what changes no result).
+may differ in (the seed, and what changes no result); `hypernetwork_only` a field that only
+Hyper-X's hypernetwork reads, so that the other methods' runs may differ in it for both.
 
 `Section` reads its part of a config mapping: fields absent from it take their defaults, lists
 become the declared tuples, and a key the section does not declare is reported, as every
@@ -24,6 +25,7 @@ import typing
 from typing import Any, ClassVar, Mapping, Optional
 
 DOC, RESUMABLE, COMPARE_IGNORES, AS_LIST = "doc", "resumable", "compare_ignores", "as_list"
+HYPERNETWORK_ONLY = "hypernetwork_only"
 
 
 def field(
@@ -33,11 +35,18 @@ def field(
     factory: Any = None,
     resumable: bool = False,
     compare_ignores: bool = False,
+    hypernetwork_only: bool = False,
     as_list: bool = False,
 ) -> Any:
   """A dataclass field with its meaning and change policy. `as_list`: `get_config` writes the
   default as a list (fields that experiment configs extend: languages, streams)."""
-  metadata = {DOC: doc, RESUMABLE: resumable, COMPARE_IGNORES: compare_ignores, AS_LIST: as_list}
+  metadata = {
+      DOC: doc,
+      RESUMABLE: resumable,
+      COMPARE_IGNORES: compare_ignores,
+      HYPERNETWORK_ONLY: hypernetwork_only,
+      AS_LIST: as_list,
+  }
   if factory is not None:
     return dataclasses.field(default_factory=factory, metadata=metadata)
   return dataclasses.field(default=default, metadata=metadata)

@@ -149,19 +149,30 @@ class HyperXSpec(Section):
 
   PATH = "hyperx"
 
-  task_dim: int = field(64, "size of a task embedding")
-  lang_dim: int = field(64, "size of a language vector")
-  layer_dim: int = field(64, "size of a layer embedding")
-  projected_dim: int = field(192, "P, the projected source size the generators read")
+  # Fields only the hypernetwork reads (`hypernetwork_only`): the other methods' runs may
+  # differ in them, so a changed default here neither stops their resume nor splits their
+  # `compare` columns.
+  task_dim: int = field(64, "size of a task embedding", hypernetwork_only=True)
+  lang_dim: int = field(64, "size of a language vector", hypernetwork_only=True)
+  layer_dim: int = field(64, "size of a layer embedding", hypernetwork_only=True)
+  projected_dim: int = field(
+      192, "P, the projected source size the generators read", hypernetwork_only=True
+  )
   use_projector: bool = field(
-      True, "the source projector MLP (False: generators read the source itself)"
+      True,
+      "the source projector MLP (False: generators read the source itself)",
+      hypernetwork_only=True,
   )
   condition_on_layer: bool = field(
-      True, "a layer embedding in the source (False: one generator per layer)"
+      True,
+      "a layer embedding in the source (False: one generator per layer)",
+      hypernetwork_only=True,
   )
   init_std: float = field(0.01, "std of the projector and generator kernels at init")
   unit_projection: bool = field(
-      False, "generators read p / ||p|| (docs/method.md, section 3); the paper reads p as it is"
+      False,
+      "generators read p / ||p|| (docs/method.md, section 3); the paper reads p as it is",
+      hypernetwork_only=True,
   )
   language_source: str = field(
       LEARNED_SOURCE,
@@ -169,7 +180,9 @@ class HyperXSpec(Section):
       "the language's URIEL features) or 'both' (their sum)",
   )
   typology_features: tuple[str, ...] = field(
-      tuple(TYPOLOGY_FEATURE_SETS), "the URIEL feature sets a typology vector reads"
+      tuple(TYPOLOGY_FEATURE_SETS),
+      "the URIEL feature sets a typology vector reads",
+      hypernetwork_only=True,
   )
   untrained_language: str = field(
       "row",
