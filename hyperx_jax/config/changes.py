@@ -9,8 +9,8 @@ written where the field is:
 - `COLUMN_IGNORES`: fields the runs of one `compare` column may differ in (the seed, and what
   changes no result);
 
-and `HYPERNETWORK_ONLY`, the fields only Hyper-X reads, which both lists gain for the other
-methods (`for_method`).
+and `HYPERNETWORK_ONLY_FIELDS`, the fields only Hyper-X reads, which both lists gain for the
+other methods (`for_method`).
 
 A field that a saved config lacks (added since) is no change while the new config keeps it at
 its default: the behaviour the run was trained with.
