@@ -47,6 +47,19 @@ def test_the_change_policies_read_off_the_fields():
       "train_streams[].sample_seed",  # few-shot's sample seeds are seeds of one column
       "eval_streams[].sample_seed",
   }
+  assert set(changes.HYPERNETWORK_ONLY_FIELDS) == {
+      f"hyperx.{name}"
+      for name in (
+          "task_dim",
+          "lang_dim",
+          "layer_dim",
+          "projected_dim",
+          "use_projector",
+          "condition_on_layer",
+          "unit_projection",
+          "typology_features",
+      )
+  }
 
 
 @pytest.mark.parametrize(
@@ -133,11 +146,12 @@ def test_resume_allows_the_hypernetworks_fields_to_change_for_other_methods(
   config.method = method
   run.save_config(config, str(tmp_path))
   config.hyperx.projected_dim = 2 * config.hyperx.projected_dim
+  config.hyperx.typology_features = ["inventory_knn"]  # a list field: its items are the leaves
   if method == "hyperx":
-    with pytest.raises(ConfigError, match=r"config.hyperx.projected_dim"):
+    with pytest.raises(ConfigError, match=r"projected_dim[\s\S]*typology_features\[0\]"):
       run.check_saved_config(config, str(tmp_path))
   else:
-    run.check_saved_config(config, str(tmp_path))  # the static adapters never read P
+    run.check_saved_config(config, str(tmp_path))  # the static adapters never read them
   config.adapter.bottleneck = 2 * config.adapter.bottleneck  # every method reads it
   with pytest.raises(ConfigError, match=r"config.adapter.bottleneck"):
     run.check_saved_config(config, str(tmp_path))

@@ -66,6 +66,12 @@ def entry_path(path: str) -> str:
   return re.sub(r"\[\d+\]", "[]", path)
 
 
+def field_path(path: str) -> str:
+  """The field a leaf belongs to: 'hyperx.typology_features[1]' -> 'hyperx.typology_features'
+  (a list-valued field's items are leaves of their own)."""
+  return re.sub(r"(\[\d+\])+$", "", path)
+
+
 RESUMABLE_CHANGES = fields_where(RESUMABLE)
 COLUMN_IGNORES = fields_where(COMPARE_IGNORES)
 HYPERNETWORK_ONLY_FIELDS = fields_where(HYPERNETWORK_ONLY)
@@ -128,7 +134,7 @@ def changes_beyond(
   return {
       k: v
       for k, v in config_differences(a, b).items()
-      if k not in allowed and entry_path(k) not in allowed and not _absent_means_other(k, v)
+      if not {k, entry_path(k), field_path(k)} & set(allowed) and not _absent_means_other(k, v)
   }
 
 
