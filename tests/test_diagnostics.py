@@ -86,3 +86,5 @@ def test_a_per_task_recipe_run_logs_diagnostics_per_task(workspace, tmp_path):  
     assert scalars[f"diag/adapter/projection_norm/{t}"] > 0
   text = diag.report(workdir)
   assert "loss leaves chance" in text and "diag/nu_share/generators" in text
+  for task, loss in diag.final_losses(read_metrics(workdir)).items():
+    assert f"  {task:12s} {loss:.4f}" in text  # the report's end-of-training losses
