@@ -208,6 +208,7 @@ def test_sdist_metadata_is_built_in_isolation_only_when_an_index_can_supply_setu
   assert sdist.is_sdist and not wheel.is_sdist
   from_index = wheels.pip_download_command(sdist, None)
   assert "--no-build-isolation" not in from_index and "--no-index" not in from_index
+  assert "--no-binary=:all:" in from_index  # the pinned file is the sdist, not some wheel
   local = wheels.pip_download_command(sdist, "/wheels")
   assert local[-4:] == ["--no-index", "--find-links", "/wheels", "--no-build-isolation"]
   assert "--no-build-isolation" not in wheels.pip_download_command(wheel, "/wheels")

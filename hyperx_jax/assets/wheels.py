@@ -86,6 +86,7 @@ def pip_download_command(wheel: Wheel, local_dir: str | None) -> list[str]:
       "--no-deps",
       "--disable-pip-version-check",
       f"{wheel.name}=={wheel.version}",
+      *(("--no-binary=:all:",) if wheel.is_sdist else ()),
       *wheel.pip_args,
   ]
   if local_dir:
